@@ -1,0 +1,116 @@
+/*
+ * dev.h -- byte-addressed block devices: where every image is written.
+ *
+ * A device is an ops table behind a handle. dev.c owns range checks, the
+ * fallbacks for optional ops and a sticky error flag: after the first failed
+ * write every later call fails too, so a writer can check once at the end.
+ *
+ * Backends:
+ *   raw    a sparse regular file; holes stay holes (write_zeroes punches)
+ *   qcow2  a qcow2 v3 image written directly (see qcow2.h)
+ *   slice  a window (offset, length) onto a parent device: partitions
+ *   mem    a buffer in memory, for tests
+ *
+ * Calling sequence for a writer:
+ *   img_dev_raw_create(ctx, path, size, &dev);      or img_dev_qcow2_create()
+ *   img_dev_pwrite(dev, buf, len, off); ...          any order, any offsets
+ *   img_dev_copy_from_fd(dev, fd, src_off, len, off); file data, in-kernel
+ *   img_dev_finish(dev);                             final metadata + fsync
+ *   img_dev_unref(dev);
+ * A device dropped without img_dev_finish() may be incomplete: the caller
+ * removes the file.
+ */
+#ifndef IMG_DEV_H
+#define IMG_DEV_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <img/context.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct img_dev;
+
+/*
+ * The backend ops table. pread/pwrite/flush/size are required; the others
+ * may be NULL and dev.c falls back (write_zeroes -> pwrite of zeros,
+ * copy_from_fd -> pread from the fd + pwrite). Offsets and lengths are
+ * already range-checked by dev.c. Return 0 or a negative errno, and put the
+ * detail on dev->ctx with img_set_error().
+ */
+struct img_dev_ops {
+	const char *name;
+	int (*pread)(struct img_dev *dev, void *buf, size_t len, uint64_t off);
+	int (*pwrite)(struct img_dev *dev, const void *buf, size_t len, uint64_t off);
+	int (*write_zeroes)(struct img_dev *dev, uint64_t off, uint64_t len);
+	int (*copy_from_fd)(struct img_dev *dev, int fd, uint64_t src_off, uint64_t len,
+			    uint64_t dst_off);
+	int (*flush)(struct img_dev *dev);
+	/* Write final metadata (qcow2 tables, compression), then fsync. */
+	int (*finish)(struct img_dev *dev);
+	/* Release everything the backend holds. */
+	void (*destroy)(struct img_dev *dev);
+};
+
+/* Flags for img_dev_new(). */
+#define IMG_DEV_READONLY 0x1u
+
+/*
+ * For backends: allocate a device of @priv_size extra bytes (reached with
+ * img_dev_priv()), virtual size @size. Refcount 1.
+ */
+int img_dev_new(struct img_ctx *ctx, const struct img_dev_ops *ops, uint64_t size,
+		unsigned flags, size_t priv_size, struct img_dev **out);
+void *img_dev_priv(struct img_dev *dev);
+struct img_ctx *img_dev_ctx(const struct img_dev *dev);
+
+struct img_dev *img_dev_ref(struct img_dev *dev);
+/* Drop a reference; the last one destroys the device. NULL allowed. */
+void img_dev_unref(struct img_dev *dev);
+
+uint64_t img_dev_size(const struct img_dev *dev);
+const char *img_dev_backend(const struct img_dev *dev);
+int img_dev_readonly(const struct img_dev *dev);
+
+/* Read @len bytes at @off. Reads past the end fail with -EINVAL. */
+int img_dev_pread(struct img_dev *dev, void *buf, size_t len, uint64_t off);
+int img_dev_pwrite(struct img_dev *dev, const void *buf, size_t len, uint64_t off);
+/* Make [off, off+len) read as zeros; backends keep it unallocated if they can. */
+int img_dev_write_zeroes(struct img_dev *dev, uint64_t off, uint64_t len);
+/*
+ * Copy @len bytes from @fd at @src_off to the device at @dst_off. Backends
+ * use copy_file_range where they can. A short source is an error (-EIO:
+ * "input changed while reading").
+ */
+int img_dev_copy_from_fd(struct img_dev *dev, int fd, uint64_t src_off, uint64_t len,
+			 uint64_t dst_off);
+int img_dev_flush(struct img_dev *dev);
+/* Complete the device (final metadata, fsync). Once only; then only unref. */
+int img_dev_finish(struct img_dev *dev);
+/* The first error any call on this device met (0 if none). */
+int img_dev_error(const struct img_dev *dev);
+
+/* Constructors. */
+
+/* Raw sparse file: created (truncated) at @path with @size bytes. */
+int img_dev_raw_create(struct img_ctx *ctx, const char *path, uint64_t size,
+		       struct img_dev **out);
+/* Raw file opened read-only (size = file size). */
+int img_dev_raw_open(struct img_ctx *ctx, const char *path, struct img_dev **out);
+/* Raw device over an fd the caller keeps owning (not closed by the device). */
+int img_dev_raw_from_fd(struct img_ctx *ctx, int fd, uint64_t size, unsigned flags,
+			struct img_dev **out);
+/* Memory device of @size zero bytes. */
+int img_dev_mem_new(struct img_ctx *ctx, uint64_t size, struct img_dev **out);
+/* The buffer behind a mem device (borrowed). */
+const uint8_t *img_dev_mem_data(const struct img_dev *dev);
+/* A window [off, off+len) of @parent; takes a reference on the parent. */
+int img_dev_slice_new(struct img_dev *parent, uint64_t off, uint64_t len,
+		      struct img_dev **out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

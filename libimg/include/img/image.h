@@ -1,0 +1,77 @@
+/*
+ * image.h -- the recipes the tools call: one call builds one image.
+ *
+ *   IMG_MODE_ROOT    ext4 (label nixos) holding the closure, no partition table
+ *   IMG_MODE_EMPTY   an empty ext4 of opts->size
+ *   IMG_MODE_EFI     GPT: ESP (FAT32) + root ext4, UEFI boot files
+ *   IMG_MODE_BIOS    MBR: one bootable ext4 root partition at 1 MiB
+ *   IMG_MODE_HYBRID  GPT: BIOS boot + ESP + root
+ *   IMG_MODE_STORE   EROFS (label nix-store) whose root holds the store paths
+ *
+ * img_build() writes opts->output in place (the tool passes a temporary name
+ * and renames it on success; the library removes nothing). The seed, when
+ * not given, is derived from the inputs: the sorted closure and the options
+ * that change the output.
+ */
+#ifndef IMG_IMAGE_H
+#define IMG_IMAGE_H
+
+#include <stdint.h>
+#include <img/context.h>
+#include <img/qcow2.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum img_mode {
+	IMG_MODE_ROOT = 0,
+	IMG_MODE_EMPTY,
+	IMG_MODE_EFI,
+	IMG_MODE_BIOS,
+	IMG_MODE_HYBRID,
+	IMG_MODE_STORE,
+};
+
+enum img_format {
+	IMG_FORMAT_RAW = 0,
+	IMG_FORMAT_QCOW2,
+};
+
+struct img_build_opts {
+	enum img_mode mode;
+	const char *output;        /* the file to write */
+	const char *output_name;   /* the name recorded in the manifest (final name) */
+	enum img_format format;
+	enum img_qcow2_compression compression;
+	unsigned cluster_bits;     /* qcow2; 0 = default */
+
+	const char *closure;       /* CLOSURE spec (file, closureInfo dir, "-"), or NULL */
+	const char *tar;           /* --tar FILE or "-", or NULL */
+	const char *root;          /* --root (default "/") */
+	const char *store_dir;     /* --store-dir (default "/nix/store") */
+
+	uint64_t size;             /* --size; 0 = computed */
+	uint64_t additional_space; /* --additional-space */
+	int additional_space_set;
+	uint64_t boot_size;        /* --boot-size; 0 = 256 MiB */
+	const char *label;         /* --label; NULL = mode default */
+	const char *system;        /* --system toplevel store path, or NULL */
+	const char *bootloader;    /* --bootloader FILE (systemd-boot EFI binary) */
+	int uki;                   /* --uki */
+	const char *uki_stub;      /* --uki-stub FILE */
+	const char *grub_dir;      /* --grub DIR */
+	const char *kernel_params; /* extra kernel parameters */
+	unsigned tree_flags;       /* IMG_TREE_* (keep hard links, ...) */
+
+	const char *seed;          /* --seed; NULL = derived from the inputs */
+	size_t seed_len;
+	const char *manifest;      /* where to write the JSON manifest, or NULL */
+};
+
+int img_build(struct img_ctx *ctx, const struct img_build_opts *opts);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,2 @@
+/* boot.c -- not written yet (see the open issues). */
+#include "private.h"

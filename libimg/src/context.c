@@ -1,0 +1,193 @@
+/*
+ * context.c -- the libimg handle: last error, log and progress callbacks,
+ * reproducibility settings, cancellation.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "private.h"
+#include "context-private.h"
+
+int img_ctx_new(struct img_ctx **out)
+{
+	struct img_ctx *ctx = calloc(1, sizeof(*ctx));
+
+	if (!ctx)
+		return -ENOMEM;
+	ctx->epoch = 1;
+	ctx->progress_step_bytes = 8u << 20;
+	*out = ctx;
+	return 0;
+}
+
+void img_ctx_free(struct img_ctx *ctx)
+{
+	if (!ctx)
+		return;
+	free(ctx->seed);
+	free(ctx);
+}
+
+const char *img_ctx_error(const struct img_ctx *ctx)
+{
+	return ctx->msg;
+}
+
+int img_ctx_errno(const struct img_ctx *ctx)
+{
+	return ctx->err;
+}
+
+void img_ctx_clear_error(struct img_ctx *ctx)
+{
+	ctx->err = 0;
+	ctx->msg[0] = '\0';
+}
+
+void img_ctx_set_log(struct img_ctx *ctx, enum img_log_level level, img_log_fn fn, void *user)
+{
+	ctx->log_level = level;
+	ctx->log_fn = fn;
+	ctx->log_user = user;
+}
+
+void img_ctx_set_progress(struct img_ctx *ctx, img_progress_fn fn, void *user)
+{
+	ctx->progress_fn = fn;
+	ctx->progress_user = user;
+}
+
+int img_ctx_set_seed(struct img_ctx *ctx, const void *seed, size_t len)
+{
+	void *copy = malloc(len ? len : 1);
+
+	if (!copy)
+		return -ENOMEM;
+	if (len)
+		memcpy(copy, seed, len);
+	free(ctx->seed);
+	ctx->seed = copy;
+	ctx->seed_len = len;
+	return 0;
+}
+
+const void *img_ctx_seed(const struct img_ctx *ctx, size_t *len)
+{
+	*len = ctx->seed_len;
+	return ctx->seed ? ctx->seed : "";
+}
+
+void img_ctx_set_epoch(struct img_ctx *ctx, int64_t epoch)
+{
+	ctx->epoch = epoch;
+}
+
+void img_ctx_cancel(struct img_ctx *ctx)
+{
+	ctx->cancelled = 1;
+}
+
+int img_ctx_cancelled(const struct img_ctx *ctx)
+{
+	return ctx->cancelled != 0;
+}
+
+int img_check_cancel(struct img_ctx *ctx)
+{
+	if (!ctx->cancelled)
+		return 0;
+	return img_set_error_force(ctx, -ECANCELED, "interrupted");
+}
+
+static int set_error_v(struct img_ctx *ctx, int force, int err, const char *fmt, va_list ap)
+{
+	if (err >= 0)
+		err = -EIO;
+	(void)force;
+	ctx->err = err;
+	vsnprintf(ctx->msg, sizeof(ctx->msg), fmt, ap);
+	return err;
+}
+
+int img_set_error(struct img_ctx *ctx, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	err = set_error_v(ctx, 0, err, fmt, ap);
+	va_end(ap);
+	return err;
+}
+
+int img_set_error_force(struct img_ctx *ctx, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	err = set_error_v(ctx, 1, err, fmt, ap);
+	va_end(ap);
+	return err;
+}
+
+int img_error_prefix(struct img_ctx *ctx, int err, const char *fmt, ...)
+{
+	char prefix[512], old[sizeof(ctx->msg)];
+	va_list ap;
+
+	if (err >= 0)
+		err = -EIO;
+	va_start(ap, fmt);
+	vsnprintf(prefix, sizeof(prefix), fmt, ap);
+	va_end(ap);
+	memcpy(old, ctx->msg, sizeof(old));
+	if (!ctx->err) {
+		ctx->err = err;
+		snprintf(ctx->msg, sizeof(ctx->msg), "%s: %s", prefix, strerror(-err));
+	} else {
+		snprintf(ctx->msg, sizeof(ctx->msg), "%s: %s", prefix, old);
+	}
+	return ctx->err;
+}
+
+void img_log(struct img_ctx *ctx, enum img_log_level level, const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+
+	if (!ctx->log_fn || level > ctx->log_level)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	ctx->log_fn(ctx->log_user, level, buf);
+}
+
+static void progress_report(struct img_ctx *ctx)
+{
+	if (ctx->progress_fn)
+		ctx->progress_fn(ctx->progress_user, &ctx->progress);
+	ctx->last_report_bytes = ctx->progress.bytes_done;
+	ctx->last_report_files = ctx->progress.files_done;
+}
+
+void img_progress_phase(struct img_ctx *ctx, const char *phase, uint64_t bytes_total,
+			uint64_t files_total)
+{
+	ctx->progress.phase = phase;
+	ctx->progress.bytes_total = bytes_total;
+	ctx->progress.files_total = files_total;
+	ctx->progress.bytes_done = 0;
+	ctx->progress.files_done = 0;
+	progress_report(ctx);
+}
+
+void img_progress_add(struct img_ctx *ctx, uint64_t bytes, uint64_t files)
+{
+	ctx->progress.bytes_done += bytes;
+	ctx->progress.files_done += files;
+	if (!ctx->progress_fn)
+		return;
+	if (ctx->progress.bytes_done - ctx->last_report_bytes >= ctx->progress_step_bytes ||
+	    ctx->progress.files_done - ctx->last_report_files >= 1000)
+		progress_report(ctx);
+}

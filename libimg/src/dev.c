@@ -1,0 +1,206 @@
+/*
+ * dev.c -- the block device front end: range checks, fallbacks for the
+ * optional ops, reference counting and the sticky error flag.
+ */
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "private.h"
+
+struct img_dev {
+	const struct img_dev_ops *ops;
+	struct img_ctx *ctx;
+	uint64_t size;
+	unsigned flags;
+	unsigned refs;
+	int error;    /* first failure; later calls fail with it */
+	int finished;
+	max_align_t priv[]; /* backend state */
+};
+
+int img_dev_new(struct img_ctx *ctx, const struct img_dev_ops *ops, uint64_t size,
+		unsigned flags, size_t priv_size, struct img_dev **out)
+{
+	struct img_dev *dev = calloc(1, sizeof(*dev) + priv_size);
+
+	if (!dev)
+		return img_set_error(ctx, -ENOMEM, "out of memory");
+	dev->ops = ops;
+	dev->ctx = ctx;
+	dev->size = size;
+	dev->flags = flags;
+	dev->refs = 1;
+	*out = dev;
+	return 0;
+}
+
+void *img_dev_priv(struct img_dev *dev)
+{
+	return dev->priv;
+}
+
+struct img_ctx *img_dev_ctx(const struct img_dev *dev)
+{
+	return dev->ctx;
+}
+
+struct img_dev *img_dev_ref(struct img_dev *dev)
+{
+	dev->refs++;
+	return dev;
+}
+
+void img_dev_unref(struct img_dev *dev)
+{
+	if (!dev || --dev->refs)
+		return;
+	if (dev->ops->destroy)
+		dev->ops->destroy(dev);
+	free(dev);
+}
+
+uint64_t img_dev_size(const struct img_dev *dev)
+{
+	return dev->size;
+}
+
+const char *img_dev_backend(const struct img_dev *dev)
+{
+	return dev->ops->name;
+}
+
+int img_dev_readonly(const struct img_dev *dev)
+{
+	return (dev->flags & IMG_DEV_READONLY) != 0;
+}
+
+int img_dev_error(const struct img_dev *dev)
+{
+	return dev->error;
+}
+
+static int sticky(struct img_dev *dev, int r)
+{
+	if (r < 0 && !dev->error)
+		dev->error = r;
+	return r;
+}
+
+static int check_range(struct img_dev *dev, uint64_t off, uint64_t len, int write)
+{
+	uint64_t end;
+
+	if (dev->error)
+		return dev->error;
+	if (write && (dev->flags & IMG_DEV_READONLY))
+		return img_set_error(dev->ctx, -EROFS, "%s device is read-only",
+				     dev->ops->name);
+	if (write && dev->finished)
+		return img_set_error(dev->ctx, -EINVAL, "%s device already finished",
+				     dev->ops->name);
+	if (img_add_overflow(off, len, &end) || end > dev->size)
+		return img_set_error(dev->ctx, -EINVAL,
+				     "access [%llu, +%llu) beyond the end of a %llu-byte %s device",
+				     (unsigned long long)off, (unsigned long long)len,
+				     (unsigned long long)dev->size, dev->ops->name);
+	return 0;
+}
+
+int img_dev_pread(struct img_dev *dev, void *buf, size_t len, uint64_t off)
+{
+	int r = check_range(dev, off, len, 0);
+
+	if (r < 0 || len == 0)
+		return r;
+	/* Read errors are not sticky: a failed read does not spoil the output. */
+	return dev->ops->pread(dev, buf, len, off);
+}
+
+int img_dev_pwrite(struct img_dev *dev, const void *buf, size_t len, uint64_t off)
+{
+	int r = check_range(dev, off, len, 1);
+
+	if (r < 0 || len == 0)
+		return r;
+	return sticky(dev, dev->ops->pwrite(dev, buf, len, off));
+}
+
+static const uint8_t zero_block[65536];
+
+int img_dev_write_zeroes(struct img_dev *dev, uint64_t off, uint64_t len)
+{
+	int r = check_range(dev, off, len, 1);
+
+	if (r < 0 || len == 0)
+		return r;
+	if (dev->ops->write_zeroes)
+		return sticky(dev, dev->ops->write_zeroes(dev, off, len));
+	while (len) {
+		size_t n = (size_t)IMG_MIN(len, sizeof(zero_block));
+
+		r = dev->ops->pwrite(dev, zero_block, n, off);
+		if (r < 0)
+			return sticky(dev, r);
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+int img_dev_copy_from_fd(struct img_dev *dev, int fd, uint64_t src_off, uint64_t len,
+			 uint64_t dst_off)
+{
+	int r = check_range(dev, dst_off, len, 1);
+	size_t bufsz;
+	uint8_t *buf;
+
+	if (r < 0 || len == 0)
+		return r;
+	if (dev->ops->copy_from_fd)
+		return sticky(dev, dev->ops->copy_from_fd(dev, fd, src_off, len, dst_off));
+	bufsz = (size_t)IMG_MIN(len, (uint64_t)1 << 20);
+	buf = malloc(bufsz);
+	if (!buf)
+		return sticky(dev, img_set_error(dev->ctx, -ENOMEM, "out of memory"));
+	while (len) {
+		size_t n = (size_t)IMG_MIN(len, bufsz);
+
+		r = img_pread_full(fd, buf, n, src_off);
+		if (r < 0) {
+			r = img_set_error(dev->ctx, r,
+					  r == -EIO ? "input changed while reading (shorter than expected)"
+						    : "reading input: %s",
+					  strerror(-r));
+			break;
+		}
+		r = dev->ops->pwrite(dev, buf, n, dst_off);
+		if (r < 0)
+			break;
+		src_off += n;
+		dst_off += n;
+		len -= n;
+	}
+	free(buf);
+	return sticky(dev, r);
+}
+
+int img_dev_flush(struct img_dev *dev)
+{
+	if (dev->error)
+		return dev->error;
+	return sticky(dev, dev->ops->flush(dev));
+}
+
+int img_dev_finish(struct img_dev *dev)
+{
+	int r;
+
+	if (dev->error)
+		return dev->error;
+	if (dev->finished)
+		return img_set_error(dev->ctx, -EINVAL, "%s device finished twice",
+				     dev->ops->name);
+	r = dev->ops->finish ? dev->ops->finish(dev) : dev->ops->flush(dev);
+	dev->finished = 1;
+	return sticky(dev, r);
+}

@@ -1,0 +1,2 @@
+/* disk.c -- not written yet (see the open issues). */
+#include "private.h"

@@ -1,0 +1,2 @@
+/* ext2-io.c -- not written yet (see the open issues). */
+#include "private.h"

@@ -1,0 +1,2 @@
+/* fs-erofs.c -- not written yet (see the open issues). */
+#include "private.h"

@@ -1,0 +1,2 @@
+/* fs-ext4.c -- not written yet (see the open issues). */
+#include "private.h"

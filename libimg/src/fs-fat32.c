@@ -1,0 +1,2 @@
+/* fs-fat32.c -- not written yet (see the open issues). */
+#include "private.h"

@@ -1,0 +1,2 @@
+/* fs.c -- not written yet (see the open issues). */
+#include "private.h"

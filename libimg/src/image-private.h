@@ -1,0 +1,30 @@
+/*
+ * image-private.h -- what the recipes (image-*.c) share.
+ */
+#ifndef IMG_IMAGE_PRIVATE_H
+#define IMG_IMAGE_PRIVATE_H
+
+#include "private.h"
+#include <img/closure.h>
+#include <img/image.h>
+#include <img/tree.h>
+
+/*
+ * Set the context's seed: opts->seed if given, else a hash of the mode, the
+ * options that change the output and the sorted store paths @paths.
+ */
+int img_image_set_seed(struct img_ctx *ctx, const struct img_build_opts *o,
+		       const char *const *paths, size_t npaths);
+/* Create the output device of @size bytes in the requested format. */
+int img_image_create_output(struct img_ctx *ctx, const struct img_build_opts *o, uint64_t size,
+			    struct img_dev **out);
+/* Load opts->closure with opts->root / opts->store_dir. */
+int img_image_load_closure(struct img_ctx *ctx, const struct img_build_opts *o,
+			   struct img_closure **out);
+
+/* The recipes, one per file. */
+int img_build_root(struct img_ctx *ctx, const struct img_build_opts *o);  /* ROOT, EMPTY */
+int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o); /* STORE */
+int img_build_disk(struct img_ctx *ctx, const struct img_build_opts *o);  /* EFI, BIOS, HYBRID */
+
+#endif

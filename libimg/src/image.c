@@ -1,0 +1,108 @@
+/*
+ * image.c -- img_build(): pick the recipe for the mode; what recipes share
+ * (seed derivation, output creation, closure loading).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "image-private.h"
+#include <img/qcow2.h>
+
+static const char *mode_name(enum img_mode m)
+{
+	switch (m) {
+	case IMG_MODE_ROOT:
+		return "root";
+	case IMG_MODE_EMPTY:
+		return "empty";
+	case IMG_MODE_EFI:
+		return "efi";
+	case IMG_MODE_BIOS:
+		return "bios";
+	case IMG_MODE_HYBRID:
+		return "hybrid";
+	case IMG_MODE_STORE:
+		return "store";
+	}
+	return "?";
+}
+
+int img_image_set_seed(struct img_ctx *ctx, const struct img_build_opts *o,
+		       const char *const *paths, size_t npaths)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f;
+	uint8_t digest[32];
+	char hex[65];
+
+	if (o->seed)
+		return img_ctx_set_seed(ctx, o->seed, o->seed_len ? o->seed_len : strlen(o->seed));
+	/* Everything that shapes the output, one field a line, then the paths
+	 * (already sorted and unique). Never the output path or the host. */
+	f = open_memstream(&buf, &len);
+	if (!f)
+		return img_set_error(ctx, -ENOMEM, "out of memory");
+	fprintf(f, "libimg-seed-v1\nmode=%s\nsize=%llu\nboot=%llu\nlabel=%s\nsystem=%s\n",
+		mode_name(o->mode), (unsigned long long)o->size,
+		(unsigned long long)o->boot_size, o->label ? o->label : "",
+		o->system ? o->system : "");
+	for (size_t i = 0; i < npaths; i++)
+		fprintf(f, "path=%s\n", paths[i]);
+	if (fclose(f) != 0) {
+		free(buf);
+		return img_set_error(ctx, -ENOMEM, "out of memory");
+	}
+	img_sha256(buf, len, digest);
+	free(buf);
+	img_hex(digest, 16, hex);
+	return img_ctx_set_seed(ctx, hex, 32);
+}
+
+int img_image_create_output(struct img_ctx *ctx, const struct img_build_opts *o, uint64_t size,
+			    struct img_dev **out)
+{
+	if (o->format == IMG_FORMAT_QCOW2) {
+		struct img_qcow2_opts q = {
+			.size = size,
+			.cluster_bits = o->cluster_bits,
+			.compression = o->compression,
+		};
+
+		return img_dev_qcow2_create(ctx, o->output, &q, out);
+	}
+	if (o->compression != IMG_QCOW2_COMPRESS_NONE)
+		return img_set_error(ctx, -EINVAL, "compression needs the qcow2 format");
+	return img_dev_raw_create(ctx, o->output, size, out);
+}
+
+int img_image_load_closure(struct img_ctx *ctx, const struct img_build_opts *o,
+			   struct img_closure **out)
+{
+	struct img_closure_opts co = {
+		.store_dir = o->store_dir,
+		.root = o->root,
+	};
+
+	if (!o->closure)
+		return img_set_error(ctx, -EINVAL, "no closure given");
+	return img_closure_load(ctx, o->closure, &co, out);
+}
+
+int img_build(struct img_ctx *ctx, const struct img_build_opts *o)
+{
+	if (!o->output)
+		return img_set_error(ctx, -EINVAL, "no output file given");
+	switch (o->mode) {
+	case IMG_MODE_ROOT:
+	case IMG_MODE_EMPTY:
+		return img_build_root(ctx, o);
+	case IMG_MODE_STORE:
+		return img_build_store(ctx, o);
+	case IMG_MODE_EFI:
+	case IMG_MODE_BIOS:
+	case IMG_MODE_HYBRID:
+		return img_build_disk(ctx, o);
+	}
+	return img_set_error(ctx, -EINVAL, "unknown mode %d", (int)o->mode);
+}

@@ -1,0 +1,2 @@
+/* tree.c -- being written. */
+#include "private.h"

@@ -1,0 +1,2 @@
+/* vm.c -- not written yet (see the open issues). */
+#include "private.h"

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# setup.sh -- install every Debian 12 package that building, testing, the
+# benchmarks and the demo need. One `apt-get update`, then only what is
+# missing; non-interactive; safe to run twice.
+set -euo pipefail
+
+PKGS=(
+  # build
+  build-essential cmake pkg-config clang llvm libclang-rt-14-dev clang-format
+  libarchive-dev libext2fs-dev libfdisk-dev libzstd-dev uuid-dev zlib1g-dev
+  libjson-c-dev libssl-dev check
+  # oracles: programs we did not write
+  qemu-utils qemu-system-x86 e2fsprogs erofs-utils dosfstools mtools gdisk fdisk
+  # boot fixtures and the demo
+  ovmf systemd-boot-efi linux-image-cloud-amd64 busybox-static swtpm swtpm-tools
+  cpio grub-pc-bin kmod
+  # tests, benchmarks
+  zstd xz-utils gzip tar python3 time hyperfine
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all ${#PKGS[@]} packages present"
+  exit 0
+fi
+
+SUDO=
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+echo "setup: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# test.sh -- set up, build and run the whole test suite (what CI runs).
+#
+#  1. scripts/setup.sh installs what is missing (Debian 12)
+#  2. build/ : -Werror build, every CTest case (unit, integration, repro, boot)
+#  3. build-asan/ : ASan+UBSan build, unit tests and the bad-input corpus
+#  4. build-fuzz/ : libFuzzer targets, each run for a bounded time
+#
+# Environment: JOBS (default: nproc), FUZZ_SECONDS (default 20 per target),
+# SKIP_SETUP=1 to skip step 1, SKIP_ASAN=1 / SKIP_FUZZ=1 to skip 3 / 4.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+JOBS=${JOBS:-$(nproc)}
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+
+[ -n "${SKIP_SETUP:-}" ] || bash scripts/setup.sh
+status=0
+
+echo "== build (-Werror)"
+cmake -S . -B build -DIMG_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$JOBS"
+echo "== format check"
+if command -v clang-format >/dev/null; then
+	bad=$(git ls-files '*.c' '*.h' | xargs clang-format --dry-run 2>&1 | grep -c warning || true)
+	if [ "$bad" != 0 ]; then
+		echo "clang-format: $bad places differ from .clang-format"
+		git ls-files '*.c' '*.h' | xargs clang-format --dry-run 2>&1 | head -20
+		status=1
+	fi
+fi
+echo "== tests"
+(cd build && ctest -j"$JOBS" --output-on-failure --timeout 900) || status=1
+
+if [ -z "${SKIP_ASAN:-}" ]; then
+	echo "== ASan+UBSan: unit tests and bad inputs"
+	cmake -S . -B build-asan -DIMG_WERROR=ON -DIMG_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug \
+		-DCMAKE_C_COMPILER=gcc >/dev/null
+	cmake --build build-asan -j"$JOBS"
+	(cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		ctest -j"$JOBS" --output-on-failure -L 'unit|bad' --timeout 900) || status=1
+fi
+
+if [ -z "${SKIP_FUZZ:-}" ] && [ -f tests/fuzz/fuzz.cmake ]; then
+	echo "== fuzz (${FUZZ_SECONDS}s per target)"
+	cmake -S . -B build-fuzz -DIMG_FUZZ=ON -DBUILD_TESTING=OFF -DCMAKE_C_COMPILER=clang \
+		-DCMAKE_BUILD_TYPE=Debug >/dev/null
+	cmake --build build-fuzz -j"$JOBS"
+	for f in build-fuzz/fuzz-*; do
+		[ -x "$f" ] || continue
+		name=$(basename "$f")
+		corpus=fixtures/fuzz/${name#fuzz-}
+		work=$(mktemp -d)
+		[ -d "$corpus" ] && cp -r "$corpus"/. "$work"/
+		echo "-- $name"
+		if ! "$f" -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -timeout=10 \
+			-artifact_prefix="build-fuzz/$name-" "$work" >"build-fuzz/$name.log" 2>&1; then
+			echo "$name found a crash:"; tail -40 "build-fuzz/$name.log"; status=1
+		fi
+		rm -rf "$work"
+	done
+fi
+
+if [ $status = 0 ]; then echo "== all tests passed"; else echo "== FAILURES"; fi
+exit $status

@@ -1,0 +1,52 @@
+# tests.cmake -- every test, registered with CTest.
+#
+# Unit tests: tests/unit/test-<module>.c, one check suite each; every
+# tcase_create("name") in the file becomes its own CTest case "<module>/<name>"
+# (run alone through CK_RUN_CASE), so `ctest -R qcow2` works.
+# Shell tests: tests/<area>/<name>.sh run with the tools' paths in the
+# environment; exit 77 = skipped (a program is missing).
+
+function(img_unit_test module)
+  set(src ${CMAKE_SOURCE_DIR}/tests/unit/test-${module}.c)
+  add_executable(test-${module} ${src} ${CMAKE_SOURCE_DIR}/tests/unit/check-main.c
+                 ${CMAKE_SOURCE_DIR}/tests/unit/testutil.c)
+  target_include_directories(test-${module} PRIVATE ${CMAKE_SOURCE_DIR}/libimg/src
+                             ${CMAKE_SOURCE_DIR}/tests/unit)
+  target_compile_definitions(test-${module} PRIVATE IMG_BUILDING_LIBIMG
+                             IMG_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
+  target_link_libraries(test-${module} PRIVATE img_static PkgConfig::CHECK)
+  file(STRINGS ${src} lines REGEX "tcase_create\\(\"[^\"]+\"\\)")
+  foreach(line ${lines})
+    string(REGEX MATCH "tcase_create\\(\"([^\"]+)\"\\)" _ "${line}")
+    set(tc ${CMAKE_MATCH_1})
+    add_test(NAME ${module}/${tc} COMMAND test-${module})
+    set_tests_properties(${module}/${tc} PROPERTIES
+      ENVIRONMENT "CK_RUN_CASE=${tc};CK_DEFAULT_TIMEOUT=120;IMG_TEST_TMP=${CMAKE_BINARY_DIR}/test-tmp"
+      LABELS "unit;${module}" SKIP_RETURN_CODE 77)
+  endforeach()
+endfunction()
+
+function(img_shell_test area name)
+  cmake_parse_arguments(T "" "TIMEOUT" "LABELS" ${ARGN})
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 600)
+  endif()
+  add_test(NAME ${area}/${name}
+           COMMAND bash ${CMAKE_SOURCE_DIR}/tests/${area}/${name}.sh)
+  set_tests_properties(${area}/${name} PROPERTIES
+    ENVIRONMENT "MKVMIMAGE=$<TARGET_FILE:mkvmimage>;VMLAUNCH=$<TARGET_FILE:vmlaunch>;SRCDIR=${CMAKE_SOURCE_DIR};BUILDDIR=${CMAKE_BINARY_DIR};TEST_TMP=${CMAKE_BINARY_DIR}/test-tmp"
+    LABELS "${area};${T_LABELS}" SKIP_RETURN_CODE 77 TIMEOUT ${T_TIMEOUT})
+endfunction()
+
+if(NOT CHECK_FOUND)
+  message(WARNING "check not found: unit tests are not built (run scripts/setup.sh)")
+else()
+  # Unit tests, one line per module.
+  img_unit_test(context)
+  img_unit_test(repro)
+  img_unit_test(dev)
+  img_unit_test(tree)
+endif()
+
+# Integration tests: run the tools, validate with programs we did not write.
+img_shell_test(integration empty)

@@ -1,0 +1,32 @@
+/* testutil.h -- helpers for the unit tests. */
+#ifndef IMG_TESTUTIL_H
+#define IMG_TESTUTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <check.h>
+#include <img/context.h>
+
+/* A fresh directory for this test under $IMG_TEST_TMP (or /tmp); malloc'ed. */
+char *t_tmpdir(const char *name);
+/* rm -rf @path (no shell). */
+void t_rmrf(const char *path);
+/* Run a command (argv, no shell); return its exit status, -1 if it could not run.
+ * If @out is not NULL, stdout is captured into a malloc'ed NUL-terminated buffer. */
+int t_run(char *const argv[], char **out);
+/* Is @prog on PATH? */
+int t_have(const char *prog);
+/* Deterministic pseudo-random bytes (xorshift) for test data. */
+void t_fill(void *buf, size_t len, uint64_t seed);
+/* A new context that fails the test if it cannot be made. */
+struct img_ctx *t_ctx(void);
+/* Write a file (creating parents is the caller's job). */
+void t_write_file(const char *path, const void *buf, size_t len);
+
+#define ck_assert_ok(expr, ctx)                                                            \
+	do {                                                                               \
+		int r_ = (expr);                                                           \
+		ck_assert_msg(r_ >= 0, "%s failed: %d: %s", #expr, r_, img_ctx_error(ctx)); \
+	} while (0)
+
+#endif

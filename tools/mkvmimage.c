@@ -1,0 +1,380 @@
+/*
+ * mkvmimage.c -- build VM disk images for Nix closures (../shared/CLI.md).
+ *
+ * Parse options into struct img_build_opts, make one img_build() call, map
+ * the result to an exit status: 0 success, 1 failure, 2 usage error. The
+ * environment (SOURCE_DATE_EPOCH) is read here and nowhere in the library.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <img/context.h>
+#include <img/image.h>
+#include <img/tree.h>
+
+#include "tool-util.h"
+
+static void usage(FILE *f)
+{
+	fputs("Usage: mkvmimage [MODE] [OPTIONS] [CLOSURE]\n"
+	      "\n"
+	      "Build a VM disk image holding a Nix closure. CLOSURE is a file of store\n"
+	      "paths (closureInfo's store-paths), a closureInfo directory, or - for stdin.\n"
+	      "\n"
+	      "Modes:\n"
+	      "      (none)              ext4 file system (label nixos), no partition table\n"
+	      "      --efi               GPT disk: ESP (FAT32) + ext4 root, UEFI boot files\n"
+	      "      --bios              MBR disk: one bootable ext4 root partition at 1 MiB\n"
+	      "      --hybrid            GPT disk: BIOS boot partition + ESP + ext4 root\n"
+	      "      --store-image       EROFS Nix store image (label nix-store)\n"
+	      "      --empty             an empty ext4 file system of --size\n"
+	      "\n"
+	      "Options:\n"
+	      "  -o, --output FILE       the image to write (required)\n"
+	      "      --format raw|qcow2  default: qcow2 if FILE ends in .qcow2, else raw\n"
+	      "      --compress zstd     qcow2 with zstd-compressed clusters (also: zlib)\n"
+	      "      --cluster-size SIZE qcow2 cluster size, 512 to 2M (default 64K)\n"
+	      "      --tar FILE|-        read the closure's contents from a tar stream\n"
+	      "      --root DIR          directory standing for / when reading store paths\n"
+	      "      --store-dir DIR     the store directory (default /nix/store)\n"
+	      "      --size SIZE         total size of the disk or file system\n"
+	      "      --additional-space SIZE  free space added to the computed root size\n"
+	      "      --boot-size SIZE    ESP size (default 256M)\n"
+	      "      --label NAME        label of the root (or store) file system\n"
+	      "      --system PATH       the NixOS system (toplevel) store path to boot\n"
+	      "      --bootloader FILE   systemd-boot EFI binary (default: from the closure)\n"
+	      "      --uki               boot a unified kernel image instead of loader entries\n"
+	      "      --uki-stub FILE     the linuxx64.efi.stub to build the UKI from\n"
+	      "      --grub DIR          GRUB i386-pc directory (boot.img, core.img) for --bios\n"
+	      "      --kernel-params TEXT  extra kernel parameters for the boot entry\n"
+	      "      --keep-hardlinks    keep hard links (default: dereference them)\n"
+	      "      --seed STRING       reproducibility seed (default: from the inputs)\n"
+	      "      --manifest FILE     JSON manifest path (default FILE.json)\n"
+	      "      --no-manifest       do not write a manifest\n"
+	      "  -q, --quiet             no progress line, only errors\n"
+	      "  -v, --verbose           say more\n"
+	      "  -h, --help              this text\n"
+	      "      --version           the version\n"
+	      "\n"
+	      "Sizes: bytes, or a number with K, M, G or T (powers of 1024).\n"
+	      "Environment: SOURCE_DATE_EPOCH (default 1) sets every timestamp.\n",
+	      f);
+}
+
+enum {
+	OPT_EFI = 256,
+	OPT_BIOS,
+	OPT_HYBRID,
+	OPT_STORE,
+	OPT_EMPTY,
+	OPT_FORMAT,
+	OPT_COMPRESS,
+	OPT_CLUSTER,
+	OPT_TAR,
+	OPT_ROOT,
+	OPT_STORE_DIR,
+	OPT_SIZE,
+	OPT_ADDITIONAL,
+	OPT_BOOT_SIZE,
+	OPT_LABEL,
+	OPT_SYSTEM,
+	OPT_BOOTLOADER,
+	OPT_UKI,
+	OPT_UKI_STUB,
+	OPT_GRUB,
+	OPT_KPARAMS,
+	OPT_KEEP_HARDLINKS,
+	OPT_SEED,
+	OPT_MANIFEST,
+	OPT_NO_MANIFEST,
+	OPT_VERSION,
+};
+
+static const struct option long_opts[] = {
+	{ "efi", no_argument, NULL, OPT_EFI },
+	{ "bios", no_argument, NULL, OPT_BIOS },
+	{ "hybrid", no_argument, NULL, OPT_HYBRID },
+	{ "store-image", no_argument, NULL, OPT_STORE },
+	{ "empty", no_argument, NULL, OPT_EMPTY },
+	{ "output", required_argument, NULL, 'o' },
+	{ "format", required_argument, NULL, OPT_FORMAT },
+	{ "compress", required_argument, NULL, OPT_COMPRESS },
+	{ "cluster-size", required_argument, NULL, OPT_CLUSTER },
+	{ "tar", required_argument, NULL, OPT_TAR },
+	{ "root", required_argument, NULL, OPT_ROOT },
+	{ "store-dir", required_argument, NULL, OPT_STORE_DIR },
+	{ "size", required_argument, NULL, OPT_SIZE },
+	{ "additional-space", required_argument, NULL, OPT_ADDITIONAL },
+	{ "boot-size", required_argument, NULL, OPT_BOOT_SIZE },
+	{ "label", required_argument, NULL, OPT_LABEL },
+	{ "system", required_argument, NULL, OPT_SYSTEM },
+	{ "bootloader", required_argument, NULL, OPT_BOOTLOADER },
+	{ "uki", no_argument, NULL, OPT_UKI },
+	{ "uki-stub", required_argument, NULL, OPT_UKI_STUB },
+	{ "grub", required_argument, NULL, OPT_GRUB },
+	{ "kernel-params", required_argument, NULL, OPT_KPARAMS },
+	{ "keep-hardlinks", no_argument, NULL, OPT_KEEP_HARDLINKS },
+	{ "seed", required_argument, NULL, OPT_SEED },
+	{ "manifest", required_argument, NULL, OPT_MANIFEST },
+	{ "no-manifest", no_argument, NULL, OPT_NO_MANIFEST },
+	{ "quiet", no_argument, NULL, 'q' },
+	{ "verbose", no_argument, NULL, 'v' },
+	{ "help", no_argument, NULL, 'h' },
+	{ "version", no_argument, NULL, OPT_VERSION },
+	{ NULL, 0, NULL, 0 },
+};
+
+static int ends_with(const char *s, const char *suffix)
+{
+	size_t a = strlen(s), b = strlen(suffix);
+
+	return a >= b && !strcmp(s + a - b, suffix);
+}
+
+static int usage_error(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "%s: ", tool_name);
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\nTry 'mkvmimage --help'.\n");
+	return 2;
+}
+
+int main(int argc, char **argv)
+{
+	struct img_build_opts o = { .mode = IMG_MODE_ROOT };
+	const char *format = NULL, *manifest = NULL, *epoch_env;
+	int mode_set = 0, quiet = 0, verbose = 0, no_manifest = 0, c, r;
+	uint64_t cluster = 0;
+	struct tool_output out = { 0 }, mout = { 0 };
+	struct tool_progress prog;
+	struct img_ctx *ctx;
+	char *default_manifest = NULL;
+	int64_t epoch = 1;
+
+	tool_name = "mkvmimage";
+	while ((c = getopt_long(argc, argv, "o:qvh", long_opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_EFI:
+		case OPT_BIOS:
+		case OPT_HYBRID:
+		case OPT_STORE:
+		case OPT_EMPTY: {
+			static const enum img_mode modes[] = { IMG_MODE_EFI, IMG_MODE_BIOS,
+							       IMG_MODE_HYBRID, IMG_MODE_STORE,
+							       IMG_MODE_EMPTY };
+			enum img_mode m = modes[c - OPT_EFI];
+
+			if (mode_set && o.mode != m)
+				return usage_error("%s", "only one mode may be given");
+			o.mode = m;
+			mode_set = 1;
+			break;
+		}
+		case 'o':
+			o.output = optarg;
+			break;
+		case OPT_FORMAT:
+			if (strcmp(optarg, "raw") && strcmp(optarg, "qcow2"))
+				return usage_error("--format: '%s' is not raw or qcow2", optarg);
+			format = optarg;
+			break;
+		case OPT_COMPRESS:
+			if (!strcmp(optarg, "zstd"))
+				o.compression = IMG_QCOW2_COMPRESS_ZSTD;
+			else if (!strcmp(optarg, "zlib"))
+				o.compression = IMG_QCOW2_COMPRESS_ZLIB;
+			else
+				return usage_error("--compress: '%s' is not zstd or zlib", optarg);
+			break;
+		case OPT_CLUSTER:
+			if (tool_parse_size("--cluster-size", optarg, &cluster) < 0)
+				return 2;
+			if (cluster < 512 || cluster > (2u << 20) || (cluster & (cluster - 1)))
+				return usage_error("--cluster-size: '%s' is not a power of two "
+						   "from 512 to 2M",
+						   optarg);
+			o.cluster_bits = (unsigned)__builtin_ctzll(cluster);
+			break;
+		case OPT_TAR:
+			o.tar = optarg;
+			break;
+		case OPT_ROOT:
+			o.root = optarg;
+			break;
+		case OPT_STORE_DIR:
+			o.store_dir = optarg;
+			break;
+		case OPT_SIZE:
+			if (tool_parse_size("--size", optarg, &o.size) < 0)
+				return 2;
+			if (!o.size)
+				return usage_error("--size: '%s': the size must not be 0", optarg);
+			break;
+		case OPT_ADDITIONAL:
+			if (tool_parse_size("--additional-space", optarg, &o.additional_space) < 0)
+				return 2;
+			o.additional_space_set = 1;
+			break;
+		case OPT_BOOT_SIZE:
+			if (tool_parse_size("--boot-size", optarg, &o.boot_size) < 0)
+				return 2;
+			if (!o.boot_size)
+				return usage_error("--boot-size: '%s': the size must not be 0",
+						   optarg);
+			break;
+		case OPT_LABEL:
+			o.label = optarg;
+			break;
+		case OPT_SYSTEM:
+			o.system = optarg;
+			break;
+		case OPT_BOOTLOADER:
+			o.bootloader = optarg;
+			break;
+		case OPT_UKI:
+			o.uki = 1;
+			break;
+		case OPT_UKI_STUB:
+			o.uki_stub = optarg;
+			break;
+		case OPT_GRUB:
+			o.grub_dir = optarg;
+			break;
+		case OPT_KPARAMS:
+			o.kernel_params = optarg;
+			break;
+		case OPT_KEEP_HARDLINKS:
+			o.tree_flags |= IMG_TREE_KEEP_HARDLINKS;
+			break;
+		case OPT_SEED:
+			o.seed = optarg;
+			o.seed_len = strlen(optarg);
+			break;
+		case OPT_MANIFEST:
+			manifest = optarg;
+			break;
+		case OPT_NO_MANIFEST:
+			no_manifest = 1;
+			break;
+		case 'q':
+			quiet = 1;
+			break;
+		case 'v':
+			verbose = 1;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case OPT_VERSION:
+			printf("mkvmimage (libimg) %s\n", IMG_VERSION);
+			return 0;
+		default:
+			fprintf(stderr, "Try 'mkvmimage --help'.\n");
+			return 2;
+		}
+	}
+
+	if (optind < argc)
+		o.closure = argv[optind++];
+	if (optind < argc)
+		return usage_error("unexpected argument '%s'", argv[optind]);
+	if (!o.output)
+		return usage_error("%s", "no output file: give -o FILE");
+	if (o.mode == IMG_MODE_EMPTY) {
+		if (o.closure || o.tar)
+			return usage_error("%s", "--empty takes no closure");
+		if (!o.size)
+			return usage_error("%s", "--empty needs --size");
+	} else if (!o.closure && !o.tar) {
+		return usage_error("%s", "no closure given (a store-paths file, a closureInfo "
+					 "directory, - for stdin, or --tar)");
+	}
+	if (o.closure && o.tar && !strcmp(o.closure, "-") && !strcmp(o.tar, "-"))
+		return usage_error("%s", "the closure and --tar cannot both be stdin");
+	if (format)
+		o.format = !strcmp(format, "qcow2") ? IMG_FORMAT_QCOW2 : IMG_FORMAT_RAW;
+	else
+		o.format = ends_with(o.output, ".qcow2") ? IMG_FORMAT_QCOW2 : IMG_FORMAT_RAW;
+	if (o.compression && o.format != IMG_FORMAT_QCOW2)
+		return usage_error("%s", "--compress needs qcow2 output (--format qcow2 or a "
+					 ".qcow2 name)");
+	if (o.uki_stub)
+		o.uki = 1;
+
+	epoch_env = getenv("SOURCE_DATE_EPOCH");
+	if (epoch_env && *epoch_env) {
+		char *end;
+
+		errno = 0;
+		epoch = strtoll(epoch_env, &end, 10);
+		if (errno || *end || epoch < 0) {
+			tool_err("SOURCE_DATE_EPOCH: not a time in seconds: '%s'", epoch_env);
+			return 2;
+		}
+	}
+
+	if (img_ctx_new(&ctx) < 0) {
+		tool_err("out of memory");
+		return 1;
+	}
+	img_ctx_set_epoch(ctx, epoch);
+	tool_progress_init(&prog, quiet);
+	img_ctx_set_progress(ctx, tool_progress_cb, &prog);
+	img_ctx_set_log(ctx, quiet ? IMG_LOG_ERROR : verbose ? IMG_LOG_INFO : IMG_LOG_WARN,
+			tool_log_cb, &prog);
+	tool_install_signals(ctx);
+
+	if (tool_output_begin(&out, o.output) < 0) {
+		img_ctx_free(ctx);
+		return 1;
+	}
+	o.output_name = out.final;
+	o.output = out.tmp;
+	if (!no_manifest) {
+		if (!manifest) {
+			if (asprintf(&default_manifest, "%s.json", out.final) < 0)
+				abort();
+			manifest = default_manifest;
+		}
+		if (tool_output_begin(&mout, manifest) < 0) {
+			tool_output_abort(&out);
+			img_ctx_free(ctx);
+			return 1;
+		}
+		o.manifest = mout.tmp;
+	}
+
+	r = img_build(ctx, &o);
+	tool_progress_done(&prog);
+	if (r >= 0 && tool_signalled())
+		r = -ECANCELED;
+	if (r < 0) {
+		if (tool_signalled())
+			tool_err("interrupted; nothing written");
+		else
+			tool_err("%s", img_ctx_error(ctx)[0] ? img_ctx_error(ctx) : strerror(-r));
+		tool_output_abort(&out);
+		tool_output_abort(&mout);
+		img_ctx_free(ctx);
+		free(default_manifest);
+		return 1;
+	}
+	r = tool_output_commit(&out);
+	if (r == 0 && mout.tmp) {
+		/* A manifest the recipe did not write (not every mode has one yet). */
+		struct stat st;
+
+		if (stat(mout.tmp, &st) == 0 && st.st_size == 0)
+			tool_output_abort(&mout);
+		else
+			r = tool_output_commit(&mout);
+	}
+	img_ctx_free(ctx);
+	free(default_manifest);
+	return r < 0 ? 1 : 0;
+}

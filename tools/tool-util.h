@@ -1,0 +1,47 @@
+/* tool-util.h -- what both tools share: sizes, progress line, output files. */
+#ifndef TOOL_UTIL_H
+#define TOOL_UTIL_H
+
+#include <stdint.h>
+#include <img/context.h>
+
+extern const char *tool_name;
+
+/* "mkvmimage: <msg>" on stderr. */
+void tool_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void tool_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Parse a size: plain bytes or a K/M/G/T suffix (powers of 1024; "KiB", "MB"
+ * style spellings accepted). 0 on success, -1 (message printed) on error. */
+int tool_parse_size(const char *what, const char *s, uint64_t *out);
+
+/* Progress on stderr when it is a terminal and not quiet; otherwise nothing. */
+struct tool_progress {
+	int enabled;
+	double start;
+	int shown;
+};
+void tool_progress_init(struct tool_progress *p, int quiet);
+void tool_progress_cb(void *user, const struct img_progress *pr);
+void tool_progress_done(struct tool_progress *p);
+/* Log callback printing "mkvmimage: warning: ..." etc. */
+void tool_log_cb(void *user, enum img_log_level level, const char *msg);
+
+/*
+ * Output files: a temporary name beside @final ("<dir>/.<base>.tmp-XXXXXX"),
+ * removed by the signal handler on SIGINT/SIGTERM/SIGHUP and by
+ * tool_output_abort(); renamed by tool_output_commit().
+ */
+struct tool_output {
+	char *final;
+	char *tmp;
+};
+int tool_output_begin(struct tool_output *o, const char *final);
+int tool_output_commit(struct tool_output *o);
+void tool_output_abort(struct tool_output *o);
+/* Catch SIGINT/SIGTERM/SIGHUP: remove every registered temporary, cancel @ctx. */
+void tool_install_signals(struct img_ctx *ctx);
+/* Did a signal arrive? (its number, or 0) */
+int tool_signalled(void);
+
+#endif
