@@ -1,0 +1,88 @@
+/*
+ * manifest.h -- the JSON manifest written beside an image (docs/manifest.md).
+ *
+ * mkvmimage writes it after the image is complete; vmlaunch reads it to
+ * pick the boot mode and to show what the image holds. Version 1. Written
+ * with json-c: keys in the documented order, two-space indentation, a
+ * newline at the end. The reader ignores keys it does not know and refuses
+ * a manifest_version it does not know.
+ *
+ * Calling sequence (reader):
+ *   struct img_manifest *m;
+ *   img_manifest_read(ctx, "disk.qcow2.json", &m);
+ *   if (m->boot && !strcmp(m->boot, "efi")) ...
+ *   img_manifest_free(m);
+ *
+ * Calling sequence (writer): fill a struct img_manifest on the stack with
+ * borrowed strings (NULL = key absent), then img_manifest_write(). Only a
+ * manifest returned by img_manifest_read() is passed to img_manifest_free().
+ */
+#ifndef IMG_MANIFEST_H
+#define IMG_MANIFEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <img/context.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define IMG_MANIFEST_VERSION 1
+
+struct img_manifest_partition {
+	unsigned number;  /* 1-based table index; 0 for a bare file system */
+	char *role;       /* "esp" | "root" | "bios-boot" | "store" */
+	char *name;       /* GPT partition name, or NULL (MBR, bare fs) */
+	char *type;       /* GPT type GUID (lower case) or MBR type ("83"); NULL for none */
+	char *uuid;       /* GPT partition GUID, or NULL */
+	uint64_t offset;  /* bytes from the start of the disk */
+	uint64_t size;    /* bytes */
+	char *filesystem; /* "vfat" | "ext4" | "erofs", or NULL (BIOS boot partition) */
+	char *label;      /* file system label, or NULL */
+	char *fs_uuid;    /* as blkid prints it, or NULL */
+};
+
+struct img_manifest {
+	int manifest_version;  /* IMG_MANIFEST_VERSION */
+	char *generator;       /* "mkvmimage 0.1.0" */
+	char *image;           /* the image file's name as given to the tool */
+	char *format;          /* "raw" | "qcow2" */
+	char *compression;     /* "none" | "zstd" | "zlib" */
+	uint64_t virtual_size; /* bytes */
+	char *mode;            /* "root" | "empty" | "efi" | "bios" | "hybrid" | "store" */
+	char *boot;            /* "efi" | "bios" | "none" */
+	char *partition_table; /* "gpt" | "mbr" | "none" */
+	char *disk_guid;       /* GPT disk GUID, or NULL */
+	struct img_manifest_partition *partitions;
+	size_t npartitions;
+	char *system;        /* NixOS toplevel, or NULL */
+	char *kernel_params; /* NULL when there is no system */
+	char *bootloader;    /* "systemd-boot" | "uki" | "grub" | "none", or NULL */
+	char *sha256;        /* hex of the output file, or NULL */
+	char *seed;          /* the seed as text, or NULL */
+	int64_t epoch;       /* SOURCE_DATE_EPOCH used */
+};
+
+/*
+ * Write @m to @path (created or truncated, mode 0644). Strings are
+ * borrowed. Fails with a message naming @path.
+ */
+int img_manifest_write(struct img_ctx *ctx, const char *path, const struct img_manifest *m);
+
+/*
+ * Read the manifest at @path into a new struct (free with
+ * img_manifest_free). -ENOENT if the file does not exist (callers fall back
+ * to probing the image); -EINVAL with a message naming @path and the key
+ * for malformed JSON, wrong types or an unknown manifest_version.
+ * Missing optional keys read as NULL / 0.
+ */
+int img_manifest_read(struct img_ctx *ctx, const char *path, struct img_manifest **out);
+
+/* Free what img_manifest_read() returned. NULL allowed. */
+void img_manifest_free(struct img_manifest *m);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
