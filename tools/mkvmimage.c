@@ -165,8 +165,8 @@ int main(int argc, char **argv)
 		case OPT_STORE:
 		case OPT_EMPTY: {
 			static const enum img_mode modes[] = { IMG_MODE_EFI, IMG_MODE_BIOS,
-							       IMG_MODE_HYBRID, IMG_MODE_STORE,
-							       IMG_MODE_EMPTY };
+				                               IMG_MODE_HYBRID, IMG_MODE_STORE,
+				                               IMG_MODE_EMPTY };
 			enum img_mode m = modes[c - OPT_EFI];
 
 			if (mode_set && o.mode != m)
@@ -196,8 +196,8 @@ int main(int argc, char **argv)
 				return 2;
 			if (cluster < 512 || cluster > (2u << 20) || (cluster & (cluster - 1)))
 				return usage_error("--cluster-size: '%s' is not a power of two "
-						   "from 512 to 2M",
-						   optarg);
+				                   "from 512 to 2M",
+				                   optarg);
 			o.cluster_bits = (unsigned)__builtin_ctzll(cluster);
 			break;
 		case OPT_TAR:
@@ -225,7 +225,7 @@ int main(int argc, char **argv)
 				return 2;
 			if (!o.boot_size)
 				return usage_error("--boot-size: '%s': the size must not be 0",
-						   optarg);
+				                   optarg);
 			break;
 		case OPT_LABEL:
 			o.label = optarg;
@@ -292,7 +292,7 @@ int main(int argc, char **argv)
 			return usage_error("%s", "--empty needs --size");
 	} else if (!o.closure && !o.tar) {
 		return usage_error("%s", "no closure given (a store-paths file, a closureInfo "
-					 "directory, - for stdin, or --tar)");
+		                         "directory, - for stdin, or --tar)");
 	}
 	if (o.closure && o.tar && !strcmp(o.closure, "-") && !strcmp(o.tar, "-"))
 		return usage_error("%s", "the closure and --tar cannot both be stdin");
@@ -302,7 +302,7 @@ int main(int argc, char **argv)
 		o.format = ends_with(o.output, ".qcow2") ? IMG_FORMAT_QCOW2 : IMG_FORMAT_RAW;
 	if (o.compression && o.format != IMG_FORMAT_QCOW2)
 		return usage_error("%s", "--compress needs qcow2 output (--format qcow2 or a "
-					 ".qcow2 name)");
+		                         ".qcow2 name)");
 	if (o.uki_stub)
 		o.uki = 1;
 
@@ -325,8 +325,11 @@ int main(int argc, char **argv)
 	img_ctx_set_epoch(ctx, epoch);
 	tool_progress_init(&prog, quiet);
 	img_ctx_set_progress(ctx, tool_progress_cb, &prog);
-	img_ctx_set_log(ctx, quiet ? IMG_LOG_ERROR : verbose ? IMG_LOG_INFO : IMG_LOG_WARN,
-			tool_log_cb, &prog);
+	img_ctx_set_log(ctx,
+	                quiet     ? IMG_LOG_ERROR
+	                : verbose ? IMG_LOG_INFO
+	                          : IMG_LOG_WARN,
+	                tool_log_cb, &prog);
 	tool_install_signals(ctx);
 
 	if (tool_output_begin(&out, o.output) < 0) {

@@ -56,11 +56,24 @@ int tool_parse_size(const char *what, const char *s, uint64_t *out)
 		goto bad;
 	if (*end) {
 		switch (*end) {
-		case 'k': case 'K': shift = 10; break;
-		case 'm': case 'M': shift = 20; break;
-		case 'g': case 'G': shift = 30; break;
-		case 't': case 'T': shift = 40; break;
-		default: goto bad;
+		case 'k':
+		case 'K':
+			shift = 10;
+			break;
+		case 'm':
+		case 'M':
+			shift = 20;
+			break;
+		case 'g':
+		case 'G':
+			shift = 30;
+			break;
+		case 't':
+		case 'T':
+			shift = 40;
+			break;
+		default:
+			goto bad;
 		}
 		end++;
 		if (!strcasecmp(end, "ib") || !strcasecmp(end, "b"))
@@ -102,7 +115,7 @@ void tool_progress_cb(void *user, const struct img_progress *pr)
 	t = now_s() - p->start;
 	rate = t > 0 ? pr->bytes_done / t / (1 << 20) : 0;
 	fprintf(stderr, "\r\033[K%s: %s: %" PRIu64 " MiB", tool_name, pr->phase ? pr->phase : "",
-		pr->bytes_done >> 20);
+	        pr->bytes_done >> 20);
 	if (pr->bytes_total)
 		fprintf(stderr, " of %" PRIu64 " MiB", pr->bytes_total >> 20);
 	fprintf(stderr, ", %" PRIu64, pr->files_done);
@@ -127,7 +140,7 @@ void tool_log_cb(void *user, enum img_log_level level, const char *msg)
 		tool_progress_done(p);
 	if (level <= IMG_LOG_WARN)
 		fprintf(stderr, "%s: %s%s\n", tool_name, level == IMG_LOG_WARN ? "warning: " : "",
-			msg);
+		        msg);
 	else
 		fprintf(stderr, "%s: %s\n", tool_name, msg);
 }

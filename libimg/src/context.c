@@ -171,7 +171,7 @@ static void progress_report(struct img_ctx *ctx)
 }
 
 void img_progress_phase(struct img_ctx *ctx, const char *phase, uint64_t bytes_total,
-			uint64_t files_total)
+                        uint64_t files_total)
 {
 	ctx->progress.phase = phase;
 	ctx->progress.bytes_total = bytes_total;

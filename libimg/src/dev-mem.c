@@ -63,7 +63,7 @@ int img_dev_mem_new(struct img_ctx *ctx, uint64_t size, struct img_dev **out)
 
 	if (size > SIZE_MAX)
 		return img_set_error(ctx, -EFBIG, "a %llu-byte memory device is too large",
-				     (unsigned long long)size);
+		                     (unsigned long long)size);
 	r = img_dev_new(ctx, &mem_ops, size, 0, sizeof(*m), &dev);
 	if (r < 0)
 		return r;
@@ -72,7 +72,7 @@ int img_dev_mem_new(struct img_ctx *ctx, uint64_t size, struct img_dev **out)
 	if (!m->buf) {
 		img_dev_unref(dev);
 		return img_set_error(ctx, -ENOMEM, "out of memory for a %llu-byte device",
-				     (unsigned long long)size);
+		                     (unsigned long long)size);
 	}
 	*out = dev;
 	return 0;

@@ -2,8 +2,8 @@
 #include "private.h"
 #include <img/qcow2.h>
 
-int img_dev_qcow2_create(struct img_ctx *ctx, const char *path,
-			 const struct img_qcow2_opts *opts, struct img_dev **out)
+int img_dev_qcow2_create(struct img_ctx *ctx, const char *path, const struct img_qcow2_opts *opts,
+                         struct img_dev **out)
 {
 	(void)path;
 	(void)opts;

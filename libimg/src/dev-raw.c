@@ -20,7 +20,7 @@ static int raw_err(struct img_dev *dev, int err, const char *what)
 	struct raw *r = img_dev_priv(dev);
 
 	return img_set_error(img_dev_ctx(dev), err, "%s %s: %s", what,
-			     r->path ? r->path : "raw device", strerror(-err));
+	                     r->path ? r->path : "raw device", strerror(-err));
 }
 
 static int raw_pread(struct img_dev *dev, void *buf, size_t len, uint64_t off)
@@ -54,8 +54,8 @@ static int raw_write_zeroes(struct img_dev *dev, uint64_t off, uint64_t len)
 {
 	struct raw *r = img_dev_priv(dev);
 
-	if (fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
-		      (off_t)len) == 0)
+	if (fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) ==
+	    0)
 		return 0;
 	/* No hole punching here: write zeros. */
 	{
@@ -75,7 +75,7 @@ static int raw_write_zeroes(struct img_dev *dev, uint64_t off, uint64_t len)
 }
 
 static int raw_copy_from_fd(struct img_dev *dev, int fd, uint64_t src_off, uint64_t len,
-			    uint64_t dst_off)
+                            uint64_t dst_off)
 {
 	struct raw *r = img_dev_priv(dev);
 	int fallback = 0;
@@ -85,9 +85,10 @@ static int raw_copy_from_fd(struct img_dev *dev, int fd, uint64_t src_off, uint6
 		ssize_t n;
 
 		if (!fallback) {
-			n = copy_file_range(fd, &in, r->fd, &out, (size_t)IMG_MIN(len, 1u << 30), 0);
+			n = copy_file_range(fd, &in, r->fd, &out, (size_t)IMG_MIN(len, 1u << 30),
+			                    0);
 			if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
-				      errno == EOPNOTSUPP || errno == EBADF)) {
+			              errno == EOPNOTSUPP || errno == EBADF)) {
 				fallback = 1;
 				continue;
 			}
@@ -107,11 +108,11 @@ static int raw_copy_from_fd(struct img_dev *dev, int fd, uint64_t src_off, uint6
 			if (errno == EINTR)
 				continue;
 			return img_set_error(img_dev_ctx(dev), -errno, "copying into %s: %s",
-					     r->path ? r->path : "raw device", strerror(errno));
+			                     r->path ? r->path : "raw device", strerror(errno));
 		}
 		if (n == 0)
 			return img_set_error(img_dev_ctx(dev), -EIO,
-					     "input changed while reading (shorter than expected)");
+			                     "input changed while reading (shorter than expected)");
 		src_off += (uint64_t)n;
 		dst_off += (uint64_t)n;
 		len -= (uint64_t)n;
@@ -157,7 +158,7 @@ static const struct img_dev_ops raw_ops = {
 };
 
 static int raw_wrap(struct img_ctx *ctx, int fd, int owns, const char *path, uint64_t size,
-		    unsigned flags, struct img_dev **out)
+                    unsigned flags, struct img_dev **out)
 {
 	struct img_dev *dev;
 	struct raw *r;
@@ -176,8 +177,7 @@ static int raw_wrap(struct img_ctx *ctx, int fd, int owns, const char *path, uin
 	return 0;
 }
 
-int img_dev_raw_create(struct img_ctx *ctx, const char *path, uint64_t size,
-		       struct img_dev **out)
+int img_dev_raw_create(struct img_ctx *ctx, const char *path, uint64_t size, struct img_dev **out)
 {
 	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 
@@ -188,7 +188,7 @@ int img_dev_raw_create(struct img_ctx *ctx, const char *path, uint64_t size,
 
 		close(fd);
 		return img_set_error(ctx, e, "sizing %s to %llu bytes: %s", path,
-				     (unsigned long long)size, strerror(-e));
+		                     (unsigned long long)size, strerror(-e));
 	}
 	return raw_wrap(ctx, fd, 1, path, size, 0, out);
 }
@@ -208,7 +208,7 @@ int img_dev_raw_open(struct img_ctx *ctx, const char *path, struct img_dev **out
 }
 
 int img_dev_raw_from_fd(struct img_ctx *ctx, int fd, uint64_t size, unsigned flags,
-			struct img_dev **out)
+                        struct img_dev **out)
 {
 	return raw_wrap(ctx, fd, 0, NULL, size, flags, out);
 }

@@ -33,7 +33,7 @@ static int slice_write_zeroes(struct img_dev *dev, uint64_t off, uint64_t len)
 }
 
 static int slice_copy_from_fd(struct img_dev *dev, int fd, uint64_t src_off, uint64_t len,
-			      uint64_t dst_off)
+                              uint64_t dst_off)
 {
 	struct slice *s = img_dev_priv(dev);
 
@@ -81,11 +81,11 @@ int img_dev_slice_new(struct img_dev *parent, uint64_t off, uint64_t len, struct
 
 	if (img_add_overflow(off, len, &end) || end > img_dev_size(parent))
 		return img_set_error(ctx, -EINVAL,
-				     "slice [%llu, +%llu) does not fit a %llu-byte device",
-				     (unsigned long long)off, (unsigned long long)len,
-				     (unsigned long long)img_dev_size(parent));
+		                     "slice [%llu, +%llu) does not fit a %llu-byte device",
+		                     (unsigned long long)off, (unsigned long long)len,
+		                     (unsigned long long)img_dev_size(parent));
 	r = img_dev_new(ctx, &slice_ops, len, img_dev_readonly(parent) ? IMG_DEV_READONLY : 0,
-			sizeof(*s), &dev);
+	                sizeof(*s), &dev);
 	if (r < 0)
 		return r;
 	s = img_dev_priv(dev);

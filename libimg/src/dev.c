@@ -13,13 +13,13 @@ struct img_dev {
 	uint64_t size;
 	unsigned flags;
 	unsigned refs;
-	int error;    /* first failure; later calls fail with it */
+	int error; /* first failure; later calls fail with it */
 	int finished;
 	max_align_t priv[]; /* backend state */
 };
 
-int img_dev_new(struct img_ctx *ctx, const struct img_dev_ops *ops, uint64_t size,
-		unsigned flags, size_t priv_size, struct img_dev **out)
+int img_dev_new(struct img_ctx *ctx, const struct img_dev_ops *ops, uint64_t size, unsigned flags,
+                size_t priv_size, struct img_dev **out)
 {
 	struct img_dev *dev = calloc(1, sizeof(*dev) + priv_size);
 
@@ -93,16 +93,15 @@ static int check_range(struct img_dev *dev, uint64_t off, uint64_t len, int writ
 	if (dev->error)
 		return dev->error;
 	if (write && (dev->flags & IMG_DEV_READONLY))
-		return img_set_error(dev->ctx, -EROFS, "%s device is read-only",
-				     dev->ops->name);
+		return img_set_error(dev->ctx, -EROFS, "%s device is read-only", dev->ops->name);
 	if (write && dev->finished)
 		return img_set_error(dev->ctx, -EINVAL, "%s device already finished",
-				     dev->ops->name);
+		                     dev->ops->name);
 	if (img_add_overflow(off, len, &end) || end > dev->size)
 		return img_set_error(dev->ctx, -EINVAL,
-				     "access [%llu, +%llu) beyond the end of a %llu-byte %s device",
-				     (unsigned long long)off, (unsigned long long)len,
-				     (unsigned long long)dev->size, dev->ops->name);
+		                     "access [%llu, +%llu) beyond the end of a %llu-byte %s device",
+		                     (unsigned long long)off, (unsigned long long)len,
+		                     (unsigned long long)dev->size, dev->ops->name);
 	return 0;
 }
 
@@ -148,7 +147,7 @@ int img_dev_write_zeroes(struct img_dev *dev, uint64_t off, uint64_t len)
 }
 
 int img_dev_copy_from_fd(struct img_dev *dev, int fd, uint64_t src_off, uint64_t len,
-			 uint64_t dst_off)
+                         uint64_t dst_off)
 {
 	int r = check_range(dev, dst_off, len, 1);
 	size_t bufsz;
@@ -167,10 +166,11 @@ int img_dev_copy_from_fd(struct img_dev *dev, int fd, uint64_t src_off, uint64_t
 
 		r = img_pread_full(fd, buf, n, src_off);
 		if (r < 0) {
-			r = img_set_error(dev->ctx, r,
-					  r == -EIO ? "input changed while reading (shorter than expected)"
-						    : "reading input: %s",
-					  strerror(-r));
+			r = img_set_error(
+			    dev->ctx, r,
+			    r == -EIO ? "input changed while reading (shorter than expected)"
+			              : "reading input: %s",
+			    strerror(-r));
 			break;
 		}
 		r = dev->ops->pwrite(dev, buf, n, dst_off);
@@ -198,8 +198,7 @@ int img_dev_finish(struct img_dev *dev)
 	if (dev->error)
 		return dev->error;
 	if (dev->finished)
-		return img_set_error(dev->ctx, -EINVAL, "%s device finished twice",
-				     dev->ops->name);
+		return img_set_error(dev->ctx, -EINVAL, "%s device finished twice", dev->ops->name);
 	r = dev->ops->finish ? dev->ops->finish(dev) : dev->ops->flush(dev);
 	dev->finished = 1;
 	return sticky(dev, r);

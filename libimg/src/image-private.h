@@ -14,13 +14,13 @@
  * options that change the output and the sorted store paths @paths.
  */
 int img_image_set_seed(struct img_ctx *ctx, const struct img_build_opts *o,
-		       const char *const *paths, size_t npaths);
+                       const char *const *paths, size_t npaths);
 /* Create the output device of @size bytes in the requested format. */
 int img_image_create_output(struct img_ctx *ctx, const struct img_build_opts *o, uint64_t size,
-			    struct img_dev **out);
+                            struct img_dev **out);
 /* Load opts->closure with opts->root / opts->store_dir. */
 int img_image_load_closure(struct img_ctx *ctx, const struct img_build_opts *o,
-			   struct img_closure **out);
+                           struct img_closure **out);
 
 /* The recipes, one per file. */
 int img_build_root(struct img_ctx *ctx, const struct img_build_opts *o);  /* ROOT, EMPTY */

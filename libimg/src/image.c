@@ -28,7 +28,7 @@ static const char *mode_name(enum img_mode m)
 }
 
 int img_image_set_seed(struct img_ctx *ctx, const struct img_build_opts *o,
-		       const char *const *paths, size_t npaths)
+                       const char *const *paths, size_t npaths)
 {
 	char *buf = NULL;
 	size_t len = 0;
@@ -44,9 +44,8 @@ int img_image_set_seed(struct img_ctx *ctx, const struct img_build_opts *o,
 	if (!f)
 		return img_set_error(ctx, -ENOMEM, "out of memory");
 	fprintf(f, "libimg-seed-v1\nmode=%s\nsize=%llu\nboot=%llu\nlabel=%s\nsystem=%s\n",
-		mode_name(o->mode), (unsigned long long)o->size,
-		(unsigned long long)o->boot_size, o->label ? o->label : "",
-		o->system ? o->system : "");
+	        mode_name(o->mode), (unsigned long long)o->size, (unsigned long long)o->boot_size,
+	        o->label ? o->label : "", o->system ? o->system : "");
 	for (size_t i = 0; i < npaths; i++)
 		fprintf(f, "path=%s\n", paths[i]);
 	if (fclose(f) != 0) {
@@ -60,7 +59,7 @@ int img_image_set_seed(struct img_ctx *ctx, const struct img_build_opts *o,
 }
 
 int img_image_create_output(struct img_ctx *ctx, const struct img_build_opts *o, uint64_t size,
-			    struct img_dev **out)
+                            struct img_dev **out)
 {
 	if (o->format == IMG_FORMAT_QCOW2) {
 		struct img_qcow2_opts q = {
@@ -77,7 +76,7 @@ int img_image_create_output(struct img_ctx *ctx, const struct img_build_opts *o,
 }
 
 int img_image_load_closure(struct img_ctx *ctx, const struct img_build_opts *o,
-			   struct img_closure **out)
+                           struct img_closure **out)
 {
 	struct img_closure_opts co = {
 		.store_dir = o->store_dir,

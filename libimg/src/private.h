@@ -18,11 +18,11 @@
 #include <img/context.h>
 #include <img/dev.h>
 
-#define IMG_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-#define IMG_MIN(a, b) ((a) < (b) ? (a) : (b))
-#define IMG_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define IMG_ARRAY_SIZE(a)      (sizeof(a) / sizeof((a)[0]))
+#define IMG_MIN(a, b)          ((a) < (b) ? (a) : (b))
+#define IMG_MAX(a, b)          ((a) > (b) ? (a) : (b))
 #define IMG_DIV_ROUND_UP(a, b) (((a) + (b)-1) / (b))
-#define IMG_ALIGN_UP(a, b) (IMG_DIV_ROUND_UP(a, b) * (b))
+#define IMG_ALIGN_UP(a, b)     (IMG_DIV_ROUND_UP(a, b) * (b))
 
 #if defined(__GNUC__)
 #define IMG_PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -42,12 +42,11 @@ int img_set_error(struct img_ctx *ctx, int err, const char *fmt, ...) IMG_PRINTF
 int img_set_error_force(struct img_ctx *ctx, int err, const char *fmt, ...) IMG_PRINTF(3, 4);
 /* Prefix the current message: "what: <old message>". */
 int img_error_prefix(struct img_ctx *ctx, int err, const char *fmt, ...) IMG_PRINTF(3, 4);
-void img_log(struct img_ctx *ctx, enum img_log_level level, const char *fmt, ...)
-	IMG_PRINTF(3, 4);
+void img_log(struct img_ctx *ctx, enum img_log_level level, const char *fmt, ...) IMG_PRINTF(3, 4);
 
 /* Progress accounting: writers add what they did; the context rate-limits reports. */
 void img_progress_phase(struct img_ctx *ctx, const char *phase, uint64_t bytes_total,
-			uint64_t files_total);
+                        uint64_t files_total);
 void img_progress_add(struct img_ctx *ctx, uint64_t bytes, uint64_t files);
 /* Fails with -ECANCELED (message set) once img_ctx_cancel() was called. */
 int img_check_cancel(struct img_ctx *ctx);

@@ -1,2 +1,914 @@
-/* tree.c -- being written. */
+/*
+ * tree.c -- the normalised metadata tree (DESIGN.md section 4).
+ *
+ * Entries arrive in any order (readdir order, tar order); the tree makes the
+ * result independent of it: children are sorted bytewise at finish, owners
+ * and times normalised on entry, hard links resolved by a policy that does
+ * not depend on the host (dereference by default; when kept, the first link
+ * in canonical order holds the inode). Lookups go through one hash table
+ * keyed by (parent, name) so directories of any size are cheap to fill.
+ * Every traversal is iterative: trees may be 10,000 levels deep.
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "private.h"
+#include <img/repro.h>
+#include <img/tree.h>
+
+#define TOMBSTONE ((struct img_node *)1)
+
+struct pending_link {
+	struct img_node *node; /* the link's own node */
+	char *target;          /* tree path of the entry it links to */
+};
+
+struct tree_priv {
+	struct img_node **slots; /* open addressing on (parent, name) */
+	size_t nslots, used;     /* used counts tombstones too */
+	struct pending_link *links;
+	size_t nlinks, caplinks;
+};
+
+static uint64_t key_hash(const struct img_node *parent, const char *name, size_t len)
+{
+	uint64_t h = 1469598103934665603ull ^ (uint64_t)(uintptr_t)parent;
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= (uint8_t)name[i];
+		h *= 1099511628211ull;
+	}
+	return h ^ (h >> 29);
+}
+
+static struct img_node **slot_find(struct tree_priv *p, const struct img_node *parent,
+                                   const char *name, size_t len)
+{
+	size_t mask = p->nslots - 1, i = key_hash(parent, name, len) & mask;
+
+	for (;;) {
+		struct img_node *n = p->slots[i];
+
+		if (!n)
+			return &p->slots[i];
+		if (n != TOMBSTONE && n->parent == parent && n->name_len == len &&
+		    !memcmp(n->name, name, len))
+			return &p->slots[i];
+		i = (i + 1) & mask;
+	}
+}
+
+static int table_grow(struct tree_priv *p)
+{
+	struct img_node **old = p->slots;
+	size_t oldn = p->nslots;
+
+	p->nslots = oldn ? oldn * 2 : 1024;
+	p->slots = calloc(p->nslots, sizeof(*p->slots));
+	if (!p->slots) {
+		p->slots = old;
+		p->nslots = oldn;
+		return -ENOMEM;
+	}
+	p->used = 0;
+	for (size_t i = 0; i < oldn; i++) {
+		struct img_node *n = old[i];
+
+		if (n && n != TOMBSTONE) {
+			*slot_find(p, n->parent, n->name, n->name_len) = n;
+			p->used++;
+		}
+	}
+	free(old);
+	return 0;
+}
+
+static int table_insert(struct tree_priv *p, struct img_node *n)
+{
+	struct img_node **s;
+
+	if ((p->used + 1) * 10 >= p->nslots * 7) {
+		int r = table_grow(p);
+
+		if (r < 0)
+			return r;
+	}
+	s = slot_find(p, n->parent, n->name, n->name_len);
+	if (!*s)
+		p->used++;
+	*s = n;
+	return 0;
+}
+
+static void table_remove(struct tree_priv *p, struct img_node *n)
+{
+	struct img_node **s = slot_find(p, n->parent, n->name, n->name_len);
+
+	if (*s == n)
+		*s = TOMBSTONE;
+}
+
+static void data_release(struct img_data *d)
+{
+	free(d->path);
+	free(d->mem);
+	memset(d, 0, sizeof(*d));
+	d->fd = -1;
+}
+
+static void node_free_one(struct img_node *n)
+{
+	free(n->name);
+	free(n->target);
+	data_release(&n->data);
+	free(n->children);
+	free(n);
+}
+
+/* Free @n and its subtree, removing them from the table. Iterative. */
+static void subtree_free(struct tree_priv *p, struct img_node *n)
+{
+	struct img_node **stack = NULL;
+	size_t sp = 0, cap = 0;
+
+	for (;;) {
+		if (n) {
+			if (p) {
+				table_remove(p, n);
+				/* A pending hard link that is replaced is forgotten. */
+				if (n->scratch && n->scratch <= p->nlinks &&
+				    p->links[n->scratch - 1].node == n)
+					p->links[n->scratch - 1].node = NULL;
+			}
+			for (size_t i = 0; i < n->nchildren; i++) {
+				if (sp == cap) {
+					cap = cap ? cap * 2 : 64;
+					stack = realloc(stack, cap * sizeof(*stack));
+					if (!stack)
+						abort(); /* freeing must not fail half way */
+				}
+				stack[sp++] = n->children[i];
+			}
+			node_free_one(n);
+		}
+		if (!sp)
+			break;
+		n = stack[--sp];
+	}
+	free(stack);
+}
+
+int img_tree_new(struct img_ctx *ctx, const struct img_tree_opts *opts, struct img_tree **out)
+{
+	struct img_tree *t = img_malloc0(sizeof(*t));
+	struct tree_priv *p = img_malloc0(sizeof(*p));
+	struct img_node *root = img_malloc0(sizeof(*root));
+
+	if (!t || !p || !root || !(root->name = img_strdup(""))) {
+		free(t);
+		free(p);
+		free(root);
+		return img_set_error(ctx, -ENOMEM, "out of memory");
+	}
+	t->ctx = ctx;
+	if (opts)
+		t->opts = *opts;
+	t->priv = p;
+	root->type = IMG_NODE_DIR;
+	root->mode = 0755;
+	root->mtime = img_repro_epoch(ctx);
+	root->data.fd = -1;
+	t->root = root;
+	*out = t;
+	return 0;
+}
+
+void img_tree_free(struct img_tree *t)
+{
+	struct tree_priv *p;
+
+	if (!t)
+		return;
+	p = t->priv;
+	subtree_free(NULL, t->root);
+	for (size_t i = 0; i < p->nlinks; i++)
+		free(p->links[i].target);
+	free(p->links);
+	free(p->slots);
+	free(p);
+	free(t);
+}
+
+/* Split the next component off *path; 0 at the end, 1 with a component, <0 on error. */
+static int next_component(struct img_tree *t, const char *full, const char **path,
+                          const char **name, size_t *len)
+{
+	const char *s = *path;
+
+	for (;;) {
+		const char *e;
+
+		while (*s == '/')
+			s++;
+		if (!*s) {
+			*path = s;
+			return 0;
+		}
+		e = strchr(s, '/');
+		if (!e)
+			e = s + strlen(s);
+		if (e - s == 1 && s[0] == '.') {
+			s = e;
+			continue;
+		}
+		if (e - s == 2 && s[0] == '.' && s[1] == '.')
+			return img_set_error(t->ctx, -EINVAL, "%s: '..' in a path is not allowed",
+			                     full);
+		if (e - s > 255)
+			return img_set_error(t->ctx, -ENAMETOOLONG,
+			                     "%s: a name of %zu bytes (at most 255)", full,
+			                     (size_t)(e - s));
+		*name = s;
+		*len = (size_t)(e - s);
+		*path = e;
+		return 1;
+	}
+}
+
+static struct img_node *child_lookup(struct img_tree *t, struct img_node *parent, const char *name,
+                                     size_t len)
+{
+	struct tree_priv *p = t->priv;
+	struct img_node **s;
+
+	if (!p->nslots)
+		return NULL;
+	s = slot_find(p, parent, name, len);
+	return *s == TOMBSTONE ? NULL : *s;
+}
+
+static int child_append(struct img_tree *t, struct img_node *parent, struct img_node *n)
+{
+	if (parent->nchildren == parent->cap) {
+		size_t cap = parent->cap ? parent->cap * 2 : 4;
+		struct img_node **c = realloc(parent->children, cap * sizeof(*c));
+
+		if (!c)
+			return img_set_error(t->ctx, -ENOMEM, "out of memory");
+		parent->children = c;
+		parent->cap = cap;
+	}
+	parent->children[parent->nchildren++] = n;
+	n->parent = parent;
+	return table_insert(t->priv, n) < 0 ? img_set_error(t->ctx, -ENOMEM, "out of memory") : 0;
+}
+
+static void child_detach(struct img_node *parent, struct img_node *n)
+{
+	for (size_t i = 0; i < parent->nchildren; i++)
+		if (parent->children[i] == n) {
+			memmove(&parent->children[i], &parent->children[i + 1],
+			        (parent->nchildren - i - 1) * sizeof(*parent->children));
+			parent->nchildren--;
+			return;
+		}
+}
+
+static struct img_node *node_new(struct img_tree *t, const char *name, size_t len)
+{
+	struct img_node *n = img_malloc0(sizeof(*n));
+
+	if (!n || !(n->name = img_strndup(name, len))) {
+		free(n);
+		img_set_error(t->ctx, -ENOMEM, "out of memory");
+		return NULL;
+	}
+	n->name_len = len;
+	n->data.fd = -1;
+	return n;
+}
+
+static void normalise(struct img_tree *t, struct img_node *n, const struct img_node_attr *a)
+{
+	int64_t epoch = img_repro_epoch(t->ctx);
+
+	n->mode = a->mode & 07777;
+	if (t->opts.flags & IMG_TREE_KEEP_OWNER) {
+		n->uid = a->uid;
+		n->gid = a->gid;
+	} else {
+		n->uid = n->gid = 0;
+	}
+	if (t->opts.flags & IMG_TREE_KEEP_TIMES)
+		n->mtime = a->mtime < epoch ? a->mtime : epoch;
+	else
+		n->mtime = epoch;
+}
+
+static int set_attrs(struct img_tree *t, struct img_node *n, const struct img_node_attr *a,
+                     const char *path)
+{
+	n->type = a->type;
+	normalise(t, n, a);
+	n->size = 0;
+	free(n->target);
+	n->target = NULL;
+	data_release(&n->data);
+	n->rdev_major = n->rdev_minor = 0;
+	switch (a->type) {
+	case IMG_NODE_REG:
+		n->size = a->size;
+		n->data.kind = a->data.kind;
+		n->data.offset = a->data.offset;
+		n->data.fd = a->data.fd;
+		if (a->data.kind == IMG_DATA_PATH) {
+			n->data.path = img_strdup(a->data.path);
+			if (!n->data.path)
+				return img_set_error(t->ctx, -ENOMEM, "out of memory");
+		} else if (a->data.kind == IMG_DATA_MEM && a->size) {
+			if (a->size > SIZE_MAX)
+				return img_set_error(t->ctx, -EFBIG, "%s: too large", path);
+			n->data.mem = malloc((size_t)a->size);
+			if (!n->data.mem)
+				return img_set_error(t->ctx, -ENOMEM, "out of memory");
+			memcpy(n->data.mem, a->data.mem, (size_t)a->size);
+		} else if (a->data.kind == IMG_DATA_NONE && a->size) {
+			/* Data that arrives later (a streamed tar) is the caller's business. */
+		}
+		break;
+	case IMG_NODE_SYMLINK:
+		if (!a->target || !*a->target)
+			return img_set_error(t->ctx, -EINVAL, "%s: symlink without a target", path);
+		n->target = img_strdup(a->target);
+		if (!n->target)
+			return img_set_error(t->ctx, -ENOMEM, "out of memory");
+		n->size = strlen(a->target);
+		if (n->size > 4095)
+			return img_set_error(t->ctx, -ENAMETOOLONG,
+			                     "%s: symlink target of %llu bytes (at most 4095)",
+			                     path, (unsigned long long)n->size);
+		break;
+	case IMG_NODE_CHR:
+	case IMG_NODE_BLK:
+		n->rdev_major = a->rdev_major;
+		n->rdev_minor = a->rdev_minor;
+		break;
+	case IMG_NODE_DIR:
+	case IMG_NODE_FIFO:
+	case IMG_NODE_SOCK:
+		break;
+	default:
+		return img_set_error(t->ctx, -EINVAL, "%s: unknown entry type %d", path,
+		                     (int)a->type);
+	}
+	return 0;
+}
+
+/* Walk to the parent of the last component, creating directories. */
+static int walk_parent(struct img_tree *t, const char *path, struct img_node **parentp,
+                       const char **name, size_t *len)
+{
+	struct img_node *dir = t->root;
+	const char *rest = path, *cname = NULL;
+	size_t clen = 0;
+	int r;
+
+	r = next_component(t, path, &rest, &cname, &clen);
+	if (r <= 0)
+		return r < 0 ? r : img_set_error(t->ctx, -EINVAL, "'%s': an empty path", path);
+	for (;;) {
+		const char *nname = NULL;
+		size_t nlen = 0;
+		const char *save = rest;
+		struct img_node *c;
+
+		r = next_component(t, path, &rest, &nname, &nlen);
+		if (r < 0)
+			return r;
+		if (r == 0) {
+			rest = save;
+			break;
+		}
+		c = child_lookup(t, dir, cname, clen);
+		if (!c) {
+			struct img_node_attr a = { .type = IMG_NODE_DIR,
+				                   .mode = 0755,
+				                   .mtime = img_repro_epoch(t->ctx) };
+
+			c = node_new(t, cname, clen);
+			if (!c)
+				return -ENOMEM;
+			set_attrs(t, c, &a, path);
+			r = child_append(t, dir, c);
+			if (r < 0) {
+				node_free_one(c);
+				return r;
+			}
+		} else if (c->type != IMG_NODE_DIR) {
+			return img_set_error(t->ctx, -ENOTDIR, "%s: '%.*s' is not a directory",
+			                     path, (int)clen, cname);
+		}
+		dir = c;
+		cname = nname;
+		clen = nlen;
+	}
+	*parentp = dir;
+	*name = cname;
+	*len = clen;
+	return 1;
+}
+
+int img_tree_add(struct img_tree *t, const char *path, const struct img_node_attr *attr,
+                 struct img_node **out)
+{
+	struct img_node *parent = NULL, *n;
+	const char *name = NULL;
+	size_t len = 0;
+	int r;
+
+	if (t->finished)
+		return img_set_error(t->ctx, -EINVAL, "tree already finished");
+	r = walk_parent(t, path, &parent, &name, &len);
+	if (r < 0)
+		return r;
+	if (r == 0) {
+		/* The root itself ("", "/", "."): only directory attributes apply. */
+		if (attr->type != IMG_NODE_DIR)
+			return img_set_error(t->ctx, -EINVAL, "'%s': the root must be a directory",
+			                     path);
+		normalise(t, t->root, attr);
+		if (out)
+			*out = t->root;
+		return 0;
+	}
+	n = child_lookup(t, parent, name, len);
+	if (n && n->type == IMG_NODE_DIR && attr->type == IMG_NODE_DIR) {
+		/* tar semantics: a directory entry again updates it, children stay. */
+		normalise(t, n, attr);
+		if (out)
+			*out = n;
+		return 0;
+	}
+	if (n) {
+		/* Last wins: the old entry (and anything under it) goes. */
+		child_detach(parent, n);
+		subtree_free(t->priv, n);
+	}
+	n = node_new(t, name, len);
+	if (!n)
+		return -ENOMEM;
+	r = set_attrs(t, n, attr, path);
+	if (r >= 0)
+		r = child_append(t, parent, n);
+	if (r < 0) {
+		node_free_one(n);
+		return r;
+	}
+	if (out)
+		*out = n;
+	return 0;
+}
+
+int img_tree_add_hardlink(struct img_tree *t, const char *path, const char *existing)
+{
+	struct tree_priv *p = t->priv;
+	struct img_node_attr a = { .type = IMG_NODE_REG };
+	struct img_node *n;
+	int r;
+
+	r = img_tree_add(t, path, &a, &n);
+	if (r < 0)
+		return r;
+	if (n == t->root)
+		return img_set_error(t->ctx, -EINVAL, "'%s': cannot hard-link the root", path);
+	if (p->nlinks == p->caplinks) {
+		size_t cap = p->caplinks ? p->caplinks * 2 : 16;
+		struct pending_link *l = realloc(p->links, cap * sizeof(*l));
+
+		if (!l)
+			return img_set_error(t->ctx, -ENOMEM, "out of memory");
+		p->links = l;
+		p->caplinks = cap;
+	}
+	p->links[p->nlinks].node = n;
+	p->links[p->nlinks].target = img_strdup(existing);
+	if (!p->links[p->nlinks].target)
+		return img_set_error(t->ctx, -ENOMEM, "out of memory");
+	p->nlinks++;
+	/* Mark it: a link's own attributes come from its target at finish. */
+	n->scratch = p->nlinks;
+	return 0;
+}
+
+struct img_node *img_tree_lookup(struct img_tree *t, const char *path)
+{
+	struct img_node *n = t->root;
+	const char *rest = path, *name;
+	size_t len;
+	int r;
+
+	while ((r = next_component(t, path, &rest, &name, &len)) > 0) {
+		if (n->type != IMG_NODE_DIR)
+			return NULL;
+		n = child_lookup(t, n, name, len);
+		if (!n)
+			return NULL;
+	}
+	return r < 0 ? NULL : n;
+}
+
+int img_tree_remove(struct img_tree *t, const char *path)
+{
+	struct img_node *n = img_tree_lookup(t, path);
+
+	if (!n)
+		return img_set_error(t->ctx, -ENOENT, "%s: no such entry", path);
+	if (n == t->root)
+		return img_set_error(t->ctx, -EINVAL, "cannot remove the root");
+	child_detach(n->parent, n);
+	subtree_free(t->priv, n);
+	return 0;
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+	const struct img_node *x = *(struct img_node *const *)a, *y = *(struct img_node *const *)b;
+	size_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
+	int c = memcmp(x->name, y->name, n);
+
+	if (c)
+		return c;
+	return x->name_len < y->name_len ? -1 : x->name_len > y->name_len;
+}
+
+/* A node that is still a pending link (its scratch is its 1-based index). */
+static struct img_node *link_target(struct img_tree *t, struct img_node *n, int depth)
+{
+	struct tree_priv *p = t->priv;
+
+	while (n && n->scratch && depth++ < 64) {
+		const struct pending_link *l = &p->links[n->scratch - 1];
+
+		if (l->node != n)
+			break;
+		n = img_tree_lookup(t, l->target);
+	}
+	return depth >= 64 ? NULL : n;
+}
+
+static int copy_inode(struct img_node *dst, const struct img_node *src)
+{
+	dst->type = src->type;
+	dst->mode = src->mode;
+	dst->uid = src->uid;
+	dst->gid = src->gid;
+	dst->mtime = src->mtime;
+	dst->size = src->size;
+	dst->rdev_major = src->rdev_major;
+	dst->rdev_minor = src->rdev_minor;
+	data_release(&dst->data);
+	dst->data = src->data;
+	dst->data.path = NULL;
+	dst->data.mem = NULL;
+	if (src->target && !(dst->target = img_strdup(src->target)))
+		return -ENOMEM;
+	if (src->data.path && !(dst->data.path = img_strdup(src->data.path)))
+		return -ENOMEM;
+	if (src->data.mem) {
+		dst->data.mem = malloc((size_t)src->size);
+		if (!dst->data.mem)
+			return -ENOMEM;
+		memcpy(dst->data.mem, src->data.mem, (size_t)src->size);
+	}
+	return 0;
+}
+
+/* Resolve pending hard links: each link takes its target's inode. */
+static int resolve_links(struct img_tree *t)
+{
+	struct tree_priv *p = t->priv;
+	int keep = (t->opts.flags & IMG_TREE_KEEP_HARDLINKS) != 0;
+
+	for (size_t i = 0; i < p->nlinks; i++) {
+		struct img_node *n = p->links[i].node, *target;
+		char path[256];
+
+		/* A link replaced by a later entry is gone. */
+		if (!n)
+			continue;
+		target = link_target(t, n, 0);
+		img_node_path(n, path, sizeof(path));
+		if (!target || target == n)
+			return img_set_error(t->ctx, -ENOENT,
+			                     "%s: hard link to a missing entry '%s'", path,
+			                     p->links[i].target);
+		if (target->type == IMG_NODE_DIR)
+			return img_set_error(t->ctx, -EINVAL, "%s: hard link to a directory '%s'",
+			                     path, p->links[i].target);
+		if (keep) {
+			n->link = target;
+		} else if (copy_inode(n, target) < 0) {
+			return img_set_error(t->ctx, -ENOMEM, "out of memory");
+		}
+	}
+	for (size_t i = 0; i < p->nlinks; i++)
+		if (p->links[i].node)
+			p->links[i].node->scratch = 0;
+	return 0;
+}
+
+int img_tree_finish(struct img_tree *t)
+{
+	struct img_node **stack = NULL;
+	size_t sp = 0, cap = 0;
+	uint64_t seq = 0;
+	int r;
+
+	if (t->finished)
+		return img_set_error(t->ctx, -EINVAL, "tree already finished");
+	r = resolve_links(t);
+	if (r < 0)
+		return r;
+	t->nodes = t->inodes = t->data_bytes = 0;
+
+	/* Pass 1, depth first: sort children, number nodes, reset counts. */
+	stack = malloc(64 * sizeof(*stack));
+	if (!stack)
+		return img_set_error(t->ctx, -ENOMEM, "out of memory");
+	cap = 64;
+	stack[sp++] = t->root;
+	while (sp) {
+		struct img_node *n = stack[--sp];
+
+		n->seq = seq++;
+		n->nlink = n->type == IMG_NODE_DIR ? 2 : 1;
+		if (n->type != IMG_NODE_DIR)
+			continue;
+		qsort(n->children, n->nchildren, sizeof(*n->children), name_cmp);
+		if (sp + n->nchildren > cap) {
+			size_t ncap = (sp + n->nchildren) * 2;
+			struct img_node **s = realloc(stack, ncap * sizeof(*s));
+
+			if (!s) {
+				free(stack);
+				return img_set_error(t->ctx, -ENOMEM, "out of memory");
+			}
+			stack = s;
+			cap = ncap;
+		}
+		/* Push in reverse so the smallest name is visited first. */
+		for (size_t i = n->nchildren; i-- > 0;)
+			stack[sp++] = n->children[i];
+	}
+
+	/* Kept links: the first member of a group in canonical order holds the
+	 * inode, so writers meet the data at the first link they emit. */
+	if (t->opts.flags & IMG_TREE_KEEP_HARDLINKS) {
+		struct tree_priv *p = t->priv;
+		struct img_node **roots = calloc(p->nlinks ? p->nlinks : 1, sizeof(*roots));
+
+		if (!roots) {
+			free(stack);
+			return img_set_error(t->ctx, -ENOMEM, "out of memory");
+		}
+		for (size_t i = 0; i < p->nlinks; i++) {
+			struct img_node *g = p->links[i].node;
+
+			if (!g)
+				continue;
+			while (g->link)
+				g = g->link;
+			roots[i] = g;
+			g->priv = g; /* the group's first member so far */
+		}
+		for (size_t i = 0; i < p->nlinks; i++) {
+			struct img_node *l = p->links[i].node, *g = roots[i];
+
+			if (g && l->seq < ((struct img_node *)g->priv)->seq)
+				g->priv = l;
+		}
+		for (size_t i = 0; i < p->nlinks; i++) {
+			struct img_node *g = roots[i], *h;
+
+			if (!g || !g->priv)
+				continue;
+			h = g->priv;
+			if (h != g) {
+				if (copy_inode(h, g) < 0) {
+					free(roots);
+					free(stack);
+					return img_set_error(t->ctx, -ENOMEM, "out of memory");
+				}
+				h->link = NULL;
+				g->link = h;
+			}
+		}
+		for (size_t i = 0; i < p->nlinks; i++) {
+			struct img_node *l = p->links[i].node, *g = roots[i];
+
+			if (!g)
+				continue;
+			l->link = l == g->priv ? NULL : g->priv;
+		}
+		for (size_t i = 0; i < p->nlinks; i++)
+			if (roots[i])
+				roots[i]->priv = NULL;
+		free(roots);
+	}
+
+	/* Pass 2: counts and link numbers. */
+	sp = 0;
+	stack[sp++] = t->root;
+	while (sp) {
+		struct img_node *n = stack[--sp];
+
+		t->nodes++;
+		if (n->link) {
+			n->link->nlink++;
+		} else {
+			t->inodes++;
+			if (n->type == IMG_NODE_REG)
+				t->data_bytes += n->size;
+		}
+		if (n->type != IMG_NODE_DIR)
+			continue;
+		if (n->parent)
+			n->parent->nlink++;
+		if (sp + n->nchildren > cap) {
+			size_t ncap = (sp + n->nchildren) * 2;
+			struct img_node **s = realloc(stack, ncap * sizeof(*s));
+
+			if (!s) {
+				free(stack);
+				return img_set_error(t->ctx, -ENOMEM, "out of memory");
+			}
+			stack = s;
+			cap = ncap;
+		}
+		for (size_t i = n->nchildren; i-- > 0;)
+			stack[sp++] = n->children[i];
+	}
+	free(stack);
+	t->finished = 1;
+	return 0;
+}
+
+int img_tree_walk(struct img_tree *t, img_tree_visit_fn fn, void *user)
+{
+	struct frame {
+		struct img_node *n;
+		unsigned depth;
+	} *stack = malloc(64 * sizeof(*stack));
+	size_t sp = 0, cap = 64;
+	int r = 0;
+
+	if (!stack)
+		return img_set_error(t->ctx, -ENOMEM, "out of memory");
+	stack[sp++] = (struct frame){ t->root, 0 };
+	while (sp) {
+		struct frame f = stack[--sp];
+
+		r = fn(user, f.n, f.depth);
+		if (r < 0)
+			break;
+		if (r > 0 || f.n->type != IMG_NODE_DIR) {
+			r = 0;
+			continue;
+		}
+		if (sp + f.n->nchildren > cap) {
+			size_t ncap = (sp + f.n->nchildren) * 2;
+			struct frame *s = realloc(stack, ncap * sizeof(*s));
+
+			if (!s) {
+				r = img_set_error(t->ctx, -ENOMEM, "out of memory");
+				break;
+			}
+			stack = s;
+			cap = ncap;
+		}
+		for (size_t i = f.n->nchildren; i-- > 0;)
+			stack[sp++] = (struct frame){ f.n->children[i], f.depth + 1 };
+	}
+	free(stack);
+	return r;
+}
+
+int img_node_path(const struct img_node *node, char *buf, size_t len)
+{
+	size_t need = 0, pos;
+	const struct img_node *n;
+
+	for (n = node; n && n->parent; n = n->parent)
+		need += n->name_len + (n->parent->parent ? 1 : 0);
+	if (need + 1 > len) {
+		/* Truncated from the front is least useful; keep the tail. */
+		if (len)
+			snprintf(buf, len, "...%s", node->name);
+		return -ERANGE;
+	}
+	buf[need] = '\0';
+	pos = need;
+	for (n = node; n && n->parent; n = n->parent) {
+		pos -= n->name_len;
+		memcpy(buf + pos, n->name, n->name_len);
+		if (n->parent->parent)
+			buf[--pos] = '/';
+	}
+	return 0;
+}
+
+static int data_error(struct img_ctx *ctx, const struct img_node *node, int err, const char *what)
+{
+	char path[512];
+
+	img_node_path(node, path, sizeof(path));
+	if (node->data.kind == IMG_DATA_PATH)
+		return img_set_error(ctx, err, "%s: %s", node->data.path, what);
+	return img_set_error(ctx, err, "%s: %s", path, what);
+}
+
+/* Open the node's data for reading: an fd and the offset its data starts at. */
+static int data_open(struct img_ctx *ctx, const struct img_node *node, uint64_t end, int *fd,
+                     uint64_t *base, int *owned)
+{
+	struct stat st;
+
+	*owned = 0;
+	switch (node->data.kind) {
+	case IMG_DATA_PATH:
+		*fd = open(node->data.path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+		if (*fd < 0)
+			return data_error(ctx, node, -errno, strerror(errno));
+		*owned = 1;
+		if (fstat(*fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+		    (uint64_t)st.st_size != node->size) {
+			close(*fd);
+			return data_error(ctx, node, -EIO, "changed while reading (size or type)");
+		}
+		*base = 0;
+		return 0;
+	case IMG_DATA_FD:
+		*fd = node->data.fd;
+		*base = node->data.offset;
+		return 0;
+	default:
+		break;
+	}
+	(void)end;
+	return data_error(ctx, node, -EINVAL, "file data not available");
+}
+
+int img_node_copy_data(struct img_ctx *ctx, const struct img_node *node, uint64_t src_off,
+                       uint64_t len, struct img_dev *dev, uint64_t dst_off)
+{
+	uint64_t end, base;
+	int fd, owned, r;
+
+	node = img_node_inode((struct img_node *)node);
+	if (img_add_overflow(src_off, len, &end) || end > node->size)
+		return data_error(ctx, node, -EINVAL, "read beyond the end of the data");
+	if (!len)
+		return 0;
+	if (node->data.kind == IMG_DATA_MEM)
+		return img_dev_pwrite(dev, (const uint8_t *)node->data.mem + src_off, (size_t)len,
+		                      dst_off);
+	r = data_open(ctx, node, end, &fd, &base, &owned);
+	if (r < 0)
+		return r;
+	r = img_dev_copy_from_fd(dev, fd, base + src_off, len, dst_off);
+	if (owned)
+		close(fd);
+	if (r < 0 && node->data.kind == IMG_DATA_PATH)
+		img_error_prefix(ctx, r, "%s", node->data.path);
+	return r;
+}
+
+int img_node_read_data(struct img_ctx *ctx, const struct img_node *node, uint64_t off, void *buf,
+                       size_t len)
+{
+	uint64_t end, base;
+	int fd, owned, r;
+
+	node = img_node_inode((struct img_node *)node);
+	if (img_add_overflow(off, len, &end) || end > node->size)
+		return data_error(ctx, node, -EINVAL, "read beyond the end of the data");
+	if (!len)
+		return 0;
+	if (node->data.kind == IMG_DATA_MEM) {
+		memcpy(buf, (const uint8_t *)node->data.mem + off, len);
+		return 0;
+	}
+	r = data_open(ctx, node, end, &fd, &base, &owned);
+	if (r < 0)
+		return r;
+	r = img_pread_full(fd, buf, len, base + off);
+	if (owned)
+		close(fd);
+	if (r < 0)
+		return data_error(ctx, node, r,
+		                  r == -EIO ? "changed while reading (shorter)" : strerror(-r));
+	return 0;
+}

@@ -105,7 +105,7 @@ static void crc32c_init(void)
 	for (uint32_t i = 0; i < 256; i++)
 		for (int t = 1; t < 8; t++)
 			crc32c_table[t][i] = (crc32c_table[t - 1][i] >> 8) ^
-					     crc32c_table[0][crc32c_table[t - 1][i] & 0xff];
+			                     crc32c_table[0][crc32c_table[t - 1][i] & 0xff];
 	crc32c_ready = 1;
 }
 

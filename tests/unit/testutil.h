@@ -23,10 +23,10 @@ struct img_ctx *t_ctx(void);
 /* Write a file (creating parents is the caller's job). */
 void t_write_file(const char *path, const void *buf, size_t len);
 
-#define ck_assert_ok(expr, ctx)                                                            \
-	do {                                                                               \
-		int r_ = (expr);                                                           \
-		ck_assert_msg(r_ >= 0, "%s failed: %d: %s", #expr, r_, img_ctx_error(ctx)); \
+#define ck_assert_ok(expr, ctx)                                                                    \
+	do {                                                                                       \
+		int r_ = (expr);                                                                   \
+		ck_assert_msg(r_ >= 0, "%s failed: %d: %s", #expr, r_, img_ctx_error(ctx));        \
 	} while (0)
 
 #endif

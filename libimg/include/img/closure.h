@@ -32,27 +32,26 @@ struct img_closure_opts {
 };
 
 struct img_closure {
-	char *store_dir;     /* normalised, no trailing '/' */
-	char *root;          /* normalised, no trailing '/' ("" for "/") */
-	char **paths;        /* absolute store paths, sorted bytewise, unique */
+	char *store_dir; /* normalised, no trailing '/' */
+	char *root;      /* normalised, no trailing '/' ("" for "/") */
+	char **paths;    /* absolute store paths, sorted bytewise, unique */
 	size_t npaths;
-	char *registration;  /* host path of the registration file, or NULL */
-	char *source;        /* what was loaded, for messages */
+	char *registration; /* host path of the registration file, or NULL */
+	char *source;       /* what was loaded, for messages */
 };
 
 /* Load a closure from @spec: a file, a closureInfo directory, or "-". */
 int img_closure_load(struct img_ctx *ctx, const char *spec, const struct img_closure_opts *opts,
-		     struct img_closure **out);
+                     struct img_closure **out);
 /* Parse a store-paths list from memory; @name is used in messages. */
 int img_closure_parse(struct img_ctx *ctx, const char *name, const char *buf, size_t len,
-		      const struct img_closure_opts *opts, struct img_closure **out);
+                      const struct img_closure_opts *opts, struct img_closure **out);
 void img_closure_free(struct img_closure *c);
 
 /* Is @name (the part after the store dir) a valid store path base name? */
 int img_store_name_valid(const char *name, size_t len);
 /* The host path of store path @path: root + path, into @buf. */
-int img_closure_host_path(const struct img_closure *c, const char *path, char *buf,
-			  size_t len);
+int img_closure_host_path(const struct img_closure *c, const char *path, char *buf, size_t len);
 
 #ifdef __cplusplus
 }

@@ -38,10 +38,10 @@ enum img_log_level {
 
 /* Progress of a long operation. Counters only grow; totals are 0 when unknown. */
 struct img_progress {
-	const char *phase;    /* short name of the current step, e.g. "ext4" */
-	uint64_t bytes_done;  /* file data bytes written so far */
+	const char *phase;   /* short name of the current step, e.g. "ext4" */
+	uint64_t bytes_done; /* file data bytes written so far */
 	uint64_t bytes_total;
-	uint64_t files_done;  /* entries written so far */
+	uint64_t files_done; /* entries written so far */
 	uint64_t files_total;
 };
 

@@ -46,7 +46,7 @@ struct img_dev_ops {
 	int (*pwrite)(struct img_dev *dev, const void *buf, size_t len, uint64_t off);
 	int (*write_zeroes)(struct img_dev *dev, uint64_t off, uint64_t len);
 	int (*copy_from_fd)(struct img_dev *dev, int fd, uint64_t src_off, uint64_t len,
-			    uint64_t dst_off);
+	                    uint64_t dst_off);
 	int (*flush)(struct img_dev *dev);
 	/* Write final metadata (qcow2 tables, compression), then fsync. */
 	int (*finish)(struct img_dev *dev);
@@ -61,8 +61,8 @@ struct img_dev_ops {
  * For backends: allocate a device of @priv_size extra bytes (reached with
  * img_dev_priv()), virtual size @size. Refcount 1.
  */
-int img_dev_new(struct img_ctx *ctx, const struct img_dev_ops *ops, uint64_t size,
-		unsigned flags, size_t priv_size, struct img_dev **out);
+int img_dev_new(struct img_ctx *ctx, const struct img_dev_ops *ops, uint64_t size, unsigned flags,
+                size_t priv_size, struct img_dev **out);
 void *img_dev_priv(struct img_dev *dev);
 struct img_ctx *img_dev_ctx(const struct img_dev *dev);
 
@@ -85,7 +85,7 @@ int img_dev_write_zeroes(struct img_dev *dev, uint64_t off, uint64_t len);
  * "input changed while reading").
  */
 int img_dev_copy_from_fd(struct img_dev *dev, int fd, uint64_t src_off, uint64_t len,
-			 uint64_t dst_off);
+                         uint64_t dst_off);
 int img_dev_flush(struct img_dev *dev);
 /* Complete the device (final metadata, fsync). Once only; then only unref. */
 int img_dev_finish(struct img_dev *dev);
@@ -95,20 +95,18 @@ int img_dev_error(const struct img_dev *dev);
 /* Constructors. */
 
 /* Raw sparse file: created (truncated) at @path with @size bytes. */
-int img_dev_raw_create(struct img_ctx *ctx, const char *path, uint64_t size,
-		       struct img_dev **out);
+int img_dev_raw_create(struct img_ctx *ctx, const char *path, uint64_t size, struct img_dev **out);
 /* Raw file opened read-only (size = file size). */
 int img_dev_raw_open(struct img_ctx *ctx, const char *path, struct img_dev **out);
 /* Raw device over an fd the caller keeps owning (not closed by the device). */
 int img_dev_raw_from_fd(struct img_ctx *ctx, int fd, uint64_t size, unsigned flags,
-			struct img_dev **out);
+                        struct img_dev **out);
 /* Memory device of @size zero bytes. */
 int img_dev_mem_new(struct img_ctx *ctx, uint64_t size, struct img_dev **out);
 /* The buffer behind a mem device (borrowed). */
 const uint8_t *img_dev_mem_data(const struct img_dev *dev);
 /* A window [off, off+len) of @parent; takes a reference on the parent. */
-int img_dev_slice_new(struct img_dev *parent, uint64_t off, uint64_t len,
-		      struct img_dev **out);
+int img_dev_slice_new(struct img_dev *parent, uint64_t off, uint64_t len, struct img_dev **out);
 
 #ifdef __cplusplus
 }

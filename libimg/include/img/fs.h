@@ -26,10 +26,10 @@ extern "C" {
 #endif
 
 struct img_fs_opts {
-	const char *label;      /* volume label */
-	const char *id_role;    /* repro role for UUID/volume ID, e.g. "root" */
-	uint64_t size;          /* exact size in bytes; 0 = the estimate */
-	uint64_t extra;         /* free space added to the estimate */
+	const char *label;   /* volume label */
+	const char *id_role; /* repro role for UUID/volume ID, e.g. "root" */
+	uint64_t size;       /* exact size in bytes; 0 = the estimate */
+	uint64_t extra;      /* free space added to the estimate */
 	unsigned flags;
 };
 
@@ -37,10 +37,10 @@ struct img_fs_ops {
 	const char *name;
 	/* Bytes the tree needs with opts->extra free space (opts->size ignored). */
 	int (*estimate)(struct img_ctx *ctx, struct img_tree *tree, const struct img_fs_opts *opts,
-			uint64_t *size);
+	                uint64_t *size);
 	/* Write the file system on the whole of @dev (whose size is the fs size). */
 	int (*write)(struct img_ctx *ctx, struct img_tree *tree, const struct img_fs_opts *opts,
-		     struct img_dev *dev);
+	             struct img_dev *dev);
 };
 
 /* The writer called @name, or NULL. */

@@ -40,16 +40,16 @@ enum img_format {
 
 struct img_build_opts {
 	enum img_mode mode;
-	const char *output;        /* the file to write */
-	const char *output_name;   /* the name recorded in the manifest (final name) */
+	const char *output;      /* the file to write */
+	const char *output_name; /* the name recorded in the manifest (final name) */
 	enum img_format format;
 	enum img_qcow2_compression compression;
-	unsigned cluster_bits;     /* qcow2; 0 = default */
+	unsigned cluster_bits; /* qcow2; 0 = default */
 
-	const char *closure;       /* CLOSURE spec (file, closureInfo dir, "-"), or NULL */
-	const char *tar;           /* --tar FILE or "-", or NULL */
-	const char *root;          /* --root (default "/") */
-	const char *store_dir;     /* --store-dir (default "/nix/store") */
+	const char *closure;   /* CLOSURE spec (file, closureInfo dir, "-"), or NULL */
+	const char *tar;       /* --tar FILE or "-", or NULL */
+	const char *root;      /* --root (default "/") */
+	const char *store_dir; /* --store-dir (default "/nix/store") */
 
 	uint64_t size;             /* --size; 0 = computed */
 	uint64_t additional_space; /* --additional-space */
@@ -64,9 +64,9 @@ struct img_build_opts {
 	const char *kernel_params; /* extra kernel parameters */
 	unsigned tree_flags;       /* IMG_TREE_* (keep hard links, ...) */
 
-	const char *seed;          /* --seed; NULL = derived from the inputs */
+	const char *seed; /* --seed; NULL = derived from the inputs */
 	size_t seed_len;
-	const char *manifest;      /* where to write the JSON manifest, or NULL */
+	const char *manifest; /* where to write the JSON manifest, or NULL */
 };
 
 int img_build(struct img_ctx *ctx, const struct img_build_opts *opts);

@@ -29,30 +29,29 @@ enum img_qcow2_compression {
 };
 
 struct img_qcow2_opts {
-	uint64_t size;             /* virtual disk size in bytes (required) */
-	unsigned cluster_bits;     /* 9..21; 0 = 16 (64 KiB) */
+	uint64_t size;         /* virtual disk size in bytes (required) */
+	unsigned cluster_bits; /* 9..21; 0 = 16 (64 KiB) */
 	enum img_qcow2_compression compression;
-	int level;                 /* compression level; 0 = library default */
-	unsigned threads;          /* compression threads; 0 = online CPUs */
+	int level;        /* compression level; 0 = library default */
+	unsigned threads; /* compression threads; 0 = online CPUs */
 };
 
 /* Create @path (truncating it) and return a writable qcow2 device. */
-int img_dev_qcow2_create(struct img_ctx *ctx, const char *path,
-			 const struct img_qcow2_opts *opts, struct img_dev **out);
+int img_dev_qcow2_create(struct img_ctx *ctx, const char *path, const struct img_qcow2_opts *opts,
+                         struct img_dev **out);
 
 #define IMG_QCOW2_ALLOW_BACKING 0x1u
 
 /* Open an existing qcow2 read-only. */
-int img_dev_qcow2_open(struct img_ctx *ctx, const char *path, unsigned flags,
-		       struct img_dev **out);
+int img_dev_qcow2_open(struct img_ctx *ctx, const char *path, unsigned flags, struct img_dev **out);
 
 /* Facts about a qcow2 file, read without opening any backing file. */
 struct img_qcow2_info {
 	uint32_t version;
 	uint64_t virtual_size;
 	unsigned cluster_bits;
-	int compression_type;      /* 0 zlib, 1 zstd */
-	char backing_file[1024];   /* "" when none */
+	int compression_type;    /* 0 zlib, 1 zstd */
+	char backing_file[1024]; /* "" when none */
 	char backing_format[32];
 };
 int img_qcow2_probe(struct img_ctx *ctx, const char *path, struct img_qcow2_info *info);
@@ -62,14 +61,13 @@ int img_qcow2_probe(struct img_ctx *ctx, const char *path, struct img_qcow2_info
  * @backing_fmt ("qcow2" or "raw"), same virtual size as the backing image.
  */
 int img_qcow2_create_overlay(struct img_ctx *ctx, const char *path, const char *backing,
-			     const char *backing_fmt);
+                             const char *backing_fmt);
 
 /*
  * Open any disk image read-only: qcow2 by its magic, otherwise raw.
  * @flags as for img_dev_qcow2_open().
  */
-int img_dev_open_image(struct img_ctx *ctx, const char *path, unsigned flags,
-		       struct img_dev **out);
+int img_dev_open_image(struct img_ctx *ctx, const char *path, unsigned flags, struct img_dev **out);
 
 #ifdef __cplusplus
 }

@@ -31,7 +31,7 @@ struct img_source_opts {
 
 /* Read every path of @closure from the host into @tree (metadata only). */
 int img_source_closure(struct img_ctx *ctx, const struct img_closure *closure,
-		       const struct img_source_opts *opts, struct img_tree *tree);
+                       const struct img_source_opts *opts, struct img_tree *tree);
 
 /*
  * Read a tar stream into @tree. @path is a file or "-" (stdin). When the
@@ -41,7 +41,7 @@ int img_source_closure(struct img_ctx *ctx, const struct img_closure *closure,
  */
 struct img_tar_source;
 int img_source_tar(struct img_ctx *ctx, const char *path, const struct img_source_opts *opts,
-		   struct img_tree *tree, struct img_tar_source **src);
+                   struct img_tree *tree, struct img_tar_source **src);
 void img_tar_source_free(struct img_tar_source *src);
 
 #ifdef __cplusplus

@@ -59,31 +59,31 @@ struct img_data {
 };
 
 struct img_node {
-	struct img_node *parent;   /* NULL for the root */
-	char *name;                /* component (owned); "" for the root */
-	size_t name_len;           /* bytes; names may hold any byte but '/' and NUL */
+	struct img_node *parent; /* NULL for the root */
+	char *name;              /* component (owned); "" for the root */
+	size_t name_len;         /* bytes; names may hold any byte but '/' and NUL */
 	enum img_node_type type;
-	uint32_t mode;             /* permission bits only (07777) */
+	uint32_t mode; /* permission bits only (07777) */
 	uint32_t uid, gid;
-	int64_t mtime;             /* after normalisation */
-	uint64_t size;             /* REG: data bytes; SYMLINK: target length; else 0 */
-	char *target;              /* SYMLINK: target (owned, NUL-terminated) */
+	int64_t mtime;                   /* after normalisation */
+	uint64_t size;                   /* REG: data bytes; SYMLINK: target length; else 0 */
+	char *target;                    /* SYMLINK: target (owned, NUL-terminated) */
 	uint32_t rdev_major, rdev_minor; /* CHR/BLK */
-	struct img_data data;      /* REG */
+	struct img_data data;            /* REG */
 
 	/* Hard links kept (IMG_TREE_KEEP_HARDLINKS): every link but the first
 	 * in traversal order points at the first; nlink counts them all. */
 	struct img_node *link;
-	uint32_t nlink;            /* after finish: REG etc. = links; DIR = 2 + subdirs */
+	uint32_t nlink; /* after finish: REG etc. = links; DIR = 2 + subdirs */
 
 	/* DIR: children sorted bytewise after img_tree_finish(). */
 	struct img_node **children;
 	size_t nchildren;
 	size_t cap;
 
-	uint64_t seq;              /* depth-first index after finish (root = 0) */
-	void *priv;                /* writer scratch; writers own it during a write */
-	uint64_t scratch;          /* writer scratch */
+	uint64_t seq;     /* depth-first index after finish (root = 0) */
+	void *priv;       /* writer scratch; writers own it during a write */
+	uint64_t scratch; /* writer scratch */
 };
 
 #define IMG_TREE_KEEP_OWNER     0x1u /* keep uid/gid as given (default: 0:0) */
@@ -101,20 +101,20 @@ struct img_node_attr {
 	uint32_t uid, gid;
 	int64_t mtime;
 	uint64_t size;
-	const char *target;          /* SYMLINK: copied */
+	const char *target; /* SYMLINK: copied */
 	uint32_t rdev_major, rdev_minor;
-	struct img_data data;        /* REG: copied (path strdup'ed, mem copied) */
+	struct img_data data; /* REG: copied (path strdup'ed, mem copied) */
 };
 
 struct img_tree {
 	struct img_ctx *ctx;
 	struct img_tree_opts opts;
 	struct img_node *root;
-	uint64_t nodes;       /* after finish: all nodes incl. root */
-	uint64_t inodes;      /* after finish: distinct inodes (links counted once) */
-	uint64_t data_bytes;  /* after finish: sum of REG sizes over distinct inodes */
+	uint64_t nodes;      /* after finish: all nodes incl. root */
+	uint64_t inodes;     /* after finish: distinct inodes (links counted once) */
+	uint64_t data_bytes; /* after finish: sum of REG sizes over distinct inodes */
 	int finished;
-	void *priv;           /* private bookkeeping */
+	void *priv; /* private bookkeeping */
 };
 
 int img_tree_new(struct img_ctx *ctx, const struct img_tree_opts *opts, struct img_tree **out);
@@ -130,7 +130,7 @@ void img_tree_free(struct img_tree *tree);
  * parent is not a directory, -ENAMETOOLONG for components over 255 bytes.
  */
 int img_tree_add(struct img_tree *tree, const char *path, const struct img_node_attr *attr,
-		 struct img_node **out);
+                 struct img_node **out);
 /* A hard link at @path to the existing entry @existing (both tree paths). */
 int img_tree_add_hardlink(struct img_tree *tree, const char *path, const char *existing);
 /* Remove @path (and its subtree). -ENOENT if absent. */
@@ -163,10 +163,10 @@ static inline struct img_node *img_node_inode(struct img_node *n)
  * if the source is shorter than the tree says ("changed while reading").
  */
 int img_node_copy_data(struct img_ctx *ctx, const struct img_node *node, uint64_t src_off,
-		       uint64_t len, struct img_dev *dev, uint64_t dst_off);
+                       uint64_t len, struct img_dev *dev, uint64_t dst_off);
 /* Read @len bytes of the node's data at @off into @buf (small reads). */
-int img_node_read_data(struct img_ctx *ctx, const struct img_node *node, uint64_t off,
-		       void *buf, size_t len);
+int img_node_read_data(struct img_ctx *ctx, const struct img_node *node, uint64_t off, void *buf,
+                       size_t len);
 
 #ifdef __cplusplus
 }
