@@ -46,7 +46,11 @@ else()
   img_unit_test(repro)
   img_unit_test(dev)
   img_unit_test(tree)
+  img_unit_test(disk)
 endif()
 
 # Integration tests: run the tools, validate with programs we did not write.
 img_shell_test(integration empty)
+
+# The bad-input corpus (fixtures/bad/*.case); also runs in the ASan build.
+img_shell_test(bad corpus LABELS bad TIMEOUT 900)
