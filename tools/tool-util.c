@@ -254,6 +254,10 @@ void tool_install_signals(struct img_ctx *ctx)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
+	/* A file size limit reached is a write error (EFBIG) to report, not a
+	 * silent death that would leave the temporary behind. */
+	signal(SIGXFSZ, SIG_IGN);
+	signal(SIGPIPE, SIG_IGN);
 }
 
 int tool_signalled(void)
