@@ -55,3 +55,4 @@ img_shell_test(integration empty)
 # The bad-input corpus (fixtures/bad/*.case); also runs in the ASan build.
 img_shell_test(bad corpus LABELS bad TIMEOUT 900)
 img_shell_test(integration install)
+img_shell_test(faults faults)
