@@ -1,0 +1,349 @@
+/*
+ * fs-erofs-emit.c -- EROFS writer, phase 2: write the planned layout.
+ *
+ * Spec: Linux Documentation/filesystems/erofs.rst, ../shared/docs/formats.md
+ * section 1 (superblock 1.2, checksum 1.3, inodes 1.5, directories 1.7,
+ * special files 1.8). One pass in block order: file data (in-kernel copies),
+ * directory and symlink blocks, metadata blocks (inodes with inline tails),
+ * and block 0 last, because its checksum covers the root inode after the
+ * superblock. Every byte not written here reads as zero (the device is new).
+ */
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include "fs-erofs.h"
+
+static uint8_t file_type(const struct img_node *n)
+{
+	switch (n->type) {
+	case IMG_NODE_REG:
+		return EROFS_FT_REG;
+	case IMG_NODE_DIR:
+		return EROFS_FT_DIR;
+	case IMG_NODE_SYMLINK:
+		return EROFS_FT_SYMLINK;
+	case IMG_NODE_CHR:
+		return EROFS_FT_CHR;
+	case IMG_NODE_BLK:
+		return EROFS_FT_BLK;
+	case IMG_NODE_FIFO:
+		return EROFS_FT_FIFO;
+	case IMG_NODE_SOCK:
+		return EROFS_FT_SOCK;
+	}
+	return EROFS_FT_UNKNOWN;
+}
+
+static uint16_t mode_bits(const struct img_node *n)
+{
+	static const uint16_t fmt[] = {
+		[IMG_NODE_REG] = S_IFREG,   [IMG_NODE_DIR] = S_IFDIR, [IMG_NODE_SYMLINK] = S_IFLNK,
+		[IMG_NODE_CHR] = S_IFCHR,   [IMG_NODE_BLK] = S_IFBLK, [IMG_NODE_FIFO] = S_IFIFO,
+		[IMG_NODE_SOCK] = S_IFSOCK,
+	};
+
+	return (uint16_t)(fmt[n->type] | (n->mode & 07777));
+}
+
+/* Directory blocks, generated in order; @fn gets each finished block. */
+typedef int (*dir_block_fn)(void *user, uint64_t index, const uint8_t *blk, size_t used);
+
+static int dir_blocks(const struct img_erofs_plan *p, struct img_node *dir, uint8_t *blk,
+                      dir_block_fn fn, void *user)
+{
+	struct img_erofs_dir_iter it, first;
+	struct img_node *t;
+	const char *name;
+	size_t len, used = 0, count = 0;
+	uint64_t index = 0;
+	int r;
+
+	img_erofs_dir_init(&it, dir);
+	first = it;
+	for (;;) {
+		int more = img_erofs_dir_next(&it, &name, &len, &t);
+
+		if (more && used + EROFS_DIRENT_SIZE + len <= EROFS_BLKSZ) {
+			used += EROFS_DIRENT_SIZE + len;
+			count++;
+			continue;
+		}
+		/* Lay out the @count entries from @first: dirents, then names. */
+		{
+			size_t nameoff = count * EROFS_DIRENT_SIZE;
+			struct img_erofs_dir_iter w = first;
+
+			memset(blk, 0, EROFS_BLKSZ);
+			for (size_t i = 0; i < count; i++) {
+				const char *nm;
+				size_t nl;
+				struct img_node *tg;
+				uint8_t *de = blk + i * EROFS_DIRENT_SIZE;
+
+				img_erofs_dir_next(&w, &nm, &nl, &tg);
+				img_put_le64(de + EROFS_DE_NID, img_erofs_inode_of(p, tg)->nid);
+				img_put_le16(de + EROFS_DE_NAMEOFF, (uint16_t)nameoff);
+				de[EROFS_DE_TYPE] = file_type(img_node_inode(tg));
+				memcpy(blk + nameoff, nm, nl);
+				nameoff += nl;
+			}
+			r = fn(user, index++, blk, used);
+			if (r < 0)
+				return r;
+		}
+		if (!more)
+			return 0;
+		/* The entry that did not fit opens the next block. */
+		first = it;
+		first.i--;
+		used = EROFS_DIRENT_SIZE + len;
+		count = 1;
+	}
+}
+
+struct emit {
+	struct img_erofs_plan *p;
+	struct img_dev *dev;
+	struct img_node *node;
+	uint8_t *tailbuf; /* the last directory block, for inlining */
+	uint8_t *genbuf;  /* where directory blocks are generated */
+	size_t tail_used;
+};
+
+static int dir_block_out(void *user, uint64_t index, const uint8_t *blk, size_t used)
+{
+	struct emit *em = user;
+	struct img_erofs_inode *e = &em->p->inode[em->node->seq];
+
+	if (index < e->nblocks)
+		return img_dev_pwrite(em->dev, blk, EROFS_BLKSZ,
+		                      (e->startblk + index) * EROFS_BLKSZ);
+	/* The inline tail: kept for the metadata pass. */
+	memcpy(em->tailbuf, blk, used);
+	em->tail_used = used;
+	return 0;
+}
+
+static int dir_block_skip(void *user, uint64_t index, const uint8_t *blk, size_t used)
+{
+	struct emit *em = user;
+
+	(void)index;
+	memcpy(em->tailbuf, blk, used);
+	em->tail_used = used;
+	return 0;
+}
+
+static void put_inode(const struct img_erofs_plan *p, struct img_node *n, uint8_t *b)
+{
+	const struct img_erofs_inode *e = &p->inode[n->seq];
+	uint64_t size = img_erofs_inode_size(n);
+	uint32_t u = 0;
+
+	switch (n->type) {
+	case IMG_NODE_REG:
+	case IMG_NODE_DIR:
+	case IMG_NODE_SYMLINK:
+		u = (uint32_t)e->startblk;
+		if (!size)
+			u = 0;
+		break;
+	case IMG_NODE_CHR:
+	case IMG_NODE_BLK:
+		/* Linux "new" dev_t encoding (formats.md 1.8). */
+		u = (n->rdev_minor & 0xff) | (n->rdev_major << 8) |
+		    ((n->rdev_minor & ~0xffu) << 12);
+		break;
+	default:
+		break;
+	}
+	memset(b, 0, e->isize);
+	if (e->isize == EROFS_COMPACT_SIZE) {
+		img_put_le16(b + EROFS_IC_FORMAT, EROFS_I_FORMAT(EROFS_INODE_COMPACT, e->layout));
+		img_put_le16(b + EROFS_IC_MODE, mode_bits(n));
+		img_put_le16(b + EROFS_IC_NLINK, (uint16_t)n->nlink);
+		img_put_le32(b + EROFS_IC_SIZE, (uint32_t)size);
+		img_put_le32(b + EROFS_IC_U, u);
+		img_put_le32(b + EROFS_IC_INO, e->ino);
+		img_put_le16(b + EROFS_IC_UID, (uint16_t)n->uid);
+		img_put_le16(b + EROFS_IC_GID, (uint16_t)n->gid);
+	} else {
+		img_put_le16(b + EROFS_IE_FORMAT, EROFS_I_FORMAT(EROFS_INODE_EXTENDED, e->layout));
+		img_put_le16(b + EROFS_IE_MODE, mode_bits(n));
+		img_put_le64(b + EROFS_IE_SIZE, size);
+		img_put_le32(b + EROFS_IE_U, u);
+		img_put_le32(b + EROFS_IE_INO, e->ino);
+		img_put_le32(b + EROFS_IE_UID, n->uid);
+		img_put_le32(b + EROFS_IE_GID, n->gid);
+		img_put_le64(b + EROFS_IE_MTIME, (uint64_t)n->mtime);
+		img_put_le32(b + EROFS_IE_NLINK, n->nlink);
+	}
+}
+
+/* Inode + inline tail of @n into @b (its place inside a metadata block). */
+static int put_meta(struct emit *em, struct img_node *n, uint8_t *b)
+{
+	struct img_erofs_plan *p = em->p;
+	const struct img_erofs_inode *e = &p->inode[n->seq];
+	uint8_t *tail = b + e->isize;
+	int r;
+
+	put_inode(p, n, b);
+	if (!e->tail)
+		return 0;
+	switch (n->type) {
+	case IMG_NODE_REG:
+		if (n->data.kind == IMG_DATA_NONE)
+			return 0; /* streamed later into the same place */
+		return img_node_read_data(p->ctx, n, n->size - e->tail, tail, e->tail);
+	case IMG_NODE_SYMLINK:
+		memcpy(tail, n->target + (n->size - e->tail), e->tail);
+		return 0;
+	case IMG_NODE_DIR:
+		em->node = n;
+		r = dir_blocks(p, n, em->genbuf, dir_block_skip, em);
+		if (r < 0)
+			return r;
+		if (em->tail_used != e->tail)
+			return img_set_error(p->ctx, -EIO, "erofs: directory tail %zu != plan %u",
+			                     em->tail_used, e->tail);
+		memcpy(tail, em->tailbuf, e->tail);
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+static int emit_file_data(struct emit *em, struct img_node *n)
+{
+	struct img_erofs_plan *p = em->p;
+	const struct img_erofs_inode *e = &p->inode[n->seq];
+	uint64_t body = n->size - e->tail;
+
+	if (!body || n->data.kind == IMG_DATA_NONE)
+		return 0;
+	return img_node_copy_data(p->ctx, n, 0, body, em->dev, e->startblk * EROFS_BLKSZ);
+}
+
+static int emit_other(struct emit *em, struct img_node *n, uint8_t *blk)
+{
+	struct img_erofs_plan *p = em->p;
+	const struct img_erofs_inode *e = &p->inode[n->seq];
+
+	if (!e->nblocks)
+		return 0;
+	if (n->type == IMG_NODE_DIR) {
+		em->node = n;
+		return dir_blocks(p, n, blk, dir_block_out, em);
+	}
+	/* A symlink target too long to inline: one zero-padded block. */
+	memset(blk, 0, EROFS_BLKSZ);
+	memcpy(blk, n->target, n->size);
+	return img_dev_pwrite(em->dev, blk, EROFS_BLKSZ, e->startblk * EROFS_BLKSZ);
+}
+
+static void put_super(const struct img_erofs_plan *p, uint8_t *blk0)
+{
+	uint8_t *sb = blk0 + EROFS_SB_OFFSET;
+	struct img_node *root = p->tree->root;
+
+	img_put_le32(sb + EROFS_SB_MAGIC, EROFS_MAGIC);
+	img_put_le32(sb + EROFS_SB_FEATURE_COMPAT,
+	             EROFS_FEATURE_COMPAT_SB_CHKSUM | EROFS_FEATURE_COMPAT_MTIME);
+	sb[EROFS_SB_BLKSZBITS] = EROFS_BLKSZBITS;
+	img_put_le16(sb + EROFS_SB_ROOT_NID, (uint16_t)p->inode[root->seq].nid);
+	img_put_le64(sb + EROFS_SB_INOS, p->ninodes);
+	img_put_le64(sb + EROFS_SB_BUILD_TIME, (uint64_t)p->epoch);
+	img_put_le32(sb + EROFS_SB_BLOCKS, (uint32_t)p->blocks);
+	img_put_le32(sb + EROFS_SB_META_BLKADDR, 0);
+	memcpy(sb + EROFS_SB_UUID, p->uuid, 16);
+	memcpy(sb + EROFS_SB_VOLUME_NAME, p->label, strlen(p->label));
+	/* CRC32C from the superblock to the end of block 0, checksum field
+	 * zero, seed ~0 and no final xor (formats.md 1.3). */
+	img_put_le32(sb + EROFS_SB_CHECKSUM, 0);
+	img_put_le32(sb + EROFS_SB_CHECKSUM,
+	             img_crc32c(0xFFFFFFFFu, sb, EROFS_BLKSZ - EROFS_SB_OFFSET));
+}
+
+int img_erofs_emit(struct img_ctx *ctx, struct img_erofs_plan *p, struct img_dev *dev,
+                   unsigned flags)
+{
+	struct emit em = { .p = p, .dev = dev };
+	uint8_t *blk0 = calloc(1, EROFS_BLKSZ), *blk = malloc(EROFS_BLKSZ);
+	uint64_t nnodes = p->tree->nodes, cur = UINT64_MAX;
+	int r = 0;
+
+	em.tailbuf = malloc(EROFS_BLKSZ);
+	em.genbuf = malloc(EROFS_BLKSZ);
+	if (!blk0 || !blk || !em.tailbuf || !em.genbuf) {
+		r = img_set_error(ctx, -ENOMEM, "out of memory");
+		goto out;
+	}
+	if (img_dev_size(dev) < img_erofs_plan_bytes(p)) {
+		r = img_set_error(ctx, -ENOSPC, "erofs: the device holds %llu bytes, %llu needed",
+		                  (unsigned long long)img_dev_size(dev),
+		                  (unsigned long long)img_erofs_plan_bytes(p));
+		goto out;
+	}
+
+	/* 1. File data, canonical order = block order. */
+	img_progress_phase(ctx, "writing file data", p->tree->data_bytes, p->ninodes);
+	for (uint64_t i = 0; i < nnodes && !(flags & IMG_EROFS_EMIT_NO_DATA); i++) {
+		struct img_node *n = p->nodes[i];
+
+		if (n->link || n->type != IMG_NODE_REG)
+			continue;
+		r = emit_file_data(&em, n);
+		if (r < 0)
+			goto out;
+		img_progress_add(ctx, n->size, 1);
+		if ((i & 255) == 0 && (r = img_check_cancel(ctx)) < 0)
+			goto out;
+	}
+
+	/* 2. Directory blocks and long symlink targets. */
+	for (uint64_t i = 0; i < nnodes; i++) {
+		struct img_node *n = p->nodes[i];
+
+		if (n->link || n->type == IMG_NODE_REG)
+			continue;
+		r = emit_other(&em, n, blk);
+		if (r < 0)
+			goto out;
+	}
+
+	/* 3. Metadata blocks in nid order; block 0 is kept for last. */
+	for (size_t j = 0; j < p->ninodes; j++) {
+		struct img_node *n = p->nodes[p->meta_order[j]];
+		uint64_t off = p->inode[n->seq].nid * EROFS_SLOT, b = off / EROFS_BLKSZ;
+		uint8_t *dst;
+
+		if (b != cur) {
+			if (cur != UINT64_MAX && cur != 0 &&
+			    (r = img_dev_pwrite(dev, blk, EROFS_BLKSZ, cur * EROFS_BLKSZ)) < 0)
+				goto out;
+			if (b != 0)
+				memset(blk, 0, EROFS_BLKSZ);
+			cur = b;
+		}
+		dst = (b == 0 ? blk0 : blk) + off % EROFS_BLKSZ;
+		r = put_meta(&em, n, dst);
+		if (r < 0)
+			goto out;
+	}
+	if (cur != UINT64_MAX && cur != 0 &&
+	    (r = img_dev_pwrite(dev, blk, EROFS_BLKSZ, cur * EROFS_BLKSZ)) < 0)
+		goto out;
+
+	/* 4. Superblock and checksum over the finished block 0. */
+	put_super(p, blk0);
+	r = img_dev_pwrite(dev, blk0, EROFS_BLKSZ, 0);
+	if (r >= 0)
+		r = img_dev_error(dev);
+out:
+	free(blk0);
+	free(blk);
+	free(em.tailbuf);
+	free(em.genbuf);
+	return r;
+}

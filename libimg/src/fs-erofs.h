@@ -1,0 +1,113 @@
+/*
+ * fs-erofs.h -- the EROFS writer's phases, shared by fs-erofs*.c and the
+ * store-image recipe (which places streamed tar data itself).
+ *
+ * Layout (one fixed shape, so a file's data address depends only on the
+ * files before it in canonical order -- what lets a sorted tar stream go
+ * straight into place):
+ *   block 0          bytes 0..1023 zero, superblock at 1024, root inode at
+ *                    nid 36 (byte 1152) with its inline tail if it fits
+ *   blocks 1..       regular file data, canonical order (depth first,
+ *                    children sorted), full blocks; a tail that is not
+ *                    inlined takes one more, zero-padded block
+ *   then             directory blocks and long symlink targets
+ *   then             metadata blocks: inodes + inline tails, packed best-fit
+ *                    so that no inode or tail crosses a block boundary
+ * meta_blkaddr is 0, so nid = byte offset / 32.
+ *
+ * Calling sequence:
+ *   img_erofs_plan(ctx, tree, &opts, &plan);       tree finished
+ *   size = img_erofs_plan_bytes(plan);
+ *   img_erofs_emit(ctx, plan, dev, flags);         metadata + data it can reach
+ *   img_erofs_write_data(plan, dev, node, ...);    data the emit skipped
+ *   img_erofs_plan_free(plan);
+ */
+#ifndef IMG_FS_EROFS_H
+#define IMG_FS_EROFS_H
+
+#include "private.h"
+#include "ondisk/erofs.h"
+#include <img/fs.h>
+#include <img/tree.h>
+
+struct img_erofs_inode {
+	uint64_t nid;      /* inode slot (meta_blkaddr 0: byte offset / 32) */
+	uint64_t startblk; /* first data block, or EROFS_NULL_ADDR */
+	uint64_t nblocks;  /* data blocks outside the metadata area */
+	uint32_t ino;      /* i_ino: canonical inode number, root 0 */
+	uint16_t isize;    /* 32 compact, 64 extended */
+	uint16_t tail;     /* bytes inlined after the inode (FLAT_INLINE), or 0 */
+	uint8_t layout;    /* EROFS_INODE_FLAT_PLAIN or _FLAT_INLINE */
+};
+
+struct img_erofs_plan {
+	struct img_ctx *ctx;
+	struct img_tree *tree;
+	struct img_node **nodes;       /* by node->seq */
+	struct img_erofs_inode *inode; /* by node->seq; valid for inode holders */
+	uint64_t *meta_order;          /* seqs of inode holders sorted by nid */
+	size_t ninodes;
+	uint64_t data_start;  /* first file data block (1) */
+	uint64_t data_blocks; /* file data blocks */
+	uint64_t other_start; /* directory / symlink blocks */
+	uint64_t meta_start;  /* first metadata block after block 0 */
+	uint64_t blocks;      /* total */
+	int64_t epoch;
+	uint8_t uuid[16];
+	char label[EROFS_LABEL_MAX + 1];
+};
+
+/* Plan the whole layout of the finished @tree. */
+int img_erofs_plan(struct img_ctx *ctx, struct img_tree *tree, const struct img_fs_opts *opts,
+                   struct img_erofs_plan **out);
+void img_erofs_plan_free(struct img_erofs_plan *plan);
+static inline uint64_t img_erofs_plan_bytes(const struct img_erofs_plan *plan)
+{
+	return plan->blocks << 12;
+}
+/* The plan entry of @node's inode (the holder's for a kept hard link). */
+static inline struct img_erofs_inode *img_erofs_inode_of(const struct img_erofs_plan *plan,
+                                                         struct img_node *node)
+{
+	return &plan->inode[img_node_inode(node)->seq];
+}
+
+/* Emit flags. */
+#define IMG_EROFS_EMIT_NO_DATA 0x1u /* write no regular-file data (caller places it) */
+
+/*
+ * Write superblock, inodes, directories, symlinks and (unless
+ * IMG_EROFS_EMIT_NO_DATA) the data of every regular file whose data is
+ * reachable (PATH, FD, MEM). Files with IMG_DATA_NONE are left for
+ * img_erofs_write_data(). @dev must be img_erofs_plan_bytes() long and read
+ * as zeros.
+ */
+int img_erofs_emit(struct img_ctx *ctx, struct img_erofs_plan *plan, struct img_dev *dev,
+                   unsigned flags);
+
+/* Where the bytes [@off, @off + @len) of @node's data go on the device:
+ * up to two extents (full blocks, inline tail). Returns the count. */
+struct img_erofs_extent {
+	uint64_t file_off, dev_off, len;
+};
+int img_erofs_map(const struct img_erofs_plan *plan, struct img_node *node, uint64_t off,
+                  uint64_t len, struct img_erofs_extent ext[2]);
+/* Write file data bytes of @node at file offset @off (streamed data). */
+int img_erofs_write_data(const struct img_erofs_plan *plan, struct img_dev *dev,
+                         struct img_node *node, uint64_t off, const void *buf, size_t len);
+
+/* Directory entries in on-disk order: "." and ".." merged into the sorted
+ * children (bytewise, prefix first; formats.md 1.7). */
+struct img_erofs_dir_iter {
+	struct img_node *dir;
+	size_t dot, dotdot, i, count;
+};
+void img_erofs_dir_init(struct img_erofs_dir_iter *it, struct img_node *dir);
+int img_erofs_dir_next(struct img_erofs_dir_iter *it, const char **name, size_t *len,
+                       struct img_node **target);
+/* i_size of @n (a directory's is computed by the plan). */
+uint64_t img_erofs_inode_size(struct img_node *n);
+
+extern const struct img_fs_ops img_fs_erofs_ops;
+
+#endif

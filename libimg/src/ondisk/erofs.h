@@ -1,0 +1,89 @@
+/*
+ * ondisk/erofs.h -- EROFS on-disk constants and field offsets (uncompressed subset).
+ *
+ * Spec: Linux Documentation/filesystems/erofs.rst and fs/erofs/erofs_fs.h;
+ * summarised with the checked offsets in ../shared/docs/formats.md section 1.
+ * Everything is little endian. Structures are written field by field with
+ * the LE accessors of private.h, so only offsets live here.
+ */
+#ifndef IMG_ONDISK_EROFS_H
+#define IMG_ONDISK_EROFS_H
+
+#define EROFS_MAGIC     0xE0F5E1E2u
+#define EROFS_SB_OFFSET 1024u /* bytes 0..1023 are not EROFS's (formats.md 1.1) */
+#define EROFS_SB_SIZE   128u
+#define EROFS_BLKSZBITS 12u
+#define EROFS_BLKSZ     (1u << EROFS_BLKSZBITS)
+#define EROFS_SLOT      32u /* nid = byte offset / 32 from meta_blkaddr (1.4) */
+#define EROFS_NULL_ADDR 0xFFFFFFFFu
+
+/* Superblock fields, offsets from EROFS_SB_OFFSET (formats.md 1.2). */
+#define EROFS_SB_MAGIC            0x00 /* u32 */
+#define EROFS_SB_CHECKSUM         0x04 /* u32 CRC32C of sb..end of block 0 (1.3) */
+#define EROFS_SB_FEATURE_COMPAT   0x08 /* u32 */
+#define EROFS_SB_BLKSZBITS        0x0C /* u8 */
+#define EROFS_SB_EXTSLOTS         0x0D /* u8, 0 */
+#define EROFS_SB_ROOT_NID         0x0E /* u16 */
+#define EROFS_SB_INOS             0x10 /* u64 distinct inodes */
+#define EROFS_SB_BUILD_TIME       0x18 /* u64 time of compact inodes */
+#define EROFS_SB_BUILD_TIME_NSEC  0x20 /* u32 */
+#define EROFS_SB_BLOCKS           0x24 /* u32 image blocks */
+#define EROFS_SB_META_BLKADDR     0x28 /* u32 */
+#define EROFS_SB_XATTR_BLKADDR    0x2C /* u32, 0: no shared xattrs */
+#define EROFS_SB_UUID             0x30 /* 16 bytes, RFC 4122 byte order */
+#define EROFS_SB_VOLUME_NAME      0x40 /* 16 bytes, NUL padded */
+#define EROFS_SB_FEATURE_INCOMPAT 0x50 /* u32, 0 for our images */
+#define EROFS_LABEL_MAX           16u
+
+#define EROFS_FEATURE_COMPAT_SB_CHKSUM 0x1u
+#define EROFS_FEATURE_COMPAT_MTIME     0x2u
+
+/* i_format (1.5): bit 0 version, bits 1..3 data layout. */
+#define EROFS_INODE_COMPACT             0u
+#define EROFS_INODE_EXTENDED            1u
+#define EROFS_INODE_FLAT_PLAIN          0u
+#define EROFS_INODE_FLAT_INLINE         2u
+#define EROFS_I_FORMAT(version, layout) ((uint16_t)((version) | (layout) << 1))
+#define EROFS_COMPACT_SIZE              32u
+#define EROFS_EXTENDED_SIZE             64u
+
+/* Compact inode (32 bytes). */
+#define EROFS_IC_FORMAT       0  /* u16 */
+#define EROFS_IC_XATTR_ICOUNT 2  /* u16 */
+#define EROFS_IC_MODE         4  /* u16 */
+#define EROFS_IC_NLINK        6  /* u16 */
+#define EROFS_IC_SIZE         8  /* u32 */
+#define EROFS_IC_U            16 /* u32 startblk / rdev */
+#define EROFS_IC_INO          20 /* u32 */
+#define EROFS_IC_UID          24 /* u16 */
+#define EROFS_IC_GID          26 /* u16 */
+
+/* Extended inode (64 bytes). */
+#define EROFS_IE_FORMAT       0
+#define EROFS_IE_XATTR_ICOUNT 2
+#define EROFS_IE_MODE         4  /* u16 */
+#define EROFS_IE_SIZE         8  /* u64 */
+#define EROFS_IE_U            16 /* u32 */
+#define EROFS_IE_INO          20 /* u32 */
+#define EROFS_IE_UID          24 /* u32 */
+#define EROFS_IE_GID          28 /* u32 */
+#define EROFS_IE_MTIME        32 /* u64 */
+#define EROFS_IE_MTIME_NSEC   40 /* u32 */
+#define EROFS_IE_NLINK        44 /* u32 */
+
+/* Directory entries (1.7): 12 bytes each, names after the array. */
+#define EROFS_DIRENT_SIZE 12u
+#define EROFS_DE_NID      0  /* u64 */
+#define EROFS_DE_NAMEOFF  8  /* u16, from the start of the block */
+#define EROFS_DE_TYPE     10 /* u8 */
+#define EROFS_FT_UNKNOWN  0
+#define EROFS_FT_REG      1
+#define EROFS_FT_DIR      2
+#define EROFS_FT_CHR      3
+#define EROFS_FT_BLK      4
+#define EROFS_FT_FIFO     5
+#define EROFS_FT_SOCK     6
+#define EROFS_FT_SYMLINK  7
+#define EROFS_NAME_MAX    255u
+
+#endif

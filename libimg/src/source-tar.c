@@ -1,0 +1,2 @@
+/* source-tar.c -- tar streams into a tree (being written). */
+#include "private.h"
