@@ -1,0 +1,623 @@
+/*
+ * dev-qcow2-write.c -- writing a qcow2 v3 image directly, without a raw
+ * intermediate (qemu docs/interop/qcow2.txt; docs/formats.md 2.3, 2.4, 2.7).
+ *
+ * Layout: cluster 0 header, then the L1 table (its size follows from the
+ * virtual size), then data clusters in the order the writes first touch
+ * them (a bump allocator: the same writes give the same bytes). The L2
+ * tables live in memory until finish, which appends them, then the
+ * refcount table and blocks, and writes the header last. With compression
+ * the data clusters are first staged uncompressed in the output file itself
+ * and packed in place at finish (dev-qcow2-compress.c).
+ *
+ * A guest cluster is only allocated when non-zero data is written to it,
+ * so clusters only ever written with zeros stay unallocated. write_zeroes
+ * on an allocated cluster keeps it allocated (refcount 1) and punches a
+ * hole in the host file under it.
+ */
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "dev-qcow2.h"
+
+static struct qcow2_w *W(struct img_dev *dev)
+{
+	return img_dev_priv(dev);
+}
+
+static int w_io_err(struct img_dev *dev, int err, const char *what)
+{
+	return img_set_error(img_dev_ctx(dev), err, "%s %s: %s", what, W(dev)->path,
+	                     strerror(-err));
+}
+
+/* The L2 entry of guest cluster @gc; NULL when its table does not exist and !create. */
+static uint64_t *l2_slot(struct qcow2_w *w, uint64_t gc, bool create)
+{
+	uint64_t i1 = gc / w->l2_entries;
+
+	if (!w->l2[i1]) {
+		if (!create)
+			return NULL;
+		w->l2[i1] = calloc((size_t)w->l2_entries, sizeof(uint64_t));
+		if (!w->l2[i1])
+			return NULL;
+	}
+	return &w->l2[i1][gc % w->l2_entries];
+}
+
+/* Allocate the next data cluster for guest cluster @gc. */
+static int alloc_cluster(struct img_dev *dev, uint64_t gc, uint64_t *host)
+{
+	struct qcow2_w *w = W(dev);
+	uint64_t *e = l2_slot(w, gc, true);
+
+	if (!e)
+		return img_set_error(img_dev_ctx(dev), -ENOMEM, "out of memory for qcow2 tables");
+	if (w->rev_n == w->rev_cap) {
+		uint64_t cap = w->rev_cap ? w->rev_cap * 2 : 1024;
+		uint64_t *n = realloc(w->rev, (size_t)cap * sizeof(*n));
+
+		if (!n)
+			return img_set_error(img_dev_ctx(dev), -ENOMEM,
+			                     "out of memory for qcow2 tables");
+		w->rev = n;
+		w->rev_cap = cap;
+	}
+	w->rev[w->rev_n++] = gc;
+	*e = *host = w->next_free;
+	w->next_free += w->cs;
+	return 0;
+}
+
+static uint64_t lookup(struct qcow2_w *w, uint64_t gc)
+{
+	uint64_t *e = l2_slot(w, gc, false);
+
+	return e ? *e : 0;
+}
+
+/*
+ * A run of guest bytes whose host bytes are contiguous: each op collects
+ * pieces cluster by cluster and does one system call per run.
+ */
+struct run {
+	uint64_t host, len;
+	const uint8_t *buf; /* pwrite source */
+	uint8_t *rbuf;      /* pread destination */
+	uint64_t src;       /* copy_from_fd source offset */
+};
+
+static bool run_extends(const struct run *r, uint64_t host)
+{
+	return r->len && r->host + r->len == host;
+}
+
+static int flush_write(struct img_dev *dev, struct run *r)
+{
+	int e = r->len ? img_pwrite_full(W(dev)->fd, r->buf, (size_t)r->len, r->host) : 0;
+
+	r->len = 0;
+	return e < 0 ? w_io_err(dev, e, "writing") : 0;
+}
+
+static int w_pwrite(struct img_dev *dev, const void *buf, size_t len, uint64_t off)
+{
+	struct qcow2_w *w = W(dev);
+	const uint8_t *p = buf;
+	struct run run = { 0 };
+	int r;
+
+	while (len) {
+		uint64_t gc = off >> w->cb, in = off & (w->cs - 1), host;
+		size_t n = (size_t)IMG_MIN(len, w->cs - in);
+
+		host = lookup(w, gc);
+		if (!host && qcow2_all_zero(p, n)) {
+			r = flush_write(dev, &run);
+			if (r < 0)
+				return r;
+			goto next;
+		}
+		if (!host) {
+			r = alloc_cluster(dev, gc, &host);
+			if (r < 0)
+				return r;
+		}
+		if (run_extends(&run, host + in)) {
+			run.len += n;
+		} else {
+			r = flush_write(dev, &run);
+			if (r < 0)
+				return r;
+			run = (struct run){ .host = host + in, .len = n, .buf = p };
+		}
+	next:
+		p += n;
+		off += n;
+		len -= n;
+	}
+	return flush_write(dev, &run);
+}
+
+static int flush_read(struct img_dev *dev, struct run *r)
+{
+	int e = r->len ? img_pread_full(W(dev)->fd, r->rbuf, (size_t)r->len, r->host) : 0;
+
+	if (e == -EIO) {
+		/* The tail of a partly written last cluster may lie past EOF: zeros. */
+		struct stat st;
+		uint64_t have;
+
+		if (fstat(W(dev)->fd, &st) < 0)
+			return w_io_err(dev, -errno, "reading");
+		have = (uint64_t)st.st_size > r->host ? (uint64_t)st.st_size - r->host : 0;
+		have = IMG_MIN(have, r->len);
+		memset(r->rbuf + have, 0, (size_t)(r->len - have));
+		e = have ? img_pread_full(W(dev)->fd, r->rbuf, (size_t)have, r->host) : 0;
+	}
+	r->len = 0;
+	return e < 0 ? w_io_err(dev, e, "reading") : 0;
+}
+
+static int w_pread(struct img_dev *dev, void *buf, size_t len, uint64_t off)
+{
+	struct qcow2_w *w = W(dev);
+	uint8_t *p = buf;
+	struct run run = { 0 };
+	int r;
+
+	while (len) {
+		uint64_t gc = off >> w->cb, in = off & (w->cs - 1), host = lookup(w, gc);
+		size_t n = (size_t)IMG_MIN(len, w->cs - in);
+
+		if (!host) {
+			memset(p, 0, n);
+			r = flush_read(dev, &run);
+		} else if (run_extends(&run, host + in)) {
+			run.len += n;
+			r = 0;
+		} else {
+			r = flush_read(dev, &run);
+			run = (struct run){ .host = host + in, .len = n, .rbuf = p };
+		}
+		if (r < 0)
+			return r;
+		p += n;
+		off += n;
+		len -= n;
+	}
+	return flush_read(dev, &run);
+}
+
+static const uint8_t zeros[65536];
+
+static int write_zero_bytes(struct img_dev *dev, uint64_t host, uint64_t len)
+{
+	while (len) {
+		size_t n = (size_t)IMG_MIN(len, sizeof(zeros));
+		int e = img_pwrite_full(W(dev)->fd, zeros, n, host);
+
+		if (e < 0)
+			return w_io_err(dev, e, "writing");
+		host += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static int flush_punch(struct img_dev *dev, struct run *r)
+{
+	int e = 0;
+
+	if (r->len && fallocate(W(dev)->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+	                        (off_t)r->host, (off_t)r->len) < 0)
+		e = write_zero_bytes(dev, r->host, r->len);
+	r->len = 0;
+	return e;
+}
+
+/* Zeros over [off, off+len): nothing to do where unallocated. */
+static int w_write_zeroes(struct img_dev *dev, uint64_t off, uint64_t len)
+{
+	struct qcow2_w *w = W(dev);
+	struct run run = { 0 };
+	int r;
+
+	while (len) {
+		uint64_t gc = off >> w->cb, in = off & (w->cs - 1), host = lookup(w, gc);
+		uint64_t n = IMG_MIN(len, w->cs - in);
+
+		if (!host) {
+			r = flush_punch(dev, &run);
+		} else if (n < w->cs) {
+			r = flush_punch(dev, &run);
+			if (r == 0)
+				r = write_zero_bytes(dev, host + in, n);
+		} else if (run_extends(&run, host)) {
+			run.len += n;
+			r = 0;
+		} else {
+			r = flush_punch(dev, &run);
+			run = (struct run){ .host = host, .len = n };
+		}
+		if (r < 0)
+			return r;
+		off += n;
+		len -= n;
+	}
+	return flush_punch(dev, &run);
+}
+
+static int short_input(struct img_dev *dev)
+{
+	return img_set_error(img_dev_ctx(dev), -EIO,
+	                     "input changed while reading (shorter than expected)");
+}
+
+/* Move one host-contiguous run from @fd: copy_file_range, else read + write. */
+static int flush_copy(struct img_dev *dev, int fd, struct run *r)
+{
+	struct qcow2_w *w = W(dev);
+	uint8_t *buf = NULL;
+	int e = 0;
+
+	while (r->len) {
+		loff_t in = (loff_t)r->src, out = (loff_t)r->host;
+		ssize_t n;
+
+		if (!buf) {
+			n = copy_file_range(fd, &in, w->fd, &out, (size_t)IMG_MIN(r->len, 1u << 30),
+			                    0);
+			if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
+			              errno == EOPNOTSUPP || errno == EBADF)) {
+				buf = malloc(1 << 20);
+				if (!buf) {
+					e = img_set_error(img_dev_ctx(dev), -ENOMEM,
+					                  "out of memory");
+					break;
+				}
+				continue;
+			}
+		} else {
+			n = pread(fd, buf, (size_t)IMG_MIN(r->len, 1u << 20), (off_t)r->src);
+			if (n > 0) {
+				e = img_pwrite_full(w->fd, buf, (size_t)n, r->host);
+				if (e < 0) {
+					e = w_io_err(dev, e, "writing");
+					break;
+				}
+			}
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			e = img_set_error(img_dev_ctx(dev), -errno, "copying into %s: %s", w->path,
+			                  strerror(errno));
+			break;
+		}
+		if (n == 0) {
+			e = short_input(dev);
+			break;
+		}
+		r->src += (uint64_t)n;
+		r->host += (uint64_t)n;
+		r->len -= (uint64_t)n;
+	}
+	free(buf);
+	r->len = 0;
+	return e;
+}
+
+/* Copy a range of @fd that holds data: allocate clusters, contiguous where new. */
+static int copy_data(struct img_dev *dev, int fd, uint64_t src, uint64_t len, uint64_t dst)
+{
+	struct qcow2_w *w = W(dev);
+	struct run run = { 0 };
+	int r;
+
+	while (len) {
+		uint64_t gc = dst >> w->cb, in = dst & (w->cs - 1), host = lookup(w, gc);
+		uint64_t n = IMG_MIN(len, w->cs - in);
+
+		if (!host) {
+			r = alloc_cluster(dev, gc, &host);
+			if (r < 0)
+				return r;
+		}
+		if (run_extends(&run, host + in)) {
+			run.len += n;
+		} else {
+			r = flush_copy(dev, fd, &run);
+			if (r < 0)
+				return r;
+			run = (struct run){ .host = host + in, .len = n, .src = src };
+		}
+		src += n;
+		dst += n;
+		len -= n;
+	}
+	return flush_copy(dev, fd, &run);
+}
+
+/*
+ * Holes in a sparse source are not copied: they become zeros on the device
+ * and allocate nothing. SEEK_DATA moves the fd's file position, which a
+ * caller may be using (a tar reader), so it is put back. Small copies skip
+ * the probe: they cost more in system calls than they could save.
+ */
+static int w_copy_from_fd(struct img_dev *dev, int fd, uint64_t src, uint64_t len, uint64_t dst)
+{
+	struct qcow2_w *w = W(dev);
+	struct stat st;
+	off_t pos = -1;
+	int r = 0;
+
+	if (fstat(fd, &st) < 0)
+		return img_set_error(img_dev_ctx(dev), -errno, "reading input: %s",
+		                     strerror(errno));
+	if (S_ISREG(st.st_mode) && (uint64_t)st.st_size < src + len)
+		return short_input(dev);
+	if (S_ISREG(st.st_mode) && len >= w->cs)
+		pos = lseek(fd, 0, SEEK_CUR);
+	while (len && r == 0) {
+		uint64_t n = len;
+
+		if (pos >= 0) {
+			off_t d = lseek(fd, (off_t)src, SEEK_DATA), h;
+
+			if (d < 0 && errno == ENXIO)
+				d = (off_t)(src + len);
+			if (d < 0) {
+				pos = -1; /* no SEEK_DATA here: all data */
+			} else if ((uint64_t)d > src) {
+				n = IMG_MIN((uint64_t)d - src, len);
+				r = w_write_zeroes(dev, dst, n);
+				goto next;
+			} else {
+				h = lseek(fd, (off_t)src, SEEK_HOLE);
+				if (h > d)
+					n = IMG_MIN((uint64_t)h - src, len);
+			}
+		}
+		r = copy_data(dev, fd, src, n, dst);
+	next:
+		src += n;
+		dst += n;
+		len -= n;
+	}
+	if (pos >= 0)
+		lseek(fd, pos, SEEK_SET);
+	return r;
+}
+
+static int w_flush(struct img_dev *dev)
+{
+	(void)dev;
+	return 0;
+}
+
+/* ---- finish --------------------------------------------------------- */
+
+static uint16_t refcount_of(const struct qcow2_w *w, uint64_t c)
+{
+	uint64_t ds = w->data_start >> w->cb, de = w->data_end >> w->cb;
+
+	if (w->dref && c >= ds && c < de)
+		return w->dref[c - ds];
+	return 1;
+}
+
+static int write_tables(struct img_dev *dev)
+{
+	struct qcow2_w *w = W(dev);
+	uint64_t cs = w->cs, rb_entries = cs / 2, n_l2 = 0, meta, rt = 0, rb = 0, total;
+	uint64_t l1_bytes = IMG_ALIGN_UP((uint64_t)w->hdr.l1_size * 8, cs), k = 0, c;
+	uint8_t *buf = NULL, *l1 = NULL;
+	int e = 0;
+
+	for (uint32_t i = 0; i < w->hdr.l1_size; i++)
+		n_l2 += w->l2[i] != NULL;
+	/* Refcount blocks count themselves: iterate to a fixed point. */
+	meta = w->data_end + n_l2 * cs;
+	for (;;) {
+		uint64_t t = (meta >> w->cb) + rt + rb, nrb = IMG_DIV_ROUND_UP(t, rb_entries);
+		uint64_t nrt = IMG_DIV_ROUND_UP(nrb * 8, cs);
+
+		if (nrb == rb && nrt == rt)
+			break;
+		rb = nrb;
+		rt = nrt;
+	}
+	total = (meta >> w->cb) + rt + rb;
+	if (rt * cs > QCOW2_MAX_REFTABLE_BYTES)
+		return img_set_error(img_dev_ctx(dev), -EFBIG,
+		                     "%s: the image needs a refcount table beyond qcow2 limits",
+		                     w->path);
+	buf = malloc((size_t)IMG_MAX(cs, rt * cs));
+	l1 = calloc(1, (size_t)IMG_MAX(l1_bytes, cs));
+	if (!buf || !l1) {
+		e = img_set_error(img_dev_ctx(dev), -ENOMEM, "out of memory");
+		goto out;
+	}
+	/* The data area may have shrunk (compression): drop the staged tail. */
+	if (ftruncate(w->fd, (off_t)w->data_end) < 0) {
+		e = w_io_err(dev, -errno, "truncating");
+		goto out;
+	}
+	for (uint32_t i = 0; i < w->hdr.l1_size; i++) {
+		uint64_t at = w->data_end + k * cs;
+
+		if (!w->l2[i])
+			continue;
+		for (uint64_t j = 0; j < w->l2_entries; j++) {
+			uint64_t v = w->l2[i][j];
+
+			/* Plain images: host offsets still; all have refcount 1. */
+			if (!w->dref && v)
+				v |= QCOW2_OFLAG_COPIED;
+			img_put_be64(buf + j * 8, v);
+		}
+		e = img_pwrite_full(w->fd, buf, (size_t)cs, at);
+		if (e < 0)
+			goto io;
+		img_put_be64(l1 + (uint64_t)i * 8, at | QCOW2_OFLAG_COPIED);
+		k++;
+	}
+	e = img_pwrite_full(w->fd, l1, (size_t)l1_bytes, w->hdr.l1_offset);
+	if (e < 0)
+		goto io;
+	memset(buf, 0, (size_t)(rt * cs));
+	for (uint64_t i = 0; i < rb; i++)
+		img_put_be64(buf + i * 8, meta + (rt + i) * cs);
+	e = img_pwrite_full(w->fd, buf, (size_t)(rt * cs), meta);
+	if (e < 0)
+		goto io;
+	c = 0;
+	for (uint64_t i = 0; i < rb; i++) {
+		memset(buf, 0, (size_t)cs);
+		for (uint64_t j = 0; j < rb_entries && c < total; j++, c++)
+			img_put_be16(buf + j * 2, refcount_of(w, c));
+		e = img_pwrite_full(w->fd, buf, (size_t)cs, meta + (rt + i) * cs);
+		if (e < 0)
+			goto io;
+	}
+	w->hdr.reftable_offset = meta;
+	w->hdr.reftable_clusters = (uint32_t)rt;
+	qcow2_encode_header(&w->hdr, buf);
+	e = img_pwrite_full(w->fd, buf, (size_t)cs, 0);
+	if (e < 0)
+		goto io;
+	if (ftruncate(w->fd, (off_t)(total * cs)) < 0 || fsync(w->fd) < 0)
+		e = w_io_err(dev, -errno, "completing");
+	goto out;
+io:
+	e = w_io_err(dev, e, "writing");
+out:
+	free(buf);
+	free(l1);
+	return e;
+}
+
+static int w_finish(struct img_dev *dev)
+{
+	struct qcow2_w *w = W(dev);
+	int r;
+
+	if (w->compression != IMG_QCOW2_COMPRESS_NONE) {
+		r = qcow2_pack(dev, w);
+		if (r < 0)
+			return r;
+	} else {
+		w->data_end = w->next_free;
+	}
+	return write_tables(dev);
+}
+
+static void w_destroy(struct img_dev *dev)
+{
+	struct qcow2_w *w = W(dev);
+
+	if (w->l2)
+		for (uint32_t i = 0; i < w->hdr.l1_size; i++)
+			free(w->l2[i]);
+	free(w->l2);
+	free(w->rev);
+	free(w->dref);
+	free(w->path);
+	if (w->fd >= 0)
+		close(w->fd);
+}
+
+static const struct img_dev_ops qcow2_w_ops = {
+	.name = "qcow2",
+	.pread = w_pread,
+	.pwrite = w_pwrite,
+	.write_zeroes = w_write_zeroes,
+	.copy_from_fd = w_copy_from_fd,
+	.flush = w_flush,
+	.finish = w_finish,
+	.destroy = w_destroy,
+};
+
+int qcow2_create_with_backing(struct img_ctx *ctx, const char *path,
+                              const struct img_qcow2_opts *opts, const char *backing,
+                              const char *backing_fmt, struct img_dev **out)
+{
+	unsigned cb = opts->cluster_bits ? opts->cluster_bits : 16;
+	uint64_t l1n, cs;
+	struct img_dev *dev;
+	struct qcow2_w *w;
+	int r;
+
+	if (cb < QCOW2_MIN_CLUSTER_BITS || cb > QCOW2_MAX_CLUSTER_BITS)
+		return img_set_error(
+		    ctx, -EINVAL, "%s: qcow2 cluster size 2^%u is outside 512 B..2 MiB", path, cb);
+	cs = 1ull << cb;
+	if (opts->size % 512)
+		return img_set_error(ctx, -EINVAL,
+		                     "%s: qcow2 virtual size %llu is not a multiple of 512", path,
+		                     (unsigned long long)opts->size);
+	l1n = qcow2_l1_entries(opts->size, cb);
+	if (opts->size > QCOW2_MAX_VIRTUAL_SIZE || l1n * 8 > QCOW2_MAX_L1_BYTES)
+		return img_set_error(
+		    ctx, -EFBIG, "%s: a %llu-byte disk is too large for %llu-byte qcow2 clusters",
+		    path, (unsigned long long)opts->size, (unsigned long long)cs);
+	if (opts->compression != IMG_QCOW2_COMPRESS_NONE &&
+	    opts->compression != IMG_QCOW2_COMPRESS_ZSTD &&
+	    opts->compression != IMG_QCOW2_COMPRESS_ZLIB)
+		return img_set_error(ctx, -EINVAL, "%s: unknown qcow2 compression %d", path,
+		                     (int)opts->compression);
+	r = img_dev_new(ctx, &qcow2_w_ops, opts->size, 0, sizeof(*w), &dev);
+	if (r < 0)
+		return r;
+	w = img_dev_priv(dev);
+	w->fd = -1;
+	w->cb = cb;
+	w->cs = cs;
+	w->l2_entries = cs / 8;
+	w->compression = opts->compression;
+	w->level = opts->level;
+	w->threads = opts->threads;
+	w->hdr.version = 3;
+	w->hdr.cluster_bits = cb;
+	w->hdr.size = opts->size;
+	w->hdr.l1_size = (uint32_t)l1n;
+	w->hdr.l1_offset = cs;
+	w->hdr.refcount_order = 4;
+	w->hdr.header_length = QCOW2_H_V3_LENGTH;
+	if (opts->compression == IMG_QCOW2_COMPRESS_ZSTD) {
+		w->hdr.compression_type = QCOW2_COMPRESSION_ZSTD;
+		w->hdr.incompat = QCOW2_INCOMPAT_COMPRESSION;
+	}
+	if (backing) {
+		snprintf(w->hdr.backing_file, sizeof(w->hdr.backing_file), "%s", backing);
+		snprintf(w->hdr.backing_format, sizeof(w->hdr.backing_format), "%s", backing_fmt);
+	}
+	w->data_start = cs + IMG_ALIGN_UP(l1n * 8, cs);
+	w->next_free = w->data_start;
+	w->path = img_strdup(path);
+	w->l2 = calloc((size_t)IMG_MAX(l1n, 1), sizeof(*w->l2));
+	if (!w->path || !w->l2) {
+		img_dev_unref(dev);
+		return img_set_error(ctx, -ENOMEM, "out of memory");
+	}
+	w->fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (w->fd < 0) {
+		r = img_set_error(ctx, -errno, "creating %s: %s", path, strerror(errno));
+		img_dev_unref(dev);
+		return r;
+	}
+	*out = dev;
+	return 0;
+}
+
+int img_dev_qcow2_create(struct img_ctx *ctx, const char *path, const struct img_qcow2_opts *opts,
+                         struct img_dev **out)
+{
+	return qcow2_create_with_backing(ctx, path, opts, NULL, NULL, out);
+}
