@@ -81,7 +81,7 @@ boot_strays() {
 	local p
 	for p in /proc/[0-9]*; do
 		[ "${p#/proc/}" = $$ ] && continue
-		tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF "$T/" && echo "${p#/proc/}"
+		{ tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -qF "$T/" && echo "${p#/proc/}"
 	done
 	return 0
 }
