@@ -1,12 +1,379 @@
-/* closure.c -- not written yet (see the ext4 issue). */
+/*
+ * closure.c -- the set of store paths an image holds: store-paths lists and
+ * closureInfo directories (../shared/CLI.md, CLOSURE), checked against the Nix
+ * store path rules (nix-base32 hash part of 32 characters, '-', a name of
+ * [A-Za-z0-9+-._?=], not starting with '.').
+ *
+ * The whole list is read into memory (it is small: one line per store path),
+ * checked line by line so every error names file:line, then sorted bytewise
+ * and made unique.
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "private.h"
 #include <img/closure.h>
 
-int img_closure_load(struct img_ctx *ctx, const char *spec, const struct img_closure_opts *opts,
-		     struct img_closure **out)
+/* Longer lines are refused: a store path is at most store dir + 1 + 32 + 1 + 211. */
+#define CLOSURE_MAX_LINE 4096
+/* A closure file larger than this is not a closure. */
+#define CLOSURE_MAX_FILE (256u << 20)
+#define STORE_HASH_LEN   32
+#define STORE_NAME_MAX   211
+
+static int is_base32(unsigned char c)
 {
-	(void)spec;
-	(void)opts;
-	(void)out;
-	return img_set_error(ctx, -ENOSYS, "closures are not read yet");
+	/* nix-base32: 0-9 a-z without e o u t */
+	if (c >= '0' && c <= '9')
+		return 1;
+	if (c < 'a' || c > 'z')
+		return 0;
+	return c != 'e' && c != 'o' && c != 'u' && c != 't';
+}
+
+static int is_name_char(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       strchr("+-._?=", c) != NULL;
+}
+
+int img_store_name_valid(const char *name, size_t len)
+{
+	if (len < STORE_HASH_LEN + 2 || len > STORE_HASH_LEN + 1 + STORE_NAME_MAX)
+		return 0;
+	for (size_t i = 0; i < STORE_HASH_LEN; i++)
+		if (!is_base32((unsigned char)name[i]))
+			return 0;
+	if (name[STORE_HASH_LEN] != '-')
+		return 0;
+	if (name[STORE_HASH_LEN + 1] == '.')
+		return 0;
+	for (size_t i = STORE_HASH_LEN + 1; i < len; i++)
+		if (!name[i] || !is_name_char((unsigned char)name[i]))
+			return 0;
+	return 1;
+}
+
+void img_closure_free(struct img_closure *c)
+{
+	if (!c)
+		return;
+	for (size_t i = 0; i < c->npaths; i++)
+		free(c->paths[i]);
+	free(c->paths);
+	free(c->store_dir);
+	free(c->root);
+	free(c->registration);
+	free(c->source);
+	free(c);
+}
+
+int img_closure_host_path(const struct img_closure *c, const char *path, char *buf, size_t len)
+{
+	int n = snprintf(buf, len, "%s%s", c->root, path);
+
+	if (n < 0 || (size_t)n >= len)
+		return -ERANGE;
+	return 0;
+}
+
+/* Strip trailing slashes; "/" becomes "" when @empty_root, else stays "/". */
+static char *normalise_dir(const char *d, int empty_root)
+{
+	size_t n = strlen(d);
+
+	while (n > 1 && d[n - 1] == '/')
+		n--;
+	if (n == 1 && d[0] == '/' && empty_root)
+		n = 0;
+	return img_strndup(d, n);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Check one line (without its newline) and append it to @c. */
+static int check_line(struct img_ctx *ctx, struct img_closure *c, const char *name, size_t lineno,
+                      const char *line, size_t len, const struct img_closure_opts *o, size_t *cap)
+{
+	size_t sd = strlen(c->store_dir);
+	const char *base, *slash;
+	char host[8192];
+	struct stat st;
+
+	if (memchr(line, '\0', len))
+		return img_set_error(ctx, -EINVAL, "%s:%zu: NUL byte in line", name, lineno);
+	if (len && line[len - 1] == '\r')
+		return img_set_error(ctx, -EINVAL,
+		                     "%s:%zu: line ends in a carriage return (DOS line endings?)",
+		                     name, lineno);
+	if (len > CLOSURE_MAX_LINE)
+		return img_set_error(ctx, -EINVAL, "%s:%zu: line of %zu bytes is too long", name,
+		                     lineno, len);
+	if (line[0] != '/')
+		return img_set_error(ctx, -EINVAL, "%s:%zu: not a store path (not absolute): %.*s",
+		                     name, lineno, (int)len, line);
+	if (len <= sd + 1 || memcmp(line, c->store_dir, sd) || line[sd] != '/')
+		return img_set_error(ctx, -EINVAL, "%s:%zu: not a store path (not under %s): %.*s",
+		                     name, lineno, c->store_dir, (int)len, line);
+	base = line + sd + 1;
+	slash = memchr(base, '/', len - sd - 1);
+	if (slash) {
+		if (slash == line + len - 1 && img_store_name_valid(base, (size_t)(slash - base)))
+			len--; /* one trailing slash: the store path itself */
+		else
+			return img_set_error(ctx, -EINVAL,
+			                     "%s:%zu: not a store path (a path inside store path "
+			                     "%.*s): %.*s",
+			                     name, lineno, (int)(slash - line), line, (int)len,
+			                     line);
+	}
+	if (!img_store_name_valid(base, (size_t)(line + len - base)))
+		return img_set_error(ctx, -EINVAL,
+		                     "%s:%zu: not a store path (bad hash or name): %.*s", name,
+		                     lineno, (int)len, line);
+	if (!o->no_check_exists) {
+		int n = snprintf(host, sizeof(host), "%s%.*s", c->root, (int)len, line);
+
+		if (n < 0 || (size_t)n >= sizeof(host))
+			return img_set_error(ctx, -ENAMETOOLONG, "%s:%zu: host path too long", name,
+			                     lineno);
+		if (lstat(host, &st) < 0)
+			return img_set_error(ctx, -errno, "%s:%zu: %.*s: cannot read %s: %s", name,
+			                     lineno, (int)len, line, host, strerror(errno));
+	}
+	if (c->npaths == *cap) {
+		size_t ncap = *cap ? *cap * 2 : 64;
+		char **p = realloc(c->paths, ncap * sizeof(*p));
+
+		if (!p)
+			return img_set_error(ctx, -ENOMEM, "out of memory");
+		c->paths = p;
+		*cap = ncap;
+	}
+	c->paths[c->npaths] = img_strndup(line, len);
+	if (!c->paths[c->npaths])
+		return img_set_error(ctx, -ENOMEM, "out of memory");
+	c->npaths++;
+	return 0;
+}
+
+/* Sort bytewise and drop duplicates (nesting was refused line by line). */
+static void sort_unique(struct img_closure *c)
+{
+	size_t j = 0;
+
+	qsort(c->paths, c->npaths, sizeof(*c->paths), cmp_str);
+	for (size_t i = 0; i < c->npaths; i++) {
+		if (j && !strcmp(c->paths[j - 1], c->paths[i])) {
+			free(c->paths[i]);
+			continue;
+		}
+		c->paths[j++] = c->paths[i];
+	}
+	c->npaths = j;
+}
+
+static int closure_new(struct img_ctx *ctx, const char *name, const struct img_closure_opts *o,
+                       struct img_closure **out)
+{
+	struct img_closure *c = img_malloc0(sizeof(*c));
+	const char *sd = o && o->store_dir ? o->store_dir : "/nix/store";
+	const char *root = o && o->root ? o->root : "/";
+
+	if (!c)
+		return img_set_error(ctx, -ENOMEM, "out of memory");
+	if (sd[0] != '/' || !strcmp(sd, "/")) {
+		free(c);
+		return img_set_error(ctx, -EINVAL,
+		                     "--store-dir '%s': must be an absolute directory other than /",
+		                     sd);
+	}
+	if (!root[0]) {
+		free(c);
+		return img_set_error(ctx, -EINVAL, "--root: empty directory name");
+	}
+	c->store_dir = normalise_dir(sd, 0);
+	c->root = normalise_dir(root, 1);
+	c->source = img_strdup(name);
+	if (!c->store_dir || !c->root || !c->source) {
+		img_closure_free(c);
+		return img_set_error(ctx, -ENOMEM, "out of memory");
+	}
+	*out = c;
+	return 0;
+}
+
+int img_closure_parse(struct img_ctx *ctx, const char *name, const char *buf, size_t len,
+                      const struct img_closure_opts *opts, struct img_closure **out)
+{
+	struct img_closure_opts none = { 0 };
+	struct img_closure *c = NULL;
+	size_t cap = 0, lineno = 0, pos = 0;
+	int r;
+
+	if (!opts)
+		opts = &none;
+	r = closure_new(ctx, name, opts, &c);
+	if (r < 0)
+		return r;
+	while (pos < len) {
+		const char *nl = memchr(buf + pos, '\n', len - pos);
+		size_t end = nl ? (size_t)(nl - buf) : len;
+
+		lineno++;
+		/* Empty lines carry nothing (closureInfo ends with one). */
+		if (end > pos) {
+			r = check_line(ctx, c, name, lineno, buf + pos, end - pos, opts, &cap);
+			if (r < 0) {
+				img_closure_free(c);
+				return r;
+			}
+		}
+		pos = end + 1;
+	}
+	if (!c->npaths) {
+		img_closure_free(c);
+		return img_set_error(ctx, -EINVAL, "%s: empty closure: no store paths", name);
+	}
+	sort_unique(c);
+	*out = c;
+	return 0;
+}
+
+/* Read all of @fd (a file or a pipe) into a malloc'ed buffer. */
+static int read_all(struct img_ctx *ctx, int fd, const char *name, char **out, size_t *outlen)
+{
+	size_t cap = 65536, len = 0;
+	char *buf = malloc(cap);
+
+	if (!buf)
+		return img_set_error(ctx, -ENOMEM, "out of memory");
+	for (;;) {
+		ssize_t n;
+
+		if (len == cap) {
+			char *nb;
+
+			if (cap >= CLOSURE_MAX_FILE) {
+				free(buf);
+				return img_set_error(ctx, -EFBIG, "%s: over %u MiB, not a closure",
+				                     name, CLOSURE_MAX_FILE >> 20);
+			}
+			nb = realloc(buf, cap * 2);
+			if (!nb) {
+				free(buf);
+				return img_set_error(ctx, -ENOMEM, "out of memory");
+			}
+			buf = nb;
+			cap *= 2;
+		}
+		n = read(fd, buf + len, cap - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			int e = errno;
+
+			free(buf);
+			return img_set_error(ctx, -e, "%s: %s", name, strerror(e));
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	*out = buf;
+	*outlen = len;
+	return 0;
+}
+
+static int load_file(struct img_ctx *ctx, const char *path, const char *name,
+                     const struct img_closure_opts *o, struct img_closure **out)
+{
+	struct stat st;
+	char *buf;
+	size_t len;
+	int fd, r;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return img_set_error(ctx, -errno, "%s: %s", name, strerror(errno));
+	if (fstat(fd, &st) < 0 || S_ISDIR(st.st_mode)) {
+		close(fd);
+		return img_set_error(ctx, -EISDIR, "%s: is a directory, not a store-paths file",
+		                     name);
+	}
+	r = read_all(ctx, fd, name, &buf, &len);
+	close(fd);
+	if (r < 0)
+		return r;
+	r = img_closure_parse(ctx, name, buf, len, o, out);
+	free(buf);
+	return r;
+}
+
+int img_closure_load(struct img_ctx *ctx, const char *spec, const struct img_closure_opts *opts,
+                     struct img_closure **out)
+{
+	struct img_closure_opts none = { 0 };
+	struct stat st;
+	char *sp = NULL, *reg = NULL;
+	int r;
+
+	if (!opts)
+		opts = &none;
+	if (!strcmp(spec, "-")) {
+		char *buf;
+		size_t len;
+
+		r = read_all(ctx, STDIN_FILENO, "<stdin>", &buf, &len);
+		if (r < 0)
+			return r;
+		r = img_closure_parse(ctx, "<stdin>", buf, len, opts, out);
+		free(buf);
+		return r;
+	}
+	if (stat(spec, &st) < 0)
+		return img_set_error(ctx, -errno, "closure %s: %s", spec, strerror(errno));
+	if (!S_ISDIR(st.st_mode))
+		return load_file(ctx, spec, spec, opts, out);
+
+	/* A closureInfo directory: store-paths, and registration if present. */
+	if (img_asprintf(&sp, "%s/store-paths", spec) < 0 ||
+	    img_asprintf(&reg, "%s/registration", spec) < 0) {
+		free(sp);
+		return img_set_error(ctx, -ENOMEM, "out of memory");
+	}
+	if (stat(sp, &st) < 0) {
+		r = img_set_error(ctx, -errno,
+		                  "closure %s: no store-paths file in the directory: %s", spec,
+		                  strerror(errno));
+		goto out;
+	}
+	r = load_file(ctx, sp, sp, opts, out);
+	if (r < 0)
+		goto out;
+	if (stat(reg, &st) == 0) {
+		if (!S_ISREG(st.st_mode)) {
+			img_closure_free(*out);
+			*out = NULL;
+			r = img_set_error(ctx, -EINVAL, "%s: not a regular file", reg);
+			goto out;
+		}
+		(*out)->registration = reg;
+		reg = NULL;
+	} else if (errno != ENOENT) {
+		img_closure_free(*out);
+		*out = NULL;
+		r = img_set_error(ctx, -errno, "%s: %s", reg, strerror(errno));
+		goto out;
+	}
+out:
+	free(sp);
+	free(reg);
+	return r;
 }

@@ -22,6 +22,20 @@ int img_image_create_output(struct img_ctx *ctx, const struct img_build_opts *o,
 int img_image_load_closure(struct img_ctx *ctx, const struct img_build_opts *o,
                            struct img_closure **out);
 
+/*
+ * The NixOS root tree (image-root.c, docs/root-image.md): /nix/store/<paths>
+ * read from the host (@c may be NULL: the layout only), /nix/var/nix/{db,
+ * gcroots,profiles}, /nix-path-registration when @c has a registration,
+ * /nix/var/nix/profiles/system -> the system toplevel (o->system, else the
+ * closure path holding kernel, initrd and init), /boot, an empty /etc.
+ * The tree is finished; the caller frees it. Write it with
+ * img_fs_find("ext4")->write(), label o->label or "nixos".
+ */
+int img_root_tree_build(struct img_ctx *ctx, const struct img_build_opts *o,
+                        const struct img_closure *c, struct img_tree **out);
+/* Free space added to the root file system when --additional-space is not given. */
+uint64_t img_root_default_headroom(const struct img_tree *tree);
+
 /* The recipes, one per file. */
 int img_build_root(struct img_ctx *ctx, const struct img_build_opts *o);  /* ROOT, EMPTY */
 int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o); /* STORE */
