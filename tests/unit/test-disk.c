@@ -1,0 +1,445 @@
+/* test-disk.c -- layout planning, GPT/MBR through libfdisk (checked with
+ * sfdisk and sgdisk), our own table reader, and the manifest writer/reader. */
+#include <ctype.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "private.h"
+#include "testutil.h"
+#include <img/disk.h>
+#include <img/manifest.h>
+
+#define MIB (1ull << 20)
+
+static void plan_efi(struct img_ctx *ctx, struct img_disk_layout *l, int hybrid, uint64_t size)
+{
+	memset(l, 0, sizeof(*l));
+	l->label = IMG_DISK_GPT;
+	l->size = size;
+	if (hybrid)
+		ck_assert_int_eq(img_disk_layout_add(l, IMG_PART_BIOS_BOOT, MIB), 0);
+	ck_assert_int_eq(img_disk_layout_add(l, IMG_PART_ESP, 40 * MIB), 0);
+	ck_assert_int_eq(img_disk_layout_add(l, IMG_PART_ROOT, 10 * MIB + 1), 0);
+	ck_assert_ok(img_disk_plan(ctx, l), ctx);
+}
+
+static const struct img_disk_part *find(const struct img_disk_layout *l, enum img_part_role r)
+{
+	for (size_t i = 0; i < l->nparts; i++)
+		if (l->parts[i].role == r)
+			return &l->parts[i];
+	ck_abort_msg("role %d not planned", (int)r);
+	return NULL;
+}
+
+START_TEST(plan_layout)
+{
+	struct img_ctx *ctx = t_ctx();
+	struct img_disk_layout a, b, m;
+
+	img_ctx_set_seed(ctx, "s1", 2);
+	plan_efi(ctx, &a, 0, 0);
+	ck_assert_uint_eq(a.nparts, 2);
+	ck_assert_uint_eq(a.parts[0].offset, MIB);
+	ck_assert_uint_eq(a.parts[0].size, 40 * MIB);
+	ck_assert_uint_eq(a.parts[1].offset, 41 * MIB);
+	ck_assert_uint_eq(a.parts[1].size, 11 * MIB); /* rounded up to the grain */
+	ck_assert_uint_eq(a.size, 53 * MIB);          /* + 1 MiB for the GPT backup */
+	ck_assert_str_eq(a.parts[0].type, IMG_GPT_TYPE_ESP);
+	ck_assert_str_eq(a.parts[1].type, IMG_GPT_TYPE_ROOT_X86_64);
+	ck_assert_str_eq(a.parts[0].name, "ESP");
+	ck_assert_str_eq(a.parts[1].name, "nixos");
+	/* Name-based IDs carry version and variant bits. */
+	ck_assert_int_eq(a.disk_guid[14], '5');
+	ck_assert(strchr("89ab", a.parts[0].uuid[19]));
+	ck_assert_str_ne(a.parts[0].uuid, a.parts[1].uuid);
+
+	/* Adding the BIOS boot partition changes no other ID. */
+	plan_efi(ctx, &b, 1, 0);
+	ck_assert_uint_eq(b.nparts, 3);
+	ck_assert_str_eq(b.disk_guid, a.disk_guid);
+	ck_assert_str_eq(find(&b, IMG_PART_ESP)->uuid, find(&a, IMG_PART_ESP)->uuid);
+	ck_assert_str_eq(find(&b, IMG_PART_ROOT)->uuid, find(&a, IMG_PART_ROOT)->uuid);
+	ck_assert_str_eq(find(&b, IMG_PART_BIOS_BOOT)->type, IMG_GPT_TYPE_BIOS_BOOT);
+	ck_assert_uint_eq(find(&b, IMG_PART_ESP)->offset, 2 * MIB);
+
+	/* Another seed, other IDs. */
+	img_ctx_set_seed(ctx, "s2", 2);
+	plan_efi(ctx, &b, 0, 0);
+	ck_assert_str_ne(b.disk_guid, a.disk_guid);
+
+	/* --size: the last partition fills; too small is a clear error. */
+	plan_efi(ctx, &b, 0, 100 * MIB);
+	ck_assert_uint_eq(b.size, 100 * MIB);
+	ck_assert_uint_eq(b.parts[1].size, 58 * MIB);
+	memset(&b, 0, sizeof(b));
+	b.label = IMG_DISK_GPT;
+	b.size = 52 * MIB;
+	img_disk_layout_add(&b, IMG_PART_ESP, 40 * MIB);
+	img_disk_layout_add(&b, IMG_PART_ROOT, 11 * MIB);
+	ck_assert_int_eq(img_disk_plan(ctx, &b), -ENOSPC);
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "too small"));
+
+	/* MBR: one bootable 83 partition at 1 MiB, no tail. */
+	memset(&m, 0, sizeof(m));
+	m.label = IMG_DISK_MBR;
+	img_disk_layout_add(&m, IMG_PART_ROOT, 20 * MIB);
+	ck_assert_ok(img_disk_plan(ctx, &m), ctx);
+	ck_assert_uint_eq(m.size, 21 * MIB);
+	ck_assert_str_eq(m.parts[0].type, "83");
+	ck_assert(m.parts[0].bootable);
+	ck_assert_uint_ne(m.mbr_signature, 0);
+	memset(&m, 0, sizeof(m));
+	m.label = IMG_DISK_MBR;
+	img_disk_layout_add(&m, IMG_PART_BIOS_BOOT, MIB);
+	ck_assert_int_eq(img_disk_plan(ctx, &m), -EINVAL);
+	img_ctx_free(ctx);
+}
+END_TEST
+
+/* Write @l to a raw file; return its path (static buffer). */
+static const char *write_table(struct img_ctx *ctx, const char *dir, const char *name,
+                               const struct img_disk_layout *l)
+{
+	static char path[4096];
+	struct img_dev *dev;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	ck_assert_ok(img_dev_raw_create(ctx, path, l->size, &dev), ctx);
+	ck_assert_ok(img_disk_write(ctx, l, dev), ctx);
+	ck_assert_ok(img_dev_finish(dev), ctx);
+	img_dev_unref(dev);
+	return path;
+}
+
+static int contains(const char *hay, const char *needle)
+{
+	return strstr(hay, needle) != NULL;
+}
+
+/* sfdisk --json output with all white space outside strings removed. */
+static void squeeze(char *s)
+{
+	char *w = s;
+	int in_str = 0;
+
+	for (; *s; s++) {
+		if (*s == '"')
+			in_str = !in_str;
+		if (!in_str && (*s == ' ' || *s == '\n' || *s == '\t'))
+			continue;
+		*w++ = *s;
+	}
+	*w = 0;
+}
+
+START_TEST(gpt_write_and_validate)
+{
+	struct img_ctx *ctx = t_ctx();
+	char *dir = t_tmpdir("disk-gpt"), *out = NULL, upper[40];
+	struct img_disk_layout l;
+	struct img_disk_info info;
+	struct img_dev *dev;
+	const char *path;
+	int st;
+
+	ck_assert_msg(t_have("sfdisk") && t_have("sgdisk"), "sfdisk/sgdisk not installed");
+	img_ctx_set_seed(ctx, "gpt", 3);
+	plan_efi(ctx, &l, 1, 0);
+	path = write_table(ctx, dir, "gpt.img", &l);
+
+	{
+		char *argv[] = { "sgdisk", "-v", (char *)path, NULL };
+		st = t_run(argv, &out);
+		ck_assert_int_eq(st, 0);
+		ck_assert_msg(contains(out, "No problems found"), "sgdisk -v: %s", out);
+		free(out);
+	}
+	{
+		char *argv[] = { "sfdisk", "--json", (char *)path, NULL };
+		st = t_run(argv, &out);
+		ck_assert_int_eq(st, 0);
+		squeeze(out);
+		/* sfdisk prints GUIDs in upper case. */
+		for (size_t i = 0; i <= strlen(l.disk_guid); i++)
+			upper[i] = (char)toupper((unsigned char)l.disk_guid[i]);
+		ck_assert_msg(contains(out, upper), "disk GUID %s missing: %s", upper, out);
+		for (size_t k = 0; k < l.nparts; k++) {
+			for (size_t i = 0; i <= strlen(l.parts[k].uuid); i++)
+				upper[i] = (char)toupper((unsigned char)l.parts[k].uuid[i]);
+			ck_assert_msg(contains(out, upper), "GUID %s missing: %s", upper, out);
+		}
+		ck_assert_msg(contains(out, "\"start\":2048,\"size\":2048,\"type\":"
+		                            "\"21686148-6449-6E6F-744E-656564454649\""),
+		              "bios boot: %s", out);
+		ck_assert_msg(contains(out, "\"start\":4096,\"size\":81920,\"type\":"
+		                            "\"C12A7328-F81F-11D2-BA4B-00A0C93EC93B\""),
+		              "esp: %s", out);
+		ck_assert_msg(contains(out, "\"start\":86016,\"size\":22528,\"type\":"
+		                            "\"4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709\""),
+		              "root: %s", out);
+		ck_assert_msg(contains(out, "\"name\":\"ESP\""), "%s", out);
+		ck_assert_msg(contains(out, "\"name\":\"nixos\""), "%s", out);
+		ck_assert_msg(contains(out, "\"firstlba\":2048"), "%s", out);
+		free(out);
+	}
+
+	/* Our reader agrees. */
+	ck_assert_ok(img_dev_raw_open(ctx, path, &dev), ctx);
+	ck_assert_ok(img_disk_probe(ctx, dev, &info), ctx);
+	ck_assert_int_eq(info.label, IMG_DISK_GPT);
+	ck_assert_str_eq(info.disk_guid, l.disk_guid);
+	ck_assert(info.has_esp && info.has_bios_boot);
+	ck_assert_uint_eq(info.nparts, 3);
+	for (size_t i = 0; i < 3; i++) {
+		ck_assert_uint_eq(info.parts[i].offset, l.parts[i].offset);
+		ck_assert_uint_eq(info.parts[i].size, l.parts[i].size);
+		ck_assert_str_eq(info.parts[i].type, l.parts[i].type);
+		ck_assert_str_eq(info.parts[i].uuid, l.parts[i].uuid);
+		ck_assert_str_eq(info.parts[i].name, l.parts[i].name);
+	}
+	img_dev_unref(dev);
+
+	/* A damaged primary header: the backup still reads. */
+	{
+		int fd = open(path, O_RDWR);
+		uint8_t junk = 0x42;
+
+		ck_assert_int_eq(pwrite(fd, &junk, 1, 512 + 100), 1);
+		close(fd);
+	}
+	ck_assert_ok(img_dev_raw_open(ctx, path, &dev), ctx);
+	ck_assert_ok(img_disk_probe(ctx, dev, &info), ctx);
+	ck_assert_int_eq(info.label, IMG_DISK_GPT);
+	ck_assert_uint_eq(info.nparts, 3);
+	img_dev_unref(dev);
+
+	/* Same seed, same bytes. */
+	{
+		char a[4096], *b1 = malloc(l.size), *b2 = malloc(l.size);
+		int fd;
+
+		snprintf(a, sizeof(a), "%s/gpt.img", dir);
+		path = write_table(ctx, dir, "gpt.img", &l);
+		fd = open(path, O_RDONLY);
+		ck_assert_int_eq(img_pread_full(fd, b1, l.size, 0), 0);
+		close(fd);
+		path = write_table(ctx, dir, "gpt2.img", &l);
+		fd = open(path, O_RDONLY);
+		ck_assert_int_eq(img_pread_full(fd, b2, l.size, 0), 0);
+		close(fd);
+		ck_assert(memcmp(b1, b2, l.size) == 0);
+		free(b1);
+		free(b2);
+	}
+	t_rmrf(dir);
+	free(dir);
+	img_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(mbr_write_and_validate)
+{
+	struct img_ctx *ctx = t_ctx();
+	char *dir = t_tmpdir("disk-mbr"), *out = NULL, sig[16];
+	struct img_disk_layout l = { .label = IMG_DISK_MBR };
+	struct img_disk_info info;
+	struct img_dev *dev;
+	const char *path;
+
+	ck_assert_msg(t_have("sfdisk"), "sfdisk not installed");
+	img_disk_layout_add(&l, IMG_PART_ROOT, 30 * MIB);
+	ck_assert_ok(img_disk_plan(ctx, &l), ctx);
+	path = write_table(ctx, dir, "mbr.img", &l);
+	{
+		char *argv[] = { "sfdisk", "--json", (char *)path, NULL };
+		ck_assert_int_eq(t_run(argv, &out), 0);
+		squeeze(out);
+		snprintf(sig, sizeof(sig), "0x%08x", l.mbr_signature);
+		ck_assert_msg(contains(out, "\"label\":\"dos\""), "%s", out);
+		ck_assert_msg(contains(out, sig), "signature %s: %s", sig, out);
+		ck_assert_msg(contains(out, "\"start\":2048,\"size\":61440,\"type\":\"83\","
+		                            "\"bootable\":true"),
+		              "%s", out);
+		free(out);
+	}
+	ck_assert_ok(img_dev_raw_open(ctx, path, &dev), ctx);
+	ck_assert_ok(img_disk_probe(ctx, dev, &info), ctx);
+	ck_assert_int_eq(info.label, IMG_DISK_MBR);
+	ck_assert_uint_eq(info.mbr_signature, l.mbr_signature);
+	ck_assert(info.has_active && !info.has_esp);
+	ck_assert_uint_eq(info.nparts, 1);
+	ck_assert_uint_eq(info.parts[0].offset, MIB);
+	ck_assert_uint_eq(info.parts[0].size, 30 * MIB);
+	ck_assert_str_eq(info.parts[0].type, "83");
+	img_dev_unref(dev);
+	t_rmrf(dir);
+	free(dir);
+	img_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(probe_untrusted)
+{
+	struct img_ctx *ctx = t_ctx();
+	struct img_dev *dev;
+	struct img_disk_info info;
+	uint8_t s[512] = { 0 };
+
+	ck_assert_ok(img_dev_mem_new(ctx, 4 * MIB, &dev), ctx);
+	ck_assert_ok(img_disk_probe(ctx, dev, &info), ctx);
+	ck_assert_int_eq(info.label, IMG_DISK_NONE);
+	/* An MBR entry pointing past the end is not a table. */
+	s[510] = 0x55;
+	s[511] = 0xAA;
+	s[446 + 4] = 0x83;
+	img_put_le32(s + 446 + 8, 2048);
+	img_put_le32(s + 446 + 12, 0xFFFFFF00u);
+	ck_assert_ok(img_dev_pwrite(dev, s, 512, 0), ctx);
+	ck_assert_ok(img_disk_probe(ctx, dev, &info), ctx);
+	ck_assert_int_eq(info.label, IMG_DISK_NONE);
+	/* A protective MBR with a garbage GPT header: none. */
+	s[446 + 4] = 0xEE;
+	img_put_le32(s + 446 + 8, 1);
+	img_put_le32(s + 446 + 12, 100);
+	ck_assert_ok(img_dev_pwrite(dev, s, 512, 0), ctx);
+	memset(s, 0, sizeof(s));
+	memcpy(s, "EFI PART", 8);
+	img_put_le32(s + 12, 0xFFFFFFFF);
+	ck_assert_ok(img_dev_pwrite(dev, s, 512, 512), ctx);
+	ck_assert_ok(img_disk_probe(ctx, dev, &info), ctx);
+	ck_assert_int_eq(info.label, IMG_DISK_NONE);
+	img_dev_unref(dev);
+	img_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(manifest_roundtrip)
+{
+	struct img_ctx *ctx = t_ctx();
+	char *dir = t_tmpdir("disk-manifest"), path[4096], *text;
+	struct img_manifest_partition parts[2] = {
+		{ .number = 1,
+		  .role = "esp",
+		  .name = "ESP",
+		  .type = IMG_GPT_TYPE_ESP,
+		  .uuid = "0b0c3c5e-4a44-5b8e-9f1e-1c0c3b9e2f10",
+		  .offset = MIB,
+		  .size = 256 * MIB,
+		  .filesystem = "vfat",
+		  .label = "ESP",
+		  .fs_uuid = "1234-ABCD" },
+		{ .number = 2,
+		  .role = "root",
+		  .name = "nixos",
+		  .type = IMG_GPT_TYPE_ROOT_X86_64,
+		  .offset = 257 * MIB,
+		  .size = 1024 * MIB,
+		  .filesystem = "ext4",
+		  .label = "nixos" },
+	};
+	struct img_manifest m = {
+		.generator = "mkvmimage 0.1.0",
+		.image = "disk.qcow2",
+		.format = "qcow2",
+		.virtual_size = 1282 * MIB,
+		.mode = "efi",
+		.boot = "efi",
+		.partition_table = "gpt",
+		.disk_guid = "5f0e6d3c-0000-5000-8000-000000000001",
+		.partitions = parts,
+		.npartitions = 2,
+		.system = "/nix/store/aaaa-nixos-system",
+		.kernel_params = "console=ttyS0",
+		.bootloader = "systemd-boot",
+		.sha256 = "00ff",
+		.seed = "abc",
+		.epoch = 1,
+	};
+	struct img_manifest *r;
+	FILE *f;
+	long n;
+
+	snprintf(path, sizeof(path), "%s/m.json", dir);
+	ck_assert_ok(img_manifest_write(ctx, path, &m), ctx);
+	f = fopen(path, "r");
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	rewind(f);
+	text = calloc(1, (size_t)n + 1);
+	ck_assert_int_eq(fread(text, 1, (size_t)n, f), n);
+	fclose(f);
+	/* Documented shape: key order, two spaces, unescaped '/', final newline. */
+	ck_assert_msg(!strncmp(text, "{\n  \"manifest_version\": 1,\n  \"generator\": ", 42), "%s",
+	              text);
+	ck_assert(contains(text, "\"system\": \"/nix/store/aaaa-nixos-system\""));
+	ck_assert(strstr(text, "\"mode\"") < strstr(text, "\"partitions\""));
+	ck_assert(strstr(text, "\"partitions\"") < strstr(text, "\"system\""));
+	ck_assert(!contains(text, "\"uuid\": null"));
+	ck_assert_int_eq(text[n - 1], '\n');
+	ck_assert_ok(img_manifest_read(ctx, path, &r), ctx);
+	ck_assert_int_eq(r->manifest_version, 1);
+	ck_assert_str_eq(r->boot, "efi");
+	ck_assert_str_eq(r->compression, "none");
+	ck_assert_uint_eq(r->virtual_size, 1282 * MIB);
+	ck_assert_uint_eq(r->npartitions, 2);
+	ck_assert_str_eq(r->partitions[0].fs_uuid, "1234-ABCD");
+	ck_assert_ptr_null(r->partitions[1].uuid);
+	ck_assert_uint_eq(r->partitions[1].offset, 257 * MIB);
+	ck_assert_str_eq(r->kernel_params, "console=ttyS0");
+	img_manifest_free(r);
+
+	/* Unknown keys are ignored; unknown versions and bad types refused. */
+	t_write_file(path, "{\"manifest_version\":1,\"future\":[1,2],\"boot\":\"bios\"}\n", 52);
+	ck_assert_ok(img_manifest_read(ctx, path, &r), ctx);
+	ck_assert_str_eq(r->boot, "bios");
+	img_manifest_free(r);
+	t_write_file(path, "{\"manifest_version\":2}", 22);
+	ck_assert_int_eq(img_manifest_read(ctx, path, &r), -EINVAL);
+	ck_assert(contains(img_ctx_error(ctx), "manifest_version 2"));
+	t_write_file(path, "{\"manifest_version\":1,\"boot\":3}", 31);
+	ck_assert_int_eq(img_manifest_read(ctx, path, &r), -EINVAL);
+	ck_assert(contains(img_ctx_error(ctx), "\"boot\""));
+	t_write_file(path, "{\"manifest_version\":1", 21);
+	ck_assert_int_eq(img_manifest_read(ctx, path, &r), -EINVAL);
+	ck_assert(contains(img_ctx_error(ctx), "not valid JSON"));
+	t_write_file(path, "{\"manifest_version\":1} x", 24);
+	ck_assert_int_eq(img_manifest_read(ctx, path, &r), -EINVAL);
+	t_write_file(path, "{\"manifest_version\":1,\"partitions\":[{\"size\":-1}]}", 49);
+	ck_assert_int_eq(img_manifest_read(ctx, path, &r), -EINVAL);
+	snprintf(path, sizeof(path), "%s/none.json", dir);
+	ck_assert_int_eq(img_manifest_read(ctx, path, &r), -ENOENT);
+	ck_assert(contains(img_ctx_error(ctx), "none.json"));
+	free(text);
+	t_rmrf(dir);
+	free(dir);
+	img_ctx_free(ctx);
+}
+END_TEST
+
+Suite *img_test_suite(void);
+Suite *img_test_suite(void)
+{
+	Suite *s = suite_create("disk");
+	TCase *tc;
+
+	tc = tcase_create("plan");
+	tcase_add_test(tc, plan_layout);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("gpt");
+	tcase_add_test(tc, gpt_write_and_validate);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("mbr");
+	tcase_add_test(tc, mbr_write_and_validate);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("probe");
+	tcase_add_test(tc, probe_untrusted);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("manifest");
+	tcase_add_test(tc, manifest_roundtrip);
+	suite_add_tcase(s, tc);
+	return s;
+}
