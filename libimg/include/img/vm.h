@@ -60,9 +60,9 @@ enum img_vm_console {
 
 /* Everything vmlaunch can be told. Strings and arrays are borrowed for img_vm_new(). */
 struct img_vm_opts {
-	const char *image;     /* required; never written */
-	const char *name;      /* default: image base name without suffix */
-	const char *state_dir; /* default: <state_home>/vmlaunch/<name> */
+	const char *image;      /* required; never written */
+	const char *name;       /* default: image base name without suffix */
+	const char *state_dir;  /* default: <state_home>/vmlaunch/<name> */
 	const char *state_home; /* $XDG_STATE_HOME, else ~/.local/state (tool resolves) */
 	const char *tmpdir;     /* for --ephemeral (default /tmp) */
 	int ephemeral;          /* state in <tmpdir>/vmlaunch-<name>.XXXXXX, removed by free */
@@ -71,15 +71,15 @@ struct img_vm_opts {
 	unsigned memory_mib; /* default 1024 */
 	unsigned cores;      /* default 1 */
 
-	const char *store_image;  /* read-only drive, format from its magic (raw/qcow2) */
+	const char *store_image;     /* read-only drive, format from its magic (raw/qcow2) */
 	const uint64_t *empty_disks; /* sizes in bytes */
 	size_t nempty_disks;
 
 	const char *const *shares; /* "TAG:SOURCE:TARGET[:MODEL]" */
 	size_t nshares;
-	unsigned msize;            /* 9p msize the guest should mount with; default 16384 */
-	const char *shared_dir;    /* $SHARED_DIR: shared as tag "shared" */
-	const char *host_certs;    /* CA bundle to share as tag "certs" (NULL = off) */
+	unsigned msize;         /* 9p msize the guest should mount with; default 16384 */
+	const char *shared_dir; /* $SHARED_DIR: shared as tag "shared" */
+	const char *host_certs; /* CA bundle to share as tag "certs" (NULL = off) */
 
 	const char *const *forwards; /* "[tcp|udp:][HOSTADDR:]HOSTPORT:GUESTPORT" */
 	size_t nforwards;
@@ -88,7 +88,7 @@ struct img_vm_opts {
 	int restrict_network;
 	const unsigned *vlans; /* 1..255 */
 	size_t nvlans;
-	unsigned vlan_index; /* last MAC byte on VLANs, 1..254; 0 = derived from the name */
+	unsigned vlan_index;  /* last MAC byte on VLANs, 1..254; 0 = derived from the name */
 	const char *net_opts; /* $QEMU_NET_OPTS, appended to the user netdev */
 
 	int graphics; /* 0: -nographic */
@@ -103,14 +103,14 @@ struct img_vm_opts {
 	const char *bios_file;
 	int guest_agent;
 
-	const char *qemu;      /* default "qemu-system-x86_64" */
-	const char *swtpm;     /* default "swtpm" */
+	const char *qemu;  /* default "qemu-system-x86_64" */
+	const char *swtpm; /* default "swtpm" */
 	enum img_vm_accel accel;
 	const char *kvm_device; /* default "/dev/kvm" (tests inject) */
 
-	const char *serial_log; /* extra copy of the console log */
-	const char *expect;     /* text to wait for on the console */
-	unsigned timeout_s;     /* for expect; 0 = none */
+	const char *serial_log;  /* extra copy of the console log */
+	const char *expect;      /* text to wait for on the console */
+	unsigned timeout_s;      /* for expect; 0 = none */
 	unsigned stop_timeout_s; /* powerdown grace before quit; default 10 */
 
 	const char *disk_image; /* $NIX_DISK_IMAGE: overlay path */
@@ -122,7 +122,7 @@ struct img_vm_opts {
 	 * <config_home>/qemu/firmware. */
 	const char *const *firmware_dirs;
 	size_t nfirmware_dirs;
-	const char *config_home; /* $XDG_CONFIG_HOME (or ~/.config) */
+	const char *config_home;  /* $XDG_CONFIG_HOME (or ~/.config) */
 	int no_firmware_fallback; /* do not fall back to known OVMF paths */
 
 	const char *const *qemu_opts; /* $QEMU_OPTS, already split on spaces */
@@ -154,10 +154,10 @@ struct img_vm_info {
 	const char *name;
 	const char *state_dir;
 	enum img_vm_boot boot;
-	const char *boot_source;  /* "option", "manifest", "partition table" */
-	enum img_vm_accel accel;  /* KVM or TCG */
+	const char *boot_source; /* "option", "manifest", "partition table" */
+	enum img_vm_accel accel; /* KVM or TCG */
 	const char *accel_reason;
-	const char *fw_code;      /* NULL unless EFI */
+	const char *fw_code; /* NULL unless EFI */
 	const char *fw_vars_template;
 	const char *fw_descriptor; /* the descriptor file, or NULL for a fallback path */
 	const char *console_log;
@@ -169,11 +169,11 @@ void img_vm_get_info(const struct img_vm *vm, struct img_vm_info *info);
 int img_vm_prepare(struct img_ctx *ctx, struct img_vm *vm);
 
 struct img_vm_result {
-	int exit_status;    /* QEMU's exit status (128+sig if killed) */
-	int expect_found;   /* the expected text appeared */
-	int timed_out;      /* --timeout passed first */
-	int stopped_first;  /* the VM stopped before the text appeared */
-	int cancelled;      /* img_ctx_cancel() (a signal) stopped it */
+	int exit_status;   /* QEMU's exit status (128+sig if killed) */
+	int expect_found;  /* the expected text appeared */
+	int timed_out;     /* --timeout passed first */
+	int stopped_first; /* the VM stopped before the text appeared */
+	int cancelled;     /* img_ctx_cancel() (a signal) stopped it */
 };
 
 /*
@@ -198,10 +198,10 @@ struct img_vm_firmware {
 	int requires_smm, secure_boot, enrolled_keys;
 };
 int img_vm_firmware_find(struct img_ctx *ctx, const char *const *dirs, size_t ndirs,
-			 int secure_boot, struct img_vm_firmware *fw);
+                         int secure_boot, struct img_vm_firmware *fw);
 /* Parse one descriptor; -EINVAL with a message for bad JSON, 1 if it does not fit. */
 int img_vm_firmware_parse(struct img_ctx *ctx, const char *path, const char *json, size_t len,
-			  int secure_boot, struct img_vm_firmware *fw);
+                          int secure_boot, struct img_vm_firmware *fw);
 void img_vm_firmware_release(struct img_vm_firmware *fw);
 
 #ifdef __cplusplus
