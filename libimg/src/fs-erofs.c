@@ -35,7 +35,7 @@ static int erofs_write(struct img_ctx *ctx, struct img_tree *tree, const struct 
 	return r;
 }
 
-const struct img_fs_ops img_fs_erofs_ops = {
+const struct img_fs_ops img_fs_erofs = {
 	.name = "erofs",
 	.estimate = erofs_estimate,
 	.write = erofs_write,

@@ -108,6 +108,6 @@ int img_erofs_dir_next(struct img_erofs_dir_iter *it, const char **name, size_t 
 /* i_size of @n (a directory's is computed by the plan). */
 uint64_t img_erofs_inode_size(struct img_node *n);
 
-extern const struct img_fs_ops img_fs_erofs_ops;
+extern const struct img_fs_ops img_fs_erofs;
 
 #endif

@@ -1,2 +1,603 @@
-/* source-tar.c -- tar streams into a tree (being written). */
+/*
+ * source-tar.c -- a tar stream (file or pipe, any compression libarchive
+ * reads) into the normalised tree.
+ *
+ * Spec: the entry names of ../shared/CLI.md (--tar), tar extraction
+ * semantics (last entry wins, hard links name an earlier entry), DESIGN.md
+ * section 5 (read a tar file twice rather than spool it; stage a pipe's data
+ * beside the output, never in TMPDIR).
+ *
+ * libarchive reads through our own callbacks, so for an uncompressed file we
+ * know which file offset each buffer came from: the first data block of an
+ * entry, returned in place from our buffer, gives the entry's data offset
+ * and the tree refers to that range (copy_file_range later).
+ */
+#include <archive.h>
+#include <archive_entry.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "private.h"
+#include <img/source.h>
+
+#define TAR_BUF      (1u << 20)
+#define TAR_PATH_MAX 4095u
+
+struct img_tar_source {
+	struct img_ctx *ctx;
+	char *name; /* for messages: the path or "stdin" */
+	int fd, own_fd;
+	int seekable; /* a regular file we may read again */
+	uint64_t file_size;
+	uint8_t *buf;     /* the last buffer handed to libarchive */
+	uint64_t buf_off; /* its file offset */
+	size_t buf_len;
+	uint64_t pos; /* file offset of the next read */
+	int stage_fd; /* pipe: staged data, unlinked file */
+	uint64_t stage_len;
+	uint64_t pending; /* entries waiting for replay */
+	char *store;      /* store dir without the leading '/', e.g. "nix/store" */
+	char *prefix;
+};
+
+/* --- reading through our own buffer ------------------------------------- */
+
+static la_ssize_t tar_read(struct archive *a, void *user, const void **out)
+{
+	struct img_tar_source *s = user;
+	ssize_t n;
+
+	(void)a;
+	for (;;) {
+		n = s->seekable ? pread(s->fd, s->buf, TAR_BUF, (off_t)s->pos)
+		                : read(s->fd, s->buf, TAR_BUF);
+		if (n >= 0 || errno != EINTR)
+			break;
+	}
+	if (n < 0) {
+		archive_set_error(a, errno, "reading %s: %s", s->name, strerror(errno));
+		return -1;
+	}
+	s->buf_off = s->pos;
+	s->buf_len = (size_t)n;
+	s->pos += (uint64_t)n;
+	*out = s->buf;
+	return n;
+}
+
+static la_int64_t tar_skip(struct archive *a, void *user, la_int64_t request)
+{
+	struct img_tar_source *s = user;
+
+	(void)a;
+	if (!s->seekable || request <= 0)
+		return 0; /* libarchive reads and discards */
+	s->pos += (uint64_t)request;
+	return request;
+}
+
+static int tar_open_archive(struct img_tar_source *s, struct archive **out)
+{
+	struct archive *a = archive_read_new();
+
+	if (!a)
+		return img_set_error(s->ctx, -ENOMEM, "out of memory");
+	archive_read_support_filter_all(a);
+	archive_read_support_format_tar(a);
+	archive_read_support_format_gnutar(a);
+	archive_read_set_read_callback(a, tar_read);
+	archive_read_set_skip_callback(a, tar_skip);
+	archive_read_set_callback_data(a, s);
+	s->pos = 0;
+	s->buf_len = 0;
+	if (archive_read_open1(a) != ARCHIVE_OK) {
+		int r = img_set_error(s->ctx, -EINVAL, "%s: not a tar stream: %s", s->name,
+		                      archive_error_string(a) ? archive_error_string(a) : "?");
+
+		archive_read_free(a);
+		return r;
+	}
+	*out = a;
+	return 0;
+}
+
+/* --- names -------------------------------------------------------------- */
+
+/* "name~nix~case~hack~N" -> "name" (Nix's case-insensitive file system hack). */
+static size_t strip_case_hack(const char *c, size_t len)
+{
+	static const char hack[] = "~nix~case~hack~";
+	size_t hl = sizeof(hack) - 1, d = len;
+
+	while (d > 0 && c[d - 1] >= '0' && c[d - 1] <= '9')
+		d--;
+	if (d == len || d < hl + 1 || memcmp(c + d - hl, hack, hl))
+		return len;
+	return d - hl;
+}
+
+/*
+ * Map an entry name to a tree path under the prefix. Returns 1 with *out
+ * (malloc'ed), 0 to skip the entry (the store directory or its parents).
+ */
+static int map_name(struct img_tar_source *s, const char *name, char **out)
+{
+	const char *p = name, *rest;
+	size_t storelen = strlen(s->store), plen = strlen(s->prefix), len, o;
+	int absolute = 0;
+	char *buf;
+
+	if (strlen(name) > TAR_PATH_MAX)
+		return img_set_error(s->ctx, -ENAMETOOLONG,
+		                     "%s: entry name of %zu bytes (at most %u): %.60s...", s->name,
+		                     strlen(name), TAR_PATH_MAX, name);
+	while (p[0] == '.' && p[1] == '/')
+		p += 2;
+	while (*p == '/') {
+		absolute = 1;
+		p++;
+	}
+	if (!*p || !strcmp(p, "."))
+		return 0;
+	/* The store directory and its parents: nothing to add. */
+	if (!strncmp(s->store, p, strlen(p)) ||
+	    (!strncmp(s->store, p, strlen(p) - 1) && p[strlen(p) - 1] == '/')) {
+		size_t l = strlen(p) - (p[strlen(p) - 1] == '/');
+
+		if (l == storelen || s->store[l] == '/')
+			return 0;
+	}
+	if (!strncmp(p, s->store, storelen) && p[storelen] == '/')
+		rest = p + storelen + 1;
+	else if (absolute)
+		return img_set_error(s->ctx, -EINVAL, "%s: entry '%s' is outside the store /%s",
+		                     s->name, name, s->store);
+	else
+		rest = p;
+	len = strlen(rest);
+	if (len && rest[len - 1] == '/')
+		len--; /* a directory's trailing slash */
+	if (!len)
+		return 0;
+	buf = malloc(plen + len + 1);
+	if (!buf)
+		return img_set_error(s->ctx, -ENOMEM, "out of memory");
+	memcpy(buf, s->prefix, plen);
+	o = plen;
+	for (size_t i = 0; i <= len;) {
+		size_t j = i, cl;
+
+		while (j < len && rest[j] != '/')
+			j++;
+		cl = j - i;
+		if (cl == 0 || (cl == 1 && rest[i] == '.') ||
+		    (cl == 2 && rest[i] == '.' && rest[i + 1] == '.')) {
+			free(buf);
+			return img_set_error(s->ctx, -EINVAL,
+			                     "%s: entry '%s': %s path component refused", s->name,
+			                     name, cl ? "a '.' or '..'" : "an empty");
+		}
+		if (cl > 255) {
+			free(buf);
+			return img_set_error(
+			    s->ctx, -ENAMETOOLONG,
+			    "%s: entry '%.80s...': a name of %zu bytes (at most 255)", s->name,
+			    name, cl);
+		}
+		if (i == 0 && !img_store_name_valid(rest, cl)) {
+			free(buf);
+			return img_set_error(s->ctx, -EINVAL,
+			                     "%s: entry '%s' is outside the store ('%.*s' is not a "
+			                     "store path name)",
+			                     s->name, name, (int)cl, rest);
+		}
+		cl = strip_case_hack(rest + i, cl);
+		memcpy(buf + o, rest + i, cl);
+		o += cl;
+		if (j < len)
+			buf[o++] = '/';
+		i = j + 1;
+	}
+	buf[o] = '\0';
+	*out = buf;
+	return 1;
+}
+
+/* --- pass 1: headers into the tree -------------------------------------- */
+
+static int entry_error(struct img_tar_source *s, struct archive *a, const char *what)
+{
+	const char *why = archive_error_string(a);
+
+	return img_set_error(s->ctx, -EINVAL, "%s: %s: %s", s->name, what,
+	                     why ? why : "corrupt or truncated stream");
+}
+
+/* Stage the entry's data (pipe) or find its offset in the file. */
+static int place_data(struct img_tar_source *s, struct archive *a, struct archive_entry *e,
+                      const char *ename, uint64_t ordinal, struct img_node_attr *attr,
+                      int uncompressed)
+{
+	const void *blk;
+	size_t sz;
+	la_int64_t off;
+	int r;
+
+	if (!attr->size)
+		return 0;
+	if (s->seekable && uncompressed && archive_entry_sparse_count(e) == 0) {
+		r = archive_read_data_block(a, &blk, &sz, &off);
+		if (r == ARCHIVE_OK && off == 0 && (const uint8_t *)blk >= s->buf &&
+		    (const uint8_t *)blk < s->buf + s->buf_len) {
+			uint64_t start = s->buf_off + (uint64_t)((const uint8_t *)blk - s->buf);
+
+			if (start + attr->size > s->file_size || start + attr->size < start)
+				return img_set_error(
+				    s->ctx, -EINVAL,
+				    "%s: entry '%s' claims %llu bytes but the file "
+				    "ends %llu bytes after its start (truncated?)",
+				    s->name, ename, (unsigned long long)attr->size,
+				    (unsigned long long)(s->file_size - start));
+			attr->data.kind = IMG_DATA_FD;
+			attr->data.fd = s->fd;
+			attr->data.offset = start;
+			return 0;
+		}
+		if (r != ARCHIVE_OK && r != ARCHIVE_EOF)
+			return entry_error(s, a, ename);
+		/* Not in our buffer (libarchive copied it): read it again later. */
+	}
+	if (s->seekable) {
+		attr->data.kind = IMG_DATA_NONE;
+		attr->data.offset = ordinal + 1;
+		s->pending++;
+		return 0;
+	}
+	/* A pipe: stage the bytes, holes included, at the staging file's end. */
+	{
+		uint64_t base = s->stage_len, got = 0;
+
+		if (s->stage_fd < 0)
+			return img_set_error(s->ctx, -EINVAL,
+			                     "%s: a tar stream that cannot be read twice needs a "
+			                     "staging directory",
+			                     s->name);
+		for (;;) {
+			r = archive_read_data_block(a, &blk, &sz, &off);
+			if (r == ARCHIVE_EOF)
+				break;
+			if (r != ARCHIVE_OK)
+				return entry_error(s, a, ename);
+			if (off < 0 || (uint64_t)off + sz > attr->size)
+				return img_set_error(s->ctx, -EINVAL,
+				                     "%s: entry '%s': data beyond its size",
+				                     s->name, ename);
+			r = img_pwrite_full(s->stage_fd, blk, sz, base + (uint64_t)off);
+			if (r < 0)
+				return img_set_error(s->ctx, r, "staging %s: %s", ename,
+				                     strerror(-r));
+			got = IMG_MAX(got, (uint64_t)off + sz);
+		}
+		if (got < attr->size && ftruncate(s->stage_fd, (off_t)(base + attr->size)) < 0)
+			return img_set_error(s->ctx, -errno, "staging %s: %s", ename,
+			                     strerror(errno));
+		s->stage_len = base + attr->size;
+		attr->data.kind = IMG_DATA_FD;
+		attr->data.fd = s->stage_fd;
+		attr->data.offset = base;
+		return 0;
+	}
+}
+
+static int read_entries(struct img_tar_source *s, struct archive *a, struct img_tree *tree)
+{
+	struct archive_entry *e;
+	uint64_t ordinal = 0;
+	int r, uncompressed = -1;
+
+	for (;; ordinal++) {
+		struct img_node_attr attr = { 0 };
+		const char *ename, *hl;
+		char *path = NULL;
+		la_int64_t size;
+
+		r = archive_read_next_header(a, &e);
+		if (r == ARCHIVE_EOF)
+			return 0;
+		if (r != ARCHIVE_OK && r != ARCHIVE_WARN)
+			return entry_error(s, a, ordinal ? "after the last good entry" : "header");
+		if (uncompressed < 0)
+			uncompressed = archive_filter_count(a) == 1 ||
+			               (archive_filter_count(a) == 2 &&
+			                archive_filter_code(a, 0) == ARCHIVE_FILTER_NONE);
+		ename = archive_entry_pathname(e);
+		if (!ename)
+			ename = archive_entry_pathname_utf8(e);
+		if (!ename)
+			return img_set_error(s->ctx, -EINVAL, "%s: entry %llu has no name", s->name,
+			                     (unsigned long long)ordinal);
+		r = map_name(s, ename, &path);
+		if (r <= 0) {
+			if (r < 0)
+				return r;
+			continue;
+		}
+		hl = archive_entry_hardlink(e);
+		if (hl) {
+			char *target = NULL;
+
+			r = map_name(s, hl, &target);
+			if (r == 0)
+				r = img_set_error(
+				    s->ctx, -EINVAL,
+				    "%s: entry '%s' is a hard link to '%s', not a file", s->name,
+				    ename, hl);
+			if (r > 0)
+				r = img_tree_add_hardlink(tree, path, target);
+			free(target);
+			free(path);
+			if (r < 0)
+				return img_error_prefix(s->ctx, r, "%s: entry '%s'", s->name,
+				                        ename);
+			continue;
+		}
+		attr.mode = archive_entry_perm(e);
+		attr.uid = (uint32_t)archive_entry_uid(e);
+		attr.gid = (uint32_t)archive_entry_gid(e);
+		attr.mtime = archive_entry_mtime(e);
+		switch (archive_entry_filetype(e)) {
+		case AE_IFREG:
+			attr.type = IMG_NODE_REG;
+			size = archive_entry_size(e);
+			if (size < 0) {
+				free(path);
+				return img_set_error(s->ctx, -EINVAL, "%s: entry '%s': bad size",
+				                     s->name, ename);
+			}
+			attr.size = (uint64_t)size;
+			r = place_data(s, a, e, ename, ordinal, &attr, uncompressed);
+			if (r < 0) {
+				free(path);
+				return r;
+			}
+			break;
+		case AE_IFDIR:
+			attr.type = IMG_NODE_DIR;
+			break;
+		case AE_IFLNK:
+			attr.type = IMG_NODE_SYMLINK;
+			attr.target = archive_entry_symlink(e);
+			if (!attr.target)
+				attr.target = archive_entry_symlink_utf8(e);
+			break;
+		case AE_IFCHR:
+		case AE_IFBLK:
+			attr.type =
+			    archive_entry_filetype(e) == AE_IFCHR ? IMG_NODE_CHR : IMG_NODE_BLK;
+			attr.rdev_major = (uint32_t)archive_entry_rdevmajor(e);
+			attr.rdev_minor = (uint32_t)archive_entry_rdevminor(e);
+			break;
+		case AE_IFIFO:
+			attr.type = IMG_NODE_FIFO;
+			break;
+		case AE_IFSOCK:
+			attr.type = IMG_NODE_SOCK;
+			break;
+		default:
+			free(path);
+			return img_set_error(s->ctx, -EINVAL, "%s: entry '%s': unknown type %o",
+			                     s->name, ename, (unsigned)archive_entry_filetype(e));
+		}
+		r = img_tree_add(tree, path, &attr, NULL);
+		free(path);
+		if (r < 0)
+			return img_error_prefix(s->ctx, r, "%s: entry '%s'", s->name, ename);
+		if ((ordinal & 255) == 0 && (r = img_check_cancel(s->ctx)) < 0)
+			return r;
+	}
+}
+
+static int open_stage(struct img_tar_source *s, const char *dir)
+{
+	char *tmpl;
+
+	s->stage_fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (s->stage_fd >= 0)
+		return 0;
+	/* No O_TMPFILE here: a named file, unlinked at once. */
+	if (img_asprintf(&tmpl, "%s/.mkvmimage-stage-XXXXXX", dir) < 0)
+		return img_set_error(s->ctx, -ENOMEM, "out of memory");
+	s->stage_fd = mkostemp(tmpl, O_CLOEXEC);
+	if (s->stage_fd < 0) {
+		int r = img_set_error(s->ctx, -errno, "%s: cannot create a staging file: %s", dir,
+		                      strerror(errno));
+
+		free(tmpl);
+		return r;
+	}
+	unlink(tmpl);
+	free(tmpl);
+	return 0;
+}
+
+int img_source_tar(struct img_ctx *ctx, const char *path, const struct img_source_opts *opts,
+                   struct img_tree *tree, struct img_tar_source **out)
+{
+	struct img_tar_source *s = img_malloc0(sizeof(*s));
+	const char *store = opts && opts->store_dir ? opts->store_dir : "/nix/store";
+	struct archive *a = NULL;
+	struct stat st;
+	int r;
+
+	*out = NULL;
+	if (!s)
+		return img_set_error(ctx, -ENOMEM, "out of memory");
+	s->ctx = ctx;
+	s->fd = s->stage_fd = -1;
+	while (*store == '/')
+		store++;
+	s->store = img_strdup(store);
+	s->prefix = img_strdup(opts && opts->prefix ? opts->prefix : "");
+	s->name = img_strdup(strcmp(path, "-") ? path : "stdin");
+	s->buf = malloc(TAR_BUF);
+	if (!s->store || !s->prefix || !s->name || !s->buf) {
+		r = img_set_error(ctx, -ENOMEM, "out of memory");
+		goto fail;
+	}
+	while (s->store[0] && s->store[strlen(s->store) - 1] == '/')
+		s->store[strlen(s->store) - 1] = '\0';
+	if (!strcmp(path, "-")) {
+		s->fd = 0;
+	} else {
+		s->fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (s->fd < 0) {
+			r = img_set_error(ctx, -errno, "%s: %s", path, strerror(errno));
+			goto fail;
+		}
+		s->own_fd = 1;
+	}
+	if (fstat(s->fd, &st) < 0) {
+		r = img_set_error(ctx, -errno, "%s: %s", s->name, strerror(errno));
+		goto fail;
+	}
+	s->seekable = S_ISREG(st.st_mode);
+	s->file_size = (uint64_t)st.st_size;
+	if (!s->seekable && opts && opts->stage_dir && (r = open_stage(s, opts->stage_dir)) < 0)
+		goto fail;
+	r = tar_open_archive(s, &a);
+	if (r < 0)
+		goto fail;
+	r = read_entries(s, a, tree);
+	archive_read_free(a);
+	if (r < 0)
+		goto fail;
+	*out = s;
+	return 0;
+fail:
+	img_tar_source_free(s);
+	return r;
+}
+
+uint64_t img_tar_source_pending(const struct img_tar_source *s)
+{
+	return s ? s->pending : 0;
+}
+
+/* --- pass 2: data of the pending entries -------------------------------- */
+
+struct pend {
+	uint64_t ordinal;
+	struct img_node *node;
+};
+
+struct pend_list {
+	struct pend *v;
+	size_t n, cap;
+	int err;
+};
+
+static int pend_visit(void *user, struct img_node *n, unsigned depth)
+{
+	struct pend_list *l = user;
+
+	(void)depth;
+	if (n->type != IMG_NODE_REG || n->link || n->data.kind != IMG_DATA_NONE ||
+	    !n->data.offset || !n->size)
+		return 0;
+	if (l->n == l->cap) {
+		size_t ncap = l->cap ? l->cap * 2 : 256;
+		struct pend *nv = realloc(l->v, ncap * sizeof(*nv));
+
+		if (!nv)
+			return -ENOMEM;
+		l->v = nv;
+		l->cap = ncap;
+	}
+	l->v[l->n++] = (struct pend){ n->data.offset - 1, n };
+	return 0;
+}
+
+static int pend_cmp(const void *a, const void *b)
+{
+	const struct pend *x = a, *y = b;
+
+	if (x->ordinal != y->ordinal)
+		return x->ordinal < y->ordinal ? -1 : 1;
+	return x->node->seq < y->node->seq ? -1 : x->node->seq > y->node->seq;
+}
+
+int img_tar_source_replay(struct img_tar_source *s, struct img_tree *tree, img_tar_data_fn fn,
+                          void *user)
+{
+	struct pend_list l = { 0 };
+	struct archive *a = NULL;
+	struct archive_entry *e;
+	uint64_t ordinal = 0;
+	size_t k = 0;
+	int r;
+
+	if (!s->pending)
+		return 0;
+	if (!s->seekable)
+		return img_set_error(s->ctx, -EINVAL, "%s: cannot be read twice", s->name);
+	r = img_tree_walk(tree, pend_visit, &l);
+	if (r < 0) {
+		free(l.v);
+		return img_set_error(s->ctx, -ENOMEM, "out of memory");
+	}
+	qsort(l.v, l.n, sizeof(*l.v), pend_cmp);
+	r = tar_open_archive(s, &a);
+	for (; r >= 0 && k < l.n; ordinal++) {
+		const void *blk;
+		size_t sz;
+		la_int64_t off;
+		int rr = archive_read_next_header(a, &e);
+
+		if (rr != ARCHIVE_OK && rr != ARCHIVE_WARN) {
+			r = entry_error(s, a, "reading again (did the file change?)");
+			break;
+		}
+		if (l.v[k].ordinal != ordinal)
+			continue;
+		while ((rr = archive_read_data_block(a, &blk, &sz, &off)) == ARCHIVE_OK) {
+			for (size_t j = k; j < l.n && l.v[j].ordinal == ordinal && r >= 0; j++) {
+				if (off < 0 || (uint64_t)off + sz > l.v[j].node->size)
+					r = img_set_error(s->ctx, -EIO,
+					                  "%s: entry %s changed on the second read",
+					                  s->name, archive_entry_pathname(e));
+				else
+					r = fn(user, l.v[j].node, (uint64_t)off, blk, sz);
+			}
+			if (r < 0)
+				break;
+		}
+		if (r >= 0 && rr != ARCHIVE_EOF)
+			r = entry_error(s, a, archive_entry_pathname(e));
+		while (k < l.n && l.v[k].ordinal == ordinal)
+			k++;
+		if (r >= 0)
+			r = img_check_cancel(s->ctx);
+	}
+	if (a)
+		archive_read_free(a);
+	free(l.v);
+	return r;
+}
+
+void img_tar_source_free(struct img_tar_source *s)
+{
+	if (!s)
+		return;
+	if (s->own_fd && s->fd >= 0)
+		close(s->fd);
+	if (s->stage_fd >= 0)
+		close(s->stage_fd);
+	free(s->buf);
+	free(s->store);
+	free(s->prefix);
+	free(s->name);
+	free(s);
+}

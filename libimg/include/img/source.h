@@ -27,6 +27,10 @@ extern "C" {
 struct img_source_opts {
 	const char *prefix;    /* tree path under which store paths land */
 	const char *store_dir; /* default "/nix/store" */
+	/* Tar streams that cannot be read twice (a pipe): the directory where
+	 * their file data is staged, in an unlinked file (beside the output,
+	 * never TMPDIR). NULL: such a stream is refused. */
+	const char *stage_dir;
 };
 
 /* Read every path of @closure from the host into @tree (metadata only). */
@@ -34,14 +38,35 @@ int img_source_closure(struct img_ctx *ctx, const struct img_closure *closure,
                        const struct img_source_opts *opts, struct img_tree *tree);
 
 /*
- * Read a tar stream into @tree. @path is a file or "-" (stdin). When the
- * stream is an uncompressed regular file the tree's data refers to ranges
- * of it (IMG_DATA_FD; the fd stays open in @src until img_tar_source_free);
- * otherwise see the store-image writer for how data is staged.
+ * Read a tar stream into @tree (tar, GNU tar, pax, ustar; any compression
+ * libarchive reads). @path is a file or "-" (stdin). Where the data goes:
+ *   - uncompressed regular file: the tree refers to ranges of it
+ *     (IMG_DATA_FD; the fd stays open in @src until img_tar_source_free),
+ *     so writers copy it in-kernel;
+ *   - compressed regular file: headers only now; the data is delivered by
+ *     img_tar_source_replay() once the writer knows where it goes (those
+ *     nodes have IMG_DATA_NONE and img_tar_source_pending() is non-zero);
+ *   - a pipe: the data is staged in an unlinked file in opts->stage_dir and
+ *     the tree refers to ranges of that (IMG_DATA_FD).
+ * Errors name the entry: bad names (".." or empty components, outside the
+ * store, over 255 bytes a component or 4095 in all), hard links to missing
+ * entries, truncated or corrupt streams, sizes the stream does not hold.
  */
 struct img_tar_source;
 int img_source_tar(struct img_ctx *ctx, const char *path, const struct img_source_opts *opts,
-                   struct img_tree *tree, struct img_tar_source **src);
+		   struct img_tree *tree, struct img_tar_source **src);
+/* How many entries wait for img_tar_source_replay(). */
+uint64_t img_tar_source_pending(const struct img_tar_source *src);
+/*
+ * Read the stream again and hand every pending entry's data to @fn in
+ * pieces (@off = offset in the file), once for each tree node that shares
+ * it (a dereferenced hard link gets the same bytes). The tree must be
+ * finished. Holes of sparse entries are not delivered (they read as zeros).
+ */
+typedef int (*img_tar_data_fn)(void *user, struct img_node *node, uint64_t off,
+			       const void *buf, size_t len);
+int img_tar_source_replay(struct img_tar_source *src, struct img_tree *tree,
+			  img_tar_data_fn fn, void *user);
 void img_tar_source_free(struct img_tar_source *src);
 
 #ifdef __cplusplus
