@@ -47,6 +47,7 @@ else()
   img_unit_test(dev)
   img_unit_test(tree)
   img_unit_test(erofs)
+  img_unit_test(tar)
   img_unit_test(disk)
 endif()
 
