@@ -49,10 +49,22 @@ else()
   img_unit_test(erofs)
   img_unit_test(tar)
   img_unit_test(disk)
+  img_unit_test(qcow2)
+  img_unit_test(vm)
 endif()
 
 # Integration tests: run the tools, validate with programs we did not write.
 img_shell_test(integration empty)
+# ext4 root file system (default mode): tree, bad closures, reproducibility.
+img_shell_test(integration root-tree)
+img_shell_test(integration root-bad)
+
+# qcow2: a test-only driver of the devices, and the checks against qemu-img/qemu-io.
+add_executable(qcow2-tool ${CMAKE_SOURCE_DIR}/tests/helpers/qcow2-tool.c)
+target_link_libraries(qcow2-tool PRIVATE img_static)
+img_shell_test(integration qcow2-write)
+img_shell_test(integration qcow2-read)
+img_shell_test(integration qcow2-overlay)
 
 # The bad-input corpus (fixtures/bad/*.case); also runs in the ASan build.
 img_shell_test(bad corpus LABELS bad TIMEOUT 900)
