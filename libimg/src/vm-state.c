@@ -237,11 +237,12 @@ static int resolve_direct(struct img_ctx *ctx, struct img_vm *vm)
 		return img_set_error(ctx, -errno, "kernel %s: %s", vm->kernel, strerror(errno));
 	if (vm->initrd && access(vm->initrd, R_OK))
 		return img_set_error(ctx, -errno, "initrd %s: %s", vm->initrd, strerror(errno));
-	/* The serial console last, so it is the preferred one (as the reference). */
+	/* The last console= is the preferred one: serial when headless, the
+	 * screen with graphics (the reference orders qemu.consoles this way). */
 	append = vm_strdup(vm, base);
 	if (!strstr(append, "console="))
 		append = vm_printf(vm, "%s%s%s", append, *append ? " " : "",
-		                   o->graphics ? "console=tty0 console=ttyS0,115200"
+		                   o->graphics ? "console=ttyS0,115200 console=tty0"
 		                               : "console=ttyS0,115200");
 	if (o->kernel_params && *o->kernel_params)
 		append = vm_printf(vm, "%s %s", append, o->kernel_params);
