@@ -58,6 +58,7 @@ img_shell_test(integration empty)
 # ext4 root file system (default mode): tree, bad closures, reproducibility.
 img_shell_test(integration root-tree)
 img_shell_test(integration root-bad)
+img_shell_test(integration root-repro)
 
 # qcow2: a test-only driver of the devices, and the checks against qemu-img/qemu-io.
 add_executable(qcow2-tool ${CMAKE_SOURCE_DIR}/tests/helpers/qcow2-tool.c)
