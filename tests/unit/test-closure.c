@@ -1,0 +1,198 @@
+/* test-closure.c -- store path rules, closure parsing and loading. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "private.h"
+#include "testutil.h"
+#include <img/closure.h>
+
+#define H "0aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+
+START_TEST(store_names)
+{
+	static const char *const good[] = { H "-foo", H "-foo-1.2.3", H "-a+b_c.d?e=f",
+		                            "0123456789abcdfghijklmnpqrsvwxyz-x", H "-Z" };
+	static const char *const bad[] = {
+		H "-",       H "foo",     H "-.dot",   "eaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x",
+		H "-sp ace", H "-sl/ash", "short-foo", "0aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaA-x",
+		H "-ümlaut", "",          H "-a\tb",   "uaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x",
+	};
+
+	for (size_t i = 0; i < IMG_ARRAY_SIZE(good); i++)
+		ck_assert_msg(img_store_name_valid(good[i], strlen(good[i])), "%s", good[i]);
+	for (size_t i = 0; i < IMG_ARRAY_SIZE(bad); i++)
+		ck_assert_msg(!img_store_name_valid(bad[i], strlen(bad[i])), "%s", bad[i]);
+	/* 211 name characters are fine, 212 are not */
+	{
+		char n[32 + 1 + 213];
+
+		memcpy(n, H "-", 33);
+		memset(n + 33, 'x', 212);
+		ck_assert(img_store_name_valid(n, 33 + 211));
+		ck_assert(!img_store_name_valid(n, 33 + 212));
+	}
+}
+END_TEST
+
+static const struct img_closure_opts nocheck = { .no_check_exists = 1 };
+
+/* Parse @text; expect failure whose message contains @msg. */
+static void parse_fails(const char *text, size_t len, const char *msg)
+{
+	struct img_ctx *ctx = t_ctx();
+	struct img_closure *c = NULL;
+	int r = img_closure_parse(ctx, "cl.txt", text, len, &nocheck, &c);
+
+	ck_assert_msg(r < 0, "parsed: %s", text);
+	ck_assert_ptr_null(c);
+	ck_assert_msg(strstr(img_ctx_error(ctx), msg), "'%s' lacks '%s'", img_ctx_error(ctx), msg);
+	img_ctx_free(ctx);
+}
+
+START_TEST(parse_sorted_unique)
+{
+	struct img_ctx *ctx = t_ctx();
+	struct img_closure *c;
+	const char text[] = "/nix/store/1bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b\n"
+	                    "/nix/store/" H "-a/\n"
+	                    "\n"
+	                    "/nix/store/1bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b\n"
+	                    "/nix/store/" H "-a"; /* no final newline */
+
+	ck_assert_ok(img_closure_parse(ctx, "cl.txt", text, sizeof(text) - 1, &nocheck, &c), ctx);
+	ck_assert_uint_eq(c->npaths, 2);
+	ck_assert_str_eq(c->paths[0], "/nix/store/" H "-a");
+	ck_assert_str_eq(c->paths[1], "/nix/store/1bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b");
+	ck_assert_str_eq(c->store_dir, "/nix/store");
+	ck_assert_str_eq(c->root, "");
+	ck_assert_ptr_null(c->registration);
+	img_closure_free(c);
+	img_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(parse_errors)
+{
+	char *big;
+
+	parse_fails("/nix/store/" H "-a\nnix/store/" H "-b\n", 60, "cl.txt:2: not a store path");
+	parse_fails("/usr/bin\n", 9, "cl.txt:1: not a store path (not under /nix/store)");
+	parse_fails("/nix/store/" H "-a/bin\n", 50, "cl.txt:1: not a store path (a path inside");
+	parse_fails("/nix/store/" H "-a\r\n", 46, "cl.txt:1: line ends in a carriage return");
+	parse_fails("/nix/store/" H "-a\n/nix/\0x\n", 54, "cl.txt:2: NUL byte");
+	parse_fails("\n\n", 2, "cl.txt: empty closure");
+	parse_fails("", 0, "cl.txt: empty closure");
+	parse_fails("/nix/store/" H "-.a\n", 46, "cl.txt:1: not a store path (bad hash");
+	parse_fails("/nix/storex/" H "-a\n", 46, "cl.txt:1: not a store path (not under");
+	big = malloc(1 << 20);
+	memset(big, 'a', 1 << 20);
+	big[0] = '/';
+	parse_fails(big, 1 << 20, "cl.txt:1: line of 1048576 bytes is too long");
+	free(big);
+}
+END_TEST
+
+START_TEST(store_dir_and_root)
+{
+	struct img_ctx *ctx = t_ctx();
+	struct img_closure_opts o = { .store_dir = "/gnu/store//",
+		                      .root = "/srv/r/",
+		                      .no_check_exists = 1 };
+	struct img_closure *c;
+	char buf[64];
+	const char text[] = "/gnu/store/" H "-x\n";
+
+	ck_assert_ok(img_closure_parse(ctx, "cl", text, sizeof(text) - 1, &o, &c), ctx);
+	ck_assert_str_eq(c->store_dir, "/gnu/store");
+	ck_assert_str_eq(c->root, "/srv/r");
+	ck_assert_ok(img_closure_host_path(c, c->paths[0], buf, sizeof(buf)), ctx);
+	ck_assert_str_eq(buf, "/srv/r/gnu/store/" H "-x");
+	ck_assert_int_eq(img_closure_host_path(c, c->paths[0], buf, 10), -ERANGE);
+	img_closure_free(c);
+	/* /nix/store paths are not under /gnu/store */
+	ck_assert_int_lt(img_closure_parse(ctx, "cl", "/nix/store/" H "-x\n", 45, &o, &c), 0);
+	o.store_dir = "relative";
+	ck_assert_int_lt(img_closure_parse(ctx, "cl", text, sizeof(text) - 1, &o, &c), 0);
+	img_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(load_files_and_dirs)
+{
+	struct img_ctx *ctx = t_ctx();
+	char *dir = t_tmpdir("closure-load"), p[4096], root[4096];
+	struct img_closure_opts o = { 0 };
+	struct img_closure *c;
+	const char text[] = "/nix/store/" H "-a\n";
+
+	snprintf(root, sizeof(root), "%s/root", dir);
+	ck_assert_int_eq(mkdir(root, 0755), 0);
+	snprintf(p, sizeof(p), "%s/root/nix", dir);
+	ck_assert_int_eq(mkdir(p, 0755), 0);
+	snprintf(p, sizeof(p), "%s/root/nix/store", dir);
+	ck_assert_int_eq(mkdir(p, 0755), 0);
+	snprintf(p, sizeof(p), "%s/root/nix/store/" H "-a", dir);
+	t_write_file(p, "x", 1); /* a store path may be a file */
+	o.root = root;
+
+	/* a plain file */
+	snprintf(p, sizeof(p), "%s/list", dir);
+	t_write_file(p, text, sizeof(text) - 1);
+	ck_assert_ok(img_closure_load(ctx, p, &o, &c), ctx);
+	ck_assert_uint_eq(c->npaths, 1);
+	ck_assert_ptr_null(c->registration);
+	img_closure_free(c);
+
+	/* a closureInfo directory, with registration */
+	snprintf(p, sizeof(p), "%s/ci", dir);
+	ck_assert_int_eq(mkdir(p, 0755), 0);
+	snprintf(p, sizeof(p), "%s/ci/store-paths", dir);
+	t_write_file(p, text, sizeof(text) - 1);
+	snprintf(p, sizeof(p), "%s/ci/registration", dir);
+	t_write_file(p, "reg\n", 4);
+	snprintf(p, sizeof(p), "%s/ci", dir);
+	ck_assert_ok(img_closure_load(ctx, p, &o, &c), ctx);
+	ck_assert_ptr_nonnull(c->registration);
+	ck_assert_ptr_nonnull(strstr(c->registration, "/ci/registration"));
+	img_closure_free(c);
+
+	/* missing path under root: error names file:line */
+	o.root = dir;
+	snprintf(p, sizeof(p), "%s/list", dir);
+	ck_assert_int_eq(img_closure_load(ctx, p, &o, &c), -ENOENT);
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "/list:1:"));
+	/* store-paths that is a directory */
+	snprintf(p, sizeof(p), "%s/ci2", dir);
+	ck_assert_int_eq(mkdir(p, 0755), 0);
+	snprintf(p, sizeof(p), "%s/ci2/store-paths", dir);
+	ck_assert_int_eq(mkdir(p, 0755), 0);
+	snprintf(p, sizeof(p), "%s/ci2", dir);
+	ck_assert_int_eq(img_closure_load(ctx, p, &o, &c), -EISDIR);
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "is a directory"));
+	img_ctx_free(ctx);
+	t_rmrf(dir);
+	free(dir);
+}
+END_TEST
+
+Suite *img_test_suite(void);
+Suite *img_test_suite(void)
+{
+	Suite *s = suite_create("closure");
+	TCase *tc;
+
+	tc = tcase_create("names");
+	tcase_add_test(tc, store_names);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("parse");
+	tcase_add_test(tc, parse_sorted_unique);
+	tcase_add_test(tc, parse_errors);
+	tcase_add_test(tc, store_dir_and_root);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("load");
+	tcase_add_test(tc, load_files_and_dirs);
+	suite_add_tcase(s, tc);
+	return s;
+}
