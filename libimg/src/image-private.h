@@ -36,6 +36,20 @@ int img_root_tree_build(struct img_ctx *ctx, const struct img_build_opts *o,
 /* Free space added to the root file system when --additional-space is not given. */
 uint64_t img_root_default_headroom(const struct img_tree *tree);
 
+/*
+ * The manifest (image-manifest.c). Fill @m with what the recipe knows (mode,
+ * boot, partition_table, disk_guid, partitions, system, kernel_params,
+ * bootloader, virtual_size); this adds generator, image, format,
+ * compression, the sha256 of o->output (call it after img_dev_finish), seed
+ * and epoch, and writes o->manifest. Does nothing when o->manifest is NULL.
+ */
+struct img_manifest;
+int img_image_write_manifest(struct img_ctx *ctx, const struct img_build_opts *o,
+                             struct img_manifest *m);
+/* The ID blkid shows for the file system @fs ("vfat", "ext4", "erofs") at @off. */
+int img_image_fs_id(struct img_ctx *ctx, struct img_dev *dev, uint64_t off, const char *fs,
+                    char *out, size_t len);
+
 /* The recipes, one per file. */
 int img_build_root(struct img_ctx *ctx, const struct img_build_opts *o);  /* ROOT, EMPTY */
 int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o); /* STORE */

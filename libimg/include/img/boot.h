@@ -1,0 +1,76 @@
+/*
+ * boot.h -- the EFI System Partition contents for a NixOS system.
+ *
+ * Given a system toplevel (the store path holding kernel, initrd, init and
+ * kernel-params) inside a closure on the host, build the tree the FAT32
+ * writer puts on the ESP, as NixOS's systemd-boot-builder would:
+ *
+ *   EFI/BOOT/BOOTX64.EFI, EFI/systemd/systemd-bootx64.efi   systemd-boot
+ *   EFI/nixos/<hash>-<name>-<file>.efi                       kernel, initrd
+ *   loader/loader.conf, loader/entries/nixos-generation-1.conf
+ *
+ * or, with uki set, one unified kernel image (systemd-stub + .osrel,
+ * .cmdline, .initrd, .linux) at EFI/BOOT/BOOTX64.EFI.
+ *
+ * Store paths are resolved under opts->root: a symlink /nix/store/x/kernel
+ * -> /nix/store/y/bzImage is followed inside root, never on the host's /.
+ *
+ * Calling sequence:
+ *   struct img_boot_opts bo = { .system = "/nix/store/...-nixos-system-x", ... };
+ *   struct img_boot_esp *esp;
+ *   img_boot_esp_build(ctx, &bo, &esp);
+ *   ... img_fs_find("vfat")->write(ctx, esp->tree, &fo, dev) ...
+ *   img_boot_esp_free(esp);
+ */
+#ifndef IMG_BOOT_H
+#define IMG_BOOT_H
+
+#include <stddef.h>
+#include <img/context.h>
+#include <img/tree.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct img_boot_opts {
+	const char *system;       /* toplevel store path (required; see img_boot_find_system) */
+	const char *root;         /* host directory standing for "/"; NULL = "/" */
+	const char *store_dir;    /* NULL = "/nix/store" */
+	const char *const *paths; /* the closure's store paths, searched for systemd-boot */
+	size_t npaths;
+	const char *bootloader;    /* systemd-boot EFI binary on the host, or NULL = closure */
+	int uki;                   /* build a UKI instead of loader entries */
+	const char *uki_stub;      /* linuxx64.efi.stub on the host, or NULL = closure, then
+	                              /usr/lib/systemd/boot/efi/linuxx64.efi.stub */
+	const char *kernel_params; /* appended to the toplevel's kernel-params, or NULL */
+};
+
+struct img_boot_esp {
+	struct img_tree *tree;  /* the finished ESP tree */
+	char *kernel_params;    /* the toplevel's kernel-params + opts->kernel_params */
+	char *cmdline;          /* "init=<toplevel>/init <kernel_params>" */
+	const char *bootloader; /* "systemd-boot" or "uki" */
+	int uki_fd;             /* memfd holding the UKI (tree data), or -1 */
+};
+
+/*
+ * Build the ESP tree for opts->system. Errors name what is missing and how
+ * to supply it (--system, --bootloader, --uki-stub).
+ */
+int img_boot_esp_build(struct img_ctx *ctx, const struct img_boot_opts *opts,
+                       struct img_boot_esp **out);
+void img_boot_esp_free(struct img_boot_esp *esp);
+
+/*
+ * The closure path that is a NixOS system (holds kernel, initrd and init),
+ * looked up under @root. *out points into @paths; NULL (return 0) when
+ * there is none; -EINVAL naming both when there are several.
+ */
+int img_boot_find_system(struct img_ctx *ctx, const char *root, const char *const *paths,
+                         size_t npaths, const char **out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
