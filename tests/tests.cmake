@@ -56,6 +56,9 @@ endif()
 
 # Integration tests: run the tools, validate with programs we did not write.
 img_shell_test(integration empty)
+img_shell_test(integration store-roundtrip)
+img_shell_test(integration store-hostile)
+img_shell_test(integration store-repro)
 # ext4 root file system (default mode): tree, bad closures, reproducibility.
 img_shell_test(integration root-tree)
 img_shell_test(integration root-bad)
