@@ -1,0 +1,232 @@
+/* test-ext4.c -- the ext4 writer on trees built in memory: every file type
+ * (device nodes, FIFOs, sockets come only from tar sources), kept hard links,
+ * sizing, determinism; validated with e2fsck -fn and debugfs. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "private.h"
+#include "testutil.h"
+#include <img/fs.h>
+#include <img/repro.h>
+#include <img/tree.h>
+
+static void add(struct img_tree *t, const char *path, enum img_node_type type, uint32_t mode)
+{
+	struct img_node_attr a = { .type = type, .mode = mode, .mtime = 1 };
+
+	ck_assert_ok(img_tree_add(t, path, &a, NULL), t->ctx);
+}
+
+static void add_mem(struct img_tree *t, const char *path, const char *text)
+{
+	struct img_node_attr a = { .type = IMG_NODE_REG, .mode = 0644, .size = strlen(text) };
+
+	a.data.kind = IMG_DATA_MEM;
+	a.data.mem = (void *)text;
+	ck_assert_ok(img_tree_add(t, path, &a, NULL), t->ctx);
+}
+
+static void add_dev(struct img_tree *t, const char *path, enum img_node_type type, uint32_t ma,
+                    uint32_t mi)
+{
+	struct img_node_attr a = { .type = type, .mode = 0600, .rdev_major = ma, .rdev_minor = mi };
+
+	ck_assert_ok(img_tree_add(t, path, &a, NULL), t->ctx);
+}
+
+static void add_link(struct img_tree *t, const char *path, const char *target)
+{
+	struct img_node_attr a = {
+		.type = IMG_NODE_SYMLINK, .mode = 0777, .target = target, .size = strlen(target)
+	};
+
+	ck_assert_ok(img_tree_add(t, path, &a, NULL), t->ctx);
+}
+
+static struct img_tree *sample_tree(struct img_ctx *ctx)
+{
+	struct img_tree_opts o = { .flags = IMG_TREE_KEEP_HARDLINKS | IMG_TREE_KEEP_OWNER };
+	struct img_tree *t;
+	static char long_target[300];
+	struct img_node_attr owned = {
+		.type = IMG_NODE_REG, .mode = 0640, .uid = 1000, .gid = 70000
+	};
+
+	memset(long_target, 'y', sizeof(long_target) - 1);
+	ck_assert_ok(img_tree_new(ctx, &o, &t), ctx);
+	add(t, "dev", IMG_NODE_DIR, 0755);
+	add_dev(t, "dev/null", IMG_NODE_CHR, 1, 3);
+	add_dev(t, "dev/nvme0n1p9", IMG_NODE_BLK, 259, 70000);
+	add(t, "dev/fifo", IMG_NODE_FIFO, 0644);
+	add(t, "dev/sock", IMG_NODE_SOCK, 0755);
+	add_mem(t, "etc/hello", "hello, world\n");
+	ck_assert_ok(img_tree_add_hardlink(t, "etc/hello2", "etc/hello"), ctx);
+	add_link(t, "etc/fast", "hello");
+	add_link(t, "etc/slow", long_target);
+	add(t, "empty", IMG_NODE_DIR, 0700);
+	add(t, "setuid", IMG_NODE_REG, 04755);
+	ck_assert_ok(img_tree_add(t, "owned", &owned, NULL), ctx);
+	ck_assert_ok(img_tree_finish(t), ctx);
+	return t;
+}
+
+static int run(const char *cmd, char **out)
+{
+	char *argv[] = { "/bin/sh", "-c", (char *)cmd, NULL };
+
+	return t_run(argv, out);
+}
+
+START_TEST(all_types)
+{
+	struct img_ctx *ctx = t_ctx();
+	struct img_tree *t = sample_tree(ctx);
+	const struct img_fs_ops *fs = img_fs_find("ext4");
+	struct img_fs_opts fo = { .label = "test", .id_role = "root" };
+	char *dir = t_tmpdir("ext4-types"), path[4096], cmd[8192], *out = NULL;
+	struct img_dev *dev;
+	uint64_t size;
+
+	if (!t_have("e2fsck") || !t_have("debugfs"))
+		ck_abort_msg("e2fsprogs missing");
+	ck_assert_ptr_nonnull(fs);
+	ck_assert_str_eq(fs->name, "ext4");
+	ck_assert_ok(fs->estimate(ctx, t, &fo, &size), ctx);
+	ck_assert_uint_eq(size % 4096, 0);
+	snprintf(path, sizeof(path), "%s/fs.img", dir);
+	ck_assert_ok(img_dev_raw_create(ctx, path, size, &dev), ctx);
+	ck_assert_ok(fs->write(ctx, t, &fo, dev), ctx);
+	ck_assert_ok(img_dev_finish(dev), ctx);
+	img_dev_unref(dev);
+
+	snprintf(cmd, sizeof(cmd), "e2fsck -fn '%s' 2>&1", path);
+	ck_assert_msg(run(cmd, &out) == 0, "e2fsck: %s", out);
+	free(out);
+	snprintf(
+	    cmd, sizeof(cmd),
+	    "debugfs -R 'stat /dev/null' '%s' 2>/dev/null | grep -i 'device major/minor'; "
+	    "debugfs -R 'stat /dev/nvme0n1p9' '%s' 2>/dev/null | grep -i 'device major/minor'; "
+	    "debugfs -R 'ls -p /dev' '%s' 2>/dev/null; debugfs -R 'ls -p /' '%s' 2>/dev/null; "
+	    "debugfs -R 'stat /etc/hello' '%s' 2>/dev/null | grep Links; "
+	    "debugfs -R 'cat /etc/hello2' '%s' 2>/dev/null; "
+	    "debugfs -R 'stat /etc/slow' '%s' 2>/dev/null | grep -c EXTENTS; "
+	    "debugfs -R 'stat /etc/fast' '%s' 2>/dev/null | grep 'Fast link dest'",
+	    path, path, path, path, path, path, path, path);
+	ck_assert_int_eq(run(cmd, &out), 0);
+	/* old device encoding for 1:3, new one for 259:70000 */
+	ck_assert_msg(strstr(out, "1:3") || strstr(out, "01:03"), "%s", out);
+	ck_assert_msg(strstr(out, "259:70000"), "%s", out);
+	ck_assert_msg(strstr(out, "/020600/0/0/null/"), "%s", out);
+	ck_assert_msg(strstr(out, "/060600/0/0/nvme0n1p9/"), "%s", out);
+	ck_assert_msg(strstr(out, "/010644/0/0/fifo/"), "%s", out);
+	ck_assert_msg(strstr(out, "/140755/0/0/sock/"), "%s", out);
+	ck_assert_msg(strstr(out, "/104755/0/0/setuid/0/"), "%s", out);
+	ck_assert_msg(strstr(out, "/100640/1000/70000/owned/0/"), "%s", out);
+	ck_assert_msg(strstr(out, "/040700/0/0/empty//"), "%s", out);
+	ck_assert_msg(strstr(out, "Links: 2"), "%s", out);
+	ck_assert_msg(strstr(out, "hello, world"), "%s", out);
+	ck_assert_msg(strstr(out, "Fast link dest: \"hello\""), "%s", out);
+	free(out);
+
+	img_tree_free(t);
+	t_rmrf(dir);
+	free(dir);
+	img_ctx_free(ctx);
+}
+END_TEST
+
+static void build_mem(struct img_ctx *ctx, struct img_tree *t, uint64_t size, uint8_t **out)
+{
+	struct img_fs_opts fo = { .label = "nixos", .id_role = "root" };
+	struct img_dev *dev;
+
+	ck_assert_ok(img_dev_mem_new(ctx, size, &dev), ctx);
+	ck_assert_ok(img_fs_find("ext4")->write(ctx, t, &fo, dev), ctx);
+	*out = malloc(size);
+	memcpy(*out, img_dev_mem_data(dev), size);
+	img_dev_unref(dev);
+}
+
+START_TEST(deterministic)
+{
+	struct img_ctx *ctx = t_ctx();
+	struct img_tree *t = sample_tree(ctx);
+	uint8_t *a, *b, *c;
+	const uint64_t size = 32ull << 20;
+	uint8_t uuid[16];
+
+	build_mem(ctx, t, size, &a);
+	build_mem(ctx, t, size, &b);
+	ck_assert(memcmp(a, b, size) == 0);
+	/* the superblock carries the repro UUID (version 5) and the epoch */
+	img_repro_uuid(ctx, "ext4-uuid:root", uuid);
+	ck_assert(memcmp(a + 1024 + 0x68, uuid, 16) == 0);
+	ck_assert_uint_eq(a[1024 + 0x68 + 6] >> 4, 5);
+	ck_assert_uint_eq(img_get_le32(a + 1024 + 0x108), 1); /* s_mkfs_time */
+	ck_assert_uint_eq(img_get_le64(a + 1024 + 0x178), 0); /* s_kbytes_written */
+	/* another seed, other bytes */
+	img_ctx_set_seed(ctx, "other", 5);
+	build_mem(ctx, t, size, &c);
+	ck_assert(memcmp(a, c, size) != 0);
+	free(a);
+	free(b);
+	free(c);
+	img_tree_free(t);
+	img_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(sizing)
+{
+	struct img_ctx *ctx = t_ctx();
+	struct img_tree *t = sample_tree(ctx);
+	const struct img_fs_ops *fs = img_fs_find("ext4");
+	struct img_fs_opts fo = { .label = "nixos" };
+	uint64_t a, b;
+	struct img_dev *dev;
+	const uint8_t *mem;
+
+	ck_assert_ok(fs->estimate(ctx, t, &fo, &a), ctx);
+	fo.extra = 100ull << 20;
+	ck_assert_ok(fs->estimate(ctx, t, &fo, &b), ctx);
+	ck_assert_uint_gt(b, a);
+	ck_assert_uint_ge(b, 100ull << 20); /* at least the extra space is free */
+	/* too small: an error before anything is written */
+	ck_assert_ok(img_dev_mem_new(ctx, 8ull << 20, &dev), ctx);
+	ck_assert_int_eq(fs->write(ctx, t, &fo, dev), -ENOSPC);
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "too small"));
+	mem = img_dev_mem_data(dev);
+	for (size_t i = 0; i < (8u << 20); i++)
+		if (mem[i])
+			ck_abort_msg("byte %zu written", i);
+	img_dev_unref(dev);
+	/* a label over 16 bytes */
+	fo.label = "a-label-of-17-bytes";
+	ck_assert_ok(img_dev_mem_new(ctx, 32ull << 20, &dev), ctx);
+	ck_assert_int_eq(fs->write(ctx, t, &fo, dev), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "label"));
+	img_dev_unref(dev);
+	ck_assert_ptr_null(img_fs_find("ntfs"));
+	img_tree_free(t);
+	img_ctx_free(ctx);
+}
+END_TEST
+
+Suite *img_test_suite(void);
+Suite *img_test_suite(void)
+{
+	Suite *s = suite_create("ext4");
+	TCase *tc;
+
+	tc = tcase_create("types");
+	tcase_add_test(tc, all_types);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("deterministic");
+	tcase_add_test(tc, deterministic);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("sizing");
+	tcase_add_test(tc, sizing);
+	suite_add_tcase(s, tc);
+	return s;
+}
