@@ -339,11 +339,15 @@ static int push_disk(struct img_vm *vm, unsigned *ide_port, const char *id, cons
 		dev = vm_printf(vm, "scsi-hd,drive=%s,bus=scsi0.0,serial=%s%s", id, serial, boot);
 		break;
 	case IMG_VM_DISK_IDE:
-		/* q35's ICH9 AHCI: six buses ide.0..ide.5, one device each. */
+		/* q35's ICH9 AHCI: six buses ide.0..ide.5, one device each. An
+		 * ide-hd cannot be read-only (QEMU refuses), so a read-only drive
+		 * becomes an ide-cd: the guest still finds it by label. */
 		if (*ide_port >= 6)
 			return -ENOSPC;
-		dev = vm_printf(vm, "ide-hd,drive=%s,bus=ide.%u,serial=%s%s", id, (*ide_port)++,
-		                serial, boot);
+		dev = vm_printf(vm, "%s,drive=%s,bus=ide.%u,serial=%s%s",
+		                drive_extra && strstr(drive_extra, "readonly=on") ? "ide-cd"
+		                                                                  : "ide-hd",
+		                id, (*ide_port)++, serial, boot);
 		break;
 	default:
 		dev = vm_printf(vm, "virtio-blk-pci,drive=%s,serial=%s%s", id, serial, boot);
