@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# bios.sh -- mkvmimage --bios (MBR, GRUB) + store image, booted by SeaBIOS.
+# bios.sh -- mkvmimage --bios --grub (MBR, GRUB in the gap before 1 MiB) +
+# store image, booted by SeaBIOS -> GRUB -> Linux.
 . "$SRCDIR/tests/lib.sh"
 t_begin boot-bios
 . "$SRCDIR/tests/boot/lib-boot.sh"
-[ -d /usr/lib/grub/i386-pc ] || t_skip "GRUB for BIOS not installed (grub-pc-bin)"
 boot_fixture
+[ -n "$GRUB_DIR" ] || t_skip "GRUB for BIOS not installed (grub-pc-bin with grub-mkimage)"
 
-SOURCE_DATE_EPOCH=1 boot_tool "$MKVMIMAGE" --bios --root "$ROOT" -o "$T/disk.qcow2" "$CLOSURE"
+# GRUB_DIR: boot.img + a core.img whose embedded config searches LABEL=nixos
+# and boots the fixture's kernel (fixtures/boot/build.sh)
+SOURCE_DATE_EPOCH=1 boot_tool "$MKVMIMAGE" --bios --grub "$GRUB_DIR" --root "$ROOT" \
+	-o "$T/disk.qcow2" "$CLOSURE"
 boot_store_image "$T/store.img"
 if [ -f "$T/disk.qcow2.json" ] && grep -q '"bootloader": *"none"' "$T/disk.qcow2.json"; then
 	t_skip "mkvmimage --bios wrote no boot loader (manifest says bootloader none)"
@@ -14,5 +18,6 @@ fi
 boot_vm "$T/console.log" --boot bios --store-image "$T/store.img" --expect "$MARKER" --timeout 300 \
 	"$T/disk.qcow2"
 boot_check_marker "$T/console.log" no
+grep -q 'fixture-grub: root is' "$T/console.log" || t_fail "GRUB did not run (no fixture-grub line)"
 boot_no_strays
 t_pass

@@ -138,10 +138,12 @@ kind root-zstd rz.qcow2 --compress zstd --root @ROOT@ @CLOSURE@
 kind efi-raw efi.img --efi --root @ROOT@ @CLOSURE@
 kind efi-qcow2 efi.qcow2 --efi --root @ROOT@ @CLOSURE@
 kind efi-zstd efiz.qcow2 --efi --compress zstd --root @ROOT@ @CLOSURE@
-kind bios-raw bios.img --bios --root @ROOT@ @CLOSURE@
-kind bios-qcow2 bios.qcow2 --bios --root @ROOT@ @CLOSURE@
-kind hybrid-raw hybrid.img --hybrid --root @ROOT@ @CLOSURE@
-kind hybrid-qcow2 hybrid.qcow2 --hybrid --root @ROOT@ @CLOSURE@
+GRUB=()
+[ -z "$GRUB_DIR" ] || GRUB=(--grub "$GRUB_DIR")
+kind bios-raw bios.img --bios "${GRUB[@]}" --root @ROOT@ @CLOSURE@
+kind bios-qcow2 bios.qcow2 --bios "${GRUB[@]}" --root @ROOT@ @CLOSURE@
+kind hybrid-raw hybrid.img --hybrid "${GRUB[@]}" --root @ROOT@ @CLOSURE@
+kind hybrid-qcow2 hybrid.qcow2 --hybrid "${GRUB[@]}" --root @ROOT@ @CLOSURE@
 kind store-raw store.img --store-image --root @ROOT@ @CLOSURE_ALL@
 kind store-qcow2 store.qcow2 --store-image --root @ROOT@ @CLOSURE_ALL@
 kind store-zstd storez.qcow2 --store-image --compress zstd --root @ROOT@ @CLOSURE_ALL@
