@@ -51,16 +51,23 @@ else()
   img_unit_test(erofs)
   img_unit_test(tar)
   img_unit_test(disk)
+  img_unit_test(fat32)
   img_unit_test(qcow2)
   img_unit_test(vm)
 endif()
 
 # Integration tests: run the tools, validate with programs we did not write.
 img_shell_test(integration empty)
+# partitioned system disks (--efi, --bios, --hybrid): sgdisk/sfdisk, fsck.fat, mtools, e2fsck.
+img_shell_test(integration disk-efi)
+img_shell_test(integration disk-layouts)
+img_shell_test(integration disk-uki)
+img_shell_test(integration disk-repro)
 img_shell_test(integration store-roundtrip)
 img_shell_test(integration store-hostile)
 img_shell_test(integration store-repro)
 img_shell_test(integration vm-qemu-accepts LABELS vm)
+img_shell_test(integration vm-bad-input LABELS vm)
 # ext4 root file system (default mode): tree, bad closures, reproducibility.
 img_shell_test(integration root-tree)
 img_shell_test(integration root-bad)

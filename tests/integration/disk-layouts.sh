@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# disk-layouts.sh -- --hybrid (GPT: BIOS boot + ESP + root) and --bios (MBR,
+# one bootable root partition at 1 MiB), checked with sgdisk/sfdisk; IDs stay
+# put when a partition is added; GRUB i386-pc installed from --grub DIR (a
+# core.img made here with grub-mkimage), or the disk says it has no loader.
+. "$SRCDIR/tests/lib.sh"
+t_begin disk-layouts
+t_need sgdisk sfdisk e2fsck python3 fsck.fat
+. "$SRCDIR/tests/integration/disk-lib.sh"
+disk_store "$T"
+R=$T/root
+
+"$MKVMIMAGE" -q --efi --seed s1 --root "$R" -o "$T/e.img" "$T/closure" || t_fail "efi"
+"$MKVMIMAGE" --hybrid --seed s1 --root "$R" -o "$T/h.img" "$T/closure" 2>"$T/h.err" ||
+	t_fail "hybrid: $(cat "$T/h.err")"
+sgdisk -v "$T/h.img" | grep -q "No problems found" || t_fail "sgdisk -v hybrid"
+python3 - "$T/e.img.json" "$T/h.img.json" <<'PY' || t_fail "hybrid layout"
+import json, sys, subprocess
+e = json.load(open(sys.argv[1])); h = json.load(open(sys.argv[2]))
+def check(c, what):
+    if not c:
+        sys.exit("mismatch: " + what)
+roles = [p["role"] for p in h["partitions"]]
+check(roles == ["bios-boot", "esp", "root"], "roles %s" % roles)
+check(h["partitions"][0]["type"] == "21686148-6449-6e6f-744e-656564454649", "bios boot type")
+check(h["partitions"][0]["offset"] == 1 << 20 and h["partitions"][0]["size"] == 1 << 20, "bios boot extent")
+# adding the BIOS boot partition changes no other ID
+check(e["disk_guid"] == h["disk_guid"], "disk guid")
+for role in ("esp", "root"):
+    pe = [p for p in e["partitions"] if p["role"] == role][0]
+    ph = [p for p in h["partitions"] if p["role"] == role][0]
+    check(pe["uuid"] == ph["uuid"], role + " guid")
+    check(pe["fs_uuid"] == ph["fs_uuid"], role + " fs uuid")
+check(h["mode"] == "hybrid" and h["partition_table"] == "gpt", "mode")
+sf = json.loads(subprocess.check_output(["sfdisk", "--json", sys.argv[2][:-5]]))["partitiontable"]
+check([p["uuid"].lower() for p in sf["partitions"]] == [p["uuid"] for p in h["partitions"]], "sfdisk guids")
+PY
+grep -qi "no BIOS boot loader" "$T/h.err" || t_fail "no warning without --grub: $(cat "$T/h.err")"
+disk_part "$T/h.img" 2 "$T/hesp"
+fsck.fat -n "$T/hesp" >/dev/null 2>&1 || t_fail "fsck.fat hybrid ESP"
+disk_part "$T/h.img" 3 "$T/hroot"
+e2fsck -fn "$T/hroot" >/dev/null 2>&1 || t_fail "e2fsck hybrid root"
+
+# --bios: MBR, one bootable Linux partition at 1 MiB, no loader without --grub
+"$MKVMIMAGE" -q --bios --root "$R" -o "$T/b.img" "$T/closure" 2>"$T/b.err" || t_fail "bios"
+sfdisk --json "$T/b.img" >"$T/b.sf" || t_fail "sfdisk bios"
+python3 - "$T/b.sf" "$T/b.img.json" <<'PY' || t_fail "bios layout"
+import json, sys
+sf = json.load(open(sys.argv[1]))["partitiontable"]; m = json.load(open(sys.argv[2]))
+def check(c, what):
+    if not c:
+        sys.exit("mismatch: " + what)
+check(sf["label"] == "dos" and len(sf["partitions"]) == 1, "one dos partition")
+p = sf["partitions"][0]
+check(p["start"] == 2048 and p["type"] == "83" and p.get("bootable") is True, "partition %s" % p)
+check(int(sf["id"], 16) != 0, "disk signature")
+mp = m["partitions"][0]
+check(mp["type"] == "83" and mp["offset"] == 1 << 20 and mp["size"] == p["size"] * 512, "manifest partition")
+check(m["partition_table"] == "mbr" and m["boot"] == "none" and m["bootloader"] == "none", "no loader")
+check("disk_guid" not in m, "no disk guid on MBR")
+PY
+disk_part "$T/b.img" 1 "$T/broot"
+e2fsck -fn "$T/broot" >/dev/null 2>&1 || t_fail "e2fsck bios root"
+t_expect_exit 1 "$MKVMIMAGE" -q --bios --uki --root "$R" -o "$T/x.img" "$T/closure"
+
+# GRUB from --grub DIR: boot.img in LBA 0 pointing at core.img in the MBR gap
+if command -v grub-mkimage >/dev/null && [ -r /usr/lib/grub/i386-pc/boot.img ]; then
+	mkdir "$T/grub"
+	cp /usr/lib/grub/i386-pc/boot.img "$T/grub/"
+	grub-mkimage -O i386-pc -o "$T/grub/core.img" -p '(hd0,msdos1)/boot/grub' \
+		biosdisk part_msdos ext2 || t_fail "grub-mkimage"
+	"$MKVMIMAGE" -q --bios --grub "$T/grub" --root "$R" -o "$T/g.img" "$T/closure" ||
+		t_fail "bios --grub"
+	[ "$(disk_json "$T/g.img.json" 'm["bootloader"] + " " + m["boot"]')" = "grub bios" ] ||
+		t_fail "manifest grub"
+	sfdisk --json "$T/g.img" | grep -q '"bootable": true' || t_fail "table lost by boot.img"
+	python3 - "$T/g.img" "$T/grub" <<'PY' || t_fail "grub placement"
+import sys, struct
+d = open(sys.argv[1], "rb").read(1 << 20)
+boot = open(sys.argv[2] + "/boot.img", "rb").read()
+core = open(sys.argv[2] + "/core.img", "rb").read()
+assert d[0x5A:0x5C] == boot[0x5A:0x5C] and d[0x66:0x1B8] == boot[0x66:0x1B8], "boot code"
+assert struct.unpack_from("<Q", d, 0x5C)[0] == 1, "kernel sector"
+n = (len(core) + 511) // 512
+start, count = struct.unpack_from("<QH", d, 512 + 0x1F4)
+assert start == 2 and count == n - 1, "blocklist %d %d" % (start, count)
+assert d[512:512 + 0x1F4] == core[:0x1F4] and d[1024:512 + len(core)] == core[512:], "core.img"
+assert d[510:512] == b"\x55\xaa"
+PY
+fi
+t_pass
