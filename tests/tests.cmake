@@ -68,6 +68,7 @@ img_shell_test(integration store-hostile)
 img_shell_test(integration store-repro)
 img_shell_test(integration vm-qemu-accepts LABELS vm)
 img_shell_test(integration vm-bad-input LABELS vm)
+img_shell_test(integration vm-supervise LABELS vm)
 # ext4 root file system (default mode): tree, bad closures, reproducibility.
 img_shell_test(integration root-tree)
 img_shell_test(integration root-bad)

@@ -1,0 +1,105 @@
+# vm-supervise.sh -- vmlaunch as the parent of QEMU and swtpm: --expect
+# (found, timeout, VM stops first), SIGTERM and SIGKILL during a run (VM
+# stopped, helpers reaped, ephemeral state gone), QEMU's exit status passed
+# on, --print-cmdline and --dry-run creating nothing. No bootable image is
+# needed: OVMF on an empty disk prints "BdsDxe" on the serial console.
+. "$SRCDIR/tests/lib.sh"
+t_begin vm-supervise
+t_need qemu-system-x86_64 python3 swtpm
+QMP="$SRCDIR/fixtures/vm/qmp.py"
+export TMPDIR=$T/tmp
+mkdir -p "$TMPDIR"
+truncate -s 64M "$T/empty disk.raw"
+IMG="$T/empty disk.raw"
+V=("$VMLAUNCH" --accel tcg --boot efi --stop-timeout 2)
+
+children() { cat /proc/"$1"/task/*/children 2>/dev/null; }
+# Running (a zombie is dead; this container's PID 1 does not reap orphans).
+alive() { [ -d /proc/"$1" ] && ! grep -q '^State:.*Z' /proc/"$1"/status 2>/dev/null; }
+no_strays() {
+	for p in $(pgrep -f "(qemu-system|swtpm).*$T"); do
+		alive "$p" && t_fail "$1: left running: $(pgrep -af "$T")"
+	done
+	[ -z "$(ls -A "$TMPDIR")" ] || t_fail "$1: ephemeral state left: $(ls -A "$TMPDIR")"
+	echo "ok: $1"
+}
+
+# 1. --expect: text found -> exit 0, VM stopped, state gone.
+t_expect_exit 0 "${V[@]}" --ephemeral --expect BdsDxe --timeout 120 --serial-log "$T/found.log" "$IMG"
+grep -q BdsDxe "$T/found.log" || t_fail "--serial-log lacks the console output"
+[ "$(stat -c %a "$T/found.log")" = 600 ] || t_fail "serial log is not 0600"
+no_strays "expect found"
+
+# 2. --expect + --timeout: exit 1 naming the log, which is kept in the state dir.
+t_expect_exit 1 "${V[@]}" --state-dir "$T/st" --expect "TEXT THAT NEVER APPEARS" --timeout 3 "$IMG"
+grep -q "did not appear within 3 s; console log: $T/st/console.log" "$T/stderr" ||
+	t_fail "timeout message: $(cat "$T/stderr")"
+[ -f "$T/st/console.log" ] || t_fail "console log missing"
+no_strays "expect timeout"
+
+# 3. The VM stops before the text appears (here: told to quit over QMP).
+"${V[@]}" --state-dir "$T/st-first" --expect "LIBIMG NEVER" --timeout 120 "$IMG" -- -S \
+	</dev/null >"$T/first.out" 2>&1 &
+PID=$!
+python3 "$QMP" "$T/st-first/qmp.sock" quit >/dev/null || t_fail "QMP quit"
+RC=0
+wait $PID || RC=$?
+[ $RC = 1 ] || t_fail "exit $RC when the VM stopped first"
+grep -q "the VM stopped (QEMU status 0) before 'LIBIMG NEVER' appeared; console log: $T/st-first/console.log" \
+	"$T/first.out" || t_fail "stop-first message: $(cat "$T/first.out")"
+no_strays "vm stops first"
+
+# 4. SIGTERM during a run with a TPM: QEMU and swtpm stopped and reaped.
+"${V[@]}" --ephemeral --tpm "$IMG" </dev/null >"$T/term.out" 2>&1 &
+PID=$!
+for _ in $(seq 300); do [ "$(children $PID | wc -w)" = 2 ] && break; sleep 0.1; done
+KIDS=$(children $PID)
+[ "$(echo $KIDS | wc -w)" = 2 ] || t_fail "wanted swtpm and QEMU as children, got: $KIDS $(cat "$T/term.out")"
+sleep 1
+kill -TERM $PID
+RC=0
+wait $PID || RC=$?
+for k in $KIDS; do
+	alive $k && t_fail "child $k ($(tr '\0' ' ' </proc/$k/cmdline)) survived SIGTERM"
+done
+echo "ok: SIGTERM (vmlaunch exit $RC)"
+no_strays "sigterm"
+
+# 5. SIGKILL of vmlaunch: the kernel kills its children (PR_SET_PDEATHSIG).
+"${V[@]}" --state-dir "$T/st-kill" --tpm "$IMG" </dev/null >"$T/kill.out" 2>&1 &
+PID=$!
+for _ in $(seq 300); do [ "$(children $PID | wc -w)" = 2 ] && break; sleep 0.1; done
+KIDS=$(children $PID)
+kill -KILL $PID
+wait $PID 2>/dev/null
+sleep 1
+for k in $KIDS; do
+	alive $k && t_fail "child $k survived vmlaunch's SIGKILL"
+done
+no_strays "sigkill"
+
+# 6. QEMU's exit status is vmlaunch's: quit over QMP -> 0; a bad argument -> 1.
+"${V[@]}" --state-dir "$T/st-quit" "$IMG" -- -S </dev/null >"$T/quit.out" 2>&1 &
+PID=$!
+python3 "$QMP" "$T/st-quit/qmp.sock" quit >/dev/null || t_fail "QMP quit"
+RC=0
+wait $PID || RC=$?
+[ $RC = 0 ] || t_fail "exit $RC after QMP quit: $(cat "$T/quit.out")"
+t_expect_exit 1 "${V[@]}" --state-dir "$T/st-bad" "$IMG" -- -no-such-option
+no_strays "exit status"
+
+# 7. --print-cmdline and --dry-run: say everything, create nothing.
+t_expect_exit 0 "${V[@]}" --state-dir "$T/st-print" --print-cmdline --share "d:$T:/mnt" "$IMG"
+[ ! -e "$T/st-print" ] || t_fail "--print-cmdline created the state directory"
+grep -qF "file='$T/st-print/disk.qcow2'" "$T/stdout" && t_fail "quoting inside a word"
+eval "set -- $(cat "$T/stdout")"
+[ "$1" = qemu-system-x86_64 ] || t_fail "--print-cmdline does not start with QEMU: $1"
+for a in "$@"; do [ "$a" = "-accel" ] && break; done
+[ "$a" = -accel ] || t_fail "--print-cmdline lacks -accel"
+t_expect_exit 0 "$VMLAUNCH" --accel auto --boot efi --state-dir "$T/st-dry" --dry-run --tpm "$IMG"
+grep -q "^accelerator: \(kvm\|tcg\) (" "$T/stdout" || t_fail "--dry-run: no accelerator: $(cat "$T/stdout")"
+grep -q "^firmware: /" "$T/stdout" || t_fail "--dry-run: no firmware: $(cat "$T/stdout")"
+grep -q "overlay (qcow2) .*$T/st-dry/disk.qcow2 (new)" "$T/stdout" || t_fail "--dry-run: no overlay"
+[ ! -e "$T/st-dry" ] || t_fail "--dry-run created the state directory"
+echo "ok: print-cmdline, dry-run"
+t_pass
