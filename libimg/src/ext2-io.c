@@ -8,15 +8,151 @@
  * img_ext2_io_name() formats "img-dev:<pointer>" and open() parses it back.
  * The caller keeps a reference on the device for as long as the file system
  * is open; the channel takes none.
+ *
+ * Single-block writes (inode table blocks, directory blocks, bitmaps: libext2fs
+ * rewrites an inode table block once per inode) are kept in a write-back
+ * cache and written once, sorted and coalesced, at flush. Metadata only, so
+ * memory stays bounded by the metadata; file data never passes through here.
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "fs-ext4.h"
 
+struct cache_ent {
+	uint64_t blk;
+	uint8_t *data; /* NULL = empty slot */
+};
+
 struct img_io_priv {
 	struct img_dev *dev;
+	struct cache_ent *ents; /* open addressing, power-of-two size */
+	size_t n, cap;
+	int failed;
 };
+
+static size_t cache_slot(const struct img_io_priv *p, uint64_t blk)
+{
+	uint64_t h = blk * 0x9e3779b97f4a7c15ull;
+
+	return (size_t)(h ^ (h >> 31)) & (p->cap - 1);
+}
+
+static struct cache_ent *cache_find(struct img_io_priv *p, uint64_t blk)
+{
+	if (!p->cap)
+		return NULL;
+	for (size_t i = cache_slot(p, blk);; i = (i + 1) & (p->cap - 1)) {
+		if (!p->ents[i].data)
+			return NULL;
+		if (p->ents[i].blk == blk)
+			return &p->ents[i];
+	}
+}
+
+static int cache_grow(struct img_io_priv *p)
+{
+	size_t cap = p->cap ? p->cap * 2 : 1024;
+	struct cache_ent *e = calloc(cap, sizeof(*e)), *old = p->ents;
+	size_t oldcap = p->cap;
+
+	if (!e)
+		return -ENOMEM;
+	p->ents = e;
+	p->cap = cap;
+	for (size_t i = 0; i < oldcap; i++) {
+		size_t j;
+
+		if (!old[i].data)
+			continue;
+		for (j = cache_slot(p, old[i].blk); e[j].data; j = (j + 1) & (cap - 1))
+			;
+		e[j] = old[i];
+	}
+	free(old);
+	return 0;
+}
+
+/* Put one block into the cache (copying @data). */
+static int cache_put(struct img_io_priv *p, uint64_t blk, const void *data, size_t bs)
+{
+	struct cache_ent *e = cache_find(p, blk);
+	size_t i;
+
+	if (e) {
+		memcpy(e->data, data, bs);
+		return 0;
+	}
+	if ((p->n + 1) * 2 > p->cap && cache_grow(p) < 0)
+		return -ENOMEM;
+	for (i = cache_slot(p, blk); p->ents[i].data; i = (i + 1) & (p->cap - 1))
+		;
+	p->ents[i].data = malloc(bs);
+	if (!p->ents[i].data)
+		return -ENOMEM;
+	p->ents[i].blk = blk;
+	memcpy(p->ents[i].data, data, bs);
+	p->n++;
+	return 0;
+}
+
+static int cmp_ent(const void *a, const void *b)
+{
+	const struct cache_ent *x = a, *y = b;
+
+	return x->blk < y->blk ? -1 : x->blk > y->blk;
+}
+
+/* Write every cached block, in block order, contiguous runs in one write. */
+static int cache_flush(struct img_io_priv *p, size_t bs)
+{
+	struct cache_ent *list;
+	uint8_t *run = NULL;
+	size_t k = 0, maxrun = 256;
+	int r = 0;
+
+	if (!p->n)
+		return 0;
+	list = malloc(p->n * sizeof(*list));
+	run = malloc(maxrun * bs);
+	if (!list || !run) {
+		free(list);
+		free(run);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < p->cap; i++)
+		if (p->ents[i].data)
+			list[k++] = p->ents[i];
+	qsort(list, k, sizeof(*list), cmp_ent);
+	for (size_t i = 0; i < k && r >= 0;) {
+		size_t j = i;
+
+		while (j < k && j - i < maxrun && list[j].blk == list[i].blk + (j - i)) {
+			memcpy(run + (j - i) * bs, list[j].data, bs);
+			j++;
+		}
+		r = img_dev_pwrite(p->dev, run, (j - i) * bs, list[i].blk * bs);
+		i = j;
+	}
+	free(list);
+	free(run);
+	for (size_t i = 0; i < p->cap; i++) {
+		free(p->ents[i].data);
+		p->ents[i].data = NULL;
+	}
+	p->n = 0;
+	return r;
+}
+
+static void cache_drop(struct img_io_priv *p)
+{
+	for (size_t i = 0; i < p->cap; i++)
+		free(p->ents[i].data);
+	free(p->ents);
+	p->ents = NULL;
+	p->n = p->cap = 0;
+}
 
 #define IMG_IO_PREFIX "img-dev:"
 
@@ -68,6 +204,8 @@ static errcode_t io_close(io_channel io)
 
 	if (--io->refcount > 0)
 		return 0;
+	/* unflushed blocks are dropped: close without flush is an abandoned build */
+	cache_drop(p);
 	ext2fs_free_mem(&p);
 	ext2fs_free_mem(&io->name);
 	ext2fs_free_mem(&io);
@@ -76,8 +214,12 @@ static errcode_t io_close(io_channel io)
 
 static errcode_t io_set_blksize(io_channel io, int blksize)
 {
+	struct img_io_priv *p = io->private_data;
+
 	if (blksize <= 0)
 		return EXT2_ET_INVALID_ARGUMENT;
+	if (blksize != io->block_size && cache_flush(p, (size_t)io->block_size) < 0)
+		return EXT2_ET_SHORT_WRITE;
 	io->block_size = blksize;
 	return 0;
 }
@@ -104,7 +246,16 @@ static errcode_t io_read_blk64(io_channel io, unsigned long long block, int coun
 	if (io_range(io, block, count, &len, &off) < 0)
 		return EXT2_ET_LLSEEK_FAILED;
 	r = img_dev_pread(p->dev, data, len, off);
-	return r < 0 ? EXT2_ET_SHORT_READ : 0;
+	if (r < 0)
+		return EXT2_ET_SHORT_READ;
+	for (uint64_t b = 0; p->n && b * (uint64_t)io->block_size < len; b++) {
+		struct cache_ent *e = cache_find(p, block + b);
+		size_t bs = (size_t)io->block_size, n = IMG_MIN(bs, len - b * bs);
+
+		if (e)
+			memcpy((uint8_t *)data + b * bs, e->data, n);
+	}
+	return 0;
 }
 
 static errcode_t io_write_blk64(io_channel io, unsigned long long block, int count,
@@ -117,6 +268,21 @@ static errcode_t io_write_blk64(io_channel io, unsigned long long block, int cou
 
 	if (io_range(io, block, count, &len, &off) < 0)
 		return EXT2_ET_LLSEEK_FAILED;
+	if (len == (size_t)io->block_size)
+		return cache_put(p, block, data, len) < 0 ? EXT2_ET_NO_MEMORY : 0;
+	/* a larger write supersedes cached copies of its blocks */
+	for (uint64_t b = 0; p->n && b * (uint64_t)io->block_size < len; b++) {
+		struct cache_ent *e = cache_find(p, block + b);
+
+		if (e) {
+			size_t bs = (size_t)io->block_size;
+
+			if ((b + 1) * bs <= len)
+				memcpy(e->data, (const uint8_t *)data + b * bs, bs);
+			else
+				memcpy(e->data, (const uint8_t *)data + b * bs, len - b * bs);
+		}
+	}
 	r = img_dev_pwrite(p->dev, data, len, off);
 	return r < 0 ? EXT2_ET_SHORT_WRITE : 0;
 }
@@ -137,6 +303,16 @@ static errcode_t io_write_byte(io_channel io, unsigned long offset, int count, c
 
 	if (count < 0)
 		return EXT2_ET_INVALID_ARGUMENT;
+	/* keep a cached copy of the touched blocks current */
+	for (unsigned long o = offset; o < offset + (unsigned long)count;) {
+		size_t bs = (size_t)io->block_size;
+		struct cache_ent *e = cache_find(p, o / bs);
+		size_t in = o % bs, n = IMG_MIN(bs - in, offset + (unsigned long)count - o);
+
+		if (e)
+			memcpy(e->data + in, (const uint8_t *)data + (o - offset), n);
+		o += n;
+	}
 	return img_dev_pwrite(p->dev, data, (size_t)count, offset) < 0 ? EXT2_ET_SHORT_WRITE : 0;
 }
 
@@ -144,6 +320,8 @@ static errcode_t io_flush(io_channel io)
 {
 	struct img_io_priv *p = io->private_data;
 
+	if (cache_flush(p, (size_t)io->block_size) < 0)
+		return EXT2_ET_SHORT_WRITE;
 	return img_dev_flush(p->dev) < 0 ? EXT2_ET_SHORT_WRITE : 0;
 }
 
@@ -162,6 +340,8 @@ static errcode_t io_zeroout(io_channel io, unsigned long long block, unsigned lo
 
 	if (block > UINT64_MAX / bs || count > UINT64_MAX / bs)
 		return EXT2_ET_INVALID_ARGUMENT;
+	if (cache_flush(p, (size_t)bs) < 0)
+		return EXT2_ET_SHORT_WRITE;
 	return img_dev_write_zeroes(p->dev, block * bs, count * bs) < 0 ? EXT2_ET_SHORT_WRITE : 0;
 }
 

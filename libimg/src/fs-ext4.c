@@ -49,7 +49,7 @@
 #define EXT4_FAST_SYMLINK    60u    /* sizeof(i_block): shorter targets live in the inode */
 #define EXT4_EXTENT_MAX      32768u /* blocks one initialised extent covers */
 /* Large host files are scanned for holes; smaller ones are copied whole. */
-#define EXT4_HOLE_SCAN_MIN (1u << 20)
+#define EXT4_HOLE_SCAN_MIN (16u << 10)
 
 struct ext4_writer {
 	struct img_ctx *ctx;
