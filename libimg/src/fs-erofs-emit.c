@@ -220,7 +220,7 @@ static int emit_file_data(struct emit *em, struct img_node *n)
 	const struct img_erofs_inode *e = &p->inode[n->seq];
 	uint64_t body = n->size - e->tail;
 
-	if (!body || n->data.kind == IMG_DATA_NONE)
+	if (!body || n->data.kind == IMG_DATA_NONE || e->data_in_place)
 		return 0;
 	return img_node_copy_data(p->ctx, n, 0, body, em->dev, e->startblk * EROFS_BLKSZ);
 }

@@ -128,7 +128,7 @@ static int plan_inode(struct img_erofs_plan *p, struct img_node *n, uint64_t *ni
 	}
 	/* A tail is inlined when inode + tail fit one block (never across a
 	 * boundary); for the root that block is block 0 after the superblock. */
-	if (tail && (n->parent ? e->isize + tail <= EROFS_BLKSZ
+	if (tail && (n->parent ? img_erofs_body_bytes(size, e->isize) != size
 	                       : *nid_root_end + e->isize + tail <= EROFS_BLKSZ)) {
 		e->tail = (uint16_t)tail;
 		e->layout = EROFS_INODE_FLAT_INLINE;

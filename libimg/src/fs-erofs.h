@@ -31,14 +31,33 @@
 #include <img/tree.h>
 
 struct img_erofs_inode {
-	uint64_t nid;      /* inode slot (meta_blkaddr 0: byte offset / 32) */
-	uint64_t startblk; /* first data block, or EROFS_NULL_ADDR */
-	uint64_t nblocks;  /* data blocks outside the metadata area */
-	uint32_t ino;      /* i_ino: canonical inode number, root 0 */
-	uint16_t isize;    /* 32 compact, 64 extended */
-	uint16_t tail;     /* bytes inlined after the inode (FLAT_INLINE), or 0 */
-	uint8_t layout;    /* EROFS_INODE_FLAT_PLAIN or _FLAT_INLINE */
+	uint64_t nid;          /* inode slot (meta_blkaddr 0: byte offset / 32) */
+	uint64_t startblk;     /* first data block, or EROFS_NULL_ADDR */
+	uint64_t nblocks;      /* data blocks outside the metadata area */
+	uint32_t ino;          /* i_ino: canonical inode number, root 0 */
+	uint16_t isize;        /* 32 compact, 64 extended */
+	uint16_t tail;         /* bytes inlined after the inode (FLAT_INLINE), or 0 */
+	uint8_t layout;        /* EROFS_INODE_FLAT_PLAIN or _FLAT_INLINE */
+	uint8_t data_in_place; /* set by a caller: the full blocks are already there */
 };
+
+/*
+ * Bytes of a regular file of @size that live in full data blocks (the rest,
+ * a tail, is inlined after the inode); the same rule the plan uses for every
+ * inode but the root. With forced owner and times a file's inode is compact
+ * unless @size needs 64 bits, so a tar reader can apply it per entry.
+ */
+static inline uint64_t img_erofs_body_bytes(uint64_t size, unsigned isize)
+{
+	uint64_t tail = size % EROFS_BLKSZ;
+
+	return tail && isize + tail <= EROFS_BLKSZ ? size - tail : size;
+}
+static inline uint64_t img_erofs_default_body(uint64_t size)
+{
+	return img_erofs_body_bytes(size,
+	                            size > UINT32_MAX ? EROFS_EXTENDED_SIZE : EROFS_COMPACT_SIZE);
+}
 
 struct img_erofs_plan {
 	struct img_ctx *ctx;

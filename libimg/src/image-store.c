@@ -15,9 +15,12 @@
  * The image depends on the content only: the tree is canonical, so the
  * order of a tar stream's entries changes no byte.
  */
+#include <fcntl.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "fs-erofs.h"
 #include "image-private.h"
@@ -80,6 +83,28 @@ static int replay_data(void *user, struct img_node *node, uint64_t off, const vo
 	return img_erofs_write_data(rp->plan, rp->dev, node, off, buf, len);
 }
 
+/* Data a sorted pipe wrote in place: keep it if the plan put it there. */
+static int place_check(void *user, struct img_node *node, uint64_t off, uint64_t span)
+{
+	struct img_erofs_plan *plan = user;
+	struct img_erofs_inode *e = img_erofs_inode_of(plan, node);
+
+	if (e->startblk * EROFS_BLKSZ != off || node->size - e->tail != span)
+		return 0;
+	e->data_in_place = 1;
+	return 1;
+}
+
+/* Is the tar a pipe (or anything that cannot be read twice)? */
+static int tar_is_stream(const char *tar)
+{
+	struct stat st;
+
+	if (!strcmp(tar, "-"))
+		return fstat(0, &st) == 0 && !S_ISREG(st.st_mode);
+	return stat(tar, &st) == 0 && !S_ISREG(st.st_mode);
+}
+
 static int write_manifest(struct img_ctx *ctx, const struct img_build_opts *o,
                           const struct img_erofs_plan *p, uint64_t size)
 {
@@ -140,6 +165,7 @@ int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 	struct img_tree *t = NULL;
 	struct img_dev *dev = NULL;
 	char **paths = NULL, *outdir = NULL;
+	struct img_tar_inplace inplace = { .fd = -1 };
 	uint64_t size;
 	int r;
 
@@ -159,6 +185,22 @@ int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 			goto out;
 		}
 		so.stage_dir = dirname(outdir);
+		/* A sorted stream into a raw image: file data straight into its
+		 * final blocks (the layout puts file data first, in canonical
+		 * order, from block 1). Owner/time/link options could change an
+		 * inode's form and so the layout: then everything is staged. */
+		if (o->format == IMG_FORMAT_RAW && !o->tree_flags && tar_is_stream(o->tar)) {
+			inplace.fd = open(o->output, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+			if (inplace.fd < 0) {
+				r = img_set_error(ctx, -errno, "creating %s: %s", o->output,
+				                  strerror(errno));
+				goto out;
+			}
+			inplace.start = EROFS_BLKSZ;
+			inplace.align = EROFS_BLKSZ;
+			inplace.body = img_erofs_default_body;
+			so.inplace = &inplace;
+		}
 		img_progress_phase(ctx, "reading the tar stream", 0, 0);
 		r = img_source_tar(ctx, o->tar, &so, t, &tar);
 	} else if (c) {
@@ -203,7 +245,21 @@ int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 		}
 		size = o->size;
 	}
-	r = img_image_create_output(ctx, o, size, &dev);
+	if (inplace.fd >= 0) {
+		uint64_t in, st;
+
+		r = img_tar_source_settle(tar, t, place_check, plan);
+		if (r >= 0 && ftruncate(inplace.fd, (off_t)size) < 0)
+			r = img_set_error(ctx, -errno, "sizing %s: %s", o->output, strerror(errno));
+		if (r >= 0)
+			r = img_dev_raw_from_fd(ctx, inplace.fd, size, 0, &dev);
+		img_tar_source_stats(tar, &in, &st);
+		img_log(ctx, IMG_LOG_INFO,
+		        "tar stream: %llu bytes went straight into place, %llu staged",
+		        (unsigned long long)in, (unsigned long long)st);
+	} else {
+		r = img_image_create_output(ctx, o, size, &dev);
+	}
 	if (r < 0)
 		goto out;
 	r = img_erofs_emit(ctx, plan, dev, 0);
@@ -223,6 +279,8 @@ out:
 	img_dev_unref(dev);
 	img_erofs_plan_free(plan);
 	img_tar_source_free(tar);
+	if (inplace.fd >= 0)
+		close(inplace.fd);
 	if (paths)
 		for (size_t i = 0; paths[i]; i++)
 			free(paths[i]);

@@ -41,6 +41,20 @@ struct img_tar_source {
 	uint64_t pending; /* entries waiting for replay */
 	char *store;      /* store dir without the leading '/', e.g. "nix/store" */
 	char *prefix;
+	uint64_t staged; /* bytes staged */
+
+	/* In place (pipe + opts->inplace): entries in canonical order. */
+	struct img_tar_inplace inplace;
+	int inplace_on;    /* still in order */
+	char *last;        /* tree path of the last entry placed */
+	uint64_t next_off; /* where the next one goes */
+	uint64_t inplace_bytes;
+	struct placed {
+		uint64_t base; /* the entry's staging offset (its key) */
+		uint64_t off, span;
+		int kept, copied;
+	} * placed;
+	size_t nplaced, capplaced;
 };
 
 /* --- reading through our own buffer ------------------------------------- */
@@ -216,10 +230,53 @@ static int entry_error(struct img_tar_source *s, struct archive *a, const char *
 	                     why ? why : "corrupt or truncated stream");
 }
 
+/* Depth-first order with sorted children: bytewise, '/' below every byte. */
+static int canon_cmp(const char *a, const char *b)
+{
+	for (;; a++, b++) {
+		unsigned ca = *a == '/' ? 0 : (unsigned char)*a + 1u;
+		unsigned cb = *b == '/' ? 0 : (unsigned char)*b + 1u;
+
+		if (!*a || !*b)
+			return !*a && !*b ? 0 : !*a ? -1 : 1;
+		if (ca != cb)
+			return ca < cb ? -1 : 1;
+	}
+}
+
+/* May this entry go in place? Only while the stream stays in canonical order. */
+static int inplace_take(struct img_tar_source *s, struct img_tree *tree, const char *path)
+{
+	if (!s->inplace_on)
+		return 0;
+	if ((s->last && canon_cmp(s->last, path) >= 0) || img_tree_lookup(tree, path)) {
+		s->inplace_on = 0; /* out of order or replaced: stage from here on */
+		return 0;
+	}
+	if (s->nplaced == s->capplaced) {
+		size_t ncap = s->capplaced ? s->capplaced * 2 : 1024;
+		struct placed *np = realloc(s->placed, ncap * sizeof(*np));
+
+		if (!np)
+			return -ENOMEM;
+		s->placed = np;
+		s->capplaced = ncap;
+	}
+	free(s->last);
+	s->last = img_strdup(path);
+	return s->last ? 1 : -ENOMEM;
+}
+
+/* The output offset of byte @o of the entry being placed. */
+static uint64_t off_place(const struct img_tar_source *s, uint64_t o)
+{
+	return s->placed[s->nplaced - 1].off + o;
+}
+
 /* Stage the entry's data (pipe) or find its offset in the file. */
 static int place_data(struct img_tar_source *s, struct archive *a, struct archive_entry *e,
                       const char *ename, uint64_t ordinal, struct img_node_attr *attr,
-                      int uncompressed)
+                      int uncompressed, struct img_tree *tree, const char *path)
 {
 	const void *blk;
 	size_t sz;
@@ -256,15 +313,28 @@ static int place_data(struct img_tar_source *s, struct archive *a, struct archiv
 		s->pending++;
 		return 0;
 	}
-	/* A pipe: stage the bytes, holes included, at the staging file's end. */
+	/* A pipe: stage the bytes, holes included, at the staging file's end;
+	 * in order, the leading full blocks go straight into place instead (the
+	 * staging file keeps a hole there and the tail after it). */
 	{
-		uint64_t base = s->stage_len, got = 0;
+		uint64_t base = s->stage_len, got = 0, span = 0;
+		int inplace;
 
 		if (s->stage_fd < 0)
 			return img_set_error(s->ctx, -EINVAL,
 			                     "%s: a tar stream that cannot be read twice needs a "
 			                     "staging directory",
 			                     s->name);
+		inplace = inplace_take(s, tree, path);
+		if (inplace < 0)
+			return img_set_error(s->ctx, -ENOMEM, "out of memory");
+		if (inplace) {
+			span = s->inplace.body(attr->size);
+			s->placed[s->nplaced++] = (struct placed){ base, s->next_off, span, 0, 0 };
+			s->next_off += IMG_ALIGN_UP(span, s->inplace.align);
+			s->inplace_bytes += span;
+		}
+		s->staged += attr->size - span;
 		for (;;) {
 			r = archive_read_data_block(a, &blk, &sz, &off);
 			if (r == ARCHIVE_EOF)
@@ -275,7 +345,19 @@ static int place_data(struct img_tar_source *s, struct archive *a, struct archiv
 				return img_set_error(s->ctx, -EINVAL,
 				                     "%s: entry '%s': data beyond its size",
 				                     s->name, ename);
-			r = img_pwrite_full(s->stage_fd, blk, sz, base + (uint64_t)off);
+			{
+				/* Split at the span: in place before, staged after. */
+				uint64_t o = (uint64_t)off,
+				         n1 = o < span ? IMG_MIN(sz, span - o) : 0;
+
+				r = 0;
+				if (n1)
+					r = img_pwrite_full(s->inplace.fd, blk, n1,
+					                    off_place(s, o));
+				if (r >= 0 && sz > n1)
+					r = img_pwrite_full(s->stage_fd, (const uint8_t *)blk + n1,
+					                    sz - n1, base + o + n1);
+			}
 			if (r < 0)
 				return img_set_error(s->ctx, r, "staging %s: %s", ename,
 				                     strerror(-r));
@@ -335,6 +417,17 @@ static int read_entries(struct img_tar_source *s, struct archive *a, struct img_
 				    s->ctx, -EINVAL,
 				    "%s: entry '%s' is a hard link to '%s', not a file", s->name,
 				    ename, hl);
+			if (r > 0 && s->inplace_on) {
+				/* A dereferenced link takes data blocks at its own place:
+				 * keep the in-place offsets of later entries right. */
+				struct img_node *tn = img_tree_lookup(tree, target);
+
+				r = inplace_take(s, tree, path);
+				if (r > 0 && tn && tn->type == IMG_NODE_REG)
+					s->next_off += IMG_ALIGN_UP(s->inplace.body(tn->size),
+					                            s->inplace.align);
+				r = r < 0 ? img_set_error(s->ctx, -ENOMEM, "out of memory") : 1;
+			}
 			if (r > 0)
 				r = img_tree_add_hardlink(tree, path, target);
 			free(target);
@@ -358,7 +451,7 @@ static int read_entries(struct img_tar_source *s, struct archive *a, struct img_
 				                     s->name, ename);
 			}
 			attr.size = (uint64_t)size;
-			r = place_data(s, a, e, ename, ordinal, &attr, uncompressed);
+			r = place_data(s, a, e, ename, ordinal, &attr, uncompressed, tree, path);
 			if (r < 0) {
 				free(path);
 				return r;
@@ -467,6 +560,11 @@ int img_source_tar(struct img_ctx *ctx, const char *path, const struct img_sourc
 	s->file_size = (uint64_t)st.st_size;
 	if (!s->seekable && opts && opts->stage_dir && (r = open_stage(s, opts->stage_dir)) < 0)
 		goto fail;
+	if (!s->seekable && opts && opts->inplace && opts->inplace->body && opts->inplace->align) {
+		s->inplace = *opts->inplace;
+		s->inplace_on = 1;
+		s->next_off = s->inplace.start;
+	}
 	r = tar_open_archive(s, &a);
 	if (r < 0)
 		goto fail;
@@ -587,10 +685,132 @@ int img_tar_source_replay(struct img_tar_source *s, struct img_tree *tree, img_t
 	return r;
 }
 
+/* --- in-place data: keep what is right, move out what is not --------- */
+
+static struct placed *placed_find(struct img_tar_source *s, uint64_t base)
+{
+	size_t lo = 0, hi = s->nplaced;
+
+	while (lo < hi) { /* appended in increasing base order */
+		size_t mid = (lo + hi) / 2;
+
+		if (s->placed[mid].base < base)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < s->nplaced && s->placed[lo].base == base ? &s->placed[lo] : NULL;
+}
+
+struct settle {
+	struct img_tar_source *s;
+	img_tar_place_fn fn;
+	void *user;
+};
+
+static int copy_range(int in, uint64_t in_off, int out, uint64_t out_off, uint64_t len)
+{
+	while (len) {
+		loff_t i = (loff_t)in_off, o = (loff_t)out_off;
+		ssize_t n = copy_file_range(in, &i, out, &o, (size_t)IMG_MIN(len, 1u << 30), 0);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			/* Not on this pair of file systems: plain reads and writes. */
+			uint8_t buf[65536];
+			size_t l = (size_t)IMG_MIN(len, sizeof(buf));
+			int r = img_pread_full(in, buf, l, in_off);
+
+			if (r < 0 || (r = img_pwrite_full(out, buf, l, out_off)) < 0)
+				return r;
+			n = (ssize_t)l;
+		}
+		in_off += (uint64_t)n;
+		out_off += (uint64_t)n;
+		len -= (uint64_t)n;
+	}
+	return 0;
+}
+
+static int settle_visit(void *user, struct img_node *n, unsigned depth)
+{
+	struct settle *st = user;
+	struct img_tar_source *s = st->s;
+	struct placed *p;
+	int r;
+
+	(void)depth;
+	if (n->type != IMG_NODE_REG || n->link || n->data.kind != IMG_DATA_FD ||
+	    n->data.fd != s->stage_fd || !(p = placed_find(s, n->data.offset)) || !p->span)
+		return 0;
+	r = st->fn(st->user, n, p->off, p->span);
+	if (r < 0)
+		return r;
+	if (r > 0) {
+		p->kept = 1;
+		return 0;
+	}
+	if (p->copied)
+		return 0;
+	/* Not where the writer wants it: complete the staged copy. */
+	r = copy_range(s->inplace.fd, p->off, s->stage_fd, p->base, p->span);
+	if (r < 0)
+		return img_set_error(s->ctx, r, "moving staged data of %s: %s", n->name,
+		                     strerror(-r));
+	p->copied = 1;
+	s->staged += p->span;
+	return 0;
+}
+
+int img_tar_source_settle(struct img_tar_source *s, struct img_tree *tree, img_tar_place_fn fn,
+                          void *user)
+{
+	struct settle st = { s, fn, user };
+	int r;
+
+	if (!s || !s->nplaced)
+		return 0;
+	r = img_tree_walk(tree, settle_visit, &st);
+	if (r < 0)
+		return r;
+	/* Whatever is not kept must read as zeros again. */
+	for (size_t i = 0; i < s->nplaced; i++) {
+		struct placed *p = &s->placed[i];
+		uint64_t len = IMG_ALIGN_UP(p->span, s->inplace.align);
+
+		if (p->kept || !len)
+			continue;
+		s->inplace_bytes -= p->span;
+		if (fallocate(s->inplace.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		              (off_t)p->off, (off_t)len) < 0) {
+			static const uint8_t zero[4096];
+
+			for (uint64_t o = 0; o < len; o += sizeof(zero)) {
+				r = img_pwrite_full(s->inplace.fd, zero,
+				                    (size_t)IMG_MIN(sizeof(zero), len - o),
+				                    p->off + o);
+				if (r < 0)
+					return img_set_error(s->ctx, r, "clearing moved data: %s",
+					                     strerror(-r));
+			}
+		}
+	}
+	return 0;
+}
+
+void img_tar_source_stats(const struct img_tar_source *s, uint64_t *inplace, uint64_t *staged)
+{
+	*inplace = s ? s->inplace_bytes : 0;
+	*staged = s ? s->staged : 0;
+}
+
 void img_tar_source_free(struct img_tar_source *s)
 {
 	if (!s)
 		return;
+	free(s->placed);
+	free(s->last);
 	if (s->own_fd && s->fd >= 0)
 		close(s->fd);
 	if (s->stage_fd >= 0)

@@ -59,8 +59,18 @@ for z in gzip xz zstd; do
 	M --tar "$T/s.tar.$z" -o "$T/$z.img" || t_fail "from a $z tar"
 	cmp "$T/disk.img" "$T/$z.img" || t_fail "$z tar != closure on disk"
 done
-(cd "$T/root" && tar --sort=name -cf - nix/store) | M --tar - -o "$T/pipe.img" || t_fail "pipe"
+(cd "$T/root" && tar --sort=name -cf - nix/store) |
+	"$MKVMIMAGE" -v --store-image --tar - -o "$T/pipe.img" 2>"$T/pipe.log" || t_fail "pipe"
 cmp "$T/disk.img" "$T/pipe.img" || t_fail "sorted pipe != closure on disk"
+# A sorted stream goes straight into place: only inline tails are staged.
+read -r inplace staged < <(sed -n 's/.*: \([0-9]*\) bytes went straight into place, \([0-9]*\) staged.*/\1 \2/p' "$T/pipe.log")
+[ "${inplace:-0}" -gt 1048576 ] && [ "$staged" -lt 100000 ] ||
+	t_fail "sorted pipe: in place ${inplace:-?}, staged ${staged:-?}: $(cat "$T/pipe.log")"
+# A duplicate entry at the end (last wins) moves data out of place and back.
+cp "$T/s.tar" "$T/dup.tar"
+(cd "$T/root" && tar -rf "$T/dup.tar" nix/store/*-edge/sizes/f8193)
+cat "$T/dup.tar" | M --tar - -o "$T/dup.img" || t_fail "pipe with a duplicate"
+cmp "$T/disk.img" "$T/dup.img" || t_fail "pipe with a duplicate != closure on disk"
 (cd "$T/root" && find nix/store | shuf --random-source=<(yes 42) |
 	tar --no-recursion -T - -cf - | gzip) | M --tar - -o "$T/shuf.img" || t_fail "shuffled pipe"
 cmp "$T/disk.img" "$T/shuf.img" || t_fail "shuffled pipe != closure on disk"

@@ -31,6 +31,23 @@ struct img_source_opts {
 	 * their file data is staged, in an unlinked file (beside the output,
 	 * never TMPDIR). NULL: such a stream is refused. */
 	const char *stage_dir;
+	/* Optional, for a pipe: entries that arrive in canonical order (as
+	 * `tar --sort=name` makes them) go straight into the output. */
+	const struct img_tar_inplace *inplace;
+};
+
+/*
+ * Where a writer wants the data of files that arrive in canonical order:
+ * the first at byte @start of @fd, each next one after the previous one's
+ * span rounded up to @align. @body(size) is how many leading bytes of a file
+ * of @size go there (the rest, a tail, is staged). After the stream,
+ * img_tar_source_settle() checks every such file against the real layout.
+ */
+struct img_tar_inplace {
+	int fd;
+	uint64_t start;
+	uint64_t align;
+	uint64_t (*body)(uint64_t size);
 };
 
 /* Read every path of @closure from the host into @tree (metadata only). */
@@ -67,6 +84,21 @@ typedef int (*img_tar_data_fn)(void *user, struct img_node *node, uint64_t off,
 			       const void *buf, size_t len);
 int img_tar_source_replay(struct img_tar_source *src, struct img_tree *tree,
 			  img_tar_data_fn fn, void *user);
+/*
+ * For a pipe read with opts->inplace, once the layout is known: @fn is asked
+ * for each tree node whose data was written in place (at @off, @span bytes)
+ * and returns 1 if that is exactly where the writer wants it (the writer
+ * then must not copy it), 0 if not. Data not where it belongs is copied
+ * into the staging file (the node's data then reads complete from there);
+ * every in-place range not kept is zeroed. Call before writing anything else.
+ */
+typedef int (*img_tar_place_fn)(void *user, struct img_node *node, uint64_t off,
+				uint64_t span);
+int img_tar_source_settle(struct img_tar_source *src, struct img_tree *tree,
+			  img_tar_place_fn fn, void *user);
+/* Bytes written in place and bytes staged (for logs and tests). */
+void img_tar_source_stats(const struct img_tar_source *src, uint64_t *inplace,
+			  uint64_t *staged);
 void img_tar_source_free(struct img_tar_source *src);
 
 #ifdef __cplusplus
