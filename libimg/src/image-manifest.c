@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 #include "image-private.h"
+#include <img/boot.h>
 #include <img/manifest.h>
 #include <img/repro.h>
 
@@ -94,5 +95,60 @@ int img_image_write_manifest(struct img_ctx *ctx, const struct img_build_opts *o
 	r = img_manifest_write(ctx, o->manifest, m);
 	free(seed);
 	m->generator = m->sha256 = m->seed = NULL;
+	return r;
+}
+
+/* The toplevel's kernel-params under the closure's root, or NULL. */
+static char *read_params(const struct img_closure *c, const char *system)
+{
+	char path[4096], *buf;
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "%s%s/kernel-params", c->root, system);
+	f = fopen(path, "re");
+	if (!f)
+		return NULL;
+	buf = calloc(1, 65537);
+	n = buf ? fread(buf, 1, 65536, f) : 0;
+	fclose(f);
+	while (buf && n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+		buf[--n] = 0;
+	return buf;
+}
+
+int img_image_manifest_bare(struct img_ctx *ctx, const struct img_build_opts *o,
+                            const struct img_closure *c, const char *fs, const char *label,
+                            uint64_t size, const char *fs_uuid)
+{
+	struct img_manifest_partition p = { 0 };
+	struct img_manifest m = { 0 };
+	const char *system = NULL;
+	char *params = NULL;
+	int r;
+
+	if (!o->manifest)
+		return 0;
+	if (c && o->system)
+		system = o->system;
+	else if (c && img_boot_find_system(ctx, c->root, (const char *const *)c->paths, c->npaths,
+	                                   &system) < 0)
+		system = NULL; /* several: the manifest just does not name one */
+	p.role = !strcmp(fs, "erofs") ? "store" : "root";
+	p.size = size;
+	p.filesystem = (char *)fs;
+	p.label = (char *)label;
+	p.fs_uuid = fs_uuid && *fs_uuid ? (char *)fs_uuid : NULL;
+	m.virtual_size = size;
+	m.partitions = &p;
+	m.npartitions = 1;
+	if (system) {
+		params = read_params(c, system);
+		m.system = (char *)system;
+		m.kernel_params = params;
+		m.bootloader = "none";
+	}
+	r = img_image_write_manifest(ctx, o, &m);
+	free(params);
 	return r;
 }

@@ -46,6 +46,14 @@ uint64_t img_root_default_headroom(const struct img_tree *tree);
 struct img_manifest;
 int img_image_write_manifest(struct img_ctx *ctx, const struct img_build_opts *o,
                              struct img_manifest *m);
+/*
+ * The manifest of a bare file system (no partition table): one partition
+ * entry numbered 0 at offset 0; system, kernel_params and bootloader "none"
+ * when @c holds a NixOS system. @fs_uuid as img_image_fs_id() read it.
+ */
+int img_image_manifest_bare(struct img_ctx *ctx, const struct img_build_opts *o,
+                            const struct img_closure *c, const char *fs, const char *label,
+                            uint64_t size, const char *fs_uuid);
 /* The ID blkid shows for the file system @fs ("vfat", "ext4", "erofs") at @off. */
 int img_image_fs_id(struct img_ctx *ctx, struct img_dev *dev, uint64_t off, const char *fs,
                     char *out, size_t len);

@@ -154,6 +154,7 @@ int img_build_root(struct img_ctx *ctx, const struct img_build_opts *o)
 	struct img_tree *t = NULL;
 	struct img_dev *dev = NULL;
 	uint64_t size = o->size;
+	char fs_id[40] = "";
 	int r;
 
 	if (!fs)
@@ -208,7 +209,11 @@ int img_build_root(struct img_ctx *ctx, const struct img_build_opts *o)
 		goto out;
 	r = fs->write(ctx, t, &fo, dev);
 	if (r >= 0)
+		r = img_image_fs_id(ctx, dev, 0, "ext4", fs_id, sizeof(fs_id));
+	if (r >= 0)
 		r = img_dev_finish(dev);
+	if (r >= 0) /* the manifest (image-manifest.c) */
+		r = img_image_manifest_bare(ctx, o, c, "ext4", fo.label, size, fs_id);
 out:
 	img_dev_unref(dev);
 	img_tree_free(t);
