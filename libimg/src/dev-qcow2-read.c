@@ -105,7 +105,7 @@ static int classify(struct img_dev *dev, uint64_t gc, enum kind *kind, uint64_t 
 		*kind = K_COMPRESSED;
 		return 0;
 	}
-	if (e & QCOW2_L2_RESERVED)
+	if (e & QCOW2_L2_RESERVED & ~QCOW2_OFFSET_MASK_LOW)
 		return corrupt(dev, "L2 entry 0x%llx for guest cluster %llu has reserved bits set",
 		               e, gc);
 	if (q->h.version >= 3 && (e & QCOW2_OFLAG_ZERO)) {
@@ -113,9 +113,9 @@ static int classify(struct img_dev *dev, uint64_t gc, enum kind *kind, uint64_t 
 		return 0;
 	}
 	off = e & QCOW2_OFFSET_MASK;
-	if (!off)
+	if (!off && !(e & QCOW2_OFFSET_MASK_LOW))
 		return 0;
-	if (off % q->cs)
+	if (off % q->cs || (e & QCOW2_OFFSET_MASK_LOW))
 		return corrupt(dev, "data cluster offset %llu (guest cluster %llu) is not aligned",
 		               off, gc);
 	if (off >= q->h.file_size)
@@ -385,7 +385,7 @@ static int open_backing(struct img_ctx *ctx, struct q2r *q, unsigned flags, unsi
 		r = img_dev_raw_open(ctx, full, &q->backing);
 	else
 		r = img_set_error(ctx, -ENOTSUP, "backing format '%s' is not supported", fmt);
-	if (r < 0)
+	if (r < 0 && depth == 0) /* once, not once per level of a long chain */
 		r = img_error_prefix(ctx, r, "%s: backing file '%s'", q->path, name);
 	free(full);
 	return r;

@@ -420,8 +420,14 @@ static int write_tables(struct img_dev *dev)
 	uint8_t *buf = NULL, *l1 = NULL;
 	int e = 0;
 
-	for (uint32_t i = 0; i < w->hdr.l1_size; i++)
+	for (uint32_t i = 0; i < w->hdr.l1_size; i++) {
+		/* Compression drops all-zero clusters: a table may have emptied. */
+		if (w->l2[i] && qcow2_all_zero(w->l2[i], (size_t)cs)) {
+			free(w->l2[i]);
+			w->l2[i] = NULL;
+		}
 		n_l2 += w->l2[i] != NULL;
+	}
 	/* Refcount blocks count themselves: iterate to a fixed point. */
 	meta = w->data_end + n_l2 * cs;
 	for (;;) {

@@ -61,6 +61,8 @@
 #define QCOW2_OFLAG_ZERO       (1ull << 0)
 #define QCOW2_OFLAG_COMPRESSED (1ull << 62)
 #define QCOW2_L2_RESERVED      0x3f000000000001feull
+/* Bits 1..8: below the cluster offset, so an unaligned offset when set. */
+#define QCOW2_OFFSET_MASK_LOW 0x00000000000001feull
 /*
  * Compressed L2 entry (bit 62 set): with x = 62 - (cluster_bits - 8), bits
  * 0..x-1 hold the host byte offset and bits x..61 the number of 512-byte

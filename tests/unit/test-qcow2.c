@@ -1,0 +1,574 @@
+/* test-qcow2.c -- the qcow2 backend: writer, compression, reader, overlays. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "dev-qcow2.h"
+#include "testutil.h"
+
+static uint64_t file_size(const char *path)
+{
+	struct stat st;
+
+	ck_assert_int_eq(stat(path, &st), 0);
+	return (uint64_t)st.st_size;
+}
+
+static uint8_t *read_file(const char *path, size_t *len)
+{
+	int fd = open(path, O_RDONLY);
+	uint8_t *buf;
+	struct stat st;
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(fstat(fd, &st), 0);
+	buf = malloc((size_t)st.st_size + 1);
+	ck_assert_ptr_nonnull(buf);
+	ck_assert_int_eq(img_pread_full(fd, buf, (size_t)st.st_size, 0), 0);
+	close(fd);
+	*len = (size_t)st.st_size;
+	return buf;
+}
+
+static uint64_t rng;
+static uint64_t rnd(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return rng;
+}
+
+/*
+ * The same random writes on both devices: random data, compressible text,
+ * zero data, write_zeroes; aligned and unaligned.
+ */
+static void random_ops(struct img_ctx *ctx, struct img_dev *a, struct img_dev *b, uint64_t seed,
+                       int count, size_t maxlen)
+{
+	uint64_t size = img_dev_size(a);
+	uint8_t *buf = malloc(maxlen);
+
+	rng = seed * 0x9E3779B97F4A7C15ull + 1;
+	for (int i = 0; i < count; i++) {
+		size_t len = (size_t)(rnd() % maxlen) + 1;
+		uint64_t off = rnd() % (size - len + 1), kind = rnd() % 10;
+
+		if (rnd() & 1)
+			off &= ~4095ull;
+		if (kind < 5)
+			t_fill(buf, len, rnd());
+		else if (kind < 7)
+			for (size_t j = 0; j < len; j++)
+				buf[j] = "compressible text "[j % 18];
+		else
+			memset(buf, 0, len);
+		if (kind == 9) {
+			ck_assert_ok(img_dev_write_zeroes(a, off, len), ctx);
+			ck_assert_ok(img_dev_write_zeroes(b, off, len), ctx);
+		} else {
+			ck_assert_ok(img_dev_pwrite(a, buf, len, off), ctx);
+			ck_assert_ok(img_dev_pwrite(b, buf, len, off), ctx);
+		}
+	}
+	free(buf);
+}
+
+/* Both devices read the same everywhere (in odd-sized chunks). */
+static void assert_same(struct img_ctx *ctx, struct img_dev *a, struct img_dev *b)
+{
+	size_t chunk = 300000;
+	uint8_t *x = malloc(chunk), *y = malloc(chunk);
+
+	ck_assert_uint_eq(img_dev_size(a), img_dev_size(b));
+	for (uint64_t off = 0; off < img_dev_size(a); off += chunk) {
+		size_t n = (size_t)IMG_MIN(chunk, img_dev_size(a) - off);
+
+		ck_assert_ok(img_dev_pread(a, x, n, off), ctx);
+		ck_assert_ok(img_dev_pread(b, y, n, off), ctx);
+		ck_assert_msg(!memcmp(x, y, n), "devices differ in [%llu, +%zu)",
+		              (unsigned long long)off, n);
+	}
+	free(x);
+	free(y);
+}
+
+static void write_image(struct img_ctx *ctx, const char *path, struct img_qcow2_opts *o,
+                        uint64_t seed, struct img_dev **mirror)
+{
+	struct img_dev *q, *m;
+
+	ck_assert_ok(img_dev_qcow2_create(ctx, path, o, &q), ctx);
+	ck_assert_ok(img_dev_mem_new(ctx, o->size, &m), ctx);
+	random_ops(ctx, q, m, seed, 150, 150000);
+	assert_same(ctx, q, m); /* reading back before finish */
+	ck_assert_ok(img_dev_finish(q), ctx);
+	img_dev_unref(q);
+	if (mirror)
+		*mirror = m;
+	else
+		img_dev_unref(m);
+}
+
+static void check_with_reader(struct img_ctx *ctx, const char *path, struct img_dev *mirror)
+{
+	struct img_dev *r;
+
+	ck_assert_ok(img_dev_qcow2_open(ctx, path, 0, &r), ctx);
+	ck_assert(img_dev_readonly(r));
+	ck_assert_str_eq(img_dev_backend(r), "qcow2");
+	assert_same(ctx, r, mirror);
+	img_dev_unref(r);
+}
+
+START_TEST(create_readback)
+{
+	static const unsigned bits[] = { 9, 12, 16, 21 };
+	struct img_ctx *ctx = t_ctx();
+	char *dir = t_tmpdir("qcow2-rb"), path[4096];
+
+	for (unsigned i = 0; i < IMG_ARRAY_SIZE(bits); i++) {
+		struct img_qcow2_opts o = { .size = 12 << 20, .cluster_bits = bits[i] };
+		struct img_qcow2_info info;
+		struct img_dev *m;
+
+		snprintf(path, sizeof(path), "%s/c%u.qcow2", dir, bits[i]);
+		write_image(ctx, path, &o, bits[i], &m);
+		ck_assert_uint_eq(file_size(path) % (1u << bits[i]), 0);
+		check_with_reader(ctx, path, m);
+		ck_assert_ok(img_qcow2_probe(ctx, path, &info), ctx);
+		ck_assert_uint_eq(info.version, 3);
+		ck_assert_uint_eq(info.cluster_bits, bits[i]);
+		ck_assert_uint_eq(info.virtual_size, 12 << 20);
+		ck_assert_str_eq(info.backing_file, "");
+		img_dev_unref(m);
+	}
+	/* Refused: sizes that are not sectors, cluster sizes out of range. */
+	{
+		struct img_qcow2_opts o = { .size = 1000 };
+		struct img_dev *d;
+
+		ck_assert_int_eq(img_dev_qcow2_create(ctx, path, &o, &d), -EINVAL);
+		o.size = 1 << 20;
+		o.cluster_bits = 22;
+		ck_assert_int_eq(img_dev_qcow2_create(ctx, path, &o, &d), -EINVAL);
+		ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "cluster size"));
+	}
+	t_rmrf(dir);
+	free(dir);
+	img_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(zero_clusters)
+{
+	struct img_ctx *ctx = t_ctx();
+	char *dir = t_tmpdir("qcow2-zero"), path[4096];
+	struct img_qcow2_opts o = { .size = 4 << 20 };
+	uint64_t cs = 65536, empty = 4 * cs; /* header, L1, refcount table, block */
+	uint8_t *buf = calloc(1, 3 * cs), back[4096];
+	struct img_dev *d;
+
+	snprintf(path, sizeof(path), "%s/z.qcow2", dir);
+	/* Zeros, whole and partial clusters, and write_zeroes: nothing allocated. */
+	ck_assert_ok(img_dev_qcow2_create(ctx, path, &o, &d), ctx);
+	ck_assert_ok(img_dev_pwrite(d, buf, 3 * cs, cs), ctx);
+	ck_assert_ok(img_dev_pwrite(d, buf, 100, 7 * cs + 5), ctx);
+	ck_assert_ok(img_dev_write_zeroes(d, 0, o.size), ctx);
+	ck_assert_ok(img_dev_finish(d), ctx);
+	img_dev_unref(d);
+	ck_assert_uint_eq(file_size(path), empty);
+
+	/* One non-zero byte in a zero buffer: exactly one data cluster + one L2. */
+	buf[cs + 17] = 0xAA;
+	ck_assert_ok(img_dev_qcow2_create(ctx, path, &o, &d), ctx);
+	ck_assert_ok(img_dev_pwrite(d, buf, 3 * cs, 0), ctx);
+	/* Zeroing part of the allocated cluster, then all of it: reads zeros. */
+	ck_assert_ok(img_dev_write_zeroes(d, cs + 16, 2), ctx);
+	ck_assert_ok(img_dev_pread(d, back, sizeof(back), cs), ctx);
+	for (size_t i = 0; i < sizeof(back); i++)
+		ck_assert_uint_eq(back[i], 0);
+	buf[cs + 17] = 0xBB;
+	ck_assert_ok(img_dev_pwrite(d, buf + cs + 17, 1, cs + 17), ctx);
+	ck_assert_ok(img_dev_finish(d), ctx);
+	img_dev_unref(d);
+	ck_assert_uint_eq(file_size(path), empty + 2 * cs);
+	ck_assert_ok(img_dev_qcow2_open(ctx, path, 0, &d), ctx);
+	ck_assert_ok(img_dev_pread(d, back, sizeof(back), cs), ctx);
+	ck_assert_uint_eq(back[17], 0xBB);
+	ck_assert_uint_eq(back[16] | back[18], 0);
+	img_dev_unref(d);
+
+	/* Compressed: a cluster zeroed after writing is dropped at finish. */
+	o.compression = IMG_QCOW2_COMPRESS_ZSTD;
+	ck_assert_ok(img_dev_qcow2_create(ctx, path, &o, &d), ctx);
+	ck_assert_ok(img_dev_pwrite(d, buf, 3 * cs, 0), ctx);
+	ck_assert_ok(img_dev_write_zeroes(d, cs, cs), ctx);
+	ck_assert_ok(img_dev_finish(d), ctx);
+	img_dev_unref(d);
+	ck_assert_uint_eq(file_size(path), empty);
+	t_rmrf(dir);
+	free(dir);
+	free(buf);
+	img_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(sparse)
+{
+	struct img_ctx *ctx = t_ctx();
+	char *dir = t_tmpdir("qcow2-sparse"), path[4096];
+	struct img_qcow2_opts o = { .size = 1ull << 40 };
+	uint8_t a[5000], b[5000];
+	struct img_dev *d;
+
+	snprintf(path, sizeof(path), "%s/s.qcow2", dir);
+	t_fill(a, sizeof(a), 5);
+	ck_assert_ok(img_dev_qcow2_create(ctx, path, &o, &d), ctx);
+	ck_assert_ok(img_dev_pwrite(d, a, sizeof(a), 0), ctx);
+	ck_assert_ok(img_dev_pwrite(d, a, sizeof(a), (1ull << 40) - sizeof(a)), ctx);
+	ck_assert_ok(img_dev_pwrite(d, a, sizeof(a), (1ull << 39) + 65530), ctx);
+	ck_assert_ok(img_dev_finish(d), ctx);
+	img_dev_unref(d);
+	/* 1 TiB: L1 of 2048 entries = 16 KiB in one cluster; 4 data clusters, 3 L2. */
+	ck_assert_uint_eq(file_size(path), (1 + 1 + 4 + 3 + 1 + 1) * 65536);
+	ck_assert_ok(img_dev_qcow2_open(ctx, path, 0, &d), ctx);
+	ck_assert_uint_eq(img_dev_size(d), 1ull << 40);
+	ck_assert_ok(img_dev_pread(d, b, sizeof(b), (1ull << 39) + 65530), ctx);
+	ck_assert_mem_eq(a, b, sizeof(a));
+	ck_assert_ok(img_dev_pread(d, b, sizeof(b), (1ull << 40) - sizeof(b)), ctx);
+	ck_assert_mem_eq(a, b, sizeof(a));
+	ck_assert_ok(img_dev_pread(d, b, sizeof(b), 1ull << 38), ctx);
+	for (size_t i = 0; i < sizeof(b); i++)
+		ck_assert_uint_eq(b[i], 0);
+	img_dev_unref(d);
+	t_rmrf(dir);
+	free(dir);
+	img_ctx_free(ctx);
+}
+END_TEST
+
+static void assert_files_equal(const char *p1, const char *p2)
+{
+	size_t n1, n2;
+	uint8_t *a = read_file(p1, &n1), *b = read_file(p2, &n2);
+
+	ck_assert_uint_eq(n1, n2);
+	ck_assert_msg(!memcmp(a, b, n1), "%s and %s differ", p1, p2);
+	free(a);
+	free(b);
+}
+
+START_TEST(determinism)
+{
+	struct img_ctx *ctx = t_ctx();
+	char *dir = t_tmpdir("qcow2-det"), p1[4096], p2[4096];
+	struct img_qcow2_opts o = { .size = 16 << 20 };
+
+	snprintf(p1, sizeof(p1), "%s/a.qcow2", dir);
+	snprintf(p2, sizeof(p2), "%s/b.qcow2", dir);
+	write_image(ctx, p1, &o, 42, NULL);
+	write_image(ctx, p2, &o, 42, NULL);
+	assert_files_equal(p1, p2);
+	/* Compression: the same bytes with 1 thread and with 7. */
+	o.compression = IMG_QCOW2_COMPRESS_ZSTD;
+	o.threads = 1;
+	write_image(ctx, p1, &o, 43, NULL);
+	o.threads = 7;
+	write_image(ctx, p2, &o, 43, NULL);
+	assert_files_equal(p1, p2);
+	o.compression = IMG_QCOW2_COMPRESS_ZLIB;
+	o.cluster_bits = 12;
+	write_image(ctx, p1, &o, 44, NULL);
+	o.threads = 2;
+	write_image(ctx, p2, &o, 44, NULL);
+	assert_files_equal(p1, p2);
+	t_rmrf(dir);
+	free(dir);
+	img_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(compression)
+{
+	static const enum img_qcow2_compression types[] = { IMG_QCOW2_COMPRESS_ZSTD,
+		                                            IMG_QCOW2_COMPRESS_ZLIB };
+	struct img_ctx *ctx = t_ctx();
+	char *dir = t_tmpdir("qcow2-comp"), path[4096], plain[4096];
+	struct img_qcow2_opts o = { .size = 16 << 20 };
+	uint64_t plain_size;
+
+	snprintf(plain, sizeof(plain), "%s/plain.qcow2", dir);
+	write_image(ctx, plain, &o, 7, NULL);
+	plain_size = file_size(plain);
+	for (unsigned i = 0; i < 2; i++) {
+		for (unsigned bits = 9; bits <= 21; bits += 6) {
+			struct img_qcow2_opts c = { .size = 16 << 20,
+				                    .compression = types[i],
+				                    .cluster_bits = bits };
+			struct img_qcow2_info info;
+			struct img_dev *m;
+
+			snprintf(path, sizeof(path), "%s/c%u-%u.qcow2", dir, i, bits);
+			write_image(ctx, path, &c, 7, &m);
+			check_with_reader(ctx, path, m);
+			img_dev_unref(m);
+			ck_assert_ok(img_qcow2_probe(ctx, path, &info), ctx);
+			ck_assert_int_eq(info.compression_type,
+			                 types[i] == IMG_QCOW2_COMPRESS_ZSTD ? 1 : 0);
+			if (bits == 15)
+				ck_assert_msg(file_size(path) < plain_size * 3 / 4,
+				              "compressed %llu, plain %llu",
+				              (unsigned long long)file_size(path),
+				              (unsigned long long)plain_size);
+		}
+	}
+	/* zstd sets incompatible bit 3 and byte 104 = 1; zlib neither. */
+	{
+		uint8_t h[112];
+		int fd;
+
+		snprintf(path, sizeof(path), "%s/c0-15.qcow2", dir);
+		fd = open(path, O_RDONLY);
+		ck_assert_int_eq(img_pread_full(fd, h, sizeof(h), 0), 0);
+		close(fd);
+		ck_assert_uint_eq(img_get_be64(h + 72), 8);
+		ck_assert_uint_eq(h[104], 1);
+		ck_assert_uint_eq(img_get_be32(h + 100), 112);
+	}
+	t_rmrf(dir);
+	free(dir);
+	img_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(copy_from_fd)
+{
+	struct img_ctx *ctx = t_ctx();
+	char *dir = t_tmpdir("qcow2-copy"), path[4096], src[4096];
+	struct img_qcow2_opts o = { .size = 32 << 20 };
+	size_t n = 6 << 20;
+	uint8_t *buf = malloc(n);
+	struct img_dev *d, *m;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/c.qcow2", dir);
+	snprintf(src, sizeof(src), "%s/src", dir);
+	t_fill(buf, n, 11);
+	/* A source with a 2 MiB hole in the middle. */
+	fd = open(src, O_RDWR | O_CREAT | O_TRUNC, 0644);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(img_pwrite_full(fd, buf, 2 << 20, 0), 0);
+	ck_assert_int_eq(img_pwrite_full(fd, buf + (4 << 20), 2 << 20, 4 << 20), 0);
+	memset(buf + (2 << 20), 0, 2 << 20);
+	ck_assert_ok(img_dev_qcow2_create(ctx, path, &o, &d), ctx);
+	ck_assert_ok(img_dev_mem_new(ctx, o.size, &m), ctx);
+	/* Aligned, then unaligned on both sides, then overwriting. */
+	ck_assert_ok(img_dev_copy_from_fd(d, fd, 0, n, 0), ctx);
+	ck_assert_ok(img_dev_pwrite(m, buf, n, 0), ctx);
+	ck_assert_ok(img_dev_copy_from_fd(d, fd, 12345, n - 20000, (8 << 20) + 777), ctx);
+	ck_assert_ok(img_dev_pwrite(m, buf + 12345, n - 20000, (8 << 20) + 777), ctx);
+	ck_assert_ok(img_dev_copy_from_fd(d, fd, 100, 70000, 30), ctx);
+	ck_assert_ok(img_dev_pwrite(m, buf + 100, 70000, 30), ctx);
+	/* A source shorter than asked for is an error. */
+	ck_assert_int_eq(img_dev_copy_from_fd(d, fd, n - 10, 20, 0), -EIO);
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "input changed"));
+	close(fd);
+	img_dev_unref(d);
+	/* Again without the failure, then check the layout and contents. */
+	fd = open(src, O_RDONLY);
+	ck_assert_ok(img_dev_qcow2_create(ctx, path, &o, &d), ctx);
+	ck_assert_ok(img_dev_copy_from_fd(d, fd, 0, n, 0), ctx);
+	ck_assert_ok(img_dev_copy_from_fd(d, fd, 12345, n - 20000, (8 << 20) + 777), ctx);
+	ck_assert_ok(img_dev_copy_from_fd(d, fd, 100, 70000, 30), ctx);
+	close(fd);
+	ck_assert_ok(img_dev_finish(d), ctx);
+	img_dev_unref(d);
+	check_with_reader(ctx, path, m);
+	/*
+	 * The hole is not copied: 4 MiB of data at 0, and at 8 MiB+777 two
+	 * data runs of 2 MiB - 12345 and ~2 MiB (each +1 partial cluster),
+	 * so well under the 12 MiB the ranges span.
+	 */
+	ck_assert_uint_lt(file_size(path), (9 << 20) + 20 * 65536);
+	img_dev_unref(m);
+	free(buf);
+	t_rmrf(dir);
+	free(dir);
+	img_ctx_free(ctx);
+}
+END_TEST
+
+/* Read the whole virtual disk; stop at the first error. */
+static int read_all(struct img_dev *d)
+{
+	size_t chunk = 1 << 20;
+	uint8_t *buf = malloc(chunk);
+	int r = 0;
+
+	for (uint64_t off = 0; off < img_dev_size(d) && r == 0; off += chunk)
+		r = img_dev_pread(d, buf, (size_t)IMG_MIN(chunk, img_dev_size(d) - off), off);
+	free(buf);
+	return r;
+}
+
+START_TEST(open_validation)
+{
+	struct img_ctx *ctx = t_ctx();
+	char line[1024], path[4096];
+	FILE *f;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "%s/fixtures/qcow2/expected.txt", IMG_SOURCE_DIR);
+	f = fopen(path, "r");
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof(line), f)) {
+		char *name = strtok(line, "\t\n"), *allow = strtok(NULL, "\t\n");
+		char *expect = strtok(NULL, "\t\n");
+		struct img_dev *d = NULL;
+		int r;
+
+		if (!name || name[0] == '#' || !expect)
+			continue;
+		snprintf(path, sizeof(path), "%s/fixtures/qcow2/%s", IMG_SOURCE_DIR, name);
+		img_ctx_clear_error(ctx);
+		r = img_dev_qcow2_open(ctx, path, atoi(allow) ? IMG_QCOW2_ALLOW_BACKING : 0, &d);
+		if (r == 0) {
+			r = read_all(d);
+			img_dev_unref(d);
+		}
+		if (!strcmp(expect, "-")) {
+			ck_assert_msg(r == 0, "%s: %s", name, img_ctx_error(ctx));
+		} else {
+			ck_assert_msg(r < 0, "%s was accepted", name);
+			ck_assert_msg(
+			    strstr(img_ctx_error(ctx), expect) && strstr(img_ctx_error(ctx), name),
+			    "%s: message '%s' lacks '%s'", name, img_ctx_error(ctx), expect);
+		}
+		n++;
+	}
+	fclose(f);
+	ck_assert_int_ge(n, 20);
+	/* Not a qcow2 at all: img_dev_open_image() falls back to raw. */
+	{
+		struct img_dev *d;
+
+		snprintf(path, sizeof(path), "%s/fixtures/qcow2/bad-magic.qcow2", IMG_SOURCE_DIR);
+		ck_assert_ok(img_dev_open_image(ctx, path, 0, &d), ctx);
+		ck_assert_str_eq(img_dev_backend(d), "raw");
+		img_dev_unref(d);
+		snprintf(path, sizeof(path), "%s/fixtures/qcow2/valid.qcow2", IMG_SOURCE_DIR);
+		ck_assert_ok(img_dev_open_image(ctx, path, 0, &d), ctx);
+		ck_assert_str_eq(img_dev_backend(d), "qcow2");
+		img_dev_unref(d);
+	}
+	img_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(overlay)
+{
+	struct img_ctx *ctx = t_ctx();
+	char *dir = t_tmpdir("qcow2-overlay"), base[4096], ov[4096], raw[4096], ov2[4096];
+	char cwd[4096];
+	struct img_qcow2_opts o = { .size = 8 << 20 };
+	struct img_qcow2_info info;
+	struct img_dev *m, *d;
+
+	snprintf(base, sizeof(base), "%s/base.qcow2", dir);
+	snprintf(ov, sizeof(ov), "%s/ov.qcow2", dir);
+	snprintf(ov2, sizeof(ov2), "%s/ov2.qcow2", dir);
+	snprintf(raw, sizeof(raw), "%s/base.raw", dir);
+	write_image(ctx, base, &o, 9, &m);
+	/* A relative backing name is made absolute. */
+	ck_assert_ptr_nonnull(getcwd(cwd, sizeof(cwd)));
+	ck_assert_int_eq(chdir(dir), 0);
+	ck_assert_ok(img_qcow2_create_overlay(ctx, ov, "base.qcow2", "qcow2"), ctx);
+	ck_assert_int_eq(chdir(cwd), 0);
+	ck_assert_ok(img_qcow2_probe(ctx, ov, &info), ctx);
+	ck_assert_str_eq(info.backing_file, base);
+	ck_assert_str_eq(info.backing_format, "qcow2");
+	ck_assert_uint_eq(info.virtual_size, 8 << 20);
+	/* Refused unless allowed, with the backing name in the message. */
+	ck_assert_int_eq(img_dev_qcow2_open(ctx, ov, 0, &d), -EPERM);
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), base));
+	ck_assert_ok(img_dev_qcow2_open(ctx, ov, IMG_QCOW2_ALLOW_BACKING, &d), ctx);
+	assert_same(ctx, d, m);
+	img_dev_unref(d);
+	/* An overlay of an overlay, and of a raw file (format probed). */
+	ck_assert_ok(img_qcow2_create_overlay(ctx, ov2, ov, NULL), ctx);
+	ck_assert_ok(img_dev_open_image(ctx, ov2, IMG_QCOW2_ALLOW_BACKING, &d), ctx);
+	assert_same(ctx, d, m);
+	img_dev_unref(d);
+	t_write_file(raw, img_dev_mem_data(m), 8 << 20);
+	ck_assert_ok(img_qcow2_create_overlay(ctx, ov, raw, NULL), ctx);
+	ck_assert_ok(img_qcow2_probe(ctx, ov, &info), ctx);
+	ck_assert_str_eq(info.backing_format, "raw");
+	ck_assert_ok(img_dev_qcow2_open(ctx, ov, IMG_QCOW2_ALLOW_BACKING, &d), ctx);
+	assert_same(ctx, d, m);
+	img_dev_unref(d);
+	/* Wrong format names and missing backing files are refused. */
+	ck_assert_int_lt(img_qcow2_create_overlay(ctx, ov, raw, "qcow2"), 0);
+	ck_assert_int_lt(img_qcow2_create_overlay(ctx, ov, raw, "vmdk"), 0);
+	ck_assert_int_lt(img_qcow2_create_overlay(ctx, ov, "/nonexistent/x", NULL), 0);
+	img_dev_unref(m);
+	t_rmrf(dir);
+	free(dir);
+	img_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(qemu_check)
+{
+	static const enum img_qcow2_compression types[] = { IMG_QCOW2_COMPRESS_NONE,
+		                                            IMG_QCOW2_COMPRESS_ZSTD,
+		                                            IMG_QCOW2_COMPRESS_ZLIB };
+	struct img_ctx *ctx = t_ctx();
+	char *dir, path[4096];
+
+	if (!t_have("qemu-img"))
+		return;
+	dir = t_tmpdir("qcow2-check");
+	for (unsigned i = 0; i < 3; i++) {
+		struct img_qcow2_opts o = { .size = 8 << 20,
+			                    .compression = types[i],
+			                    .cluster_bits = 9 + 4 * i };
+		char *argv[] = { "qemu-img", "check", "-q", path, NULL }, *out = NULL;
+
+		snprintf(path, sizeof(path), "%s/q%u.qcow2", dir, i);
+		write_image(ctx, path, &o, 100 + i, NULL);
+		ck_assert_msg(t_run(argv, &out) == 0, "qemu-img check %s: %s", path,
+		              out ? out : "");
+		free(out);
+	}
+	t_rmrf(dir);
+	free(dir);
+	img_ctx_free(ctx);
+}
+END_TEST
+
+/* One literal tcase_create() call per case: tests.cmake finds them for CTest. */
+static void add(Suite *s, TCase *tc, const TTest *t)
+{
+	tcase_add_test(tc, t);
+	suite_add_tcase(s, tc);
+}
+
+Suite *img_test_suite(void);
+Suite *img_test_suite(void)
+{
+	Suite *s = suite_create("qcow2");
+
+	add(s, tcase_create("create_readback"), create_readback);
+	add(s, tcase_create("zero_clusters"), zero_clusters);
+	add(s, tcase_create("sparse"), sparse);
+	add(s, tcase_create("determinism"), determinism);
+	add(s, tcase_create("compression"), compression);
+	add(s, tcase_create("copy_from_fd"), copy_from_fd);
+	add(s, tcase_create("open_validation"), open_validation);
+	add(s, tcase_create("overlay"), overlay);
+	add(s, tcase_create("qemu_check"), qemu_check);
+	return s;
+}
