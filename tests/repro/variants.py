@@ -9,8 +9,9 @@
   variants.py optimise DIR             hard-link identical regular files under
                                        DIR/nix/store as `nix store optimise`
                                        does (through DIR/nix/store/.links/<hash>)
-  variants.py shuffle-closure SRC DST  closureInfo dir SRC -> DST with the
-                                       store-paths lines and the registration
+  variants.py shuffle-closure SRC DST [paths|registration|both]
+                                       closureInfo dir SRC -> DST with the
+                                       store-paths lines and/or the registration
                                        records in another (fixed) order
 """
 import hashlib
@@ -69,13 +70,13 @@ def optimise(root):
     print(f"optimise: {n} files hard-linked")
 
 
-def shuffle_closure(src, dst):
+def shuffle_closure(src, dst, what="both"):
     os.makedirs(dst, exist_ok=True)
     rnd = random.Random(7)
     with open(os.path.join(src, "store-paths")) as f:
         paths = f.read().splitlines()
     shuffled = paths[:]
-    while len(paths) > 1 and shuffled == paths:
+    while what != "registration" and len(paths) > 1 and shuffled == paths:
         rnd.shuffle(shuffled)
     with open(os.path.join(dst, "store-paths"), "w") as f:
         f.write("".join(p + "\n" for p in shuffled))
@@ -89,7 +90,8 @@ def shuffle_closure(src, dst):
             nrefs = int(lines[i + 4])
             recs.append(lines[i:i + 5 + nrefs])
             i += 5 + nrefs
-        recs.reverse()
+        if what != "paths":
+            recs.reverse()
         with open(os.path.join(dst, "registration"), "w") as f:
             f.write("\n".join(l for r in recs for l in r) + "\n")
 
@@ -99,8 +101,8 @@ def main(argv):
         fresh_copy(argv[2], argv[3])
     elif len(argv) == 3 and argv[1] == "optimise":
         optimise(argv[2])
-    elif len(argv) == 4 and argv[1] == "shuffle-closure":
-        shuffle_closure(argv[2], argv[3])
+    elif len(argv) in (4, 5) and argv[1] == "shuffle-closure":
+        shuffle_closure(argv[2], argv[3], argv[4] if len(argv) == 5 else "both")
     else:
         sys.stderr.write(__doc__)
         return 2
