@@ -747,6 +747,38 @@ START_TEST(boot_detect)
 	o.image = bare;
 	o.boot = IMG_VM_BOOT_AUTO;
 	expect_error(&o, "cannot tell how it boots");
+	/* A bare file system whose manifest names a system: direct boot of it. */
+	{
+		struct img_ctx *ctx = t_ctx();
+		struct img_vm *vm;
+		char sys[4096], json[8192], want[8192];
+
+		sub(sys, sizeof(sys), "sys");
+		mkdir(sys, 0755);
+		make_file("sys/kernel", 512);
+		make_file("sys/initrd", 512);
+		snprintf(man, sizeof(man), "%s.json", bare);
+		snprintf(json, sizeof(json),
+		         "{\"manifest_version\": 1, \"mode\": \"root\", \"boot\": \"none\", "
+		         "\"partition_table\": \"none\", \"system\": \"%s\", \"kernel_params\": "
+		         "\"root=LABEL=nixos quiet\"}\n",
+		         sys);
+		write_str(man, json);
+		o.kernel_params = "debug";
+		ck_assert_ok(img_vm_new(ctx, &o, &vm), ctx);
+		snprintf(want, sizeof(want), "%s/kernel", sys);
+		ck_assert_str_eq(arg_after(vm, "-kernel"), want);
+		snprintf(want, sizeof(want), "%s/initrd", sys);
+		ck_assert_str_eq(arg_after(vm, "-initrd"), want);
+		snprintf(want, sizeof(want),
+		         "root=LABEL=nixos quiet init=%s/init console=ttyS0,115200 debug", sys);
+		ck_assert_str_eq(arg_after(vm, "-append"), want);
+		for (char *const *a = img_vm_argv(vm); *a; a++)
+			ck_assert_ptr_null(strstr(*a, "if=pflash")); /* no firmware for direct */
+		img_vm_free(vm);
+		img_ctx_free(ctx);
+		o.kernel_params = NULL;
+	}
 	/* A manifest of an unknown version is refused, not ignored. */
 	snprintf(man, sizeof(man), "%s.json", bare);
 	write_str(man, "{ \"manifest_version\": 99 }\n");
