@@ -13,7 +13,7 @@ boot_store_image "$T/store.img"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 mkdir -p "$T/tmp"
 TMPDIR=$T/tmp "$VMLAUNCH" --ephemeral --accel tcg --serial-log "$T/console.log" \
-	--forward "tcp:127.0.0.1:$port:8080" --boot direct --kernel "$KERNEL" --initrd "$INITRD" \
+	--forward "$port:8080" --boot direct --kernel "$KERNEL" --initrd "$INITRD" \
 	--append "$APPEND libimg.serve=8080" --store-image "$T/store.img" \
 	--expect LIBIMG-FORWARD-OK --timeout 300 "$T/root.qcow2" >"$T/vm.out" 2>"$T/vm.err" &
 vm=$!
@@ -29,6 +29,25 @@ if ! grep -q LIBIMG-SERVING "$T/console.log" 2>/dev/null; then
 		"$T/vm.err" && t_skip "vmlaunch cannot do this yet: $(head -c 300 "$T/vm.err")"
 	t_fail "guest never served (vmlaunch exit $rc): $(head -c 1000 "$T/vm.err"); log: $(tail -5 "$T/console.log" 2>/dev/null)"
 fi
+# The host side listens on 127.0.0.1 only: --forward PORT:GUESTPORT relies on
+# the default HOSTADDR (127.0.0.1) and protocol (tcp); check /proc/net/tcp{,6}.
+listeners=$(python3 - "$port" <<'PY'
+import sys
+port = int(sys.argv[1])
+for f in ("/proc/net/tcp", "/proc/net/tcp6"):
+    try:
+        lines = open(f).read().splitlines()[1:]
+    except OSError:
+        continue
+    for l in lines:
+        local, state = l.split()[1], l.split()[3]
+        addr, p = local.split(":")
+        if state == "0A" and int(p, 16) == port:
+            print(f.rsplit("/", 1)[1], addr)
+PY
+)
+[ "$listeners" = "tcp 0100007F" ] ||
+	{ kill $vm; wait $vm; t_fail "host port $port listened on: '${listeners:-nothing}' (wanted 127.0.0.1 only)"; }
 # The guest may need a moment between printing and listening; user networking
 # accepts on the host side and closes when the guest refuses, so retry.
 got=$(python3 - "$port" <<'PY'
@@ -59,7 +78,6 @@ rc=0
 wait $vm || rc=$?
 [ $rc = 0 ] || t_fail "vmlaunch exit $rc after the forward: $(head -c 1000 "$T/vm.err")"
 grep -q LIBIMG-FORWARD-OK "$T/console.log" || t_fail "guest did not see the connection"
-# the forward is bound to 127.0.0.1 only: nothing listened on other addresses
 boot_state_gone
 boot_no_strays
 t_pass
