@@ -70,10 +70,12 @@ img_shell_test(integration store-sparse)
 img_shell_test(integration vm-qemu-accepts LABELS vm)
 img_shell_test(integration vm-bad-input LABELS vm)
 img_shell_test(integration vm-supervise LABELS vm)
+img_shell_test(integration vm-state LABELS vm)
 # ext4 root file system (default mode): tree, bad closures, reproducibility.
 img_shell_test(integration root-tree)
 img_shell_test(integration root-bad)
 img_shell_test(integration root-repro)
+img_shell_test(integration root-tar)
 
 # qcow2: a test-only driver of the devices, and the checks against qemu-img/qemu-io.
 add_executable(qcow2-tool ${CMAKE_SOURCE_DIR}/tests/helpers/qcow2-tool.c)

@@ -603,6 +603,85 @@ struct copy_ctx {
 	const struct img_node *node;
 };
 
+/* Extents of a file whose data comes later (node->priv). */
+struct later_extents {
+	size_t n, cap;
+	struct later_extent {
+		uint64_t lblk, pblk, len;
+	} e[];
+};
+
+static int record_extent(struct ext4_writer *w, void *user, blk64_t lblk, blk64_t pblk, blk64_t len)
+{
+	struct img_node *node = user;
+	struct later_extents *x = node->priv;
+
+	if (!x || x->n == x->cap) {
+		size_t cap = x ? x->cap * 2 : 4;
+		struct later_extents *nx = realloc(x, sizeof(*x) + cap * sizeof(x->e[0]));
+
+		if (!nx)
+			return img_set_error(w->ctx, -ENOMEM, "out of memory");
+		if (!x)
+			nx->n = 0;
+		nx->cap = cap;
+		node->priv = x = nx;
+	}
+	x->e[x->n].lblk = lblk;
+	x->e[x->n].pblk = pblk;
+	x->e[x->n].len = len;
+	x->n++;
+	return track_goal(w, NULL, lblk, pblk, len);
+}
+
+int img_ext4_place_data(struct img_ctx *ctx, struct img_dev *dev, const struct img_node *node,
+                        uint64_t off, const void *buf, size_t len)
+{
+	const struct later_extents *x = node->priv;
+
+	while (len) {
+		uint64_t lblk = off / EXT4_BS;
+		const struct later_extent *e = NULL;
+		uint64_t in, n;
+		int r;
+
+		for (size_t i = 0; x && i < x->n; i++)
+			if (lblk >= x->e[i].lblk && lblk < x->e[i].lblk + x->e[i].len) {
+				e = &x->e[i];
+				break;
+			}
+		if (!e || off + len > node->size)
+			return img_set_error(ctx, -EIO, "ext4: %s: data outside the planned blocks",
+			                     node->name);
+		in = off - e->lblk * EXT4_BS;
+		n = IMG_MIN((uint64_t)len, e->len * EXT4_BS - in);
+		r = img_dev_pwrite(dev, buf, (size_t)n, e->pblk * EXT4_BS + in);
+		if (r < 0)
+			return r;
+		buf = (const uint8_t *)buf + n;
+		off += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int release_node(void *user, struct img_node *node, unsigned depth)
+{
+	(void)user;
+	(void)depth;
+	if (node->type == IMG_NODE_REG && node->data.kind == IMG_DATA_NONE) {
+		free(node->priv);
+		node->priv = NULL;
+	}
+	return 0;
+}
+
+void img_ext4_release(struct img_tree *tree)
+{
+	if (tree && tree->root)
+		img_tree_walk(tree, release_node, NULL);
+}
+
 static int copy_extent(struct ext4_writer *w, void *user, blk64_t lblk, blk64_t pblk, blk64_t len)
 {
 	const struct img_node *node = ((struct copy_ctx *)user)->node;
@@ -665,7 +744,7 @@ static int alloc_file(struct ext4_writer *w, const struct img_node *node, ext2_i
 	return r;
 }
 
-static int write_reg(struct ext4_writer *w, const struct img_node *node, ext2_ino_t ino)
+static int write_reg(struct ext4_writer *w, struct img_node *node, ext2_ino_t ino)
 {
 	struct ext2_inode_large in;
 	struct copy_ctx cc = { node };
@@ -681,8 +760,14 @@ static int write_reg(struct ext4_writer *w, const struct img_node *node, ext2_in
 	if (r < 0 || !node->size)
 		return r;
 	r = alloc_file(w, node, ino, &in);
-	if (r >= 0)
+	if (r >= 0 && node->data.kind == IMG_DATA_NONE) {
+		/* the data comes later (img_ext4_place_data) */
+		free(node->priv);
+		node->priv = NULL;
+		r = for_each_extent(w, ino, &in, record_extent, node);
+	} else if (r >= 0) {
 		r = for_each_extent(w, ino, &in, copy_extent, &cc);
+	}
 	if (r >= 0)
 		r = inode_write(w, ino, &in);
 	if (r < 0)

@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include "fs-ext4.h"
 #include "image-private.h"
 #include <img/fs.h>
 #include <img/source.h>
@@ -53,40 +55,62 @@ static int is_system(struct img_tree *t, const char *base)
 	return 1;
 }
 
-/* The toplevel to link as the system profile: --system, or the one path
- * holding kernel, initrd and init. NULL (no error) when there is none. */
+/* The toplevel to link as the system profile: --system, or the one store
+ * path holding kernel, initrd and init. NULL (no error) when there is none.
+ * The candidates are the closure's paths, or without a closure (a tar
+ * stream) the store paths in the tree. */
 static int find_system(struct img_ctx *ctx, const struct img_build_opts *o,
-                       const struct img_closure *c, struct img_tree *t, const char **out)
+                       const struct img_closure *c, struct img_tree *t, char **out)
 {
-	size_t sd = strlen(c->store_dir);
-	const char *found = NULL;
+	const char *sd = c ? c->store_dir : o->store_dir ? o->store_dir : "/nix/store";
+	struct img_node *store = img_tree_lookup(t, "nix/store");
+	size_t n = c ? c->npaths : store ? store->nchildren : 0, sdl = strlen(sd);
+	char *found = NULL, *p = NULL;
 
 	*out = NULL;
-	if (o->system) {
-		for (size_t i = 0; i < c->npaths; i++)
-			if (!strcmp(c->paths[i], o->system)) {
-				*out = c->paths[i];
+	for (size_t i = 0; i < n; i++) {
+		free(p);
+		if (c)
+			p = img_strdup(c->paths[i]);
+		else if (img_asprintf(&p, "%s/%s", sd, store->children[i]->name) < 0)
+			p = NULL;
+		if (!p) {
+			free(found);
+			return img_set_error(ctx, -ENOMEM, "out of memory");
+		}
+		if (o->system) {
+			if (!strcmp(p, o->system)) {
+				*out = p;
 				return 0;
 			}
-		return img_set_error(ctx, -EINVAL, "--system %s is not in the closure %s",
-		                     o->system, c->source);
-	}
-	for (size_t i = 0; i < c->npaths; i++) {
-		if (!is_system(t, c->paths[i] + sd + 1))
 			continue;
-		if (found)
-			return img_set_error(ctx, -EINVAL,
-			                     "%s: several system toplevels (%s, %s): choose one "
-			                     "with --system",
-			                     c->source, found, c->paths[i]);
-		found = c->paths[i];
+		}
+		if (!is_system(t, p + sdl + 1))
+			continue;
+		if (found) {
+			img_set_error(
+			    ctx, -EINVAL,
+			    "%s: several system toplevels (%s, %s): choose one with --system",
+			    c ? c->source : o->tar, found, p);
+			free(found);
+			free(p);
+			return -EINVAL;
+		}
+		found = p;
+		p = NULL;
 	}
+	free(p);
+	if (o->system)
+		return img_set_error(ctx, -EINVAL, "--system %s is not in the closure %s",
+		                     o->system, c ? c->source : o->tar);
 	*out = found;
 	return 0;
 }
 
-int img_root_tree_build(struct img_ctx *ctx, const struct img_build_opts *o,
-                        const struct img_closure *c, struct img_tree **out)
+/* The layout, the content (closure on disk or tar stream), the links. */
+static int root_tree(struct img_ctx *ctx, const struct img_build_opts *o,
+                     const struct img_closure *c, const char *stage_dir, struct img_tree **out,
+                     struct img_tar_source **tar)
 {
 	static const char *const dirs[] = { "nix",
 		                            "nix/store",
@@ -98,8 +122,13 @@ int img_root_tree_build(struct img_ctx *ctx, const struct img_build_opts *o,
 		                            "boot",
 		                            "etc" };
 	struct img_tree_opts to = { .flags = o->tree_flags };
+	struct img_source_opts so = {
+		.prefix = "nix/store/",
+		.store_dir = c ? c->store_dir : o->store_dir,
+		.stage_dir = stage_dir,
+	};
 	struct img_tree *t;
-	const char *system;
+	char *system = NULL;
 	int r;
 
 	r = img_tree_new(ctx, &to, &t);
@@ -107,14 +136,13 @@ int img_root_tree_build(struct img_ctx *ctx, const struct img_build_opts *o,
 		return r;
 	for (size_t i = 0; i < IMG_ARRAY_SIZE(dirs) && r >= 0; i++)
 		r = add_dir(t, dirs[i], !strcmp(dirs[i], "nix/store") ? 01775 : 0755);
-	if (r >= 0 && c) {
-		struct img_source_opts so = { .prefix = "nix/store/", .store_dir = c->store_dir };
-
+	if (r >= 0 && tar)
+		r = img_source_tar(ctx, o->tar, &so, t, tar);
+	else if (r >= 0 && c)
 		r = img_source_closure(ctx, c, &so, t);
-		/* the store directory keeps its mode whatever the source says */
-		if (r >= 0)
-			r = add_dir(t, "nix/store", 01775);
-	}
+	/* the store directory keeps its mode whatever the source says */
+	if (r >= 0)
+		r = add_dir(t, "nix/store", 01775);
 	if (r >= 0 && c && c->registration) {
 		struct img_node_attr a = { .type = IMG_NODE_REG, .mode = 0644 };
 		struct stat st;
@@ -128,13 +156,14 @@ int img_root_tree_build(struct img_ctx *ctx, const struct img_build_opts *o,
 			r = img_tree_add(t, "nix-path-registration", &a, NULL);
 		}
 	}
-	if (r >= 0 && c) {
+	if (r >= 0 && (c || tar)) {
 		r = find_system(ctx, o, c, t, &system);
 		/* as nix-env --set makes it: system -> system-1-link -> toplevel */
 		if (r >= 0 && system)
 			r = add_symlink(t, "nix/var/nix/profiles/system-1-link", system);
 		if (r >= 0 && system)
 			r = add_symlink(t, "nix/var/nix/profiles/system", "system-1-link");
+		free(system);
 	}
 	if (r >= 0)
 		r = img_tree_finish(t);
@@ -146,6 +175,58 @@ int img_root_tree_build(struct img_ctx *ctx, const struct img_build_opts *o,
 	return 0;
 }
 
+int img_root_tree_build(struct img_ctx *ctx, const struct img_build_opts *o,
+                        const struct img_closure *c, struct img_tree **out)
+{
+	return root_tree(ctx, o, c, NULL, out, NULL);
+}
+
+/* The seed of a tar build without a closure: the store paths in the tree. */
+static int seed_from_tree(struct img_ctx *ctx, const struct img_build_opts *o, struct img_tree *t)
+{
+	const char *sd = o->store_dir ? o->store_dir : "/nix/store";
+	struct img_node *store = img_tree_lookup(t, "nix/store");
+	size_t n = store ? store->nchildren : 0;
+	char **paths = calloc(n + 1, sizeof(*paths));
+	int r = 0;
+
+	if (!paths)
+		return img_set_error(ctx, -ENOMEM, "out of memory");
+	for (size_t i = 0; i < n && r >= 0; i++)
+		if (img_asprintf(&paths[i], "%s/%s", sd, store->children[i]->name) < 0)
+			r = img_set_error(ctx, -ENOMEM, "out of memory");
+	if (r >= 0)
+		r = img_image_set_seed(ctx, o, (const char *const *)paths, n);
+	for (size_t i = 0; i < n; i++)
+		free(paths[i]);
+	free(paths);
+	return r;
+}
+
+struct replay {
+	struct img_ctx *ctx;
+	struct img_dev *dev;
+};
+
+static int replay_data(void *user, struct img_node *node, uint64_t off, const void *buf, size_t len)
+{
+	struct replay *rp = user;
+
+	return img_ext4_place_data(rp->ctx, rp->dev, node, off, buf, len);
+}
+
+/* The directory of @path, where a pipe's data is staged (never TMPDIR). */
+static char *dir_of(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (!slash)
+		return img_strdup(".");
+	if (slash == path)
+		return img_strdup("/");
+	return img_strndup(path, (size_t)(slash - path));
+}
+
 int img_build_root(struct img_ctx *ctx, const struct img_build_opts *o)
 {
 	const struct img_fs_ops *fs = img_fs_find("ext4");
@@ -153,6 +234,8 @@ int img_build_root(struct img_ctx *ctx, const struct img_build_opts *o)
 	struct img_closure *c = NULL;
 	struct img_tree *t = NULL;
 	struct img_dev *dev = NULL;
+	struct img_tar_source *tar = NULL;
+	char *stage = NULL;
 	uint64_t size = o->size;
 	char fs_id[40] = "";
 	int r;
@@ -170,15 +253,30 @@ int img_build_root(struct img_ctx *ctx, const struct img_build_opts *o)
 		if (r >= 0)
 			r = img_tree_finish(t);
 	} else {
-		if (o->tar)
-			return img_set_error(ctx, -ENOTSUP,
-			                     "--tar is not supported for the root file system yet; "
-			                     "give the closure on disk (--root)");
-		r = img_image_load_closure(ctx, o, &c);
-		if (r >= 0)
+		r = 0;
+		if (o->closure && o->tar) {
+			/* the contents come from the tar: the paths need not exist here */
+			struct img_closure_opts co = { .store_dir = o->store_dir,
+				                       .root = o->root,
+				                       .no_check_exists = 1 };
+
+			r = img_closure_load(ctx, o->closure, &co, &c);
+		} else if (!o->tar) {
+			r = img_image_load_closure(ctx, o, &c);
+		}
+		if (r >= 0 && o->tar) {
+			stage = dir_of(o->output);
+			r = stage ? root_tree(ctx, o, c, stage, &t, &tar)
+			          : img_set_error(ctx, -ENOMEM, "out of memory");
+			if (r >= 0)
+				r = c ? img_image_set_seed(ctx, o, (const char *const *)c->paths,
+				                           c->npaths)
+				      : seed_from_tree(ctx, o, t);
+		} else if (r >= 0) {
 			r = img_image_set_seed(ctx, o, (const char *const *)c->paths, c->npaths);
-		if (r >= 0)
-			r = img_root_tree_build(ctx, o, c, &t);
+			if (r >= 0)
+				r = img_root_tree_build(ctx, o, c, &t);
+		}
 	}
 	if (r < 0)
 		goto out;
@@ -208,6 +306,13 @@ int img_build_root(struct img_ctx *ctx, const struct img_build_opts *o)
 	if (r < 0)
 		goto out;
 	r = fs->write(ctx, t, &fo, dev);
+	if (r >= 0 && tar && img_tar_source_pending(tar)) {
+		/* a compressed stream: its data goes into the blocks planned for it */
+		struct replay rp = { ctx, dev };
+
+		img_progress_phase(ctx, "decompressing file data into place", t->data_bytes, 0);
+		r = img_tar_source_replay(tar, t, replay_data, &rp);
+	}
 	if (r >= 0)
 		r = img_image_fs_id(ctx, dev, 0, "ext4", fs_id, sizeof(fs_id));
 	if (r >= 0)
@@ -216,7 +321,10 @@ int img_build_root(struct img_ctx *ctx, const struct img_build_opts *o)
 		r = img_image_manifest_bare(ctx, o, c, "ext4", fo.label, size, fs_id);
 out:
 	img_dev_unref(dev);
+	img_ext4_release(t);
 	img_tree_free(t);
+	img_tar_source_free(tar);
 	img_closure_free(c);
+	free(stage);
 	return r;
 }
