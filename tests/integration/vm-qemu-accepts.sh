@@ -109,4 +109,19 @@ K=$(ls /boot/vmlinuz-* 2>/dev/null | head -1)
 if [ -n "$K" ] && [ -r "$K" ]; then
 	QEMU_KERNEL_PARAMS="quiet" run_case direct -- --kernel "$K" --append "root=LABEL=nixos" "$T/disk.raw"
 fi
+# 13. The interactive console (a terminal: serial + monitor muxed on stdio, logged).
+if command -v script >/dev/null; then
+	st=$T/s-stdio
+	script -qec "'$VMLAUNCH' --accel tcg --boot efi --state-dir '$st' --stop-timeout 1 '$T/disk.raw' -- -S" \
+		/dev/null >"$T/stdio.out" 2>&1 </dev/null &
+	SPID=$!
+	out=$(python3 "$QMP" "$st/qmp.sock" query-chardev) || t_fail "stdio: QMP: $(cat "$T/stdio.out")"
+	echo "$out" | jq -e '[.[] | select(.label == "con0-base" and .filename == "stdio")] | length == 1' \
+		>/dev/null || t_fail "stdio: no stdio console: $out"
+	python3 "$QMP" "$st/qmp.sock" quit >/dev/null
+	wait $SPID
+	pgrep -f "qemu-system.*$st" >/dev/null && t_fail "stdio: QEMU left running"
+	[ -f "$st/console.log" ] || t_fail "stdio: no console log"
+	echo "ok: stdio console"
+fi
 t_pass
