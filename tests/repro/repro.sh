@@ -173,6 +173,31 @@ if [ -z "${REPRO_KINDS:-}" ] || [[ " $REPRO_KINDS " == *" registration-order "* 
 	rm -f "$T"/a/out/reg-*
 fi
 
+# diffimg.py itself: one flipped field per structure must be named
+selftest() { # selftest IMAGE OFFSET WANT: flip the byte at OFFSET, expect WANT in the report
+	cp --sparse=always "$1" "$T/flip.img"
+	printf '\xa5' | dd of="$T/flip.img" bs=1 seek="$2" conv=notrunc status=none
+	local rep rc=0
+	rep=$(DIFFIMG_TMP=$T python3 "$DIFF" "$1" "$T/flip.img") || rc=$?
+	if [ $rc != 1 ] || ! grep -qF "$3" <<<"$rep"; then
+		echo "FAIL diffimg-selftest: byte $2 of $(basename "$1"): wanted '$3', got (exit $rc): $rep"
+		FAILED+=(diffimg-selftest)
+	fi
+}
+if [ -z "${REPRO_KINDS:-}" ] && run_as a --efi --root @ROOT@ @CLOSURE@ -o ../../out/st.img >/dev/null 2>&1; then
+	img=$T/a/out/st.img
+	esp=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(*[p["offset"] for p in m["partitions"] if p["role"] in ("esp","root")])' "$img.json")
+	set -- $esp
+	selftest "$img" $((512 + 0x38)) "GPT primary header: disk_guid"
+	selftest "$img" $(($1 + 0x43)) "FAT boot sector: BS_VolID"
+	selftest "$img" $(($2 + 1024 + 0x68)) "ext4 superblock: s_uuid"
+	if run_as a --store-image --root @ROOT@ @CLOSURE_ALL@ -o ../../out/st.erofs >/dev/null 2>&1; then
+		selftest "$T/a/out/st.erofs" $((1024 + 0x30)) "EROFS superblock: uuid"
+	fi
+	[[ " ${FAILED[*]} " == *" diffimg-selftest "* ]] || echo "PASS diffimg-selftest"
+	rm -f "$T"/a/out/st.* "$T/flip.img"
+fi
+
 echo "repro: ${KINDS_RUN} kinds built three ways; failed: ${FAILED[*]:-none}; skipped: ${SKIPPED[*]:-none}"
 [ ${#FAILED[@]} = 0 ] || t_fail "not reproducible: ${FAILED[*]}"
 [ $KINDS_RUN -gt 0 ] || t_skip "no output kind is implemented yet"
