@@ -174,7 +174,12 @@ static void check_extract(struct img_ctx *ctx, struct img_tree *t, const char *i
 
 	if (!t_have("fsck.erofs"))
 		return;
-	ck_assert_int_ge(asprintf(&x, "%s/x", dir), 0);
+	/* Extract to tmpfs when there is one: creating thousands of files is
+	 * the slow part on a busy disk, and it tests fsck.erofs, not us. */
+	if (access("/dev/shm", W_OK) == 0)
+		ck_assert_int_ge(asprintf(&x, "/dev/shm/img-erofs-x.%d", (int)getpid()), 0);
+	else
+		ck_assert_int_ge(asprintf(&x, "%s/x", dir), 0);
 	t_rmrf(x);
 	fsck(img, x);
 	c.root = x;
