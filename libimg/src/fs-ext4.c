@@ -951,6 +951,9 @@ static int ext4_setup(struct ext4_writer *w, const struct img_fs_opts *opts)
 		                     label, sizeof(sb->s_volume_name));
 	fs->now = w->epoch > 0 ? w->epoch : 1;
 	sb->s_mkfs_time = sb->s_lastcheck = sb->s_wtime = (uint32_t)fs->now;
+	/* times past 2106: the high byte (ext2fs_close only sets the low 32 bits) */
+	sb->s_mkfs_time_hi = sb->s_lastcheck_hi = sb->s_wtime_hi =
+	    (uint8_t)((uint64_t)fs->now >> 32);
 	sb->s_max_mnt_count = (uint16_t)-1;
 	sb->s_checkinterval = 0;
 	sb->s_errors = EXT2_ERRORS_CONTINUE;
