@@ -99,6 +99,7 @@ img_shell_test(boot tpm TIMEOUT 600)
 img_shell_test(boot forward TIMEOUT 600)
 img_shell_test(boot sigterm TIMEOUT 600)
 img_shell_test(boot uki TIMEOUT 600)
+img_shell_test(boot scsi TIMEOUT 600)
 
 # Reproducibility: every output kind built under three sets of conditions.
 img_shell_test(repro repro TIMEOUT 900)
