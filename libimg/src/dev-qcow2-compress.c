@@ -17,12 +17,11 @@
  * start of the data area. Packing never overtakes reading: cluster k is
  * read from data_start + k * cs and everything written for clusters 0..k
  * ends at or before data_start + (k + 1) * cs, because no cluster grows.
- * Batches of clusters are read and compressed by several threads, each
- * result into its own slot; one thread then lays the slots out in order,
- * so the bytes do not depend on thread timing.
+ * Worker threads read and compress clusters, each result into its own
+ * ring slot; one thread lays the slots out strictly in order, so the bytes
+ * do not depend on thread timing or the number of threads.
  */
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -150,19 +149,31 @@ int qcow2_decompress(struct qcow2_codec *c, const uint8_t *in, size_t len, uint8
 #define SLOT_ZERO ((size_t)-1)
 #define SLOT_RAW  ((size_t)0)
 
+/*
+ * Workers claim staged clusters in order and put each result in ring slot
+ * k % ring; the layout thread consumes the slots strictly in order. A
+ * worker may run at most `ring` clusters ahead of the layout, so the ring
+ * bounds memory, and there is no barrier per batch for a preempted thread
+ * to hold up (this machine is shared).
+ */
 struct pack {
 	struct qcow2_w *w;
-	uint64_t k0, count; /* this batch: staged clusters k0 .. k0+count-1 */
-	uint8_t *in, *out;  /* count * cs each */
-	size_t *olen;       /* per slot: SLOT_ZERO, SLOT_RAW or compressed length */
-	atomic_uint_fast64_t next;
-	atomic_int err;
+	uint64_t n, ring;
+	uint8_t *in, *out; /* ring * cs each */
+	size_t *olen;      /* per slot: SLOT_ZERO, SLOT_RAW or compressed length */
+	uint64_t *ready;   /* per slot: k + 1 once cluster k's result is there */
+	uint64_t claimed;  /* next cluster to hand out */
+	uint64_t consumed; /* clusters the layout is done with */
+	int err;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
 };
 
 struct worker {
 	struct pack *p;
 	struct qcow2_codec *codec;
 	pthread_t tid;
+	bool started;
 };
 
 /* Read staged cluster @k; a tail past EOF (never written) reads as zeros. */
@@ -193,23 +204,35 @@ static void *work(void *arg)
 	size_t cs = (size_t)p->w->cs;
 
 	for (;;) {
-		uint64_t i = atomic_fetch_add(&p->next, 1);
-		uint8_t *in = p->in + i * cs;
+		uint64_t k, s;
+		uint8_t *in;
 		int r;
 
-		if (i >= p->count || atomic_load(&p->err))
-			break;
-		r = read_staged(p->w, p->k0 + i, in);
-		if (r < 0) {
-			atomic_store(&p->err, r);
-			break;
+		pthread_mutex_lock(&p->lock);
+		while (!p->err && p->claimed < p->n && p->claimed >= p->consumed + p->ring)
+			pthread_cond_wait(&p->cond, &p->lock);
+		if (p->err || p->claimed >= p->n) {
+			pthread_mutex_unlock(&p->lock);
+			return NULL;
 		}
-		if (qcow2_all_zero(in, cs))
-			p->olen[i] = SLOT_ZERO;
-		else
-			p->olen[i] = qcow2_compress(wk->codec, in, cs, p->out + i * cs, cs - 2);
+		k = p->claimed++;
+		pthread_mutex_unlock(&p->lock);
+
+		s = k % p->ring;
+		in = p->in + s * cs;
+		r = read_staged(p->w, k, in);
+		if (r == 0 && qcow2_all_zero(in, cs))
+			p->olen[s] = SLOT_ZERO;
+		else if (r == 0)
+			p->olen[s] = qcow2_compress(wk->codec, in, cs, p->out + s * cs, cs - 2);
+
+		pthread_mutex_lock(&p->lock);
+		if (r < 0 && !p->err)
+			p->err = r;
+		p->ready[s] = k + 1;
+		pthread_cond_broadcast(&p->cond);
+		pthread_mutex_unlock(&p->lock);
 	}
-	return NULL;
 }
 
 static unsigned online_cpus(void)
@@ -219,81 +242,167 @@ static unsigned online_cpus(void)
 	return n > 0 ? (unsigned)n : 1;
 }
 
-/* Lay out one compressed batch at *wpos; fills obuf and w->l2/w->dref. */
-static int layout(struct img_dev *dev, struct pack *p, uint8_t *obuf, uint64_t *wpos,
-                  uint64_t *olen_total)
+/*
+ * The layout: compressed clusters back to back at byte granularity from
+ * the start of the data area; an incompressible cluster starts a fresh
+ * host cluster, and the gap this leaves before it is filled by the next
+ * compressed clusters that fit (as qemu's byte allocator does). Output
+ * is collected in obuf (from file offset ostart) and written in big chunks.
+ */
+struct layout {
+	uint64_t pos;          /* end of the packed data */
+	uint64_t gap, gap_end; /* unused bytes before the last raw cluster */
+	uint8_t *obuf;
+	uint64_t ostart, olen, ocap;
+};
+
+static int put(struct img_dev *dev, struct layout *l, uint64_t at, const uint8_t *src, size_t n)
+{
+	struct qcow2_w *w = img_dev_priv(dev);
+	int r;
+
+	if (at >= l->ostart) {
+		memcpy(l->obuf + (at - l->ostart), src, n);
+		l->olen = IMG_MAX(l->olen, at + n - l->ostart);
+		return 0;
+	}
+	/* A gap already flushed: write there directly. */
+	r = img_pwrite_full(w->fd, src, n, at);
+	return r < 0 ? img_set_error(img_dev_ctx(dev), r, "writing %s: %s", w->path, strerror(-r))
+	             : 0;
+}
+
+static int flush_layout(struct img_dev *dev, struct layout *l)
+{
+	struct qcow2_w *w = img_dev_priv(dev);
+	int r = l->olen ? img_pwrite_full(w->fd, l->obuf, (size_t)l->olen, l->ostart) : 0;
+
+	if (r < 0)
+		return img_set_error(img_dev_ctx(dev), r, "writing %s: %s", w->path, strerror(-r));
+	l->ostart += l->olen;
+	l->olen = 0;
+	return 0;
+}
+
+static int place(struct img_dev *dev, struct layout *l, uint64_t gc, const uint8_t *in,
+                 const uint8_t *out, size_t n)
+{
+	struct qcow2_w *w = img_dev_priv(dev);
+	uint64_t cs = w->cs, ds = w->data_start >> w->cb, at, first, last;
+	uint64_t *e = &w->l2[gc / w->l2_entries][gc % w->l2_entries];
+	unsigned x = 62 - (w->cb - 8);
+	int r;
+
+	if (n == SLOT_ZERO) {
+		*e = 0;
+		return 0;
+	}
+	if (n == SLOT_RAW) {
+		at = IMG_ALIGN_UP(l->pos, cs);
+		if (at > l->pos) {
+			static const uint8_t z[512];
+
+			for (uint64_t p = l->pos; p < at; p += IMG_MIN(sizeof(z), at - p)) {
+				r = put(dev, l, p, z, (size_t)IMG_MIN(sizeof(z), at - p));
+				if (r < 0)
+					return r;
+			}
+			l->gap = l->pos;
+			l->gap_end = at;
+		}
+		r = put(dev, l, at, in, (size_t)cs);
+		if (r < 0)
+			return r;
+		*e = at | QCOW2_OFLAG_COPIED;
+		w->dref[(at >> w->cb) - ds] = 1;
+		l->pos = at + cs;
+		return 0;
+	}
+	/* 16-bit refcounts: a host cluster takes at most 65535 descriptors. */
+	if (n <= l->gap_end - l->gap && w->dref[(l->gap >> w->cb) - ds] < UINT16_MAX) {
+		at = l->gap;
+		l->gap += n;
+	} else {
+		at = l->pos;
+		if (w->dref[(at >> w->cb) - ds] == UINT16_MAX ||
+		    w->dref[((at + n - 1) >> w->cb) - ds] == UINT16_MAX)
+			at = IMG_ALIGN_UP(at, cs);
+		l->pos = at + n;
+	}
+	if (at + n > 1ull << x)
+		return img_set_error(img_dev_ctx(dev), -EFBIG,
+		                     "%s: compressed data beyond the reach of qcow2 descriptors",
+		                     w->path);
+	r = put(dev, l, at, out, n);
+	if (r < 0)
+		return r;
+	*e = QCOW2_OFLAG_COMPRESSED | ((((at + n - 1) >> 9) - (at >> 9)) << x) | at;
+	first = at >> w->cb;
+	last = (at + n - 1) >> w->cb;
+	for (uint64_t c = first; c <= last; c++)
+		w->dref[c - ds]++;
+	return 0;
+}
+
+static int consume(struct img_dev *dev, struct pack *p, struct layout *l)
 {
 	struct qcow2_w *w = p->w;
-	uint64_t cs = w->cs, start = *wpos, pos = *wpos, ds = w->data_start >> w->cb;
-	unsigned x = 62 - (w->cb - 8);
+	uint64_t cs = w->cs;
+	int r = 0;
 
-	for (uint64_t i = 0; i < p->count; i++) {
-		uint64_t gc = w->rev[p->k0 + i];
-		uint64_t *e = &w->l2[gc / w->l2_entries][gc % w->l2_entries];
-		size_t n = p->olen[i];
+	for (uint64_t k = 0; k < p->n; k++) {
+		uint64_t s = k % p->ring;
 
-		if (n == SLOT_ZERO) {
-			*e = 0;
-			continue;
-		}
-		if (n != SLOT_RAW) {
-			uint64_t first = pos >> w->cb, last = (pos + n - 1) >> w->cb;
-
-			/* 16-bit refcounts: a host cluster takes at most 65535 descriptors. */
-			for (uint64_t c = first; c <= last; c++)
-				if (w->dref[c - ds] == UINT16_MAX)
-					pos = IMG_ALIGN_UP(pos, cs);
-			first = pos >> w->cb;
-			last = (pos + n - 1) >> w->cb;
-			if (pos >= 1ull << x)
-				return img_set_error(
-				    img_dev_ctx(dev), -EFBIG,
-				    "%s: compressed data beyond the reach of qcow2 "
-				    "descriptors",
-				    w->path);
-			memcpy(obuf + (pos - start), p->out + i * cs, n);
-			*e = QCOW2_OFLAG_COMPRESSED | ((((pos + n - 1) >> 9) - (pos >> 9)) << x) |
-			     pos;
-			for (uint64_t c = first; c <= last; c++)
-				w->dref[c - ds]++;
-			pos += n;
-		} else {
-			uint64_t at = IMG_ALIGN_UP(pos, cs);
-
-			memset(obuf + (pos - start), 0, (size_t)(at - pos));
-			memcpy(obuf + (at - start), p->in + i * cs, (size_t)cs);
-			*e = at | QCOW2_OFLAG_COPIED;
-			w->dref[(at >> w->cb) - ds] = 1;
-			pos = at + cs;
-		}
+		pthread_mutex_lock(&p->lock);
+		while (p->ready[s] != k + 1 && !p->err)
+			pthread_cond_wait(&p->cond, &p->lock);
+		r = p->err;
+		pthread_mutex_unlock(&p->lock);
+		if (r < 0)
+			return img_set_error(img_dev_ctx(dev), r, "reading back %s: %s", w->path,
+			                     strerror(-r));
+		r = place(dev, l, w->rev[k], p->in + s * cs, p->out + s * cs, p->olen[s]);
+		if (r == 0 && l->olen + 2 * cs > l->ocap)
+			r = flush_layout(dev, l);
+		if (r == 0 && k % 1024 == 1023)
+			r = img_check_cancel(img_dev_ctx(dev));
+		pthread_mutex_lock(&p->lock);
+		if (r < 0)
+			p->err = r;
+		p->consumed = k + 1;
+		pthread_cond_broadcast(&p->cond);
+		pthread_mutex_unlock(&p->lock);
+		if (r < 0)
+			return r;
 	}
-	*olen_total = pos - start;
-	*wpos = pos;
-	return 0;
+	return flush_layout(dev, l);
 }
 
 int qcow2_pack(struct img_dev *dev, struct qcow2_w *w)
 {
 	struct img_ctx *ctx = img_dev_ctx(dev);
-	unsigned nthreads = w->threads ? w->threads : online_cpus();
-	uint64_t cs = w->cs, batch, wpos = w->data_start, end;
+	unsigned nthreads = IMG_MIN(w->threads ? w->threads : online_cpus(), 64u);
+	uint64_t cs = w->cs, end;
 	int type = w->compression == IMG_QCOW2_COMPRESS_ZSTD ? QCOW2_COMPRESSION_ZSTD
 	                                                     : QCOW2_COMPRESSION_ZLIB;
+	struct layout l = { .pos = w->data_start };
 	struct worker *wk = NULL;
-	struct pack p = { .w = w };
-	uint8_t *obuf = NULL;
+	struct pack p = { .w = w, .n = w->rev_n };
 	int r = 0;
 
-	nthreads = IMG_MIN(nthreads, 64u);
-	batch = IMG_MAX((uint64_t)nthreads * 4, (8ull << 20) / cs);
-	batch = IMG_MAX(IMG_MIN(batch, w->rev_n), 1);
-	p.in = malloc((size_t)(batch * cs));
-	p.out = malloc((size_t)(batch * cs));
-	p.olen = calloc((size_t)batch, sizeof(*p.olen));
-	obuf = malloc((size_t)(2 * batch * cs));
+	p.ring = IMG_MAX((uint64_t)nthreads * 8, (8ull << 20) / cs);
+	p.in = malloc((size_t)(p.ring * cs));
+	p.out = malloc((size_t)(p.ring * cs));
+	p.olen = calloc((size_t)p.ring, sizeof(*p.olen));
+	p.ready = calloc((size_t)p.ring, sizeof(*p.ready));
+	l.ocap = IMG_MAX(4ull << 20, 4 * cs);
+	l.obuf = malloc((size_t)l.ocap);
+	l.ostart = w->data_start;
 	w->dref = calloc((size_t)IMG_MAX(w->rev_n, 1), sizeof(*w->dref));
 	wk = calloc(nthreads, sizeof(*wk));
-	if (!p.in || !p.out || !p.olen || !obuf || !w->dref || !wk) {
+	pthread_mutex_init(&p.lock, NULL);
+	pthread_cond_init(&p.cond, NULL);
+	if (!p.in || !p.out || !p.olen || !p.ready || !l.obuf || !w->dref || !wk) {
 		r = img_set_error(ctx, -ENOMEM, "out of memory for qcow2 compression");
 		goto out;
 	}
@@ -306,43 +415,24 @@ int qcow2_pack(struct img_dev *dev, struct qcow2_w *w)
 			goto out;
 		}
 	}
-	for (p.k0 = 0; p.k0 < w->rev_n; p.k0 += p.count) {
-		uint64_t start = wpos, olen = 0;
-		unsigned started = 0;
-
-		p.count = IMG_MIN(batch, w->rev_n - p.k0);
-		atomic_store(&p.next, 0);
-		/* Threads 1..n-1 help; this thread is worker 0. */
-		for (unsigned t = 1; t < nthreads && t < p.count; t++) {
-			if (pthread_create(&wk[t].tid, NULL, work, &wk[t]) != 0)
-				break;
-			started = t;
-		}
-		work(&wk[0]);
-		for (unsigned t = 1; t <= started; t++)
-			pthread_join(wk[t].tid, NULL);
-		if (atomic_load(&p.err)) {
-			r = img_set_error(ctx, atomic_load(&p.err), "reading back %s: %s", w->path,
-			                  strerror(-atomic_load(&p.err)));
+	for (unsigned t = 0; t < nthreads; t++) {
+		if (pthread_create(&wk[t].tid, NULL, work, &wk[t]) != 0) {
+			if (t > 0)
+				break; /* fewer threads is fine */
+			r = img_set_error(ctx, -EAGAIN, "%s: cannot start a compression thread",
+			                  w->path);
 			goto out;
 		}
-		r = layout(dev, &p, obuf, &wpos, &olen);
-		if (r < 0)
-			goto out;
-		r = img_pwrite_full(w->fd, obuf, (size_t)olen, start);
-		if (r < 0) {
-			r = img_set_error(ctx, r, "writing %s: %s", w->path, strerror(-r));
-			goto out;
-		}
-		r = img_check_cancel(ctx);
-		if (r < 0)
-			goto out;
+		wk[t].started = true;
 	}
+	r = consume(dev, &p, &l);
+	if (r < 0)
+		goto out;
 	/* Zero the rest of the last cluster: it still holds staged bytes. */
-	end = IMG_ALIGN_UP(wpos, cs);
-	if (end > wpos) {
-		memset(obuf, 0, (size_t)(end - wpos));
-		r = img_pwrite_full(w->fd, obuf, (size_t)(end - wpos), wpos);
+	end = IMG_ALIGN_UP(l.pos, cs);
+	if (end > l.pos) {
+		memset(l.obuf, 0, (size_t)(end - l.pos));
+		r = img_pwrite_full(w->fd, l.obuf, (size_t)(end - l.pos), l.pos);
 		if (r < 0) {
 			r = img_set_error(ctx, r, "writing %s: %s", w->path, strerror(-r));
 			goto out;
@@ -350,13 +440,25 @@ int qcow2_pack(struct img_dev *dev, struct qcow2_w *w)
 	}
 	w->data_end = end;
 out:
-	if (wk)
-		for (unsigned t = 0; t < nthreads; t++)
+	if (wk) {
+		pthread_mutex_lock(&p.lock);
+		if (r < 0 && !p.err)
+			p.err = r;
+		pthread_cond_broadcast(&p.cond);
+		pthread_mutex_unlock(&p.lock);
+		for (unsigned t = 0; t < nthreads; t++) {
+			if (wk[t].started)
+				pthread_join(wk[t].tid, NULL);
 			qcow2_codec_free(wk[t].codec);
+		}
+	}
+	pthread_mutex_destroy(&p.lock);
+	pthread_cond_destroy(&p.cond);
 	free(wk);
-	free(obuf);
+	free(l.obuf);
 	free(p.in);
 	free(p.out);
 	free(p.olen);
+	free(p.ready);
 	return r;
 }
