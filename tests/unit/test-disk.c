@@ -9,6 +9,7 @@
 
 #include "private.h"
 #include "testutil.h"
+#include <img/boot.h>
 #include <img/disk.h>
 #include <img/manifest.h>
 
@@ -420,6 +421,160 @@ START_TEST(manifest_roundtrip)
 }
 END_TEST
 
+/* ---- boot: the ESP tree for a system ---------------------------------- */
+
+#define SYS  "/nix/store/3yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy-nixos-system-t"
+#define KPKG "/nix/store/1kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk-linux-6.1"
+#define IPKG "/nix/store/2iiiiiiiiiiiiiiiiiiiiiiiiiiiiiii-initrd"
+#define BPKG "/nix/store/4bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-systemd-boot"
+
+static void mk(const char *root, const char *rel, const char *text)
+{
+	char path[4096], *p;
+
+	snprintf(path, sizeof(path), "%s%s", root, rel);
+	for (p = path + strlen(root) + 1; (p = strchr(p, '/')); p++) {
+		*p = 0;
+		mkdir(path, 0755);
+		*p = '/';
+	}
+	t_write_file(path, text, strlen(text));
+}
+
+static void ln(const char *root, const char *rel, const char *target)
+{
+	char path[4096];
+
+	snprintf(path, sizeof(path), "%s%s", root, rel);
+	ck_assert_int_eq(symlink(target, path), 0);
+}
+
+static char *node_text(struct img_ctx *ctx, struct img_tree *t, const char *path)
+{
+	struct img_node *n = img_tree_lookup(t, path);
+	char *buf;
+
+	ck_assert_msg(n != NULL, "%s missing", path);
+	buf = calloc(1, n->size + 1);
+	ck_assert_ok(img_node_read_data(ctx, n, 0, buf, n->size), ctx);
+	return buf;
+}
+
+START_TEST(boot_esp_tree)
+{
+	struct img_ctx *ctx = t_ctx();
+	char *dir = t_tmpdir("disk-boot"), *txt;
+	const char *paths[] = { KPKG, IPKG, SYS, BPKG };
+	struct img_boot_opts o = {
+		.root = dir, .paths = paths, .npaths = 4, .kernel_params = "quiet"
+	};
+	struct img_boot_esp *esp;
+	const char *found;
+
+	mk(dir, KPKG "/bzImage", "KERNEL");
+	mk(dir, IPKG "/initrd", "INITRD");
+	mk(dir, SYS "/init", "#!/bin/sh\n");
+	mk(dir, SYS "/kernel-params", "console=ttyS0\n");
+	mk(dir, SYS "/nixos-version", "25.05t\n");
+	/* a relative link, and an absolute one through another link */
+	ln(dir, SYS "/kernel", "../1kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk-linux-6.1/./bzImage");
+	ln(dir, SYS "/initrd-link", IPKG "/initrd");
+	ln(dir, SYS "/initrd", SYS "/initrd-link");
+	mk(dir, BPKG "/lib/systemd/boot/efi/systemd-bootx64.efi", "SDBOOT");
+
+	ck_assert_ok(img_boot_find_system(ctx, dir, paths, 4, &found), ctx);
+	ck_assert_str_eq(found, SYS);
+	o.system = found;
+	ck_assert_ok(img_boot_esp_build(ctx, &o, &esp), ctx);
+	ck_assert_str_eq(esp->bootloader, "systemd-boot");
+	ck_assert_str_eq(esp->kernel_params, "console=ttyS0 quiet");
+	ck_assert_str_eq(esp->cmdline, "init=" SYS "/init console=ttyS0 quiet");
+	txt = node_text(ctx, esp->tree,
+	                "EFI/nixos/1kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk-linux-6.1-bzImage.efi");
+	ck_assert_str_eq(txt, "KERNEL");
+	free(txt);
+	txt = node_text(ctx, esp->tree,
+	                "EFI/nixos/2iiiiiiiiiiiiiiiiiiiiiiiiiiiiiii-initrd-initrd.efi");
+	ck_assert_str_eq(txt, "INITRD");
+	free(txt);
+	txt = node_text(ctx, esp->tree, "EFI/BOOT/BOOTX64.EFI");
+	ck_assert_str_eq(txt, "SDBOOT");
+	free(txt);
+	txt = node_text(ctx, esp->tree, "loader/entries/nixos-generation-1.conf");
+	ck_assert_str_eq(txt,
+	                 "title NixOS\nsort-key nixos\n"
+	                 "version Generation 1 25.05t, built on 1970-01-01\n"
+	                 "linux /EFI/nixos/1kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk-linux-6.1-bzImage.efi\n"
+	                 "initrd /EFI/nixos/2iiiiiiiiiiiiiiiiiiiiiiiiiiiiiii-initrd-initrd.efi\n"
+	                 "options init=" SYS "/init console=ttyS0 quiet\n");
+	free(txt);
+	ck_assert_ptr_nonnull(img_tree_lookup(esp->tree, "EFI/systemd/systemd-bootx64.efi"));
+	ck_assert_ptr_nonnull(img_tree_lookup(esp->tree, "loader/loader.conf"));
+	img_boot_esp_free(esp);
+
+	/* The date comes from the epoch. */
+	img_ctx_set_epoch(ctx, 1700000000);
+	ck_assert_ok(img_boot_esp_build(ctx, &o, &esp), ctx);
+	txt = node_text(ctx, esp->tree, "loader/entries/nixos-generation-1.conf");
+	ck_assert_ptr_nonnull(strstr(txt, "built on 2023-11-14\n"));
+	free(txt);
+	img_boot_esp_free(esp);
+
+	/* A stub that is no PE image is refused by name. */
+	mk(dir, "/notpe",
+	   "this is not a PE file, just some text padding it out............"
+	   "................................................................"
+	   "................................................................"
+	   "................................................................"
+	   "................................................................"
+	   "................................................................"
+	   "................................................................"
+	   "................................................................");
+	o.uki = 1;
+	{
+		char stub[4096];
+
+		snprintf(stub, sizeof(stub), "%s/notpe", dir);
+		o.uki_stub = stub;
+		ck_assert_int_eq(img_boot_esp_build(ctx, &o, &esp), -EINVAL);
+		ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "not a usable UEFI stub"));
+	}
+	o.uki = 0;
+	o.uki_stub = NULL;
+
+	/* No systemd-boot: the message says how to give one. */
+	o.npaths = 3;
+	ck_assert_int_eq(img_boot_esp_build(ctx, &o, &esp), -ENOENT);
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "--bootloader"));
+	o.npaths = 4;
+	/* A symlink loop and a missing system. */
+	{
+		char p[4096];
+
+		snprintf(p, sizeof(p), "%s" SYS "/kernel", dir);
+		unlink(p);
+		ln(dir, SYS "/kernel", SYS "/kernel");
+	}
+	ck_assert_int_eq(img_boot_esp_build(ctx, &o, &esp), -ELOOP);
+	o.system = NULL;
+	ck_assert_int_eq(img_boot_esp_build(ctx, &o, &esp), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "--system"));
+	/* Two systems: choose one. */
+	mk(dir, "/nix/store/5sssssssssssssssssssssssssssssss-sys2/init", "x");
+	mk(dir, "/nix/store/5sssssssssssssssssssssssssssssss-sys2/initrd", "x");
+	mk(dir, "/nix/store/5sssssssssssssssssssssssssssssss-sys2/kernel", "x");
+	{
+		const char *two[] = { SYS, "/nix/store/5sssssssssssssssssssssssssssssss-sys2" };
+
+		ck_assert_int_eq(img_boot_find_system(ctx, dir, two, 2, &found), -EINVAL);
+		ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "--system"));
+	}
+	t_rmrf(dir);
+	free(dir);
+	img_ctx_free(ctx);
+}
+END_TEST
+
 Suite *img_test_suite(void);
 Suite *img_test_suite(void)
 {
@@ -437,6 +592,9 @@ Suite *img_test_suite(void)
 	suite_add_tcase(s, tc);
 	tc = tcase_create("probe");
 	tcase_add_test(tc, probe_untrusted);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("boot");
+	tcase_add_test(tc, boot_esp_tree);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("manifest");
 	tcase_add_test(tc, manifest_roundtrip);
