@@ -269,6 +269,18 @@ int vm_parse_specs(struct img_ctx *ctx, struct img_vm *vm)
 				    o->forwards[i], vm->fwd[i].host_port);
 		vm->nfwd++;
 	}
+	if (o->relay_cmd) {
+		const char *c = o->relay_cmd;
+
+		if (!*c || c[0] == ' ' || strstr(c, "  ") || c[strlen(c) - 1] == ' ' ||
+		    c[strspn(
+		        c, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._+- ")])
+			return img_set_error(
+			    ctx, -EINVAL,
+			    "relay command '%s': only letters, digits, '/._+-' and "
+			    "single spaces",
+			    c);
+	}
 	for (size_t i = 0; i < o->nguest_forwards; i++) {
 		if ((r = parse_guest_forward(ctx, o->guest_forwards[i], &vm->gfwd[i])) < 0)
 			return r;
@@ -368,13 +380,15 @@ static char *user_netdev(struct img_vm *vm)
 		s = vm_printf(vm, "%s,hostfwd=%s:%s:%u-:%u", s, f->udp ? "udp" : "tcp",
 		              f->host_addr, f->host_port, f->guest_port);
 	}
-	/* The reference's guest forward: QEMU runs "nc HOST PORT" per connection.
-	 * Both values were checked to be an IPv4 address and a port number. */
+	/* The reference's guest forward: QEMU (libslirp) runs "nc HOST PORT" per
+	 * connection, splitting the words itself. Both values were checked to be
+	 * an IPv4 address and a port number, the command's characters too. */
 	for (size_t i = 0; s && i < vm->ngfwd; i++) {
 		const struct vm_guest_forward *g = &vm->gfwd[i];
 
-		s = vm_printf(vm, "%s,guestfwd=tcp:%s:%u-cmd:nc %s %u", s, g->guest_addr,
-		              g->guest_port, g->host_addr, g->host_port);
+		s = vm_printf(vm, "%s,guestfwd=tcp:%s:%u-cmd:%s %s %u", s, g->guest_addr,
+		              g->guest_port, vm->o.relay_cmd ? vm->o.relay_cmd : "nc", g->host_addr,
+		              g->host_port);
 	}
 	if (s && vm->o.net_opts && *vm->o.net_opts)
 		s = vm_printf(vm, "%s,%s", s, vm->o.net_opts);
@@ -585,6 +599,7 @@ static int copy_opts(struct img_vm *vm, const struct img_vm_opts *in)
 	S(shared_dir);
 	S(host_certs);
 	S(net_opts);
+	S(relay_cmd);
 	S(kernel);
 	S(initrd);
 	S(append);

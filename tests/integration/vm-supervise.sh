@@ -102,4 +102,21 @@ grep -q "^firmware: /" "$T/stdout" || t_fail "--dry-run: no firmware: $(cat "$T/
 grep -q "overlay (qcow2) .*$T/st-dry/disk.qcow2 (new)" "$T/stdout" || t_fail "--dry-run: no overlay"
 [ ! -e "$T/st-dry" ] || t_fail "--dry-run created the state directory"
 echo "ok: print-cmdline, dry-run"
+
+# 8. The guest-forward relay QEMU runs per connection (instead of nc): bytes
+# both ways, and the command line names it.
+python3 -c '
+import socket, sys
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1)
+open(sys.argv[1], "w").write(str(s.getsockname()[1]))
+c, _ = s.accept(); d = c.recv(100); c.sendall(b"echo:" + d); c.close()' "$T/echo-port" &
+EPID=$!
+for _ in $(seq 100); do [ -s "$T/echo-port" ] && break; sleep 0.1; done
+got=$(printf hello | "$VMLAUNCH" --relay 127.0.0.1 "$(cat "$T/echo-port")")
+wait $EPID
+[ "$got" = echo:hello ] || t_fail "--relay: got '$got'"
+t_expect_exit 0 "${V[@]}" --state-dir "$T/st-g" --print-cmdline --guest-forward 10.0.2.100:80:127.0.0.1:8000 "$IMG"
+grep -qF "guestfwd=tcp:10.0.2.100:80-cmd:$(readlink -f "$VMLAUNCH") --relay 127.0.0.1 8000" "$T/stdout" ||
+	t_fail "guest forward does not use the relay: $(cat "$T/stdout")"
+echo "ok: relay"
 t_pass

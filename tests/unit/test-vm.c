@@ -636,6 +636,9 @@ START_TEST(errors_specs)
 	o.nforwards = 2;
 	expect_error(&o, "forwarded twice");
 	o = base();
+	o.relay_cmd = "nc; rm -rf /";
+	expect_error(&o, "relay command");
+	o = base();
 	o.guest_forwards = bad_g;
 	o.nguest_forwards = 1;
 	expect_error(&o, "10.0.2.0/24");

@@ -90,6 +90,10 @@ struct img_vm_opts {
 	size_t nvlans;
 	unsigned vlan_index;  /* last MAC byte on VLANs, 1..254; 0 = derived from the name */
 	const char *net_opts; /* $QEMU_NET_OPTS, appended to the user netdev */
+	/* What QEMU runs (split on spaces, no shell) per guest-forward connection,
+	 * with HOSTADDR and HOSTPORT appended; default "nc". vmlaunch passes
+	 * "<itself> --relay" so no netcat is needed. Letters, digits, "/._+-". */
+	const char *relay_cmd;
 
 	int graphics; /* 0: -nographic */
 	enum img_vm_console console;
