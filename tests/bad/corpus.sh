@@ -8,7 +8,8 @@
 #   tool:   mkvmimage | vmlaunch
 #   args:   the arguments; @GEN@ = generated inputs (fixtures/bad/gen.py),
 #           @OUT@ = the output path the tool must not leave behind
-#   expect: an extended regular expression stderr must match
+#   expect: an extended regular expression stderr must match (empty: stderr
+#           must be empty)
 #   exit:   the expected status (default 1)
 #   stdin:  a file (under @GEN@) fed on standard input
 # Run with CASES="name ..." to run a subset.
@@ -59,7 +60,11 @@ for case in "$SRCDIR"/fixtures/bad/*.case; do
 		continue
 	fi
 	[ "$got" = "$want" ] || problem="exit $got, wanted $want"
-	grep -qE -- "$expect" "$T/out/$name/stderr" || problem="${problem:+$problem; }stderr does not match /$expect/"
+	if [ -n "$expect" ]; then
+		grep -qE -- "$expect" "$T/out/$name/stderr" || problem="${problem:+$problem; }stderr does not match /$expect/"
+	elif [ -s "$T/out/$name/stderr" ]; then
+		problem="${problem:+$problem; }unexpected message"
+	fi
 	grep -qE 'Sanitizer|runtime error:' "$T/out/$name/stderr" && problem="${problem:+$problem; }sanitizer report"
 	if [ "$want" != 0 ]; then
 		[ ! -e "$out" ] || problem="${problem:+$problem; }output left behind"
