@@ -309,6 +309,8 @@ int img_vm_run(struct img_ctx *ctx, struct img_vm *vm, struct img_vm_result *res
 	memset(res, 0, sizeof(*res));
 	if (vm->state_is_template)
 		return img_set_error(ctx, -EINVAL, "img_vm_run before img_vm_prepare");
+	if ((r = img_check_cancel(ctx)) < 0)
+		return r; /* a signal came while the state was prepared: start nothing */
 	if (o->tpm && (r = start_swtpm(ctx, vm, &tpm)) < 0)
 		goto out;
 

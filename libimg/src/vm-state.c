@@ -318,15 +318,16 @@ static int resolve_firmware(struct img_ctx *ctx, struct img_vm *vm)
 
 /* ---- paths ------------------------------------------------------------------------ */
 
-static int check_sock(struct img_ctx *ctx, const char *path)
+static int check_sock(struct img_ctx *ctx, const struct img_vm *vm, const char *path)
 {
 	struct sockaddr_un sa;
 
 	if (strlen(path) >= sizeof(sa.sun_path))
 		return img_set_error(ctx, -ENAMETOOLONG,
 		                     "%s: too long for a unix socket (%zu bytes, at most %zu); use "
-		                     "a shorter --state-dir",
-		                     path, strlen(path), sizeof(sa.sun_path) - 1);
+		                     "a shorter %s",
+		                     path, strlen(path), sizeof(sa.sun_path) - 1,
+		                     vm->o.ephemeral ? "TMPDIR" : "--state-dir");
 	return 0;
 }
 
@@ -355,11 +356,11 @@ int vm_compute_paths(struct img_ctx *ctx, struct img_vm *vm)
 		vm->empty_paths[i] = vm_printf(vm, "%s/empty%zu.qcow2", s, i);
 	if (!vm->qga_sock || !vm->certs_dir || !vm->swtpm_log)
 		return img_set_error(ctx, -ENOMEM, "out of memory");
-	if ((r = check_sock(ctx, vm->qmp_sock)) < 0)
+	if ((r = check_sock(ctx, vm, vm->qmp_sock)) < 0)
 		return r;
-	if (o->tpm && (r = check_sock(ctx, vm->swtpm_sock)) < 0)
+	if (o->tpm && (r = check_sock(ctx, vm, vm->swtpm_sock)) < 0)
 		return r;
-	if (o->guest_agent && (r = check_sock(ctx, vm->qga_sock)) < 0)
+	if (o->guest_agent && (r = check_sock(ctx, vm, vm->qga_sock)) < 0)
 		return r;
 	if (o->host_certs)
 		for (size_t i = 0; i < vm->nshares; i++)
