@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # lib-boot.sh -- shared by the boot tests (tests/boot/*.sh). Source it after
 # tests/lib.sh and t_begin.
 #
