@@ -314,6 +314,38 @@ START_TEST(probe_untrusted)
 	ck_assert_ok(img_disk_probe(ctx, dev, &info), ctx);
 	ck_assert_int_eq(info.label, IMG_DISK_NONE);
 	img_dev_unref(dev);
+
+	/* Mutations of a real GPT (headers, entries, both copies): never a crash,
+	 * never a partition outside the disk. Meaningful under ASan/UBSan. */
+	{
+		struct img_disk_layout l;
+		uint8_t *orig, rnd[64];
+		uint64_t total;
+
+		plan_efi(ctx, &l, 1, 0);
+		total = l.size;
+		ck_assert_ok(img_dev_mem_new(ctx, total, &dev), ctx);
+		ck_assert_ok(img_disk_write(ctx, &l, dev), ctx);
+		orig = malloc(34 * 512);
+		ck_assert_ok(img_dev_pread(dev, orig, 34 * 512, 0), ctx);
+		for (int it = 0; it < 3000; it++) {
+			t_fill(rnd, sizeof(rnd), (uint64_t)it + 1);
+			for (int k = 0; k < 1 + rnd[0] % 8; k++) {
+				/* mostly the header and first entries; sometimes anywhere */
+				uint32_t span = rnd[1] & 1 ? 34 * 512 : 3 * 512;
+				uint32_t at = img_get_le32(rnd + 4 + 4 * k) % span;
+				uint8_t v = rnd[40 + k];
+
+				ck_assert_ok(img_dev_pwrite(dev, &v, 1, at), ctx);
+			}
+			ck_assert_ok(img_disk_probe(ctx, dev, &info), ctx);
+			for (size_t i = 0; i < IMG_MIN(info.nparts, IMG_DISK_MAX_PARTS); i++)
+				ck_assert(info.parts[i].offset + info.parts[i].size <= total);
+			ck_assert_ok(img_dev_pwrite(dev, orig, 34 * 512, 0), ctx);
+		}
+		free(orig);
+		img_dev_unref(dev);
+	}
 	img_ctx_free(ctx);
 }
 END_TEST
