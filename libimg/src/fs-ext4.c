@@ -13,9 +13,9 @@
  *     written, so a --size that is too small fails cleanly.
  *   - inode numbers: assigned in the tree's depth-first order from 12 on
  *     (root 2, lost+found 11); kept hard links share their first link's.
- *   - directories: blocks packed here (linear directories, valid with
- *     dir_index; the kernel indexes them when they change) and written with
- *     ext2fs_write_dir_block4(), which adds the metadata_csum tail checksum.
+ *   - directories: blocks packed here (hash-indexed when over one block and
+ *     within one index level, else linear) and written with
+ *     ext2fs_write_dir_block4(), which adds the metadata_csum checksums.
  *   - file data: each file's blocks are allocated first as contiguous
  *     extents (ext2fs_fallocate, goal = right after the previous file), then
  *     the device copies the bytes in-kernel (img_node_copy_data); libext2fs
@@ -161,11 +161,16 @@ static int need_node(struct img_node *node, struct ext4_need *need)
 		if (node->size >= EXT4_FAST_SYMLINK)
 			need->blocks++;
 		break;
-	case IMG_NODE_DIR:
-		need->blocks += dir_blocks(node);
+	case IMG_NODE_DIR: {
+		uint64_t b = dir_blocks(node);
+
+		/* an indexed directory (dir_pack_htree) packs its leaves in hash
+		 * order: a root block more, and up to one entry's slack a leaf */
+		need->blocks += b > 1 ? b + b / 8 + 2 : b;
 		for (size_t i = 0; i < node->nchildren; i++)
 			need_node(node->children[i], need);
 		break;
+	}
 	default:
 		break;
 	}
@@ -537,6 +542,150 @@ static int dir_pack(struct ext4_writer *w, const struct img_node *dir, ext2_ino_
 	return 0;
 }
 
+/*
+ * Indexed (htree) directories: a directory of more than one block gets a
+ * dx_root in block 0 ("." and ".." with the index after them) and its
+ * entries in leaf blocks 1..n sorted by (hash, minor hash), as the kernel
+ * and e2fsck -D build them. One index level holds up to DX_LIMIT leaves;
+ * larger directories stay linear (valid, only slower to search).
+ */
+#define DX_ROOT_ENTRIES 32u /* ".", "..", dx_root_info: where the count/limit sits */
+#define DX_LIMIT        ((EXT4_BS - DX_ROOT_ENTRIES - 8u) / 8u) /* 8: struct ext2_dx_tail */
+
+struct dx_ent {
+	uint32_t hash, minor;
+	size_t idx; /* entry index (name order): ties stay in name order */
+};
+
+static int cmp_dx(const void *a, const void *b)
+{
+	const struct dx_ent *x = a, *y = b;
+
+	if (x->hash != y->hash)
+		return x->hash < y->hash ? -1 : 1;
+	if (x->minor != y->minor)
+		return x->minor < y->minor ? -1 : 1;
+	return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+static void dir_entry_target(const struct img_node *dir, size_t i, ext2_ino_t *ino, uint8_t *ft)
+{
+	if (is_root(dir) && i == 0) {
+		*ino = EXT4_FIRST_INO;
+		*ft = EXT2_FT_DIR;
+	} else {
+		const struct img_node *c = dir->children[i - (is_root(dir) ? 1 : 0)];
+
+		*ino = (ext2_ino_t)img_node_inode((struct img_node *)c)->scratch;
+		*ft = dir_file_type(c);
+	}
+}
+
+/* 1: not indexed (one block, or too many leaves); 0: w->buf holds *nblocks. */
+static int dir_pack_htree(struct ext4_writer *w, const struct img_node *dir, ext2_ino_t ino,
+                          ext2_ino_t parent, uint64_t *nblocks)
+{
+	const unsigned usable = EXT4_BS - EXT4_TAIL;
+	size_t n = dir_nentries(dir), leaves = 1, used = 0, leaf;
+	struct dx_ent *d;
+	uint8_t *blk, *p, *last = NULL;
+	uint32_t prev_hash = 0;
+	int r;
+
+	if (dir_blocks(dir) < 2)
+		return 1;
+	d = malloc(n * sizeof(*d));
+	if (!d)
+		return img_set_error(w->ctx, -ENOMEM, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		size_t len;
+		const char *name = dir_entry_name(dir, i, &len);
+		ext2_dirhash_t h, mh;
+		errcode_t err = ext2fs_dirhash2(EXT2_HASH_HALF_MD4, name, (int)len, NULL, 0,
+		                                w->fs->super->s_hash_seed, &h, &mh);
+
+		if (err) {
+			free(d);
+			return ext2_err(w->ctx, err, "cannot hash a directory entry");
+		}
+		d[i].hash = h;
+		d[i].minor = mh;
+		d[i].idx = i;
+	}
+	qsort(d, n, sizeof(*d), cmp_dx);
+	for (size_t i = 0; i < n; i++) {
+		size_t len;
+		unsigned rl;
+
+		dir_entry_name(dir, d[i].idx, &len);
+		rl = rec_len(len);
+		if (used + rl > usable) {
+			leaves++;
+			used = 0;
+		}
+		used += rl;
+	}
+	if (leaves > DX_LIMIT) {
+		free(d);
+		return 1;
+	}
+	*nblocks = 1 + leaves;
+	r = grow_buf(w, *nblocks * EXT4_BS);
+	if (r < 0) {
+		free(d);
+		return r;
+	}
+	memset(w->buf, 0, *nblocks * EXT4_BS);
+
+	/* block 0: ".", ".." spanning the block, dx_root_info, count/limit */
+	blk = w->buf;
+	put_entry(blk, ino, ".", 1, EXT2_FT_DIR);
+	put_entry(blk + 12, parent, "..", 2, EXT2_FT_DIR);
+	img_put_le16(blk + 12 + 4, EXT4_BS - 12);
+	blk[24 + 4] = EXT2_HASH_HALF_MD4; /* hash_version */
+	blk[24 + 5] = 8;                  /* info_length */
+	img_put_le16(blk + DX_ROOT_ENTRIES, (uint16_t)DX_LIMIT);
+	img_put_le16(blk + DX_ROOT_ENTRIES + 2, (uint16_t)leaves);
+	img_put_le32(blk + DX_ROOT_ENTRIES + 4, 1); /* entry 0: hash 0 implied, leaf 1 */
+
+	/* the leaves, in hash order */
+	leaf = 0;
+	blk = w->buf + EXT4_BS;
+	p = blk;
+	for (size_t i = 0; i < n; i++) {
+		size_t len;
+		const char *name = dir_entry_name(dir, d[i].idx, &len);
+		ext2_ino_t cino;
+		uint8_t ft;
+
+		if ((size_t)(p - blk) + rec_len(len) > usable) {
+			uint8_t *e;
+
+			img_put_le16(last + 4, (uint16_t)(blk + usable - last));
+			leaf++;
+			blk += EXT4_BS;
+			p = blk;
+			/* index entry: the leaf's first hash; the low bit marks a
+			 * hash that continues from the previous leaf */
+			e = w->buf + DX_ROOT_ENTRIES + leaf * 8;
+			img_put_le32(e, d[i].hash | (d[i].hash == prev_hash ? 1u : 0u));
+			img_put_le32(e + 4, (uint32_t)(1 + leaf));
+		}
+		dir_entry_target(dir, d[i].idx, &cino, &ft);
+		last = p;
+		p = put_entry(p, cino, name, len, ft);
+		prev_hash = d[i].hash;
+	}
+	img_put_le16(last + 4, (uint16_t)(blk + usable - last));
+	free(d);
+	if (leaf + 1 != leaves)
+		return img_set_error(w->ctx, -EIO, "ext4: htree packing mismatch");
+	for (size_t i = 1; i <= leaves; i++)
+		ext2fs_initialize_dirent_tail(w->fs,
+		                              EXT2_DIRENT_TAIL(w->buf + i * EXT4_BS, EXT4_BS));
+	return 0;
+}
+
 static int write_dir_extent(struct ext4_writer *w, void *user, blk64_t lblk, blk64_t pblk,
                             blk64_t len)
 {
@@ -858,14 +1007,20 @@ static int write_dir(struct ext4_writer *w, struct img_node *node, ext2_ino_t in
 {
 	struct ext2_inode_large in;
 	ext2_ino_t parent = node->parent ? (ext2_ino_t)node->parent->scratch : ino;
-	uint64_t nblocks = dir_blocks(node);
+	uint64_t nblocks = 0;
 	uint32_t links;
-	int r;
+	int r, linear;
 
-	r = dir_pack(w, node, ino, parent, nblocks);
+	linear = r = dir_pack_htree(w, node, ino, parent, &nblocks);
+	if (linear == 1) {
+		nblocks = dir_blocks(node);
+		r = dir_pack(w, node, ino, parent, nblocks);
+	}
 	if (r < 0)
 		return r;
 	inode_init(w, &in, LINUX_S_IFDIR, node, node->mtime);
+	if (!linear)
+		in.i_flags |= EXT2_INDEX_FL;
 	links = node->nlink ? node->nlink : 2;
 	if (is_root(node))
 		links++; /* lost+found */

@@ -38,6 +38,9 @@ cmp -s "$T/in.lst" "$T/out.lst" || t_fail "listing differs: $(diff "$T/in.lst" "
 [ "$(wc -l <"$T/in.lst")" -gt 10200 ] || t_fail "listing too short"
 [ "$(ls "$T/out/nix/store/2ccccccccccccccccccccccccccccccc-many" | wc -l)" = 10000 ] ||
 	t_fail "10,000-entry directory"
+# the big directory is hash-indexed (e2fsck above checked the index)
+debugfs -R "htree $S/2ccccccccccccccccccccccccccccccc-many" "$T/r.img" 2>/dev/null >"$T/htree"
+grep -q 'Number of entries (count): [1-9][0-9]' "$T/htree" || t_fail "no htree: $(head -c 300 "$T/htree")"
 # exact mode bits (setuid, setgid, sticky) from the inodes themselves
 debugfs -R "ls -p $A" "$T/r.img" 2>/dev/null >"$T/ls"
 for m in 4755 2755 1777 0600 0444 0000 7777; do
