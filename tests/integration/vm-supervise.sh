@@ -24,8 +24,11 @@ no_strays() {
 	echo "ok: $1"
 }
 
-# 1. --expect: text found -> exit 0, VM stopped, state gone.
-t_expect_exit 0 "${V[@]}" --ephemeral --expect BdsDxe --timeout 120 --serial-log "$T/found.log" "$IMG"
+# 1. --expect: text found -> exit 0, VM stopped, state gone. Secure Boot
+# firmware (SMM, enrolled keys) with a TPM, so those really run too.
+t_expect_exit 0 "${V[@]}" --ephemeral --secure-boot --tpm --expect BdsDxe --timeout 120 \
+	--serial-log "$T/found.log" "$IMG"
+grep -q "firmware: .*secure-enrolled" "$T/stderr" || t_fail "not the enrolled-keys firmware: $(cat "$T/stderr")"
 grep -q BdsDxe "$T/found.log" || t_fail "--serial-log lacks the console output"
 [ "$(stat -c %a "$T/found.log")" = 600 ] || t_fail "serial log is not 0600"
 no_strays "expect found"
