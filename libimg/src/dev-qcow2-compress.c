@@ -350,6 +350,7 @@ static int consume(struct img_dev *dev, struct pack *p, struct layout *l)
 	uint64_t cs = w->cs;
 	int r = 0;
 
+	img_progress_phase(img_dev_ctx(dev), "qcow2 compression", p->n * cs, 0);
 	for (uint64_t k = 0; k < p->n; k++) {
 		uint64_t s = k % p->ring;
 
@@ -364,6 +365,7 @@ static int consume(struct img_dev *dev, struct pack *p, struct layout *l)
 		r = place(dev, l, w->rev[k], p->in + s * cs, p->out + s * cs, p->olen[s]);
 		if (r == 0 && l->olen + 2 * cs > l->ocap)
 			r = flush_layout(dev, l);
+		img_progress_add(img_dev_ctx(dev), cs, 0);
 		if (r == 0 && k % 1024 == 1023)
 			r = img_check_cancel(img_dev_ctx(dev));
 		pthread_mutex_lock(&p->lock);
