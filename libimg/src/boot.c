@@ -193,6 +193,24 @@ static int read_text(struct img_ctx *ctx, const char *root, const char *nspath, 
 	return 0;
 }
 
+int img_boot_kernel_params(struct img_ctx *ctx, const char *root, const char *system,
+                           const char *extra, char **out)
+{
+	char ns[PATH_MAX], *params = NULL;
+	int r;
+
+	*out = NULL;
+	if (snprintf(ns, sizeof(ns), "%s/kernel-params", system) >= (int)sizeof(ns))
+		return img_set_error(ctx, -ENAMETOOLONG, "%s: path too long", system);
+	r = read_text(ctx, root, ns, &params, 1);
+	if (r < 0)
+		return r;
+	r = img_asprintf(out, "%s%s%s", params ? params : "",
+	                 params && *params && extra && *extra ? " " : "", extra ? extra : "");
+	free(params);
+	return r < 0 ? img_set_error(ctx, -ENOMEM, "out of memory") : 0;
+}
+
 /* ---- tree building ------------------------------------------------------- */
 
 static int add_file_host(struct img_ctx *ctx, struct img_tree *t, const char *path,
@@ -515,7 +533,7 @@ int img_boot_esp_build(struct img_ctx *ctx, const struct img_boot_opts *o,
 {
 	const char *store_dir = o->store_dir ? o->store_dir : "/nix/store";
 	char ns[PATH_MAX], kres[PATH_MAX], ires[PATH_MAX], khost[PATH_MAX], ihost[PATH_MAX];
-	char kname[PATH_MAX], iname[PATH_MAX], date[16], *params = NULL, *label = NULL;
+	char kname[PATH_MAX], iname[PATH_MAX], date[16], *label = NULL;
 	char *entry = NULL, *path = NULL;
 	struct img_tree_opts to = { 0 };
 	struct img_boot_esp *e;
@@ -557,18 +575,14 @@ int img_boot_esp_build(struct img_ctx *ctx, const struct img_boot_opts *o,
 		goto out;
 
 	/* The command line: init=<toplevel>/init, kernel-params, extra. */
-	snprintf(ns, sizeof(ns), "%s/kernel-params", o->system);
-	r = read_text(ctx, o->root, ns, &params, 1);
+	r = img_boot_kernel_params(ctx, o->root, o->system, o->kernel_params, &e->kernel_params);
 	if (r < 0)
 		goto out;
 	snprintf(ns, sizeof(ns), "%s/nixos-version", o->system);
 	r = read_text(ctx, o->root, ns, &label, 1);
 	if (r < 0)
 		goto out;
-	if (img_asprintf(&e->kernel_params, "%s%s%s", params ? params : "",
-	                 params && *params && o->kernel_params && *o->kernel_params ? " " : "",
-	                 o->kernel_params ? o->kernel_params : "") < 0 ||
-	    img_asprintf(&e->cmdline, "init=%s/init%s%s", o->system, *e->kernel_params ? " " : "",
+	if (img_asprintf(&e->cmdline, "init=%s/init%s%s", o->system, *e->kernel_params ? " " : "",
 	                 e->kernel_params) < 0) {
 		r = img_set_error(ctx, -ENOMEM, "out of memory");
 		goto out;
@@ -630,7 +644,6 @@ int img_boot_esp_build(struct img_ctx *ctx, const struct img_boot_opts *o,
 	}
 	r = img_tree_finish(e->tree);
 out:
-	free(params);
 	free(label);
 	free(entry);
 	if (r < 0) {

@@ -224,6 +224,8 @@ static int write_manifest(struct disk_build *b)
 	const struct img_build_opts *o = b->o;
 	struct img_manifest_partition mp[IMG_DISK_MAX_PARTS];
 	struct img_manifest m = { 0 };
+	char *params = NULL;
+	int r;
 
 	memset(mp, 0, sizeof(mp));
 	for (size_t i = 0; i < b->l.nparts; i++) {
@@ -261,8 +263,15 @@ static int write_manifest(struct disk_build *b)
 		m.bootloader = (char *)b->esp->bootloader;
 	} else if (b->system) {
 		m.bootloader = b->have_grub ? "grub" : "none";
+		r = img_boot_kernel_params(b->ctx, b->c->root, b->system, o->kernel_params,
+		                           &params);
+		if (r < 0)
+			return r;
+		m.kernel_params = params;
 	}
-	return img_image_write_manifest(b->ctx, o, &m);
+	r = img_image_write_manifest(b->ctx, o, &m);
+	free(params);
+	return r;
 }
 
 int img_build_disk(struct img_ctx *ctx, const struct img_build_opts *o)

@@ -98,25 +98,6 @@ int img_image_write_manifest(struct img_ctx *ctx, const struct img_build_opts *o
 	return r;
 }
 
-/* The toplevel's kernel-params under the closure's root, or NULL. */
-static char *read_params(const struct img_closure *c, const char *system)
-{
-	char path[4096], *buf;
-	FILE *f;
-	size_t n;
-
-	snprintf(path, sizeof(path), "%s%s/kernel-params", c->root, system);
-	f = fopen(path, "re");
-	if (!f)
-		return NULL;
-	buf = calloc(1, 65537);
-	n = buf ? fread(buf, 1, 65536, f) : 0;
-	fclose(f);
-	while (buf && n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-		buf[--n] = 0;
-	return buf;
-}
-
 int img_image_manifest_bare(struct img_ctx *ctx, const struct img_build_opts *o,
                             const struct img_closure *c, const char *fs, const char *label,
                             uint64_t size, const char *fs_uuid)
@@ -143,7 +124,9 @@ int img_image_manifest_bare(struct img_ctx *ctx, const struct img_build_opts *o,
 	m.partitions = &p;
 	m.npartitions = 1;
 	if (system) {
-		params = read_params(c, system);
+		r = img_boot_kernel_params(ctx, c->root, system, o->kernel_params, &params);
+		if (r < 0)
+			return r;
 		m.system = (char *)system;
 		m.kernel_params = params;
 		m.bootloader = "none";

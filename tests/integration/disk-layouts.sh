@@ -58,6 +58,7 @@ mp = m["partitions"][0]
 check(mp["type"] == "83" and mp["offset"] == 1 << 20 and mp["size"] == p["size"] * 512, "manifest partition")
 check(m["partition_table"] == "mbr" and m["boot"] == "none" and m["bootloader"] == "none", "no loader")
 check("disk_guid" not in m, "no disk guid on MBR")
+check(m["system"].endswith("-nixos-system-test-25.05") and m["kernel_params"] == "console=ttyS0 loglevel=4", "system")
 PY
 disk_part "$T/b.img" 1 "$T/broot"
 e2fsck -fn "$T/broot" >/dev/null 2>&1 || t_fail "e2fsck bios root"

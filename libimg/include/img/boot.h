@@ -70,6 +70,14 @@ void img_boot_esp_free(struct img_boot_esp *esp);
 int img_boot_find_system(struct img_ctx *ctx, const char *root, const char *const *paths,
                          size_t npaths, const char **out);
 
+/*
+ * The kernel parameters of @system (its kernel-params file under @root,
+ * without init=), with @extra appended; malloc'ed into *out. A system
+ * without kernel-params gives @extra (or "").
+ */
+int img_boot_kernel_params(struct img_ctx *ctx, const char *root, const char *system,
+                           const char *extra, char **out);
+
 #ifdef __cplusplus
 }
 #endif
