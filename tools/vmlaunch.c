@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <img/context.h>
@@ -305,6 +306,8 @@ int main(int argc, char **argv)
 	struct img_vm *vm;
 	struct img_vm_result res;
 	struct img_vm_info info;
+	struct termios tio;
+	int have_tio;
 
 	tool_name = "vmlaunch";
 	if (argc == 4 && !strcmp(argv[1], "--relay"))
@@ -618,7 +621,13 @@ int main(int argc, char **argv)
 	img_vm_get_info(vm, &info);
 	if (!quiet && o.console == IMG_VM_CONSOLE_FILE)
 		fprintf(stderr, "vmlaunch: console log: %s\n", info.console_log);
-	if ((r = img_vm_run(ctx, vm, &res)) < 0) {
+	/* QEMU puts an interactive terminal in raw mode; put it back whatever
+	 * way QEMU ends (a SIGKILLed QEMU cannot). */
+	have_tio = o.console == IMG_VM_CONSOLE_STDIO && tcgetattr(0, &tio) == 0;
+	r = img_vm_run(ctx, vm, &res);
+	if (have_tio)
+		tcsetattr(0, TCSANOW, &tio);
+	if (r < 0) {
 		tool_err("%s", img_ctx_error(ctx));
 		goto out_vm;
 	}
