@@ -241,6 +241,10 @@ static void on_signal(int sig)
 	got_signal = sig;
 	if (sig_ctx)
 		img_ctx_cancel(sig_ctx);
+	/* The library stops at its next cancellation check; a call blocked
+	 * elsewhere (a read from a pipe that never ends) must not keep us:
+	 * two seconds later SIGALRM's default action ends the process. */
+	alarm(2);
 }
 
 void tool_install_signals(struct img_ctx *ctx)

@@ -39,7 +39,6 @@ for mode in "" --store-image; do
 	# 2. An input that cannot be read (run as nobody; root reads anything).
 	chmod 000 "$S/a$H-data/f2"
 	chmod 777 "$T/out"
-	chmod o+x "$T" "$(dirname "$T")" 2>/dev/null || true
 	got=0
 	setpriv --reuid=65534 --regid=65534 --clear-groups \
 		"$MKVMIMAGE" $mode --root "$T/root" -o "$T/out/img" "$T/closure.txt" 2>"$T/stderr" || got=$?
@@ -62,6 +61,12 @@ for mode in "" --store-image; do
 		echo "/nix/store/a$H-data" >&9
 		sleep 0.5
 		kill -s $sig $pid
+		# It must stop promptly even though the pipe stays open.
+		for _ in $(seq 50); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+		if kill -0 $pid 2>/dev/null; then
+			kill -9 $pid
+			t_fail "SIG$sig ($mode): still running 5 s after the signal"
+		fi
 		got=0
 		wait $pid || got=$?
 		exec 9>&-
