@@ -43,7 +43,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 		for (uint64_t off = 0; off < vsize && off < (4 << 20); off += sizeof(buf))
 			if (img_dev_pread(dev, buf, (size_t)IMG_MIN(sizeof(buf), vsize - off),
-					  off) < 0)
+			                  off) < 0)
 				break;
 		/* One cluster at the start of each L2 table's range. */
 		span = (1ull << info.cluster_bits) * ((1ull << info.cluster_bits) / 8);
