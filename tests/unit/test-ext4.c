@@ -136,6 +136,56 @@ START_TEST(all_types)
 }
 END_TEST
 
+/* A directory within one htree level and one beyond it (linear fallback). */
+START_TEST(big_dirs)
+{
+	struct img_ctx *ctx = t_ctx();
+	struct img_tree_opts o = { 0 };
+	const struct img_fs_ops *fs = img_fs_find("ext4");
+	struct img_fs_opts fo = { .label = "big" };
+	char *dir = t_tmpdir("ext4-bigdirs"), path[4096], cmd[8192], name[300], *out = NULL;
+	struct img_tree *t;
+	struct img_dev *dev;
+	uint64_t size;
+
+	ck_assert_ok(img_tree_new(ctx, &o, &t), ctx);
+	for (int i = 0; i < 20000; i++) {
+		snprintf(name, sizeof(name), "short/f%d", i);
+		add(t, name, IMG_NODE_REG, 0644);
+	}
+	/* 200-byte names: 19 a block, 12,000 entries need over 507 leaves */
+	for (int i = 0; i < 12000; i++) {
+		snprintf(name, sizeof(name), "long/%0200d", i);
+		add(t, name, IMG_NODE_REG, 0644);
+	}
+	ck_assert_ok(img_tree_finish(t), ctx);
+	ck_assert_ok(fs->estimate(ctx, t, &fo, &size), ctx);
+	snprintf(path, sizeof(path), "%s/fs.img", dir);
+	ck_assert_ok(img_dev_raw_create(ctx, path, size, &dev), ctx);
+	ck_assert_ok(fs->write(ctx, t, &fo, dev), ctx);
+	ck_assert_ok(img_dev_finish(dev), ctx);
+	img_dev_unref(dev);
+	snprintf(cmd, sizeof(cmd), "e2fsck -fn '%s' 2>&1", path);
+	ck_assert_msg(run(cmd, &out) == 0, "e2fsck: %s", out);
+	free(out);
+	snprintf(cmd, sizeof(cmd),
+	         "debugfs -R 'stat /short' '%s' 2>/dev/null | grep Flags; "
+	         "debugfs -R 'stat /long' '%s' 2>/dev/null | grep Flags; "
+	         "debugfs -R 'ls -p /long' '%s' 2>/dev/null | grep -c /100644/",
+	         path, path, path);
+	ck_assert_int_eq(run(cmd, &out), 0);
+	/* /short is indexed (0x1000 | extents 0x80000), /long linear */
+	ck_assert_msg(strstr(out, "Flags: 0x81000"), "%s", out);
+	ck_assert_msg(strstr(out, "Flags: 0x80000"), "%s", out);
+	ck_assert_msg(strstr(out, "\n12000\n"), "%s", out);
+	free(out);
+	img_tree_free(t);
+	t_rmrf(dir);
+	free(dir);
+	img_ctx_free(ctx);
+}
+END_TEST
+
 static void build_mem(struct img_ctx *ctx, struct img_tree *t, uint64_t size, uint8_t **out)
 {
 	struct img_fs_opts fo = { .label = "nixos", .id_role = "root" };
@@ -221,6 +271,9 @@ Suite *img_test_suite(void)
 
 	tc = tcase_create("types");
 	tcase_add_test(tc, all_types);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("bigdirs");
+	tcase_add_test(tc, big_dirs);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("deterministic");
 	tcase_add_test(tc, deterministic);
