@@ -10,6 +10,7 @@
 #include <getopt.h>
 #include <netdb.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -282,6 +283,33 @@ static void show_tail(const char *path)
 	                "to keep all of it):\n");
 	fwrite(buf, 1, n, stderr);
 	fputc('\n', stderr);
+}
+
+/*
+ * Signals: only ask the library to stop; img_vm_run() then stops the VM
+ * gracefully (power-down, grace period, quit, kill) and reaps every child,
+ * which takes longer than tool_install_signals()'s two-second alarm allows.
+ */
+static struct img_ctx *volatile sig_ctx;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	if (sig_ctx)
+		img_ctx_cancel(sig_ctx);
+}
+
+static void install_signals(struct img_ctx *ctx)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sig_ctx = ctx;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
 }
 
 /* QEMU_OPTS: split on spaces, as the reference's unquoted $QEMU_OPTS. */
@@ -613,7 +641,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, "vmlaunch: firmware: %s (%s)\n", info.fw_code,
 			        info.fw_descriptor ? info.fw_descriptor : "known path");
 	}
-	tool_install_signals(ctx);
+	install_signals(ctx);
 	if ((r = img_vm_prepare(ctx, vm)) < 0) {
 		tool_err("%s", img_ctx_error(ctx));
 		goto out_vm;

@@ -101,11 +101,12 @@ static int spawn(struct img_ctx *ctx, char *const *argv, int own_pgrp, int stdin
 {
 	int pfd[2], err = 0;
 	ssize_t n;
-	pid_t pid;
+	pid_t pid, parent;
 
 	memset(c, 0, sizeof(*c));
 	if (pipe2(pfd, O_CLOEXEC) < 0)
 		return img_set_error(ctx, -errno, "pipe: %s", strerror(errno));
+	parent = getpid();
 	pid = fork();
 	if (pid < 0) {
 		close(pfd[0]);
@@ -123,6 +124,8 @@ static int spawn(struct img_ctx *ctx, char *const *argv, int own_pgrp, int stdin
 		signal(SIGHUP, SIG_DFL);
 		signal(SIGPIPE, SIG_DFL);
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127); /* the parent died before the line above */
 		if (own_pgrp)
 			setpgid(0, 0);
 		if (stdin_null) {
@@ -386,8 +389,14 @@ out:
 	if (qemu.pid > 0 && !qemu.done)
 		stop_vm(vm, &qemu, &t, sp[0]);
 	/* swtpm --terminate exits when QEMU's connection goes; make sure. */
-	if (tpm.pid > 0 && !wait_child(&tpm, 3))
+	if (tpm.pid > 0 && !wait_child(&tpm, 3)) {
+		if (r == 0) /* QEMU ran and connected: --terminate should have ended it */
+			img_log(ctx, IMG_LOG_WARN, "swtpm did not exit after QEMU; stopping it");
 		stop_child(&tpm, 2);
+	} else if (tpm.pid > 0 && exit_code(tpm.status) != 0 && r == 0) {
+		img_log(ctx, IMG_LOG_WARN, "swtpm exited with status %d; see %s",
+		        exit_code(tpm.status), vm->swtpm_log);
+	}
 	if (sp[0] >= 0)
 		close(sp[0]);
 	if (t.fd >= 0)

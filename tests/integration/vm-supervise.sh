@@ -29,6 +29,7 @@ no_strays() {
 t_expect_exit 0 "${V[@]}" --ephemeral --secure-boot --tpm --expect BdsDxe --timeout 120 \
 	--serial-log "$T/found.log" "$IMG"
 grep -q "firmware: .*secure-enrolled" "$T/stderr" || t_fail "not the enrolled-keys firmware: $(cat "$T/stderr")"
+grep -q swtpm "$T/stderr" && t_fail "swtpm did not end cleanly: $(cat "$T/stderr")"
 grep -q BdsDxe "$T/found.log" || t_fail "--serial-log lacks the console output"
 [ "$(stat -c %a "$T/found.log")" = 600 ] || t_fail "serial log is not 0600"
 no_strays "expect found"
@@ -65,13 +66,14 @@ wait $PID || RC=$?
 for k in $KIDS; do
 	alive $k && t_fail "child $k ($(tr '\0' ' ' </proc/$k/cmdline)) survived SIGTERM"
 done
+grep -q swtpm "$T/term.out" && t_fail "swtpm did not end cleanly: $(cat "$T/term.out")"
 echo "ok: SIGTERM (vmlaunch exit $RC)"
 no_strays "sigterm"
 
 # 5. SIGKILL of vmlaunch: the kernel kills its children (PR_SET_PDEATHSIG).
 "${V[@]}" --state-dir "$T/st-kill" --tpm "$IMG" </dev/null >"$T/kill.out" 2>&1 &
 PID=$!
-for _ in $(seq 300); do [ "$(children $PID | wc -w)" = 2 ] && break; sleep 0.1; done
+for _ in $(seq 300); do [ "$(children $PID | wc -w)" = 2 ] && [ -S "$T/st-kill/qmp.sock" ] && break; sleep 0.1; done
 KIDS=$(children $PID)
 kill -KILL $PID
 wait $PID 2>/dev/null
