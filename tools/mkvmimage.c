@@ -369,13 +369,15 @@ int main(int argc, char **argv)
 	}
 	r = tool_output_commit(&out);
 	if (r == 0 && mout.tmp) {
-		/* A manifest the recipe did not write (not every mode has one yet). */
+		/* A recipe without a manifest leaves the temporary empty. */
 		struct stat st;
 
 		if (stat(mout.tmp, &st) == 0 && st.st_size == 0)
 			tool_output_abort(&mout);
 		else
 			r = tool_output_commit(&mout);
+	} else {
+		tool_output_abort(&mout);
 	}
 	img_ctx_free(ctx);
 	free(default_manifest);

@@ -183,6 +183,8 @@ int tool_output_begin(struct tool_output *o, const char *final)
 		tool_err("%s: cannot create a file in its directory: %s", final, strerror(errno));
 		free(o->tmp);
 		o->tmp = NULL;
+		free(o->final);
+		o->final = NULL;
 		return -1;
 	}
 	/* Images are not secrets: the usual mode, not mkstemp's 0600. */
@@ -218,6 +220,8 @@ int tool_output_commit(struct tool_output *o)
 		}
 		free(d);
 	}
+	free(o->final);
+	o->final = NULL;
 	return 0;
 }
 
@@ -229,6 +233,8 @@ void tool_output_abort(struct tool_output *o)
 		free(o->tmp);
 		o->tmp = NULL;
 	}
+	free(o->final);
+	o->final = NULL;
 }
 
 static void on_signal(int sig)

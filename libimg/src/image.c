@@ -8,25 +8,6 @@
 #include "image-private.h"
 #include <img/qcow2.h>
 
-static const char *mode_name(enum img_mode m)
-{
-	switch (m) {
-	case IMG_MODE_ROOT:
-		return "root";
-	case IMG_MODE_EMPTY:
-		return "empty";
-	case IMG_MODE_EFI:
-		return "efi";
-	case IMG_MODE_BIOS:
-		return "bios";
-	case IMG_MODE_HYBRID:
-		return "hybrid";
-	case IMG_MODE_STORE:
-		return "store";
-	}
-	return "?";
-}
-
 int img_image_set_seed(struct img_ctx *ctx, const struct img_build_opts *o,
                        const char *const *paths, size_t npaths)
 {
@@ -38,14 +19,19 @@ int img_image_set_seed(struct img_ctx *ctx, const struct img_build_opts *o,
 
 	if (o->seed)
 		return img_ctx_set_seed(ctx, o->seed, o->seed_len ? o->seed_len : strlen(o->seed));
-	/* Everything that shapes the output, one field a line, then the paths
-	 * (already sorted and unique). Never the output path or the host. */
+	/* The identity of the content: the store paths (sorted, unique) and the
+	 * label. Deliberately not the mode or the sizes: a root file system keeps
+	 * its UUID whether it is written bare, into --efi or into --hybrid, and
+	 * adding a partition changes no other ID (every ID is then told apart by
+	 * its role). An image without paths (--empty) takes its size instead,
+	 * so two empty disks of one VM do not share a UUID by default. Never the
+	 * output path or anything of the host. */
 	f = open_memstream(&buf, &len);
 	if (!f)
 		return img_set_error(ctx, -ENOMEM, "out of memory");
-	fprintf(f, "libimg-seed-v1\nmode=%s\nsize=%llu\nboot=%llu\nlabel=%s\nsystem=%s\n",
-	        mode_name(o->mode), (unsigned long long)o->size, (unsigned long long)o->boot_size,
-	        o->label ? o->label : "", o->system ? o->system : "");
+	fprintf(f, "libimg-seed-v2\nlabel=%s\n", o->label ? o->label : "");
+	if (!npaths)
+		fprintf(f, "size=%llu\n", (unsigned long long)o->size);
 	for (size_t i = 0; i < npaths; i++)
 		fprintf(f, "path=%s\n", paths[i]);
 	if (fclose(f) != 0) {

@@ -647,7 +647,8 @@ int img_tree_finish(struct img_tree *t)
 		n->nlink = n->type == IMG_NODE_DIR ? 2 : 1;
 		if (n->type != IMG_NODE_DIR)
 			continue;
-		qsort(n->children, n->nchildren, sizeof(*n->children), name_cmp);
+		if (n->nchildren > 1)
+			qsort(n->children, n->nchildren, sizeof(*n->children), name_cmp);
 		if (sp + n->nchildren > cap) {
 			size_t ncap = (sp + n->nchildren) * 2;
 			struct img_node **s = realloc(stack, ncap * sizeof(*s));
