@@ -286,7 +286,8 @@ int img_vm_firmware_find(struct img_ctx *ctx, const char *const *dirs, size_t nd
 			r = collect(dirs[i], &ents, &n, &cap);
 	if (r < 0)
 		goto out;
-	qsort(ents, n, sizeof(*ents), cmp_entry);
+	if (n) /* qsort wants a valid pointer even for none */
+		qsort(ents, n, sizeof(*ents), cmp_entry);
 	for (size_t i = 0; i < n && !found; i++) {
 		char *buf = NULL;
 		size_t len = 0;
