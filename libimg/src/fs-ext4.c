@@ -13,8 +13,8 @@
  *     written, so a --size that is too small fails cleanly.
  *   - inode numbers: assigned in the tree's depth-first order from 12 on
  *     (root 2, lost+found 11); kept hard links share their first link's.
- *   - directories: blocks packed here (hash-indexed when over one block and
- *     within one index level, else linear) and written with
+ *   - directories: blocks packed here (hash-indexed, one or two levels, when
+ *     over one block; else linear) and written with
  *     ext2fs_write_dir_block4(), which adds the metadata_csum checksums.
  *   - file data: each file's blocks are allocated first as contiguous
  *     extents (ext2fs_fallocate, goal = right after the previous file), then
@@ -165,8 +165,9 @@ static int need_node(struct img_node *node, struct ext4_need *need)
 		uint64_t b = dir_blocks(node);
 
 		/* an indexed directory (dir_pack_htree) packs its leaves in hash
-		 * order: a root block more, and up to one entry's slack a leaf */
-		need->blocks += b > 1 ? b + b / 8 + 2 : b;
+		 * order: a root block and index nodes more, and up to one entry's
+		 * slack a leaf */
+		need->blocks += b > 1 ? b + b / 8 + b / 256 + 3 : b;
 		for (size_t i = 0; i < node->nchildren; i++)
 			need_node(node->children[i], need);
 		break;
@@ -544,13 +545,15 @@ static int dir_pack(struct ext4_writer *w, const struct img_node *dir, ext2_ino_
 
 /*
  * Indexed (htree) directories: a directory of more than one block gets a
- * dx_root in block 0 ("." and ".." with the index after them) and its
- * entries in leaf blocks 1..n sorted by (hash, minor hash), as the kernel
- * and e2fsck -D build them. One index level holds up to DX_LIMIT leaves;
- * larger directories stay linear (valid, only slower to search).
+ * dx_root in block 0 ("." and ".." with the index after them), with two
+ * levels also index nodes in blocks 1..n, then its entries in leaf blocks
+ * sorted by (hash, minor hash), as e2fsck -D builds them. Up to DX_LIMIT
+ * leaves take one level, up to DX_LIMIT * DX_NODE_LIMIT two; beyond that the
+ * directory stays linear (valid, only slower to search).
  */
 #define DX_ROOT_ENTRIES 32u /* ".", "..", dx_root_info: where the count/limit sits */
 #define DX_LIMIT        ((EXT4_BS - DX_ROOT_ENTRIES - 8u) / 8u) /* 8: struct ext2_dx_tail */
+#define DX_NODE_LIMIT   ((EXT4_BS - 8u - 8u) / 8u)              /* after an empty dirent of 8 */
 
 struct dx_ent {
 	uint32_t hash, minor;
@@ -581,14 +584,23 @@ static void dir_entry_target(const struct img_node *dir, size_t i, ext2_ino_t *i
 	}
 }
 
+/* Index entry @k of the count/limit table at @cl: hash and block. */
+static void dx_put(uint8_t *cl, size_t k, uint32_t hash, uint32_t block)
+{
+	if (k)
+		img_put_le32(cl + k * 8, hash);
+	img_put_le32(cl + k * 8 + 4, block);
+}
+
 /* 1: not indexed (one block, or too many leaves); 0: w->buf holds *nblocks. */
 static int dir_pack_htree(struct ext4_writer *w, const struct img_node *dir, ext2_ino_t ino,
                           ext2_ino_t parent, uint64_t *nblocks)
 {
 	const unsigned usable = EXT4_BS - EXT4_TAIL;
-	size_t n = dir_nentries(dir), leaves = 1, used = 0, leaf;
+	size_t n = dir_nentries(dir), leaves = 1, used = 0, leaf, nodes;
 	struct dx_ent *d;
-	uint8_t *blk, *p, *last = NULL;
+	uint32_t *first; /* per leaf: its first hash, low bit = continues */
+	uint8_t *blk, *p, *last = NULL, *root;
 	uint32_t prev_hash = 0;
 	int r;
 
@@ -625,32 +637,25 @@ static int dir_pack_htree(struct ext4_writer *w, const struct img_node *dir, ext
 		}
 		used += rl;
 	}
-	if (leaves > DX_LIMIT) {
+	nodes = leaves > DX_LIMIT ? IMG_DIV_ROUND_UP(leaves, DX_NODE_LIMIT) : 0;
+	first = calloc(leaves, sizeof(*first));
+	if (nodes > DX_LIMIT || !first) {
 		free(d);
-		return 1;
+		free(first);
+		return first ? 1 : img_set_error(w->ctx, -ENOMEM, "out of memory");
 	}
-	*nblocks = 1 + leaves;
+	*nblocks = 1 + nodes + leaves;
 	r = grow_buf(w, *nblocks * EXT4_BS);
 	if (r < 0) {
 		free(d);
+		free(first);
 		return r;
 	}
 	memset(w->buf, 0, *nblocks * EXT4_BS);
 
-	/* block 0: ".", ".." spanning the block, dx_root_info, count/limit */
-	blk = w->buf;
-	put_entry(blk, ino, ".", 1, EXT2_FT_DIR);
-	put_entry(blk + 12, parent, "..", 2, EXT2_FT_DIR);
-	img_put_le16(blk + 12 + 4, EXT4_BS - 12);
-	blk[24 + 4] = EXT2_HASH_HALF_MD4; /* hash_version */
-	blk[24 + 5] = 8;                  /* info_length */
-	img_put_le16(blk + DX_ROOT_ENTRIES, (uint16_t)DX_LIMIT);
-	img_put_le16(blk + DX_ROOT_ENTRIES + 2, (uint16_t)leaves);
-	img_put_le32(blk + DX_ROOT_ENTRIES + 4, 1); /* entry 0: hash 0 implied, leaf 1 */
-
-	/* the leaves, in hash order */
+	/* the leaves, in hash order, after the root and the index nodes */
 	leaf = 0;
-	blk = w->buf + EXT4_BS;
+	blk = w->buf + (1 + nodes) * EXT4_BS;
 	p = blk;
 	for (size_t i = 0; i < n; i++) {
 		size_t len;
@@ -659,17 +664,12 @@ static int dir_pack_htree(struct ext4_writer *w, const struct img_node *dir, ext
 		uint8_t ft;
 
 		if ((size_t)(p - blk) + rec_len(len) > usable) {
-			uint8_t *e;
-
 			img_put_le16(last + 4, (uint16_t)(blk + usable - last));
 			leaf++;
 			blk += EXT4_BS;
 			p = blk;
-			/* index entry: the leaf's first hash; the low bit marks a
-			 * hash that continues from the previous leaf */
-			e = w->buf + DX_ROOT_ENTRIES + leaf * 8;
-			img_put_le32(e, d[i].hash | (d[i].hash == prev_hash ? 1u : 0u));
-			img_put_le32(e + 4, (uint32_t)(1 + leaf));
+			/* the low bit marks a hash that continues from the previous leaf */
+			first[leaf] = d[i].hash | (d[i].hash == prev_hash ? 1u : 0u);
 		}
 		dir_entry_target(dir, d[i].idx, &cino, &ft);
 		last = p;
@@ -678,11 +678,43 @@ static int dir_pack_htree(struct ext4_writer *w, const struct img_node *dir, ext
 	}
 	img_put_le16(last + 4, (uint16_t)(blk + usable - last));
 	free(d);
-	if (leaf + 1 != leaves)
+	if (leaf + 1 != leaves) {
+		free(first);
 		return img_set_error(w->ctx, -EIO, "ext4: htree packing mismatch");
-	for (size_t i = 1; i <= leaves; i++)
-		ext2fs_initialize_dirent_tail(w->fs,
-		                              EXT2_DIRENT_TAIL(w->buf + i * EXT4_BS, EXT4_BS));
+	}
+	for (size_t i = 0; i < leaves; i++)
+		ext2fs_initialize_dirent_tail(
+		    w->fs, EXT2_DIRENT_TAIL(w->buf + (1 + nodes + i) * EXT4_BS, EXT4_BS));
+
+	/* block 0: ".", ".." spanning the block, dx_root_info, count/limit */
+	root = w->buf;
+	put_entry(root, ino, ".", 1, EXT2_FT_DIR);
+	put_entry(root + 12, parent, "..", 2, EXT2_FT_DIR);
+	img_put_le16(root + 12 + 4, EXT4_BS - 12);
+	root[24 + 4] = EXT2_HASH_HALF_MD4; /* hash_version */
+	root[24 + 5] = 8;                  /* info_length */
+	root[24 + 6] = nodes ? 1 : 0;      /* indirect_levels */
+	img_put_le16(root + DX_ROOT_ENTRIES, (uint16_t)DX_LIMIT);
+	if (!nodes) {
+		img_put_le16(root + DX_ROOT_ENTRIES + 2, (uint16_t)leaves);
+		for (size_t i = 0; i < leaves; i++)
+			dx_put(root + DX_ROOT_ENTRIES, i, first[i], (uint32_t)(1 + i));
+	} else {
+		img_put_le16(root + DX_ROOT_ENTRIES + 2, (uint16_t)nodes);
+		for (size_t j = 0; j < nodes; j++) {
+			uint8_t *node = w->buf + (1 + j) * EXT4_BS;
+			size_t a = j * DX_NODE_LIMIT, cnt = IMG_MIN(DX_NODE_LIMIT, leaves - a);
+
+			/* an index node: one empty entry over the block, then the table */
+			img_put_le16(node + 4, EXT4_BS);
+			img_put_le16(node + 8, (uint16_t)DX_NODE_LIMIT);
+			img_put_le16(node + 10, (uint16_t)cnt);
+			for (size_t k = 0; k < cnt; k++)
+				dx_put(node + 8, k, first[a + k], (uint32_t)(1 + nodes + a + k));
+			dx_put(root + DX_ROOT_ENTRIES, j, first[a], (uint32_t)(1 + j));
+		}
+	}
+	free(first);
 	return 0;
 }
 
