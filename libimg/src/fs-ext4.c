@@ -255,6 +255,7 @@ static int ext4_fits(struct img_ctx *ctx, struct img_dev *dev, uint64_t blocks,
 {
 	ext2_filsys fs;
 	uint64_t free_blocks, want;
+	errcode_t err;
 	int r;
 
 	*short_by = 0;
@@ -265,6 +266,13 @@ static int ext4_fits(struct img_ctx *ctx, struct img_dev *dev, uint64_t blocks,
 	r = ext4_init(ctx, dev, blocks, need, &fs);
 	if (r < 0)
 		return r;
+	/* the group tables as the writer places them (in memory only): with
+	 * flex_bg their blocks are only counted once they are allocated */
+	err = ext2fs_allocate_tables(fs);
+	if (err) {
+		ext2fs_free(fs);
+		return ext2_err(ctx, err, "cannot allocate the group tables");
+	}
 	free_blocks = ext2fs_free_blocks_count(fs->super);
 	if (fs->super->s_inodes_count < need->inodes) {
 		ext2fs_free(fs);

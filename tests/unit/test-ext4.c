@@ -186,6 +186,46 @@ START_TEST(big_dirs)
 }
 END_TEST
 
+/* 10,000 levels of directories: the writer does not recurse on the C stack. */
+START_TEST(deep_tree)
+{
+	struct img_ctx *ctx = t_ctx();
+	struct img_tree_opts o = { 0 };
+	const struct img_fs_ops *fs = img_fs_find("ext4");
+	struct img_fs_opts fo = { .label = "deep" };
+	char *dir = t_tmpdir("ext4-deep"), path[4096], cmd[8192], *out = NULL;
+	char *deep = malloc(10000 * 2 + 16);
+	struct img_tree *t;
+	struct img_dev *dev;
+	uint64_t size;
+	size_t n = 0;
+
+	for (int i = 0; i < 10000; i++) {
+		deep[n++] = 'd';
+		deep[n++] = '/';
+	}
+	memcpy(deep + n, "file", 5);
+	ck_assert_ok(img_tree_new(ctx, &o, &t), ctx);
+	add_mem(t, deep, "at the bottom\n");
+	ck_assert_ok(img_tree_finish(t), ctx);
+	ck_assert_ok(fs->estimate(ctx, t, &fo, &size), ctx);
+	snprintf(path, sizeof(path), "%s/fs.img", dir);
+	ck_assert_ok(img_dev_raw_create(ctx, path, size, &dev), ctx);
+	ck_assert_ok(fs->write(ctx, t, &fo, dev), ctx);
+	ck_assert_ok(img_dev_finish(dev), ctx);
+	img_dev_unref(dev);
+	snprintf(cmd, sizeof(cmd), "e2fsck -fn '%s' 2>&1", path);
+	ck_assert_msg(run(cmd, &out) == 0, "e2fsck: %s", out);
+	ck_assert_msg(strstr(out, "10012/"), "%s", out); /* + root, file, lost+found, 1, 3..10 */
+	free(out);
+	free(deep);
+	img_tree_free(t);
+	t_rmrf(dir);
+	free(dir);
+	img_ctx_free(ctx);
+}
+END_TEST
+
 static void build_mem(struct img_ctx *ctx, struct img_tree *t, uint64_t size, uint8_t **out)
 {
 	struct img_fs_opts fo = { .label = "nixos", .id_role = "root" };
@@ -274,6 +314,9 @@ Suite *img_test_suite(void)
 	suite_add_tcase(s, tc);
 	tc = tcase_create("bigdirs");
 	tcase_add_test(tc, big_dirs);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("deep");
+	tcase_add_test(tc, deep_tree);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("deterministic");
 	tcase_add_test(tc, deterministic);
