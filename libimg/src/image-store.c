@@ -266,6 +266,8 @@ int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 	if (r >= 0 && img_tar_source_pending(tar)) {
 		struct replay rp = { plan, dev };
 
+		img_log(ctx, IMG_LOG_INFO, "%s: reading %llu entries' data a second time", o->tar,
+		        (unsigned long long)img_tar_source_pending(tar));
 		img_progress_phase(ctx, "decompressing file data into place", t->data_bytes, 0);
 		r = img_tar_source_replay(tar, t, replay_data, &rp);
 	}
