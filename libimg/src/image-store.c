@@ -209,8 +209,12 @@ int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 	} else {
 		r = img_set_error(ctx, -EINVAL, "no closure or tar stream given");
 	}
-	if (r >= 0)
+	if (r >= 0) {
 		r = img_tree_finish(t);
+		/* Link errors are found only now: say which input held them. */
+		if (r < 0 && o->tar)
+			img_error_prefix(ctx, r, "%s", strcmp(o->tar, "-") ? o->tar : "stdin");
+	}
 	if (r >= 0 && c && tar)
 		r = check_against_closure(ctx, c, t, strcmp(o->tar, "-") ? o->tar : "stdin");
 	if (r < 0)
