@@ -71,7 +71,7 @@ int img_source_closure(struct img_ctx *ctx, const struct img_closure *closure,
  */
 struct img_tar_source;
 int img_source_tar(struct img_ctx *ctx, const char *path, const struct img_source_opts *opts,
-		   struct img_tree *tree, struct img_tar_source **src);
+                   struct img_tree *tree, struct img_tar_source **src);
 /* How many entries wait for img_tar_source_replay(). */
 uint64_t img_tar_source_pending(const struct img_tar_source *src);
 /*
@@ -80,10 +80,10 @@ uint64_t img_tar_source_pending(const struct img_tar_source *src);
  * it (a dereferenced hard link gets the same bytes). The tree must be
  * finished. Holes of sparse entries are not delivered (they read as zeros).
  */
-typedef int (*img_tar_data_fn)(void *user, struct img_node *node, uint64_t off,
-			       const void *buf, size_t len);
-int img_tar_source_replay(struct img_tar_source *src, struct img_tree *tree,
-			  img_tar_data_fn fn, void *user);
+typedef int (*img_tar_data_fn)(void *user, struct img_node *node, uint64_t off, const void *buf,
+                               size_t len);
+int img_tar_source_replay(struct img_tar_source *src, struct img_tree *tree, img_tar_data_fn fn,
+                          void *user);
 /*
  * For a pipe read with opts->inplace, once the layout is known: @fn is asked
  * for each tree node whose data was written in place (at @off, @span bytes)
@@ -92,13 +92,11 @@ int img_tar_source_replay(struct img_tar_source *src, struct img_tree *tree,
  * into the staging file (the node's data then reads complete from there);
  * every in-place range not kept is zeroed. Call before writing anything else.
  */
-typedef int (*img_tar_place_fn)(void *user, struct img_node *node, uint64_t off,
-				uint64_t span);
-int img_tar_source_settle(struct img_tar_source *src, struct img_tree *tree,
-			  img_tar_place_fn fn, void *user);
+typedef int (*img_tar_place_fn)(void *user, struct img_node *node, uint64_t off, uint64_t span);
+int img_tar_source_settle(struct img_tar_source *src, struct img_tree *tree, img_tar_place_fn fn,
+                          void *user);
 /* Bytes written in place and bytes staged (for logs and tests). */
-void img_tar_source_stats(const struct img_tar_source *src, uint64_t *inplace,
-			  uint64_t *staged);
+void img_tar_source_stats(const struct img_tar_source *src, uint64_t *inplace, uint64_t *staged);
 void img_tar_source_free(struct img_tar_source *src);
 
 #ifdef __cplusplus
