@@ -361,4 +361,4 @@ static struct struct_io_manager img_io_manager_struct = {
 	.zeroout = io_zeroout,
 };
 
-io_manager img_ext2_io_manager = &img_io_manager_struct;
+io_manager const img_ext2_io_manager = &img_io_manager_struct;

@@ -11,7 +11,7 @@
 #include <img/tree.h>
 
 /* The io_manager forwarding to an img_dev (ext2-io.c). */
-extern io_manager img_ext2_io_manager;
+extern io_manager const img_ext2_io_manager;
 /* The channel name that makes img_ext2_io_manager open @dev. */
 int img_ext2_io_name(struct img_dev *dev, char *buf, size_t len);
 

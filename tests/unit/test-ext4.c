@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "private.h"
+#include "fs-ext4.h"
 #include "testutil.h"
 #include <img/fs.h>
 #include <img/repro.h>
@@ -226,6 +227,48 @@ START_TEST(deep_tree)
 }
 END_TEST
 
+/* The io_manager: block reads see cached writes, flush writes them in place. */
+START_TEST(io_forwarding)
+{
+	struct img_ctx *ctx = t_ctx();
+	struct img_dev *dev;
+	io_channel io;
+	char name[64];
+	uint8_t a[4096], b[8192], back[8192];
+	const uint8_t *mem;
+
+	ck_assert_ok(img_dev_mem_new(ctx, 1 << 20, &dev), ctx);
+	ck_assert_ok(img_ext2_io_name(dev, name, sizeof(name)), ctx);
+	ck_assert_int_eq(img_ext2_io_manager->open("not-ours", 0, &io), EXT2_ET_BAD_DEVICE_NAME);
+	ck_assert_int_eq(img_ext2_io_manager->open(name, IO_FLAG_RW, &io), 0);
+	ck_assert_int_eq(io_channel_set_blksize(io, 4096), 0);
+	t_fill(a, sizeof(a), 1);
+	t_fill(b, sizeof(b), 2);
+	/* one block: cached, not yet on the device */
+	ck_assert_int_eq(io_channel_write_blk64(io, 3, 1, a), 0);
+	mem = img_dev_mem_data(dev);
+	ck_assert_uint_eq(mem[3 * 4096], 0);
+	ck_assert_int_eq(io_channel_read_blk64(io, 2, 2, back), 0);
+	ck_assert_mem_eq(back + 4096, a, 4096);
+	/* a two-block write over it supersedes the cached copy */
+	ck_assert_int_eq(io_channel_write_blk64(io, 3, 2, b), 0);
+	ck_assert_int_eq(io_channel_read_blk64(io, 3, 1, back), 0);
+	ck_assert_mem_eq(back, b, 4096);
+	/* byte writes update a cached block */
+	ck_assert_int_eq(io_channel_write_blk64(io, 10, 1, a), 0);
+	ck_assert_int_eq(io_channel_write_byte(io, 10 * 4096 + 100, 4, "WXYZ"), 0);
+	ck_assert_int_eq(io_channel_flush(io), 0);
+	ck_assert_mem_eq(mem + 3 * 4096, b, 8192);
+	ck_assert_mem_eq(mem + 10 * 4096 + 100, "WXYZ", 4);
+	ck_assert_mem_eq(mem + 10 * 4096, a, 100);
+	/* past the end: an error, not a crash */
+	ck_assert_int_ne(io_channel_read_blk64(io, 1000, 1, back), 0);
+	ck_assert_int_eq(io_channel_close(io), 0);
+	img_dev_unref(dev);
+	img_ctx_free(ctx);
+}
+END_TEST
+
 static void build_mem(struct img_ctx *ctx, struct img_tree *t, uint64_t size, uint8_t **out)
 {
 	struct img_fs_opts fo = { .label = "nixos", .id_role = "root" };
@@ -317,6 +360,9 @@ Suite *img_test_suite(void)
 	suite_add_tcase(s, tc);
 	tc = tcase_create("deep");
 	tcase_add_test(tc, deep_tree);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("io");
+	tcase_add_test(tc, io_forwarding);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("deterministic");
 	tcase_add_test(tc, deterministic);
