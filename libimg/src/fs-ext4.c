@@ -145,8 +145,12 @@ static uint64_t extent_index_blocks(uint64_t n)
 	return extents <= 4 ? 0 : IMG_DIV_ROUND_UP(extents, 340) + 1;
 }
 
-static int need_node(struct img_node *node, struct ext4_need *need)
+/* Trees may be 10,000 levels deep: every traversal is img_tree_walk(). */
+static int need_visit(void *user, struct img_node *node, unsigned depth)
 {
+	struct ext4_need *need = user;
+
+	(void)depth;
 	if (node->link)
 		return 0; /* a kept hard link: one more directory entry only */
 	need->inodes++;
@@ -168,8 +172,6 @@ static int need_node(struct img_node *node, struct ext4_need *need)
 		 * order: a root block and index nodes more, and up to one entry's
 		 * slack a leaf */
 		need->blocks += b > 1 ? b + b / 8 + b / 256 + 3 : b;
-		for (size_t i = 0; i < node->nchildren; i++)
-			need_node(node->children[i], need);
 		break;
 	}
 	default:
@@ -182,7 +184,7 @@ static void tree_need(struct img_tree *tree, struct ext4_need *need)
 {
 	memset(need, 0, sizeof(*need));
 	if (tree && tree->root)
-		need_node(tree->root, need);
+		img_tree_walk(tree, need_visit, need);
 	else
 		need->inodes = 1, need->blocks = 1; /* an empty root */
 	/* inodes: the root is counted; 1 and 3..11 are reserved or lost+found */
@@ -1041,8 +1043,6 @@ static int write_special(struct ext4_writer *w, const struct img_node *node, ext
 	return inode_write(w, ino, &in);
 }
 
-static int write_node(struct ext4_writer *w, struct img_node *node);
-
 static int write_dir(struct ext4_writer *w, struct img_node *node, ext2_ino_t ino)
 {
 	struct ext2_inode_large in;
@@ -1069,24 +1069,18 @@ static int write_dir(struct ext4_writer *w, struct img_node *node, ext2_ino_t in
 	r = dir_emit(w, ino, &in, nblocks);
 	if (r < 0)
 		return r;
-	if (is_root(node)) {
-		r = write_lost_found(w);
-		if (r < 0)
-			return r;
-	}
-	for (size_t i = 0; i < node->nchildren; i++) {
-		r = write_node(w, node->children[i]);
-		if (r < 0)
-			return r;
-	}
-	return 0;
+	/* lost+found right after the root, before the content, as mke2fs does */
+	return is_root(node) ? write_lost_found(w) : 0;
 }
 
-static int write_node(struct ext4_writer *w, struct img_node *node)
+/* One node, parent before children (img_tree_walk's order). */
+static int write_visit(void *user, struct img_node *node, unsigned depth)
 {
+	struct ext4_writer *w = user;
 	ext2_ino_t ino = (ext2_ino_t)node->scratch;
 	int r;
 
+	(void)depth;
 	r = img_check_cancel(w->ctx);
 	if (r < 0)
 		return r;
@@ -1106,8 +1100,11 @@ static int write_node(struct ext4_writer *w, struct img_node *node)
 }
 
 /* Inode numbers in depth-first order; kept links share their first link's. */
-static int number_node(struct ext4_writer *w, struct img_node *node)
+static int number_visit(void *user, struct img_node *node, unsigned depth)
 {
+	struct ext4_writer *w = user;
+
+	(void)depth;
 	if (node->link) {
 		node->scratch = node->link->scratch;
 		return 0;
@@ -1120,12 +1117,6 @@ static int number_node(struct ext4_writer *w, struct img_node *node)
 		node->scratch = w->next_ino++;
 	}
 	ext2fs_inode_alloc_stats2(w->fs, (ext2_ino_t)node->scratch, +1, node->type == IMG_NODE_DIR);
-	for (size_t i = 0; i < node->nchildren; i++) {
-		int r = number_node(w, node->children[i]);
-
-		if (r < 0)
-			return r;
-	}
 	return 0;
 }
 
@@ -1257,10 +1248,10 @@ static int ext4_write(struct img_ctx *ctx, struct img_tree *tree, const struct i
 	if (r >= 0) {
 		w.next_ino = EXT4_FIRST_INO + 1;
 		w.goal = 0;
-		r = number_node(&w, tree->root);
+		r = img_tree_walk(tree, number_visit, &w);
 	}
 	if (r >= 0)
-		r = write_node(&w, tree->root);
+		r = img_tree_walk(tree, write_visit, &w);
 	free(w.buf);
 	if (r < 0) {
 		ext2fs_free(w.fs);
