@@ -274,8 +274,14 @@ static int read_all(struct img_ctx *ctx, int fd, const char *name, char **out, s
 			cap *= 2;
 		}
 		n = read(fd, buf + len, cap - len);
-		if (n < 0 && errno == EINTR)
+		if (n < 0 && errno == EINTR) {
+			/* A signal: stop if the caller was asked to, else go on. */
+			if (img_ctx_cancelled(ctx)) {
+				free(buf);
+				return img_check_cancel(ctx);
+			}
 			continue;
+		}
 		if (n < 0) {
 			int e = errno;
 
@@ -375,5 +381,191 @@ int img_closure_load(struct img_ctx *ctx, const char *spec, const struct img_clo
 out:
 	free(sp);
 	free(reg);
+	return r;
+}
+
+/*
+ * The registration in canonical form. closureInfo writes its records in
+ * whatever order Nix emitted them; the image must not depend on that, so the
+ * records are parsed (path, narHash, narSize, deriver, count, references),
+ * checked, and written back sorted by path with sorted references.
+ */
+struct reg_record {
+	const char *line[5]; /* path, hash, size, deriver, count */
+	size_t len[5];
+	const char **ref;
+	size_t *reflen;
+	size_t nref;
+};
+
+static int bytes_cmp(const char *a, size_t al, const char *b, size_t bl)
+{
+	int c = memcmp(a, b, al < bl ? al : bl);
+
+	return c ? c : (al > bl) - (al < bl);
+}
+
+static int rec_cmp(const void *x, const void *y)
+{
+	const struct reg_record *a = x, *b = y;
+
+	return bytes_cmp(a->line[0], a->len[0], b->line[0], b->len[0]);
+}
+
+struct ref_item {
+	const char *s;
+	size_t len;
+};
+
+static int ref_cmp(const void *x, const void *y)
+{
+	const struct ref_item *a = x, *b = y;
+
+	return bytes_cmp(a->s, a->len, b->s, b->len);
+}
+
+int img_closure_registration(struct img_ctx *ctx, const struct img_closure *c, char **out,
+                             size_t *outlen)
+{
+	const char *name = c->registration;
+	struct reg_record *recs = NULL;
+	size_t nrec = 0, caprec = 0, len, pos = 0, lineno = 0;
+	struct ref_item *refs = NULL;
+	char *buf = NULL, *res = NULL;
+	size_t reslen = 0;
+	FILE *f = NULL;
+	int fd, r = 0;
+
+	*out = NULL;
+	*outlen = 0;
+	fd = open(name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return img_set_error(ctx, -errno, "%s: %s", name, strerror(errno));
+	r = read_all(ctx, fd, name, &buf, &len);
+	close(fd);
+	if (r < 0)
+		return r;
+	if (memchr(buf, '\0', len)) {
+		r = img_set_error(ctx, -EINVAL, "%s: holds a NUL byte, not a registration", name);
+		goto out;
+	}
+
+#define NEXT_LINE(s, l)                                                                            \
+	do {                                                                                       \
+		const char *nl_;                                                                   \
+		if (pos >= len) {                                                                  \
+			r = img_set_error(ctx, -EINVAL, "%s:%zu: record cut short", name,          \
+			                  lineno + 1);                                             \
+			goto out;                                                                  \
+		}                                                                                  \
+		nl_ = memchr(buf + pos, '\n', len - pos);                                          \
+		(s) = buf + pos;                                                                   \
+		(l) = nl_ ? (size_t)(nl_ - (buf + pos)) : len - pos;                               \
+		pos += (l) + (nl_ ? 1 : 0);                                                        \
+		lineno++;                                                                          \
+	} while (0)
+
+	while (pos < len) {
+		struct reg_record *rec;
+		unsigned long long n;
+		char num[32];
+
+		if (nrec == caprec) {
+			size_t cap = caprec ? caprec * 2 : 64;
+			struct reg_record *nr = realloc(recs, cap * sizeof(*nr));
+
+			if (!nr) {
+				r = img_set_error(ctx, -ENOMEM, "out of memory");
+				goto out;
+			}
+			recs = nr;
+			caprec = cap;
+		}
+		rec = &recs[nrec];
+		memset(rec, 0, sizeof(*rec));
+		for (int i = 0; i < 5; i++)
+			NEXT_LINE(rec->line[i], rec->len[i]);
+		nrec++;
+		if (!rec->len[0] || rec->line[0][0] != '/') {
+			r = img_set_error(ctx, -EINVAL, "%s:%zu: not a store path: %.*s", name,
+			                  lineno - 4, (int)IMG_MIN(rec->len[0], 200), rec->line[0]);
+			goto out;
+		}
+		if (!rec->len[4] || rec->len[4] >= sizeof(num) ||
+		    strspn(rec->line[4], "0123456789") < rec->len[4]) {
+			r = img_set_error(ctx, -EINVAL, "%s:%zu: not a reference count: %.*s", name,
+			                  lineno, (int)IMG_MIN(rec->len[4], 200), rec->line[4]);
+			goto out;
+		}
+		memcpy(num, rec->line[4], rec->len[4]);
+		num[rec->len[4]] = '\0';
+		n = strtoull(num, NULL, 10);
+		if (n > len) {
+			r = img_set_error(ctx, -EINVAL,
+			                  "%s:%zu: %llu references is more than the file holds",
+			                  name, lineno, n);
+			goto out;
+		}
+		rec->nref = (size_t)n;
+		rec->ref = calloc(n ? n : 1, sizeof(*rec->ref));
+		rec->reflen = calloc(n ? n : 1, sizeof(*rec->reflen));
+		if (!rec->ref || !rec->reflen) {
+			r = img_set_error(ctx, -ENOMEM, "out of memory");
+			goto out;
+		}
+		for (size_t i = 0; i < rec->nref; i++)
+			NEXT_LINE(rec->ref[i], rec->reflen[i]);
+	}
+#undef NEXT_LINE
+
+	qsort(recs, nrec, sizeof(*recs), rec_cmp);
+	for (size_t i = 1; i < nrec; i++)
+		if (!rec_cmp(&recs[i - 1], &recs[i])) {
+			r = img_set_error(ctx, -EINVAL, "%s: two records for %.*s", name,
+			                  (int)recs[i].len[0], recs[i].line[0]);
+			goto out;
+		}
+	f = open_memstream(&res, &reslen);
+	if (!f) {
+		r = img_set_error(ctx, -ENOMEM, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < nrec; i++) {
+		struct reg_record *rec = &recs[i];
+
+		for (int k = 0; k < 5; k++)
+			fprintf(f, "%.*s\n", (int)rec->len[k], rec->line[k]);
+		free(refs);
+		refs = calloc(rec->nref ? rec->nref : 1, sizeof(*refs));
+		if (!refs) {
+			r = img_set_error(ctx, -ENOMEM, "out of memory");
+			goto out;
+		}
+		for (size_t k = 0; k < rec->nref; k++)
+			refs[k] = (struct ref_item){ rec->ref[k], rec->reflen[k] };
+		qsort(refs, rec->nref, sizeof(*refs), ref_cmp);
+		for (size_t k = 0; k < rec->nref; k++)
+			fprintf(f, "%.*s\n", (int)refs[k].len, refs[k].s);
+	}
+	if (fclose(f) != 0) {
+		f = NULL;
+		r = img_set_error(ctx, -ENOMEM, "out of memory");
+		goto out;
+	}
+	f = NULL;
+	*out = res;
+	*outlen = reslen;
+	res = NULL;
+out:
+	if (f)
+		fclose(f);
+	free(res);
+	free(refs);
+	for (size_t i = 0; i < nrec; i++) {
+		free(recs[i].ref);
+		free(recs[i].reflen);
+	}
+	free(recs);
+	free(buf);
 	return r;
 }

@@ -145,15 +145,16 @@ static int root_tree(struct img_ctx *ctx, const struct img_build_opts *o,
 		r = add_dir(t, "nix/store", 01775);
 	if (r >= 0 && c && c->registration) {
 		struct img_node_attr a = { .type = IMG_NODE_REG, .mode = 0644 };
-		struct stat st;
+		char *reg;
+		size_t len;
 
-		if (stat(c->registration, &st) < 0) {
-			r = img_set_error(ctx, -errno, "%s: %s", c->registration, strerror(errno));
-		} else {
-			a.size = (uint64_t)st.st_size;
-			a.data.kind = IMG_DATA_PATH;
-			a.data.path = c->registration;
+		r = img_closure_registration(ctx, c, &reg, &len);
+		if (r >= 0) {
+			a.size = len;
+			a.data.kind = IMG_DATA_MEM;
+			a.data.mem = reg;
 			r = img_tree_add(t, "nix-path-registration", &a, NULL);
+			free(reg);
 		}
 	}
 	if (r >= 0 && (c || tar)) {

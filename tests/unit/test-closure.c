@@ -177,6 +177,65 @@ START_TEST(load_files_and_dirs)
 }
 END_TEST
 
+static char *canonical(struct img_ctx *ctx, const char *dir, const char *text, int *r)
+{
+	struct img_closure c = { 0 };
+	char path[4096], *out = NULL;
+	size_t len = 0;
+
+	snprintf(path, sizeof(path), "%s/registration", dir);
+	t_write_file(path, text, strlen(text));
+	c.registration = path;
+	*r = img_closure_registration(ctx, &c, &out, &len);
+	if (*r >= 0)
+		ck_assert_uint_eq(strlen(out), len);
+	return out;
+}
+
+START_TEST(registration_canonical)
+{
+	struct img_ctx *ctx = t_ctx();
+	char *dir = t_tmpdir("closure-reg"), *a, *b;
+	int r;
+	/* Two records, references unsorted, then the same in the other order. */
+	static const char one[] = "/nix/store/" H "-b\nsha256:bb\n20\n\n2\n/nix/store/" H "-b\n"
+	                          "/nix/store/" H "-a\n"
+	                          "/nix/store/" H "-a\nsha256:aa\n10\n/nix/store/x.drv\n0\n";
+	static const char two[] = "/nix/store/" H "-a\nsha256:aa\n10\n/nix/store/x.drv\n0\n"
+	                          "/nix/store/" H "-b\nsha256:bb\n20\n\n2\n/nix/store/" H "-a\n"
+	                          "/nix/store/" H "-b";
+
+	a = canonical(ctx, dir, one, &r);
+	ck_assert_ok(r, ctx);
+	b = canonical(ctx, dir, two, &r);
+	ck_assert_ok(r, ctx);
+	ck_assert_str_eq(a, b);
+	ck_assert_str_eq(a, "/nix/store/" H "-a\nsha256:aa\n10\n/nix/store/x.drv\n0\n"
+	                    "/nix/store/" H "-b\nsha256:bb\n20\n\n2\n/nix/store/" H "-a\n"
+	                    "/nix/store/" H "-b\n");
+	free(a);
+	free(b);
+	/* Broken records: each an error naming file:line. */
+	ck_assert_ptr_null(canonical(ctx, dir, "/nix/store/" H "-a\nsha\n1\n\n", &r));
+	ck_assert_int_eq(r, -EINVAL);
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "registration:5: record cut short"));
+	ck_assert_ptr_null(canonical(ctx, dir, "/nix/store/" H "-a\nsha\n1\n\nmany\n", &r));
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "registration:5: not a reference count"));
+	ck_assert_ptr_null(canonical(ctx, dir, "/nix/store/" H "-a\nsha\n1\n\n3\n/x\n", &r));
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "cut short"));
+	ck_assert_ptr_null(canonical(ctx, dir, "junk\nsha\n1\n\n0\n", &r));
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "registration:1: not a store path"));
+	ck_assert_ptr_null(canonical(
+	    ctx, dir, "/nix/store/" H "-a\ns\n1\n\n0\n/nix/store/" H "-a\ns\n1\n\n0\n", &r));
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "two records"));
+	ck_assert_ptr_null(canonical(ctx, dir, "/nix/store/" H "-a\ns\n1\n\n99999999999999\n", &r));
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "more than the file holds"));
+	t_rmrf(dir);
+	free(dir);
+	img_ctx_free(ctx);
+}
+END_TEST
+
 Suite *img_test_suite(void);
 Suite *img_test_suite(void)
 {
@@ -193,6 +252,9 @@ Suite *img_test_suite(void)
 	suite_add_tcase(s, tc);
 	tc = tcase_create("load");
 	tcase_add_test(tc, load_files_and_dirs);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("registration");
+	tcase_add_test(tc, registration_canonical);
 	suite_add_tcase(s, tc);
 	return s;
 }

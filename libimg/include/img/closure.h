@@ -48,6 +48,15 @@ int img_closure_parse(struct img_ctx *ctx, const char *name, const char *buf, si
                       const struct img_closure_opts *opts, struct img_closure **out);
 void img_closure_free(struct img_closure *c);
 
+/*
+ * The registration file in canonical form: records sorted by path, each
+ * record's references sorted, so the image does not depend on the order
+ * Nix wrote them in. Malformed records are an error naming file:line.
+ * @out is malloc'ed; the caller frees it.
+ */
+int img_closure_registration(struct img_ctx *ctx, const struct img_closure *c, char **out,
+                             size_t *outlen);
+
 /* Is @name (the part after the store dir) a valid store path base name? */
 int img_store_name_valid(const char *name, size_t len);
 /* The host path of store path @path: root + path, into @buf. */
