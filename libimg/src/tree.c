@@ -620,6 +620,26 @@ static int resolve_links(struct img_tree *t)
 	return 0;
 }
 
+/*
+ * Push @n's children on a depth-first stack, in reverse so the smallest name
+ * is visited first. -ENOMEM leaves the stack as it was.
+ */
+static int push_children(struct img_node ***stack, size_t *sp, size_t *cap, struct img_node *n)
+{
+	if (*sp + n->nchildren > *cap) {
+		size_t ncap = (*sp + n->nchildren) * 2;
+		struct img_node **s = realloc(*stack, ncap * sizeof(*s));
+
+		if (!s)
+			return -ENOMEM;
+		*stack = s;
+		*cap = ncap;
+	}
+	for (size_t i = n->nchildren; i-- > 0;)
+		(*stack)[(*sp)++] = n->children[i];
+	return 0;
+}
+
 int img_tree_finish(struct img_tree *t)
 {
 	struct img_node **stack = NULL;
@@ -649,20 +669,10 @@ int img_tree_finish(struct img_tree *t)
 			continue;
 		if (n->nchildren > 1)
 			qsort(n->children, n->nchildren, sizeof(*n->children), name_cmp);
-		if (sp + n->nchildren > cap) {
-			size_t ncap = (sp + n->nchildren) * 2;
-			struct img_node **s = realloc(stack, ncap * sizeof(*s));
-
-			if (!s) {
-				free(stack);
-				return img_set_error(t->ctx, -ENOMEM, "out of memory");
-			}
-			stack = s;
-			cap = ncap;
+		if (push_children(&stack, &sp, &cap, n) < 0) {
+			free(stack);
+			return img_set_error(t->ctx, -ENOMEM, "out of memory");
 		}
-		/* Push in reverse so the smallest name is visited first. */
-		for (size_t i = n->nchildren; i-- > 0;)
-			stack[sp++] = n->children[i];
 	}
 
 	/* Kept links: the first member of a group in canonical order holds the
@@ -738,19 +748,10 @@ int img_tree_finish(struct img_tree *t)
 			continue;
 		if (n->parent)
 			n->parent->nlink++;
-		if (sp + n->nchildren > cap) {
-			size_t ncap = (sp + n->nchildren) * 2;
-			struct img_node **s = realloc(stack, ncap * sizeof(*s));
-
-			if (!s) {
-				free(stack);
-				return img_set_error(t->ctx, -ENOMEM, "out of memory");
-			}
-			stack = s;
-			cap = ncap;
+		if (push_children(&stack, &sp, &cap, n) < 0) {
+			free(stack);
+			return img_set_error(t->ctx, -ENOMEM, "out of memory");
 		}
-		for (size_t i = n->nchildren; i-- > 0;)
-			stack[sp++] = n->children[i];
 	}
 	free(stack);
 	t->finished = 1;
