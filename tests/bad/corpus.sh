@@ -77,5 +77,5 @@ for case in "$SRCDIR"/fixtures/bad/*.case; do
 done
 echo "$((ran - failed - skipped)) passed, $failed failed, $skipped skipped"
 [ "$failed" = 0 ] || t_fail "$failed bad-input cases misbehaved"
-[ "$ran" -gt "$skipped" ] || t_skip "no case could run yet"
+[ "$ran" -gt 0 ] || t_fail "no case ran"
 t_pass

@@ -13,7 +13,7 @@ SOURCE_DATE_EPOCH=1 boot_tool "$MKVMIMAGE" --bios --grub "$GRUB_DIR" --root "$RO
 	-o "$T/disk.qcow2" "$CLOSURE"
 boot_store_image "$T/store.img"
 if [ -f "$T/disk.qcow2.json" ] && grep -q '"bootloader": *"none"' "$T/disk.qcow2.json"; then
-	t_skip "mkvmimage --bios wrote no boot loader (manifest says bootloader none)"
+	t_fail "mkvmimage --bios --grub wrote no boot loader (manifest says bootloader none)"
 fi
 boot_vm "$T/console.log" --boot bios --store-image "$T/store.img" --expect "$MARKER" --timeout 300 \
 	"$T/disk.qcow2"
