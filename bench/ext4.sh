@@ -33,30 +33,32 @@ tar -cf - -C "$C" nix >/dev/null # warm the page cache for both pipelines
 
 now() { date +%s.%N; }
 ours() {
-	rm -f "$work/ours.qcow2"
 	SOURCE_DATE_EPOCH=1 "$MKVMIMAGE" -q --no-manifest --root "$C" -o "$work/ours.qcow2" \
 		"$C/store-paths"
 }
 ours_raw() {
-	rm -f "$work/ours.img"
 	SOURCE_DATE_EPOCH=1 "$MKVMIMAGE" -q --no-manifest --root "$C" -o "$work/ours.img" \
 		"$C/store-paths"
 }
+rm -f "$work/ours.img"
 ours_raw
 size=$(stat -c %s "$work/ours.img")
 uuid=$(dumpe2fs -h "$work/ours.img" 2>/dev/null | sed -n 's/^Filesystem UUID: *//p')
 seed=$(dumpe2fs -h "$work/ours.img" 2>/dev/null | sed -n 's/^Directory Hash Seed: *//p')
 classic() {
-	rm -f "$work/classic.img" "$work/classic.qcow2"
 	truncate -s "$size" "$work/classic.img"
 	E2FSPROGS_FAKE_TIME=1 mkfs.ext4 -q -F -L nixos -U "$uuid" \
 		-E "hash_seed=$seed,root_owner=0:0" -d "$C" "$work/classic.img"
 	qemu-img convert -O qcow2 "$work/classic.img" "$work/classic.qcow2"
 	rm -f "$work/classic.img"
+	sync "$work/classic.qcow2" # mkvmimage fsyncs its output: the same for both
 }
-best() { # fn: "wall cpu" seconds, the best of $runs runs each
+best() { # FN OUTPUT...: "wall cpu" seconds, the best of $runs runs each
 	local bw= bc= r u s c
 	for _ in $(seq 1 "$runs"); do
+		# Outside the clock: no output left, no dirty pages of the last run.
+		rm -f "${@:2}"
+		sync
 		TIMEFORMAT='%R %U %S'
 		{ time "$1"; } 2>"$work/time"
 		read -r r u s <"$work/time"
@@ -66,9 +68,9 @@ best() { # fn: "wall cpu" seconds, the best of $runs runs each
 	done
 	echo "$bw $bc"
 }
-read -r t_ours c_ours < <(best ours)
-read -r t_raw c_raw < <(best ours_raw)
-read -r t_classic c_classic < <(best classic)
+read -r t_ours c_ours < <(best ours "$work/ours.qcow2")
+read -r t_raw c_raw < <(best ours_raw "$work/ours.img")
+read -r t_classic c_classic < <(best classic "$work/classic.img" "$work/classic.qcow2")
 e2fsck -fn "$work/ours.img" >/dev/null 2>&1 || { echo "ext4.sh: ours.img not clean" >&2; exit 1; }
 qemu-img convert -O raw "$work/classic.qcow2" "$work/classic.check.img"
 e2fsck -fn "$work/classic.check.img" >/dev/null 2>&1 || { echo "ext4.sh: classic not clean" >&2; exit 1; }
