@@ -7,20 +7,21 @@
 #      a NixOS-like system with Debian's cloud kernel and a busybox initrd
 #   4. mkvmimage --efi          -> out/demo/disk.qcow2  (GPT: ESP + ext4 root)
 #      mkvmimage --store-image  -> out/demo/store.img   (EROFS, label nix-store)
-#   5. vmlaunch boots them headless (TCG; ACCEL=auto tries KVM) until the guest
+#   5. vmlaunch boots them headless (KVM when usable, else TCG) until the guest
 #      prints the marker with checksums of a file read from the root file
 #      system and one read from the store image; the script compares them
 #      with the fixture's.
 #
 # Environment: SKIP_SETUP=1 skips step 1; JOBS (default nproc); BUILD (default
-# build); OUT (default out/demo); ACCEL (default tcg: works everywhere and
-# boots in about 20 s; auto uses KVM when usable); TIMEOUT (default 300 s).
+# build); OUT (default out/demo); ACCEL (default auto: KVM when a paused KVM
+# guest starts, else TCG, which boots the fixture in about 20 s); TIMEOUT
+# (default 300 s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SRC=$PWD
 JOBS=${JOBS:-$(nproc)}
 OUT=${OUT:-$SRC/out/demo}
-ACCEL=${ACCEL:-tcg}
+ACCEL=${ACCEL:-auto}
 TIMEOUT=${TIMEOUT:-300}
 BUILD=${BUILD:-$SRC/build}
 case $BUILD in /*) ;; *) BUILD=$SRC/$BUILD ;; esac

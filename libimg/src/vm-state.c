@@ -18,6 +18,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
+#include <signal.h>
 #include <unistd.h>
 #include <linux/kvm.h>
 
@@ -28,6 +30,82 @@
 #include "vm-private.h"
 
 /* ---- accelerator ----------------------------------------------------------------- */
+
+/*
+ * The API version says the kernel offers KVM, not that this QEMU can run a
+ * guest on it: on some hosts QEMU aborts while resetting the first vCPU
+ * ("failed to set MSR ..."). So start the real QEMU once, paused, with KVM
+ * and the CPU model we would use, and ask it to quit over QMP on its stdin.
+ * 1 = it ran, 0 = it failed, -1 = QEMU could not be started (undecided).
+ */
+static int kvm_trial(struct img_vm *vm, char *why, size_t whylen)
+{
+	static const char qmp[] = "{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"quit\"}\n";
+	char *const argv[] = { (char *)vm->o.qemu,
+		               "-accel",
+		               "kvm",
+		               "-cpu",
+		               "host",
+		               "-machine",
+		               "q35",
+		               "-m",
+		               "32",
+		               "-nodefaults",
+		               "-display",
+		               "none",
+		               "-S",
+		               "-qmp",
+		               "stdio",
+		               NULL };
+	int in[2], status = 0, waited = 0;
+	pid_t pid;
+
+	if (pipe2(in, O_CLOEXEC) < 0)
+		return -1;
+	pid = fork();
+	if (pid < 0) {
+		close(in[0]);
+		close(in[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDWR);
+
+		dup2(in[0], 0);
+		if (null >= 0) {
+			dup2(null, 1);
+			dup2(null, 2);
+		}
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	close(in[0]);
+	if (write(in[1], qmp, sizeof(qmp) - 1) < 0) {
+		/* QEMU gone already: its status says why. */
+	}
+	close(in[1]);
+	/* A few seconds at most; a QEMU that hangs is killed and not trusted. */
+	while (waitpid(pid, &status, WNOHANG) == 0) {
+		if (waited++ > 500) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &status, 0);
+			snprintf(why, whylen, "%s with KVM did not answer within 5 s", vm->o.qemu);
+			return 0;
+		}
+		usleep(10000);
+	}
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
+		return -1;
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return 1;
+	if (WIFSIGNALED(status))
+		snprintf(why, whylen, "%s died (signal %d) starting a paused KVM guest", vm->o.qemu,
+		         WTERMSIG(status));
+	else
+		snprintf(why, whylen, "%s exited with %d starting a paused KVM guest", vm->o.qemu,
+		         WEXITSTATUS(status));
+	return 0;
+}
 
 int vm_probe_accel(struct img_ctx *ctx, struct img_vm *vm)
 {
@@ -50,8 +128,22 @@ int vm_probe_accel(struct img_ctx *ctx, struct img_vm *vm)
 		close(fd);
 	}
 	if (ver == KVM_API_VERSION) {
-		vm->accel = IMG_VM_ACCEL_KVM;
-		vm->accel_reason = vm_printf(vm, "%s answers KVM API version %d", dev, ver);
+		char why[256] = "";
+		int ok = kvm_trial(vm, why, sizeof(why));
+
+		if (ok != 0) {
+			vm->accel = IMG_VM_ACCEL_KVM;
+			vm->accel_reason =
+			    vm_printf(vm, "%s answers KVM API version %d%s", dev, ver,
+			              ok > 0 ? " and a paused KVM guest starts" : "");
+			return 0;
+		}
+		if (vm->o.accel == IMG_VM_ACCEL_KVM)
+			return img_set_error(ctx, -ENODEV,
+			                     "--accel kvm: KVM is not usable here: %s", why);
+		vm->accel = IMG_VM_ACCEL_TCG;
+		vm->accel_reason =
+		    vm_printf(vm, "KVM is not usable here (%s); using TCG (slow)", why);
 		return 0;
 	}
 	{
