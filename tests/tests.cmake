@@ -105,3 +105,4 @@ img_shell_test(boot hybrid TIMEOUT 600)
 
 # Reproducibility: every output kind built under three sets of conditions.
 img_shell_test(repro repro TIMEOUT 900)
+img_shell_test(integration vm-accel)
