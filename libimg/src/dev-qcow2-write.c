@@ -313,6 +313,30 @@ static int flush_copy(struct img_dev *dev, int fd, struct run *r)
 	return e;
 }
 
+/*
+ * Are the source's @n bytes at @src (at most a cluster) all zeros? Files
+ * hold such runs (padding inside binaries) that are not holes, and bytes
+ * that fall into an unallocated cluster need no writing if they are zero: it
+ * reads as zeros already, and a later write that allocates it starts from a
+ * zeroed host cluster. One small read decides for nearly every data range
+ * (its first bytes are not zero); only a range that starts with zeros is
+ * read whole. Unreadable as a file (a pipe): treated as data.
+ */
+static bool source_zero(struct qcow2_w *w, int fd, uint64_t src, uint64_t n)
+{
+	uint8_t head[64];
+	size_t h = (size_t)IMG_MIN(n, sizeof(head));
+
+	if (img_pread_full(fd, head, h, src) < 0 || !qcow2_all_zero(head, h))
+		return false;
+	if (n == h)
+		return true;
+	if (!w->zbuf && !(w->zbuf = malloc((size_t)w->cs)))
+		return false;
+	return img_pread_full(fd, w->zbuf, (size_t)n, src) == 0 &&
+	       qcow2_all_zero(w->zbuf, (size_t)n);
+}
+
 /* Copy a range of @fd that holds data: allocate clusters, contiguous where new. */
 static int copy_data(struct img_dev *dev, int fd, uint64_t src, uint64_t len, uint64_t dst)
 {
@@ -324,6 +348,15 @@ static int copy_data(struct img_dev *dev, int fd, uint64_t src, uint64_t len, ui
 		uint64_t gc = dst >> w->cb, in = dst & (w->cs - 1), host = lookup(w, gc);
 		uint64_t n = IMG_MIN(len, w->cs - in);
 
+		/* Zeros into a cluster not allocated yet: nothing to write, so
+		 * an all-zero cluster stays unallocated, as qemu-img convert
+		 * leaves it: the same contents, no larger image. */
+		if (!host && source_zero(w, fd, src, n)) {
+			r = flush_copy(dev, fd, &run);
+			if (r < 0)
+				return r;
+			goto next;
+		}
 		if (!host) {
 			r = alloc_cluster(dev, gc, &host);
 			if (r < 0)
@@ -337,6 +370,7 @@ static int copy_data(struct img_dev *dev, int fd, uint64_t src, uint64_t len, ui
 				return r;
 			run = (struct run){ .host = host + in, .len = n, .src = src };
 		}
+	next:
 		src += n;
 		dst += n;
 		len -= n;
@@ -534,6 +568,7 @@ static void w_destroy(struct img_dev *dev)
 	free(w->l2);
 	free(w->rev);
 	free(w->dref);
+	free(w->zbuf);
 	free(w->path);
 	if (w->fd >= 0)
 		close(w->fd);

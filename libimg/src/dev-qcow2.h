@@ -73,6 +73,7 @@ struct qcow2_w {
 	uint16_t *dref;
 	uint64_t data_end; /* end of the data area after finish's data pass */
 	enum img_qcow2_compression compression;
+	uint8_t *zbuf; /* one cluster, for telling zero clusters of a source */
 	int level;
 	unsigned threads;
 };

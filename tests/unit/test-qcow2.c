@@ -401,6 +401,55 @@ START_TEST(copy_from_fd)
 }
 END_TEST
 
+/* Zeros that are data in the source (not holes) allocate nothing either. */
+START_TEST(zero_source)
+{
+	struct img_ctx *ctx = t_ctx();
+	char *dir = t_tmpdir("qcow2-zsrc"), path[4096], src[4096];
+	struct img_qcow2_opts o = { .size = 16 << 20 };
+	size_t cs = 65536, n = 6 * cs;
+	uint8_t *buf = calloc(1, n), *back = malloc(n);
+	uint64_t empty, with;
+	struct img_dev *d;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/z.qcow2", dir);
+	snprintf(src, sizeof(src), "%s/src", dir);
+	/* data | 4 clusters of written zeros | 1 KiB of data at the very end */
+	t_fill(buf, cs, 5);
+	t_fill(buf + n - 1024, 1024, 6);
+	t_write_file(src, buf, n);
+	ck_assert_ok(img_dev_qcow2_create(ctx, path, &o, &d), ctx);
+	ck_assert_ok(img_dev_finish(d), ctx);
+	img_dev_unref(d);
+	empty = file_size(path);
+	fd = open(src, O_RDONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_ok(img_dev_qcow2_create(ctx, path, &o, &d), ctx);
+	/* Unaligned in the guest: zeros land in partial and whole clusters. */
+	ck_assert_ok(img_dev_copy_from_fd(d, fd, 0, n, 4096), ctx);
+	ck_assert_ok(img_dev_pread(d, back, n, 4096), ctx);
+	ck_assert_mem_eq(back, buf, n);
+	ck_assert_ok(img_dev_finish(d), ctx);
+	img_dev_unref(d);
+	close(fd);
+	with = file_size(path);
+	/* Guest clusters 0 (data + zeros), 5 and 6 (zeros + the last KiB)
+	 * hold data; 1-4 are all zeros and stay unallocated. The L2 table
+	 * adds one cluster. */
+	ck_assert_uint_le(with - empty, 4 * cs);
+	ck_assert_ok(img_dev_qcow2_open(ctx, path, 0, &d), ctx);
+	ck_assert_ok(img_dev_pread(d, back, n, 4096), ctx);
+	ck_assert_mem_eq(back, buf, n);
+	img_dev_unref(d);
+	free(buf);
+	free(back);
+	t_rmrf(dir);
+	free(dir);
+	img_ctx_free(ctx);
+}
+END_TEST
+
 /* Read the whole virtual disk; stop at the first error. */
 static int read_all(struct img_dev *d)
 {
@@ -567,6 +616,7 @@ Suite *img_test_suite(void)
 	add(s, tcase_create("determinism"), determinism);
 	add(s, tcase_create("compression"), compression);
 	add(s, tcase_create("copy_from_fd"), copy_from_fd);
+	add(s, tcase_create("zero_source"), zero_source);
 	add(s, tcase_create("open_validation"), open_validation);
 	add(s, tcase_create("overlay"), overlay);
 	add(s, tcase_create("qemu_check"), qemu_check);
