@@ -112,7 +112,11 @@ void tool_progress_cb(void *user, const struct img_progress *pr)
 
 	if (!p->enabled)
 		return;
-	t = now_s() - p->start;
+	/* A terminal line redrawn ten times a second is plenty. */
+	if (p->shown && now_s() - p->last < 0.1 && pr->bytes_done < pr->bytes_total)
+		return;
+	p->last = now_s();
+	t = p->last - p->start;
 	rate = t > 0 ? pr->bytes_done / t / (1 << 20) : 0;
 	fprintf(stderr, "\r\033[K%s: %s: %" PRIu64 " MiB", tool_name, pr->phase ? pr->phase : "",
 	        pr->bytes_done >> 20);

@@ -19,6 +19,7 @@ int tool_parse_size(const char *what, const char *s, uint64_t *out);
 struct tool_progress {
 	int enabled;
 	double start;
+	double last; /* when the line was last drawn */
 	int shown;
 };
 void tool_progress_init(struct tool_progress *p, int quiet);
