@@ -87,9 +87,8 @@ static uint64_t lookup(struct qcow2_w *w, uint64_t gc)
  */
 struct run {
 	uint64_t host, len;
-	const uint8_t *buf; /* pwrite source */
-	uint8_t *rbuf;      /* pread destination */
-	uint64_t src;       /* copy_from_fd source offset */
+	uint64_t pos;  /* writes and copies: offset of the run in the caller's range */
+	uint8_t *rbuf; /* pread destination */
 };
 
 static bool run_extends(const struct run *r, uint64_t host)
@@ -97,51 +96,72 @@ static bool run_extends(const struct run *r, uint64_t host)
 	return r->len && r->host + r->len == host;
 }
 
-static int flush_write(struct img_dev *dev, struct run *r)
-{
-	int e = r->len ? img_pwrite_full(W(dev)->fd, r->buf, (size_t)r->len, r->host) : 0;
+/*
+ * Writes and copies share one walk over the guest range [off, off+len),
+ * cluster piece by cluster piece: a piece of zeros that lands in a cluster
+ * not allocated yet is skipped (it reads as zeros already, and a later write
+ * that allocates the cluster starts from zeroed host bytes), so a cluster
+ * only ever given zeros is never allocated; every other piece gets its
+ * cluster, and host-contiguous pieces become one run for @flush.
+ */
+struct placer {
+	/* Are the caller's @n bytes at @pos all zeros? */
+	bool (*zero)(struct img_dev *dev, void *user, uint64_t pos, uint64_t n);
+	/* Move run r (r->pos, r->len) to r->host. */
+	int (*flush)(struct img_dev *dev, void *user, const struct run *r);
+	void *user;
+};
 
-	r->len = 0;
+static int place(struct img_dev *dev, uint64_t off, uint64_t len, const struct placer *pl)
+{
+	struct qcow2_w *w = W(dev);
+	struct run run = { 0 };
+	uint64_t pos = 0;
+	int r = 0;
+
+	while (len && r == 0) {
+		uint64_t gc = off >> w->cb, in = off & (w->cs - 1), host = lookup(w, gc);
+		uint64_t n = IMG_MIN(len, w->cs - in);
+
+		if (!host && pl->zero(dev, pl->user, pos, n)) {
+			r = run.len ? pl->flush(dev, pl->user, &run) : 0;
+			run.len = 0;
+		} else if (!host && (r = alloc_cluster(dev, gc, &host)) < 0) {
+			break;
+		} else if (run_extends(&run, host + in)) {
+			run.len += n;
+		} else {
+			r = run.len ? pl->flush(dev, pl->user, &run) : 0;
+			run = (struct run){ .host = host + in, .len = n, .pos = pos };
+		}
+		pos += n;
+		off += n;
+		len -= n;
+	}
+	if (r == 0 && run.len)
+		r = pl->flush(dev, pl->user, &run);
+	return r;
+}
+
+static bool buf_zero(struct img_dev *dev, void *user, uint64_t pos, uint64_t n)
+{
+	(void)dev;
+	return qcow2_all_zero((const uint8_t *)user + pos, (size_t)n);
+}
+
+static int flush_write(struct img_dev *dev, void *user, const struct run *r)
+{
+	int e =
+	    img_pwrite_full(W(dev)->fd, (const uint8_t *)user + r->pos, (size_t)r->len, r->host);
+
 	return e < 0 ? w_io_err(dev, e, "writing") : 0;
 }
 
 static int w_pwrite(struct img_dev *dev, const void *buf, size_t len, uint64_t off)
 {
-	struct qcow2_w *w = W(dev);
-	const uint8_t *p = buf;
-	struct run run = { 0 };
-	int r;
+	const struct placer pl = { buf_zero, flush_write, (void *)buf };
 
-	while (len) {
-		uint64_t gc = off >> w->cb, in = off & (w->cs - 1), host;
-		size_t n = (size_t)IMG_MIN(len, w->cs - in);
-
-		host = lookup(w, gc);
-		if (!host && qcow2_all_zero(p, n)) {
-			r = flush_write(dev, &run);
-			if (r < 0)
-				return r;
-			goto next;
-		}
-		if (!host) {
-			r = alloc_cluster(dev, gc, &host);
-			if (r < 0)
-				return r;
-		}
-		if (run_extends(&run, host + in)) {
-			run.len += n;
-		} else {
-			r = flush_write(dev, &run);
-			if (r < 0)
-				return r;
-			run = (struct run){ .host = host + in, .len = n, .buf = p };
-		}
-	next:
-		p += n;
-		off += n;
-		len -= n;
-	}
-	return flush_write(dev, &run);
+	return place(dev, off, len, &pl);
 }
 
 static int flush_read(struct img_dev *dev, struct run *r)
@@ -259,19 +279,27 @@ static int short_input(struct img_dev *dev)
 	                     "input changed while reading (shorter than expected)");
 }
 
-/* Move one host-contiguous run from @fd: copy_file_range, else read + write. */
-static int flush_copy(struct img_dev *dev, int fd, struct run *r)
-{
-	struct qcow2_w *w = W(dev);
-	uint8_t *buf = NULL;
-	int e = 0;
+/* Where a copy's bytes come from: @fd from offset @src on. */
+struct copy_src {
+	int fd;
+	uint64_t src;
+};
 
-	while (r->len) {
-		loff_t in = (loff_t)r->src, out = (loff_t)r->host;
+/* Move one host-contiguous run from the source: copy_file_range, else read + write. */
+static int flush_copy(struct img_dev *dev, void *user, const struct run *run)
+{
+	const struct copy_src *cs = user;
+	struct qcow2_w *w = W(dev);
+	uint64_t src = cs->src + run->pos, host = run->host, len = run->len;
+	uint8_t *buf = NULL;
+	int fd = cs->fd, e = 0;
+
+	while (len) {
+		loff_t in = (loff_t)src, out = (loff_t)host;
 		ssize_t n;
 
 		if (!buf) {
-			n = copy_file_range(fd, &in, w->fd, &out, (size_t)IMG_MIN(r->len, 1u << 30),
+			n = copy_file_range(fd, &in, w->fd, &out, (size_t)IMG_MIN(len, 1u << 30),
 			                    0);
 			if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
 			              errno == EOPNOTSUPP || errno == EBADF)) {
@@ -284,9 +312,9 @@ static int flush_copy(struct img_dev *dev, int fd, struct run *r)
 				continue;
 			}
 		} else {
-			n = pread(fd, buf, (size_t)IMG_MIN(r->len, 1u << 20), (off_t)r->src);
+			n = pread(fd, buf, (size_t)IMG_MIN(len, 1u << 20), (off_t)src);
 			if (n > 0) {
-				e = img_pwrite_full(w->fd, buf, (size_t)n, r->host);
+				e = img_pwrite_full(w->fd, buf, (size_t)n, host);
 				if (e < 0) {
 					e = w_io_err(dev, e, "writing");
 					break;
@@ -304,78 +332,46 @@ static int flush_copy(struct img_dev *dev, int fd, struct run *r)
 			e = short_input(dev);
 			break;
 		}
-		r->src += (uint64_t)n;
-		r->host += (uint64_t)n;
-		r->len -= (uint64_t)n;
+		src += (uint64_t)n;
+		host += (uint64_t)n;
+		len -= (uint64_t)n;
 	}
 	free(buf);
-	r->len = 0;
 	return e;
 }
 
 /*
- * Are the source's @n bytes at @src (at most a cluster) all zeros? Files
- * hold such runs (padding inside binaries) that are not holes, and bytes
- * that fall into an unallocated cluster need no writing if they are zero: it
- * reads as zeros already, and a later write that allocates it starts from a
- * zeroed host cluster. One small read decides for nearly every data range
- * (its first bytes are not zero); only a range that starts with zeros is
- * read whole. Unreadable as a file (a pipe): treated as data.
+ * Are the source's @n bytes at @pos (at most a cluster) all zeros? Files
+ * hold such runs (padding inside binaries) that are not holes; place()
+ * leaves them out of clusters not allocated yet. One small read decides for
+ * nearly every data range (its first bytes are not zero); only a range that
+ * starts with zeros is read whole. Unreadable as a file (a pipe): data.
  */
-static bool source_zero(struct qcow2_w *w, int fd, uint64_t src, uint64_t n)
+static bool source_zero(struct img_dev *dev, void *user, uint64_t pos, uint64_t n)
 {
+	const struct copy_src *cs = user;
+	struct qcow2_w *w = W(dev);
+	uint64_t src = cs->src + pos;
 	uint8_t head[64];
 	size_t h = (size_t)IMG_MIN(n, sizeof(head));
 
-	if (img_pread_full(fd, head, h, src) < 0 || !qcow2_all_zero(head, h))
+	if (img_pread_full(cs->fd, head, h, src) < 0 || !qcow2_all_zero(head, h))
 		return false;
 	if (n == h)
 		return true;
 	if (!w->zbuf && !(w->zbuf = malloc((size_t)w->cs)))
 		return false;
-	return img_pread_full(fd, w->zbuf, (size_t)n, src) == 0 &&
+	return img_pread_full(cs->fd, w->zbuf, (size_t)n, src) == 0 &&
 	       qcow2_all_zero(w->zbuf, (size_t)n);
 }
 
 /* Copy a range of @fd that holds data: allocate clusters, contiguous where new. */
 static int copy_data(struct img_dev *dev, int fd, uint64_t src, uint64_t len, uint64_t dst)
 {
-	struct qcow2_w *w = W(dev);
-	struct run run = { 0 };
-	int r;
+	struct copy_src cs = { fd, src };
+	const struct placer pl = { source_zero, flush_copy, &cs };
 
-	while (len) {
-		uint64_t gc = dst >> w->cb, in = dst & (w->cs - 1), host = lookup(w, gc);
-		uint64_t n = IMG_MIN(len, w->cs - in);
-
-		/* Zeros into a cluster not allocated yet: nothing to write, so
-		 * an all-zero cluster stays unallocated, as qemu-img convert
-		 * leaves it: the same contents, no larger image. */
-		if (!host && source_zero(w, fd, src, n)) {
-			r = flush_copy(dev, fd, &run);
-			if (r < 0)
-				return r;
-			goto next;
-		}
-		if (!host) {
-			r = alloc_cluster(dev, gc, &host);
-			if (r < 0)
-				return r;
-		}
-		if (run_extends(&run, host + in)) {
-			run.len += n;
-		} else {
-			r = flush_copy(dev, fd, &run);
-			if (r < 0)
-				return r;
-			run = (struct run){ .host = host + in, .len = n, .src = src };
-		}
-	next:
-		src += n;
-		dst += n;
-		len -= n;
-	}
-	return flush_copy(dev, fd, &run);
+	return place(dev, dst, len, &pl);
 }
 
 /*
