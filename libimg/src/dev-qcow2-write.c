@@ -365,64 +365,14 @@ static bool source_zero(struct img_dev *dev, void *user, uint64_t pos, uint64_t 
 	       qcow2_all_zero(w->zbuf, (size_t)n);
 }
 
-/* Copy a range of @fd that holds data: allocate clusters, contiguous where new. */
+/* Copy a range of @fd (dev.c already skipped its holes): allocate clusters,
+ * contiguous where new. */
 static int copy_data(struct img_dev *dev, int fd, uint64_t src, uint64_t len, uint64_t dst)
 {
 	struct copy_src cs = { fd, src };
 	const struct placer pl = { source_zero, flush_copy, &cs };
 
 	return place(dev, dst, len, &pl);
-}
-
-/*
- * Holes in a sparse source are not copied: they become zeros on the device
- * and allocate nothing. SEEK_DATA moves the fd's file position, which a
- * caller may be using (a tar reader), so it is put back. Small copies skip
- * the probe: they cost more in system calls than they could save.
- */
-static int w_copy_from_fd(struct img_dev *dev, int fd, uint64_t src, uint64_t len, uint64_t dst)
-{
-	struct qcow2_w *w = W(dev);
-	struct stat st;
-	off_t pos = -1;
-	int r = 0;
-
-	if (fstat(fd, &st) < 0)
-		return img_set_error(img_dev_ctx(dev), -errno, "reading input: %s",
-		                     strerror(errno));
-	if (S_ISREG(st.st_mode) && (uint64_t)st.st_size < src + len)
-		return short_input(dev);
-	if (S_ISREG(st.st_mode) && len >= w->cs)
-		pos = lseek(fd, 0, SEEK_CUR);
-	while (len && r == 0) {
-		uint64_t n = len;
-
-		if (pos >= 0) {
-			off_t d = lseek(fd, (off_t)src, SEEK_DATA), h;
-
-			if (d < 0 && errno == ENXIO)
-				d = (off_t)(src + len);
-			if (d < 0) {
-				pos = -1; /* no SEEK_DATA here: all data */
-			} else if ((uint64_t)d > src) {
-				n = IMG_MIN((uint64_t)d - src, len);
-				r = w_write_zeroes(dev, dst, n);
-				goto next;
-			} else {
-				h = lseek(fd, (off_t)src, SEEK_HOLE);
-				if (h > d)
-					n = IMG_MIN((uint64_t)h - src, len);
-			}
-		}
-		r = copy_data(dev, fd, src, n, dst);
-	next:
-		src += n;
-		dst += n;
-		len -= n;
-	}
-	if (pos >= 0)
-		lseek(fd, pos, SEEK_SET);
-	return r;
 }
 
 static int w_flush(struct img_dev *dev)
@@ -575,7 +525,7 @@ static const struct img_dev_ops qcow2_w_ops = {
 	.pread = w_pread,
 	.pwrite = w_pwrite,
 	.write_zeroes = w_write_zeroes,
-	.copy_from_fd = w_copy_from_fd,
+	.copy_from_fd = copy_data,
 	.flush = w_flush,
 	.finish = w_finish,
 	.destroy = w_destroy,

@@ -3,6 +3,7 @@
  * optional ops, reference counting and the sticky error flag.
  */
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "private.h"
@@ -126,41 +127,44 @@ int img_dev_pwrite(struct img_dev *dev, const void *buf, size_t len, uint64_t of
 
 static const uint8_t zero_block[65536];
 
-int img_dev_write_zeroes(struct img_dev *dev, uint64_t off, uint64_t len)
+static int zero_range(struct img_dev *dev, uint64_t off, uint64_t len)
 {
-	int r = check_range(dev, off, len, 1);
-
-	if (r < 0 || len == 0)
-		return r;
 	if (dev->ops->write_zeroes)
-		return sticky(dev, dev->ops->write_zeroes(dev, off, len));
+		return dev->ops->write_zeroes(dev, off, len);
 	while (len) {
 		size_t n = (size_t)IMG_MIN(len, sizeof(zero_block));
+		int r = dev->ops->pwrite(dev, zero_block, n, off);
 
-		r = dev->ops->pwrite(dev, zero_block, n, off);
 		if (r < 0)
-			return sticky(dev, r);
+			return r;
 		off += n;
 		len -= n;
 	}
 	return 0;
 }
 
-int img_dev_copy_from_fd(struct img_dev *dev, int fd, uint64_t src_off, uint64_t len,
-                         uint64_t dst_off)
+int img_dev_write_zeroes(struct img_dev *dev, uint64_t off, uint64_t len)
 {
-	int r = check_range(dev, dst_off, len, 1);
-	size_t bufsz;
-	uint8_t *buf;
+	int r = check_range(dev, off, len, 1);
 
 	if (r < 0 || len == 0)
 		return r;
+	return sticky(dev, zero_range(dev, off, len));
+}
+
+/* One range of data: the backend's in-kernel copy, else read + write. */
+static int copy_range(struct img_dev *dev, int fd, uint64_t src_off, uint64_t len, uint64_t dst_off)
+{
+	size_t bufsz;
+	uint8_t *buf;
+	int r = 0;
+
 	if (dev->ops->copy_from_fd)
-		return sticky(dev, dev->ops->copy_from_fd(dev, fd, src_off, len, dst_off));
+		return dev->ops->copy_from_fd(dev, fd, src_off, len, dst_off);
 	bufsz = (size_t)IMG_MIN(len, (uint64_t)1 << 20);
 	buf = malloc(bufsz);
 	if (!buf)
-		return sticky(dev, img_set_error(dev->ctx, -ENOMEM, "out of memory"));
+		return img_set_error(dev->ctx, -ENOMEM, "out of memory");
 	while (len) {
 		size_t n = (size_t)IMG_MIN(len, bufsz);
 
@@ -181,7 +185,69 @@ int img_dev_copy_from_fd(struct img_dev *dev, int fd, uint64_t src_off, uint64_t
 		len -= n;
 	}
 	free(buf);
-	return sticky(dev, r);
+	return r;
+}
+
+/*
+ * Large copies from a regular file keep its holes: only the data segments
+ * (SEEK_DATA/SEEK_HOLE) are copied, holes become write_zeroes (unallocated
+ * in qcow2, punched in raw), so every writer keeps sparse inputs sparse
+ * without doing it itself. SEEK_DATA moves the fd's file position, which a
+ * caller may be using (a tar reader), so it is put back. Small copies skip
+ * the probe: it would cost more system calls than it could save.
+ */
+#define HOLE_PROBE_MIN (256u << 10)
+
+static int copy_segments(struct img_dev *dev, int fd, uint64_t src, uint64_t len, uint64_t dst)
+{
+	struct stat st;
+	off_t pos;
+	int r = 0;
+
+	if (len < HOLE_PROBE_MIN || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+		return copy_range(dev, fd, src, len, dst);
+	/* A hole past the end would read as zeros: a short source is an error. */
+	if ((uint64_t)st.st_size < src + len)
+		return img_set_error(dev->ctx, -EIO,
+		                     "input changed while reading (shorter than expected)");
+	pos = lseek(fd, 0, SEEK_CUR);
+	while (len && r == 0) {
+		off_t d = lseek(fd, (off_t)src, SEEK_DATA), h;
+		uint64_t n;
+
+		if (d < 0 && errno != ENXIO) {
+			r = copy_range(dev, fd, src, len, dst); /* no hole support here */
+			break;
+		}
+		if (d < 0 || (uint64_t)d >= src + len) {
+			r = zero_range(dev, dst, len); /* the rest is a hole */
+			break;
+		}
+		if ((uint64_t)d > src) {
+			n = (uint64_t)d - src;
+			r = zero_range(dev, dst, n);
+		} else {
+			h = lseek(fd, d, SEEK_HOLE);
+			n = h < 0 ? len : IMG_MIN((uint64_t)h - src, len);
+			r = copy_range(dev, fd, src, n, dst);
+		}
+		src += n;
+		dst += n;
+		len -= n;
+	}
+	if (pos >= 0)
+		lseek(fd, pos, SEEK_SET);
+	return r;
+}
+
+int img_dev_copy_from_fd(struct img_dev *dev, int fd, uint64_t src_off, uint64_t len,
+                         uint64_t dst_off)
+{
+	int r = check_range(dev, dst_off, len, 1);
+
+	if (r < 0 || len == 0)
+		return r;
+	return sticky(dev, copy_segments(dev, fd, src_off, len, dst_off));
 }
 
 int img_dev_flush(struct img_dev *dev)

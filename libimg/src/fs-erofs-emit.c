@@ -217,54 +217,6 @@ static int put_meta(struct emit *em, struct img_node *n, uint8_t *b)
 	}
 }
 
-/*
- * Data in a file (a host path, or a range of an open file: a tar, a staging
- * file): copy only its data segments (SEEK_DATA/SEEK_HOLE), so a sparse
- * file's holes stay holes in the image (the device reads zeros).
- */
-static int copy_sparse(struct emit *em, struct img_node *n, uint64_t body, uint64_t dst)
-{
-	struct img_ctx *ctx = em->p->ctx;
-	const char *what = n->data.kind == IMG_DATA_PATH ? n->data.path : n->name;
-	uint64_t base = 0, pos;
-	int fd = n->data.fd, r = 0;
-	struct stat st;
-
-	if (n->data.kind == IMG_DATA_PATH) {
-		fd = open(n->data.path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
-		if (fd < 0)
-			return img_set_error(ctx, -errno, "%s: %s", what, strerror(errno));
-		if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != n->size) {
-			close(fd);
-			return img_set_error(ctx, -EIO, "%s: changed while reading (size or type)",
-			                     what);
-		}
-	} else {
-		base = n->data.offset;
-	}
-	for (pos = base; pos < base + body && r >= 0;) {
-		off_t d = lseek(fd, (off_t)pos, SEEK_DATA), h;
-
-		if (d < 0 && errno != ENXIO) {
-			d = (off_t)pos; /* no hole support: copy it all */
-			h = (off_t)(base + body);
-		} else if (d < 0 || (uint64_t)d >= base + body) {
-			break; /* the rest is a hole */
-		} else if ((h = lseek(fd, d, SEEK_HOLE)) < 0) {
-			h = (off_t)(base + body);
-		}
-		h = (off_t)IMG_MIN((uint64_t)h, base + body);
-		r = img_dev_copy_from_fd(em->dev, fd, (uint64_t)d, (uint64_t)(h - d),
-		                         dst + ((uint64_t)d - base));
-		pos = (uint64_t)h;
-	}
-	if (n->data.kind == IMG_DATA_PATH)
-		close(fd);
-	if (r < 0)
-		img_error_prefix(ctx, r, "%s", what);
-	return r;
-}
-
 static int emit_file_data(struct emit *em, struct img_node *n)
 {
 	struct img_erofs_plan *p = em->p;
@@ -273,10 +225,7 @@ static int emit_file_data(struct emit *em, struct img_node *n)
 
 	if (!body || n->data.kind == IMG_DATA_NONE || e->data_in_place)
 		return 0;
-	/* Big files may be sparse: keep their holes. Small ones: one copy. */
-	if ((n->data.kind == IMG_DATA_PATH || n->data.kind == IMG_DATA_FD) &&
-	    body >= 64 * EROFS_BLKSZ)
-		return copy_sparse(em, n, body, e->startblk * EROFS_BLKSZ);
+	/* The device copies in-kernel and keeps a sparse file's holes. */
 	return img_node_copy_data(p->ctx, n, 0, body, em->dev, e->startblk * EROFS_BLKSZ);
 }
 

@@ -123,6 +123,49 @@ START_TEST(raw_sparse_and_copy)
 }
 END_TEST
 
+/* A sparse source keeps its holes on every backend: dev.c copies only the
+ * data segments. And a source shorter than promised is refused. */
+START_TEST(copy_keeps_holes)
+{
+	struct img_ctx *ctx = t_ctx();
+	char *dir = t_tmpdir("dev-holes"), path[4096], src[4096];
+	uint8_t *buf = malloc(1 << 20), *back = malloc(8 << 20);
+	struct img_dev *dev;
+	struct stat st;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/disk.raw", dir);
+	snprintf(src, sizeof(src), "%s/sparse", dir);
+	t_fill(buf, 1 << 20, 4);
+	fd = open(src, O_RDWR | O_CREAT | O_TRUNC, 0644);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(img_pwrite_full(fd, buf, 1 << 20, 0), 0);
+	ck_assert_int_eq(img_pwrite_full(fd, buf, 1 << 20, 7 << 20), 0); /* 6 MiB hole */
+	ck_assert_int_eq(lseek(fd, 12345, SEEK_SET), 12345);
+	ck_assert_ok(img_dev_raw_create(ctx, path, 16 << 20, &dev), ctx);
+	ck_assert_ok(img_dev_pwrite(dev, buf, 1 << 20, 3 << 20), ctx); /* old data under the hole */
+	ck_assert_ok(img_dev_copy_from_fd(dev, fd, 0, 8 << 20, 0), ctx);
+	ck_assert_int_eq(lseek(fd, 0, SEEK_CUR), 12345); /* file position kept */
+	ck_assert_ok(img_dev_pread(dev, back, 8 << 20, 0), ctx);
+	ck_assert_mem_eq(back, buf, 1 << 20);
+	ck_assert_mem_eq(back + (7 << 20), buf, 1 << 20);
+	for (size_t i = 1 << 20; i < (7u << 20); i++)
+		if (back[i])
+			ck_abort_msg("byte %zu of the hole is not zero", i);
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_int_lt(st.st_blocks, 3 * 2048); /* 2 MiB of data, not 8 */
+	ck_assert_int_eq(img_dev_copy_from_fd(dev, fd, 1 << 20, 8 << 20, 0), -EIO);
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "changed while reading"));
+	close(fd);
+	img_dev_unref(dev);
+	free(buf);
+	free(back);
+	t_rmrf(dir);
+	free(dir);
+	img_ctx_free(ctx);
+}
+END_TEST
+
 Suite *img_test_suite(void);
 Suite *img_test_suite(void)
 {
@@ -137,6 +180,7 @@ Suite *img_test_suite(void)
 	suite_add_tcase(s, tc);
 	tc = tcase_create("raw");
 	tcase_add_test(tc, raw_sparse_and_copy);
+	tcase_add_test(tc, copy_keeps_holes);
 	suite_add_tcase(s, tc);
 	return s;
 }
