@@ -96,14 +96,13 @@ int img_check_cancel(struct img_ctx *ctx)
 {
 	if (!ctx->cancelled)
 		return 0;
-	return img_set_error_force(ctx, -ECANCELED, "interrupted");
+	return img_set_error(ctx, -ECANCELED, "interrupted");
 }
 
-static int set_error_v(struct img_ctx *ctx, int force, int err, const char *fmt, va_list ap)
+static int set_error_v(struct img_ctx *ctx, int err, const char *fmt, va_list ap)
 {
 	if (err >= 0)
 		err = -EIO;
-	(void)force;
 	ctx->err = err;
 	vsnprintf(ctx->msg, sizeof(ctx->msg), fmt, ap);
 	return err;
@@ -114,17 +113,7 @@ int img_set_error(struct img_ctx *ctx, int err, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	err = set_error_v(ctx, 0, err, fmt, ap);
-	va_end(ap);
-	return err;
-}
-
-int img_set_error_force(struct img_ctx *ctx, int err, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	err = set_error_v(ctx, 1, err, fmt, ap);
+	err = set_error_v(ctx, err, fmt, ap);
 	va_end(ap);
 	return err;
 }

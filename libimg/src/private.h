@@ -35,11 +35,8 @@
  * caller can write `return img_set_error(ctx, -EINVAL, "...")`. The newest
  * message replaces the old one: a caller that only passes an error up does
  * not set it again, and one that adds context uses img_error_prefix().
- * img_set_error_force() is the same call (kept for clarity at call sites
- * that replace a message on purpose).
  */
 int img_set_error(struct img_ctx *ctx, int err, const char *fmt, ...) IMG_PRINTF(3, 4);
-int img_set_error_force(struct img_ctx *ctx, int err, const char *fmt, ...) IMG_PRINTF(3, 4);
 /* Prefix the current message: "what: <old message>". */
 int img_error_prefix(struct img_ctx *ctx, int err, const char *fmt, ...) IMG_PRINTF(3, 4);
 void img_log(struct img_ctx *ctx, enum img_log_level level, const char *fmt, ...) IMG_PRINTF(3, 4);

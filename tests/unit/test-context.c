@@ -17,7 +17,7 @@ START_TEST(error_set_and_prefix)
 	/* The newest message replaces the old one. */
 	ck_assert_int_eq(img_set_error(ctx, -EIO, "later"), -EIO);
 	ck_assert_str_eq(img_ctx_error(ctx), "later");
-	img_set_error_force(ctx, -EINVAL, "forced");
+	img_set_error(ctx, -EINVAL, "forced");
 	ck_assert_str_eq(img_ctx_error(ctx), "forced");
 	img_error_prefix(ctx, -EINVAL, "building %s", "x");
 	ck_assert_str_eq(img_ctx_error(ctx), "building x: forced");
