@@ -105,53 +105,6 @@ static int tar_is_stream(const char *tar)
 	return stat(tar, &st) == 0 && !S_ISREG(st.st_mode);
 }
 
-static int write_manifest(struct img_ctx *ctx, const struct img_build_opts *o,
-                          const struct img_erofs_plan *p, uint64_t size)
-{
-	struct img_manifest_partition part = { 0 };
-	struct img_manifest m = { 0 };
-	char uuid[37], gen[64], seed[80], sha[65];
-	uint8_t digest[32];
-	int r;
-
-	if (!o->manifest)
-		return 0;
-	r = img_sha256_file(ctx, o->output, digest);
-	if (r < 0)
-		return r;
-	img_hex(digest, 32, sha);
-	img_uuid_unparse(p->uuid, uuid);
-	snprintf(gen, sizeof(gen), "mkvmimage %s", IMG_VERSION);
-	part.role = "store";
-	part.size = img_erofs_plan_bytes(p);
-	part.filesystem = "erofs";
-	part.label = (char *)p->label;
-	part.fs_uuid = uuid;
-	m.manifest_version = IMG_MANIFEST_VERSION;
-	m.generator = gen;
-	m.image = (char *)(o->output_name ? o->output_name : o->output);
-	m.format = o->format == IMG_FORMAT_QCOW2 ? "qcow2" : "raw";
-	m.compression = o->compression == IMG_QCOW2_COMPRESS_NONE   ? "none"
-	                : o->compression == IMG_QCOW2_COMPRESS_ZSTD ? "zstd"
-	                                                            : "zlib";
-	m.virtual_size = size;
-	m.mode = "store";
-	m.boot = "none";
-	m.partition_table = "none";
-	m.partitions = &part;
-	m.npartitions = 1;
-	m.sha256 = sha;
-	{
-		size_t sl;
-		const char *sd = img_ctx_seed(ctx, &sl);
-
-		snprintf(seed, sizeof(seed), "%.*s", (int)IMG_MIN(sl, sizeof(seed) - 1), sd);
-		m.seed = seed;
-	}
-	m.epoch = img_repro_epoch(ctx);
-	return img_manifest_write(ctx, o->manifest, &m);
-}
-
 int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 {
 	struct img_tree_opts to = { .flags = o->tree_flags };
@@ -279,8 +232,14 @@ int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 		r = img_dev_finish(dev);
 	img_dev_unref(dev);
 	dev = NULL;
-	if (r >= 0)
-		r = write_manifest(ctx, o, plan, size);
+	if (r >= 0) {
+		/* A store image boots nothing: no closure is passed, so no system. */
+		char uuid[37];
+
+		img_uuid_unparse(plan->uuid, uuid);
+		r = img_image_manifest_bare(ctx, o, NULL, "erofs", plan->label,
+		                            img_erofs_plan_bytes(plan), uuid);
+	}
 out:
 	img_dev_unref(dev);
 	img_erofs_plan_free(plan);
