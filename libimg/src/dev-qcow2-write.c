@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "dev-qcow2.h"
+#include "dio.h"
 
 static struct qcow2_w *W(struct img_dev *dev)
 {
@@ -151,9 +152,11 @@ static bool buf_zero(struct img_dev *dev, void *user, uint64_t pos, uint64_t n)
 
 static int flush_write(struct img_dev *dev, void *user, const struct run *r)
 {
-	int e =
-	    img_pwrite_full(W(dev)->fd, (const uint8_t *)user + r->pos, (size_t)r->len, r->host);
+	int e = img_dio_fence(W(dev)->dio, r->host, r->len);
 
+	if (e < 0)
+		return e;
+	e = img_pwrite_full(W(dev)->fd, (const uint8_t *)user + r->pos, (size_t)r->len, r->host);
 	return e < 0 ? w_io_err(dev, e, "writing") : 0;
 }
 
@@ -166,7 +169,11 @@ static int w_pwrite(struct img_dev *dev, const void *buf, size_t len, uint64_t o
 
 static int flush_read(struct img_dev *dev, struct run *r)
 {
-	int e = r->len ? img_pread_full(W(dev)->fd, r->rbuf, (size_t)r->len, r->host) : 0;
+	int e = r->len ? img_dio_fence(W(dev)->dio, r->host, r->len) : 0;
+
+	if (e < 0)
+		return e;
+	e = r->len ? img_pread_full(W(dev)->fd, r->rbuf, (size_t)r->len, r->host) : 0;
 
 	if (e == -EIO) {
 		/* The tail of a partly written last cluster may lie past EOF: zeros. */
@@ -218,10 +225,17 @@ static const uint8_t zeros[65536];
 
 static int write_zero_bytes(struct img_dev *dev, uint64_t host, uint64_t len)
 {
+	uint64_t taken = img_dio_zero(W(dev)->dio, host, len);
+	int e = img_dio_fence(W(dev)->dio, host + taken, len - taken);
+
+	if (e < 0)
+		return e;
+	host += taken;
+	len -= taken;
 	while (len) {
 		size_t n = (size_t)IMG_MIN(len, sizeof(zeros));
-		int e = img_pwrite_full(W(dev)->fd, zeros, n, host);
 
+		e = img_pwrite_full(W(dev)->fd, zeros, n, host);
 		if (e < 0)
 			return w_io_err(dev, e, "writing");
 		host += n;
@@ -232,8 +246,10 @@ static int write_zero_bytes(struct img_dev *dev, uint64_t host, uint64_t len)
 
 static int flush_punch(struct img_dev *dev, struct run *r)
 {
-	int e = 0;
+	int e = r->len ? img_dio_fence(W(dev)->dio, r->host, r->len) : 0;
 
+	if (e < 0)
+		return e;
 	if (r->len && fallocate(W(dev)->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 	                        (off_t)r->host, (off_t)r->len) < 0)
 		e = write_zero_bytes(dev, r->host, r->len);
@@ -294,6 +310,8 @@ static int flush_copy(struct img_dev *dev, void *user, const struct run *run)
 	uint8_t *buf = NULL;
 	int fd = cs->fd, e = 0;
 
+	if (w->dio)
+		return img_dio_copy(w->dio, fd, src, len, host);
 	while (len) {
 		loff_t in = (loff_t)src, out = (loff_t)host;
 		ssize_t n;
@@ -377,8 +395,7 @@ static int copy_data(struct img_dev *dev, int fd, uint64_t src, uint64_t len, ui
 
 static int w_flush(struct img_dev *dev)
 {
-	(void)dev;
-	return 0;
+	return img_dio_drain(W(dev)->dio);
 }
 
 /* ---- finish --------------------------------------------------------- */
@@ -492,8 +509,10 @@ out:
 static int w_finish(struct img_dev *dev)
 {
 	struct qcow2_w *w = W(dev);
-	int r;
+	int r = img_dio_drain(w->dio);
 
+	if (r < 0)
+		return r;
 	if (w->compression != IMG_QCOW2_COMPRESS_NONE) {
 		r = qcow2_pack(dev, w);
 		if (r < 0)
@@ -508,6 +527,7 @@ static void w_destroy(struct img_dev *dev)
 {
 	struct qcow2_w *w = W(dev);
 
+	img_dio_free(w->dio);
 	if (w->l2)
 		for (uint32_t i = 0; i < w->hdr.l1_size; i++)
 			free(w->l2[i]);
@@ -596,6 +616,11 @@ int qcow2_create_with_backing(struct img_ctx *ctx, const char *path,
 	w->fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (w->fd < 0) {
 		r = img_set_error(ctx, -errno, "creating %s: %s", path, strerror(errno));
+		img_dev_unref(dev);
+		return r;
+	}
+	r = img_dio_new(ctx, w->fd, path, &w->dio);
+	if (r < 0) {
 		img_dev_unref(dev);
 		return r;
 	}

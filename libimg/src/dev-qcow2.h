@@ -73,7 +73,8 @@ struct qcow2_w {
 	uint16_t *dref;
 	uint64_t data_end; /* end of the data area after finish's data pass */
 	enum img_qcow2_compression compression;
-	uint8_t *zbuf; /* one cluster, for telling zero clusters of a source */
+	uint8_t *zbuf;       /* one cluster, for telling zero clusters of a source */
+	struct img_dio *dio; /* direct writes of copied data (dio.h), or NULL */
 	int level;
 	unsigned threads;
 };

@@ -1,18 +1,21 @@
 /*
  * dev-raw.c -- raw sparse file backend. Unwritten ranges stay holes;
- * write_zeroes punches holes; copy_from_fd is one copy_file_range.
+ * write_zeroes punches holes; copy_from_fd goes through the direct writer
+ * (dio.c) where the file system takes O_DIRECT, else one copy_file_range.
  */
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "dio.h"
 #include "private.h"
 
 struct raw {
 	int fd;
 	int owns_fd;
 	char *path;
+	struct img_dio *dio; /* NULL: no direct writes (read-only, or not supported) */
 };
 
 static int raw_err(struct img_dev *dev, int err, const char *what)
@@ -26,7 +29,11 @@ static int raw_err(struct img_dev *dev, int err, const char *what)
 static int raw_pread(struct img_dev *dev, void *buf, size_t len, uint64_t off)
 {
 	struct raw *r = img_dev_priv(dev);
-	int e = img_pread_full(r->fd, buf, len, off);
+	int e = img_dio_fence(r->dio, off, len);
+
+	if (e < 0)
+		return e;
+	e = img_pread_full(r->fd, buf, len, off);
 
 	if (e == -EIO) {
 		/* Past the end of a file shorter than the device: zeros. */
@@ -45,15 +52,27 @@ static int raw_pread(struct img_dev *dev, void *buf, size_t len, uint64_t off)
 static int raw_pwrite(struct img_dev *dev, const void *buf, size_t len, uint64_t off)
 {
 	struct raw *r = img_dev_priv(dev);
-	int e = img_pwrite_full(r->fd, buf, len, off);
+	int e = img_dio_fence(r->dio, off, len);
 
+	if (e < 0)
+		return e;
+	e = img_pwrite_full(r->fd, buf, len, off);
 	return e < 0 ? raw_err(dev, e, "writing") : 0;
 }
 
 static int raw_write_zeroes(struct img_dev *dev, uint64_t off, uint64_t len)
 {
 	struct raw *r = img_dev_priv(dev);
+	uint64_t taken = img_dio_zero(r->dio, off, len);
+	int e;
 
+	off += taken;
+	len -= taken;
+	if (!len)
+		return 0;
+	e = img_dio_fence(r->dio, off, len);
+	if (e < 0)
+		return e;
 	if (fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) ==
 	    0)
 		return 0;
@@ -63,8 +82,8 @@ static int raw_write_zeroes(struct img_dev *dev, uint64_t off, uint64_t len)
 
 		while (len) {
 			size_t n = (size_t)IMG_MIN(len, sizeof(z));
-			int e = img_pwrite_full(r->fd, z, n, off);
 
+			e = img_pwrite_full(r->fd, z, n, off);
 			if (e < 0)
 				return raw_err(dev, e, "writing");
 			off += n;
@@ -80,6 +99,8 @@ static int raw_copy_from_fd(struct img_dev *dev, int fd, uint64_t src_off, uint6
 	struct raw *r = img_dev_priv(dev);
 	int fallback = 0;
 
+	if (r->dio)
+		return img_dio_copy(r->dio, fd, src_off, len, dst_off);
 	while (len) {
 		loff_t in = (loff_t)src_off, out = (loff_t)dst_off;
 		ssize_t n;
@@ -120,18 +141,22 @@ static int raw_copy_from_fd(struct img_dev *dev, int fd, uint64_t src_off, uint6
 	return 0;
 }
 
+/* Everything handed over is in the file (not yet durable: that is finish). */
 static int raw_flush(struct img_dev *dev)
 {
-	(void)dev;
-	return 0;
+	return img_dio_drain(((struct raw *)img_dev_priv(dev))->dio);
 }
 
 static int raw_finish(struct img_dev *dev)
 {
 	struct raw *r = img_dev_priv(dev);
+	int e;
 
 	if (img_dev_readonly(dev))
 		return 0;
+	e = img_dio_drain(r->dio);
+	if (e < 0)
+		return e;
 	if (fsync(r->fd) < 0 && errno != EINVAL && errno != EROFS)
 		return raw_err(dev, -errno, "syncing");
 	return 0;
@@ -141,6 +166,7 @@ static void raw_destroy(struct img_dev *dev)
 {
 	struct raw *r = img_dev_priv(dev);
 
+	img_dio_free(r->dio);
 	if (r->owns_fd && r->fd >= 0)
 		close(r->fd);
 	free(r->path);
@@ -179,7 +205,8 @@ static int raw_wrap(struct img_ctx *ctx, int fd, int owns, const char *path, uin
 
 int img_dev_raw_create(struct img_ctx *ctx, const char *path, uint64_t size, struct img_dev **out)
 {
-	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	struct raw *raw;
+	int r, fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 
 	if (fd < 0)
 		return img_set_error(ctx, -errno, "creating %s: %s", path, strerror(errno));
@@ -190,7 +217,16 @@ int img_dev_raw_create(struct img_ctx *ctx, const char *path, uint64_t size, str
 		return img_set_error(ctx, e, "sizing %s to %llu bytes: %s", path,
 		                     (unsigned long long)size, strerror(-e));
 	}
-	return raw_wrap(ctx, fd, 1, path, size, 0, out);
+	r = raw_wrap(ctx, fd, 1, path, size, 0, out);
+	if (r < 0)
+		return r;
+	raw = img_dev_priv(*out);
+	r = img_dio_new(ctx, fd, path, &raw->dio);
+	if (r < 0) {
+		img_dev_unref(*out);
+		*out = NULL;
+	}
+	return r;
 }
 
 int img_dev_raw_open(struct img_ctx *ctx, const char *path, struct img_dev **out)

@@ -882,6 +882,12 @@ static int copy_extent(struct ext4_writer *w, void *user, blk64_t lblk, blk64_t 
 	if (off < node->size) {
 		n = IMG_MIN(n, node->size - off);
 		r = img_node_copy_data(w->ctx, node, off, n, w->dev, pblk * EXT4_BS);
+		/*
+		 * The rest of the last block is the file's too: saying it is zero
+		 * lets the device carry one run on into the next file's blocks.
+		 */
+		if (r >= 0 && n % EXT4_BS)
+			r = img_dev_write_zeroes(w->dev, pblk * EXT4_BS + n, EXT4_BS - n % EXT4_BS);
 		if (r < 0)
 			return r;
 		img_progress_add(w->ctx, n, 0);

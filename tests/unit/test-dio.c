@@ -1,0 +1,291 @@
+/*
+ * test-dio.c -- the direct writer (dio.c) under the raw and qcow2 backends:
+ * random mixes of copies, writes, zeros and reads against a model in memory,
+ * O_DIRECT really in use, failures reported.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <img/qcow2.h>
+
+#include "private.h"
+#include "testutil.h"
+
+#define DEV_SIZE (48u << 20)
+#define SRC_SIZE (20u << 20)
+
+static uint64_t rnd_state;
+
+static uint64_t rnd(uint64_t n)
+{
+	rnd_state ^= rnd_state << 13;
+	rnd_state ^= rnd_state >> 7;
+	rnd_state ^= rnd_state << 17;
+	return n ? rnd_state % n : 0;
+}
+
+/* Does this directory's file system take O_DIRECT? */
+static int direct_ok(const char *dir)
+{
+	char p[4096];
+	int fd;
+
+	snprintf(p, sizeof(p), "%s/probe", dir);
+	fd = open(p, O_RDWR | O_CREAT | O_DIRECT, 0644);
+	if (fd < 0)
+		return 0;
+	close(fd);
+	unlink(p);
+	return 1;
+}
+
+/* Is one of our fds open on @path with O_DIRECT? */
+static int has_direct_fd(const char *path)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int found = 0;
+
+	ck_assert_ptr_nonnull(d);
+	while (!found && (e = readdir(d))) {
+		char link[128], target[4096], info[128], line[256];
+		ssize_t n;
+		FILE *f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(link, sizeof(link), "/proc/self/fd/%s", e->d_name);
+		n = readlink(link, target, sizeof(target) - 1);
+		if (n < 0)
+			continue;
+		target[n] = 0;
+		if (strcmp(target, path))
+			continue;
+		snprintf(info, sizeof(info), "/proc/self/fdinfo/%s", e->d_name);
+		f = fopen(info, "r");
+		while (f && fgets(line, sizeof(line), f)) {
+			unsigned long flags;
+
+			if (sscanf(line, "flags: %lo", &flags) == 1 && (flags & O_DIRECT))
+				found = 1;
+		}
+		if (f)
+			fclose(f);
+	}
+	closedir(d);
+	return found;
+}
+
+enum kind { RAW, QCOW2 };
+
+static struct img_dev *make_dev(struct img_ctx *ctx, enum kind k, const char *path)
+{
+	struct img_qcow2_opts o = { .size = DEV_SIZE };
+	struct img_dev *dev;
+
+	if (k == RAW)
+		ck_assert_ok(img_dev_raw_create(ctx, path, DEV_SIZE, &dev), ctx);
+	else
+		ck_assert_ok(img_dev_qcow2_create(ctx, path, &o, &dev), ctx);
+	return dev;
+}
+
+/*
+ * 600 random operations, as the writers mix them: copies that run on from
+ * the last one (a file's blocks after the previous file's, with the last
+ * block padded by zeros) or start anywhere, aligned or not, overlapping
+ * earlier ones; small metadata writes; zeros; reads in between.
+ */
+static void model_run(enum kind k, uint64_t seed)
+{
+	struct img_ctx *ctx = t_ctx();
+	char *dir = t_tmpdir("dio-model"), path[4096], src[4096];
+	uint8_t *data = malloc(SRC_SIZE), *model = calloc(1, DEV_SIZE), *back = malloc(DEV_SIZE);
+	uint8_t small[9000];
+	uint64_t next = 0;
+	struct img_dev *dev;
+	int fd;
+
+	rnd_state = seed;
+	snprintf(path, sizeof(path), "%s/out.img", dir);
+	snprintf(src, sizeof(src), "%s/src", dir);
+	t_fill(data, SRC_SIZE, seed);
+	t_write_file(src, data, SRC_SIZE);
+	fd = open(src, O_RDONLY);
+	ck_assert_int_ge(fd, 0);
+	dev = make_dev(ctx, k, path);
+	if (direct_ok(dir))
+		ck_assert_msg(has_direct_fd(path), "no O_DIRECT descriptor on the output");
+	for (int op = 0; op < 600; op++) {
+		unsigned what = (unsigned)rnd(100);
+		uint64_t off, len, s;
+
+		if (what < 55) { /* copy */
+			len = rnd(4) ? 1 + rnd(200000) : 1 + rnd(6u << 20);
+			s = rnd(SRC_SIZE - len);
+			if (rnd(3) && next + len + 4096 <= DEV_SIZE)
+				off = next; /* the next file's blocks */
+			else
+				off = rnd(2) ? IMG_ALIGN_UP(rnd(DEV_SIZE - len - 4096), 4096)
+				             : rnd(DEV_SIZE - len - 4096);
+			ck_assert_ok(img_dev_copy_from_fd(dev, fd, s, len, off), ctx);
+			memcpy(model + off, data + s, len);
+			next = off + len;
+			if (rnd(4) && next % 4096) { /* the padded last block */
+				uint64_t pad = 4096 - next % 4096;
+
+				ck_assert_ok(img_dev_write_zeroes(dev, next, pad), ctx);
+				memset(model + next, 0, pad);
+				next += pad;
+			}
+		} else if (what < 75) { /* metadata */
+			len = 1 + rnd(sizeof(small));
+			off = rnd(DEV_SIZE - len);
+			t_fill(small, len, seed + (uint64_t)op);
+			ck_assert_ok(img_dev_pwrite(dev, small, len, off), ctx);
+			memcpy(model + off, small, len);
+		} else if (what < 85) { /* zeros */
+			len = 1 + rnd(300000);
+			off = rnd(DEV_SIZE - len);
+			ck_assert_ok(img_dev_write_zeroes(dev, off, len), ctx);
+			memset(model + off, 0, len);
+		} else { /* read back now, with runs still in flight */
+			len = 1 + rnd(1u << 20);
+			off = rnd(DEV_SIZE - len);
+			ck_assert_ok(img_dev_pread(dev, back, len, off), ctx);
+			if (memcmp(back, model + off, len))
+				ck_abort_msg("op %d: read [%llu, +%llu) differs from the model", op,
+				             (unsigned long long)off, (unsigned long long)len);
+		}
+	}
+	ck_assert_ok(img_dev_finish(dev), ctx);
+	img_dev_unref(dev);
+	close(fd);
+	/* What is on disk now, read by another reader than the writer. */
+	if (k == RAW) {
+		fd = open(path, O_RDONLY);
+		ck_assert_int_ge(fd, 0);
+		ck_assert_int_eq(img_pread_full(fd, back, DEV_SIZE, 0), 0);
+		close(fd);
+	} else {
+		ck_assert_ok(img_dev_qcow2_open(ctx, path, IMG_DEV_READONLY, &dev), ctx);
+		ck_assert_ok(img_dev_pread(dev, back, DEV_SIZE, 0), ctx);
+		img_dev_unref(dev);
+	}
+	for (uint64_t i = 0; i < DEV_SIZE; i += 4096)
+		if (memcmp(back + i, model + i, 4096))
+			ck_abort_msg("page at %llu differs from the model", (unsigned long long)i);
+	free(data);
+	free(model);
+	free(back);
+	t_rmrf(dir);
+	free(dir);
+	img_ctx_free(ctx);
+}
+
+START_TEST(raw_model)
+{
+	model_run(RAW, 0x1234567 + (uint64_t)_i);
+}
+END_TEST
+
+START_TEST(qcow2_model)
+{
+	model_run(QCOW2, 0x7654321 + (uint64_t)_i);
+}
+END_TEST
+
+/* The source shrinks under a copy: the error names it and sticks. */
+START_TEST(short_source)
+{
+	struct img_ctx *ctx = t_ctx();
+	char *dir = t_tmpdir("dio-short"), path[4096], src[4096];
+	uint8_t *data = malloc(1 << 20);
+	struct img_dev *dev;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/out.img", dir);
+	snprintf(src, sizeof(src), "%s/src", dir);
+	t_fill(data, 1 << 20, 9);
+	t_write_file(src, data, 1 << 20);
+	fd = open(src, O_RDONLY);
+	dev = make_dev(ctx, _i ? QCOW2 : RAW, path);
+	ck_assert_ok(img_dev_copy_from_fd(dev, fd, 0, 100000, 0), ctx);
+	ck_assert_int_eq(img_dev_copy_from_fd(dev, fd, 1000000, 100000, 100000), -EIO);
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "changed while reading"));
+	ck_assert_int_eq(img_dev_finish(dev), -EIO);
+	close(fd);
+	img_dev_unref(dev);
+	free(data);
+	t_rmrf(dir);
+	free(dir);
+	img_ctx_free(ctx);
+}
+END_TEST
+
+/*
+ * The file may not grow past 8 MiB (RLIMIT_FSIZE, SIGXFSZ ignored: a full
+ * disk as far as the writer thread can tell): the failure of a write made
+ * in the background comes back to the caller, with the output named.
+ */
+START_TEST(write_fails)
+{
+	struct img_ctx *ctx = t_ctx();
+	char *dir = t_tmpdir("dio-full"), path[4096], src[4096];
+	uint8_t *data = malloc(16 << 20);
+	struct rlimit old, lim = { 8 << 20, 8 << 20 };
+	struct img_dev *dev;
+	int fd, r = 0;
+
+	snprintf(path, sizeof(path), "%s/out.img", dir);
+	snprintf(src, sizeof(src), "%s/src", dir);
+	t_fill(data, 16 << 20, 10);
+	t_write_file(src, data, 16 << 20);
+	fd = open(src, O_RDONLY);
+	dev = make_dev(ctx, QCOW2, path);
+	signal(SIGXFSZ, SIG_IGN);
+	getrlimit(RLIMIT_FSIZE, &old);
+	lim.rlim_max = old.rlim_max;
+	setrlimit(RLIMIT_FSIZE, &lim);
+	for (uint64_t off = 0; off < (16u << 20) && r == 0; off += 1 << 20)
+		r = img_dev_copy_from_fd(dev, fd, off, 1 << 20, off);
+	if (r == 0)
+		r = img_dev_finish(dev);
+	setrlimit(RLIMIT_FSIZE, &old);
+	ck_assert_int_eq(r, -EFBIG);
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), path));
+	close(fd);
+	img_dev_unref(dev);
+	free(data);
+	t_rmrf(dir);
+	free(dir);
+	img_ctx_free(ctx);
+}
+END_TEST
+
+Suite *img_test_suite(void);
+Suite *img_test_suite(void)
+{
+	Suite *s = suite_create("dio");
+	TCase *tc;
+
+	tc = tcase_create("raw_model");
+	tcase_add_loop_test(tc, raw_model, 0, 3);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("qcow2_model");
+	tcase_add_loop_test(tc, qcow2_model, 0, 3);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("short_source");
+	tcase_add_loop_test(tc, short_source, 0, 2);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("write_fails");
+	tcase_add_test(tc, write_fails);
+	suite_add_tcase(s, tc);
+	return s;
+}
