@@ -36,8 +36,10 @@ struct img_tar_source {
 	uint64_t buf_off; /* its file offset */
 	size_t buf_len;
 	uint64_t pos; /* file offset of the next read */
-	int stage_fd; /* pipe: staged data, unlinked file */
+	int stage_fd; /* pipe (or no_replay): staged data, unlinked file */
 	uint64_t stage_len;
+	char *stage_dir; /* no_replay: where to open the staging file when needed */
+	int no_replay;
 	uint64_t pending; /* entries waiting for replay */
 	char *store;      /* store dir without the leading '/', e.g. "nix/store" */
 	char *prefix;
@@ -273,15 +275,17 @@ static uint64_t off_place(const struct img_tar_source *s, uint64_t o)
 	return s->placed[s->nplaced - 1].off + o;
 }
 
+static int open_stage(struct img_tar_source *s, const char *dir);
+
 /* Stage the entry's data (pipe) or find its offset in the file. */
 static int place_data(struct img_tar_source *s, struct archive *a, struct archive_entry *e,
                       const char *ename, uint64_t ordinal, struct img_node_attr *attr,
                       int uncompressed, struct img_tree *tree, const char *path)
 {
-	const void *blk;
-	size_t sz;
-	la_int64_t off;
-	int r;
+	const void *blk = NULL;
+	size_t sz = 0;
+	la_int64_t off = 0;
+	int r, first = ARCHIVE_FATAL; /* a block read already and not yet used */
 
 	if (!attr->size)
 		return 0;
@@ -305,9 +309,11 @@ static int place_data(struct img_tar_source *s, struct archive *a, struct archiv
 		}
 		if (r != ARCHIVE_OK && r != ARCHIVE_EOF)
 			return entry_error(s, a, ename);
-		/* Not in our buffer (libarchive copied it): read it again later. */
+		/* Not in our buffer (libarchive copied it): read it again later,
+		 * or with no_replay stage it, starting with this block. */
+		first = r;
 	}
-	if (s->seekable) {
+	if (s->seekable && !s->no_replay) {
 		attr->data.kind = IMG_DATA_NONE;
 		attr->data.offset = ordinal + 1;
 		s->pending++;
@@ -320,6 +326,8 @@ static int place_data(struct img_tar_source *s, struct archive *a, struct archiv
 		uint64_t base = s->stage_len, got = 0, span = 0;
 		int inplace;
 
+		if (s->stage_fd < 0 && s->stage_dir && (r = open_stage(s, s->stage_dir)) < 0)
+			return r;
 		if (s->stage_fd < 0)
 			return img_set_error(s->ctx, -EINVAL,
 			                     "%s: a tar stream that cannot be read twice needs a "
@@ -336,7 +344,12 @@ static int place_data(struct img_tar_source *s, struct archive *a, struct archiv
 		}
 		s->staged += attr->size - span;
 		for (;;) {
-			r = archive_read_data_block(a, &blk, &sz, &off);
+			if (first != ARCHIVE_FATAL) {
+				r = first;
+				first = ARCHIVE_FATAL;
+			} else {
+				r = archive_read_data_block(a, &blk, &sz, &off);
+			}
 			if (r == ARCHIVE_EOF)
 				break;
 			if (r != ARCHIVE_OK)
@@ -560,6 +573,15 @@ int img_source_tar(struct img_ctx *ctx, const char *path, const struct img_sourc
 	s->file_size = (uint64_t)st.st_size;
 	if (!s->seekable && opts && opts->stage_dir && (r = open_stage(s, opts->stage_dir)) < 0)
 		goto fail;
+	if (s->seekable && opts && opts->no_replay && opts->stage_dir) {
+		/* opened on the first entry that needs it */
+		s->no_replay = 1;
+		s->stage_dir = img_strdup(opts->stage_dir);
+		if (!s->stage_dir) {
+			r = img_set_error(ctx, -ENOMEM, "out of memory");
+			goto fail;
+		}
+	}
 	if (!s->seekable && opts && opts->inplace && opts->inplace->body && opts->inplace->align) {
 		s->inplace = *opts->inplace;
 		s->inplace_on = 1;
@@ -816,6 +838,7 @@ void img_tar_source_free(struct img_tar_source *s)
 	if (s->stage_fd >= 0)
 		close(s->stage_fd);
 	free(s->buf);
+	free(s->stage_dir);
 	free(s->store);
 	free(s->prefix);
 	free(s->name);

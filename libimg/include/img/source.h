@@ -31,6 +31,12 @@ struct img_source_opts {
 	 * their file data is staged, in an unlinked file (beside the output,
 	 * never TMPDIR). NULL: such a stream is refused. */
 	const char *stage_dir;
+	/* A tar file (seekable) whose data cannot be referred to in place (it is
+	 * compressed, or an entry is sparse): stage that data in stage_dir as
+	 * for a pipe instead of leaving it for img_tar_source_replay(), so every
+	 * regular file's bytes are readable as soon as the stream is read (the
+	 * partitioned disks need the boot files before the root is written). */
+	int no_replay;
 	/* Optional, for a pipe: entries that arrive in canonical order (as
 	 * `tar --sort=name` makes them) go straight into the output. */
 	const struct img_tar_inplace *inplace;
@@ -62,7 +68,8 @@ int img_source_closure(struct img_ctx *ctx, const struct img_closure *closure,
  *     so writers copy it in-kernel;
  *   - compressed regular file: headers only now; the data is delivered by
  *     img_tar_source_replay() once the writer knows where it goes (those
- *     nodes have IMG_DATA_NONE and img_tar_source_pending() is non-zero);
+ *     nodes have IMG_DATA_NONE and img_tar_source_pending() is non-zero),
+ *     or with opts->no_replay staged as for a pipe;
  *   - a pipe: the data is staged in an unlinked file in opts->stage_dir and
  *     the tree refers to ranges of that (IMG_DATA_FD).
  * Errors name the entry: bad names (".." or empty components, outside the
