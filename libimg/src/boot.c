@@ -9,7 +9,12 @@
  *
  * Everything is read under the closure's root: store symlinks such as
  * toplevel/kernel -> /nix/store/...-linux/bzImage are followed inside root.
- * The only time in the output is the epoch (the entry's "built on" date).
+ * With opts->tree (a closure read from a tar stream) the same paths are
+ * looked up in that tree instead, symlinks followed inside it, and the ESP
+ * files share the tree nodes' data (a range of the tar or of its staging
+ * file): nothing is read from the host but the explicit --bootloader and
+ * --uki-stub files. The only time in the output is the epoch (the entry's
+ * "built on" date).
  */
 #include <fcntl.h>
 #include <limits.h>
@@ -36,13 +41,70 @@ static const char *root_of(const char *root)
 	return root && strcmp(root, "/") ? root : "";
 }
 
+static const char *store_of(const struct img_boot_opts *o)
+{
+	return o->store_dir ? o->store_dir : "/nix/store";
+}
+
+static const char *tree_name(const struct img_boot_opts *o)
+{
+	return o->tree_name ? o->tree_name : "the tree";
+}
+
 /*
- * Resolve the image-namespace path @path under @root, following symlinks
- * inside root. @out gets the resolved namespace path (PATH_MAX bytes).
+ * The node of opts->tree at namespace path @ns: the store is the tree's
+ * nix/store (where the root tree puts it, whatever the store directory).
+ * 0 with *node NULL for a directory above the store; -EXDEV outside the
+ * store, -ENOENT when the tree has no such entry.
  */
-static int resolve(struct img_ctx *ctx, const char *root, const char *path, char *out)
+static int tree_node(const struct img_boot_opts *o, const char *ns, struct img_node **node)
+{
+	const char *sd = store_of(o);
+	size_t n = strlen(sd), l = strlen(ns);
+	char tp[PATH_MAX + 16];
+
+	*node = NULL;
+	if (!strncmp(ns, sd, n) && (ns[n] == '/' || !ns[n])) {
+		if (snprintf(tp, sizeof(tp), "nix/store%s", ns + n) >= (int)sizeof(tp))
+			return -ENAMETOOLONG;
+		*node = img_tree_lookup((struct img_tree *)o->tree, tp);
+		return *node ? 0 : -ENOENT;
+	}
+	if (l < n && !strncmp(sd, ns, l) && sd[l] == '/')
+		return 0;
+	return -EXDEV;
+}
+
+/* A tree lookup failed at @done (with @rest still to go) resolving @path. */
+static int tree_miss(struct img_ctx *ctx, const struct img_boot_opts *o, int e, const char *done,
+                     const char *rest, const char *path, int links)
+{
+	char what[PATH_MAX * 3];
+	size_t n;
+
+	snprintf(what, sizeof(what), "%s%s", done, rest);
+	for (n = strlen(what); n > 1 && what[n - 1] == '/';)
+		what[--n] = 0;
+	if (e == -ENAMETOOLONG)
+		return img_set_error(ctx, e, "%s: path too long", what);
+	/* ENOENT either way, so that optional files stay optional */
+	return img_set_error(ctx, -ENOENT, "%s: %s %s%s%s%s", what,
+	                     e == -EXDEV ? "outside the store, so not in" : "not in", tree_name(o),
+	                     links ? " (" : "", links ? path : "", links ? " leads there)" : "");
+}
+
+/*
+ * Resolve the image-namespace path @path under opts->root (or in
+ * opts->tree), following symlinks inside it. @out gets the resolved
+ * namespace path (PATH_MAX bytes); @node (may be NULL) the tree node there
+ * (NULL on the host).
+ */
+static int resolve(struct img_ctx *ctx, const struct img_boot_opts *o, const char *path, char *out,
+                   struct img_node **node)
 {
 	char rest[PATH_MAX * 2], done[PATH_MAX], host[PATH_MAX * 2], target[PATH_MAX];
+	const char *root = o->root;
+	struct img_node *tn = NULL;
 	int links = 0;
 
 	if (snprintf(rest, sizeof(rest), "%s", path) >= (int)sizeof(rest))
@@ -76,23 +138,38 @@ static int resolve(struct img_ctx *ctx, const char *root, const char *path, char
 			return img_set_error(ctx, -ENAMETOOLONG, "%s: path too long", path);
 		strcat(done, "/");
 		strcat(done, comp);
-		snprintf(host, sizeof(host), "%s%s", root_of(root), done);
-		if (lstat(host, &st) < 0) {
-			int e = -errno;
+		if (o->tree) {
+			struct img_node *ln;
+			int e = tree_node(o, done, &ln);
 
-			return img_set_error(ctx, e, "%s: %s", host, strerror(-e));
-		}
-		if (!S_ISLNK(st.st_mode))
-			continue;
-		if (++links > MAX_LINKS)
-			return img_set_error(ctx, -ELOOP, "%s: too many symbolic links", path);
-		ssize_t tl = readlink(host, target, sizeof(target) - 1);
-		if (tl < 0) {
-			int e = -errno;
+			if (e < 0)
+				return tree_miss(ctx, o, e, done, rest, path, links);
+			if (!ln || ln->type != IMG_NODE_SYMLINK)
+				continue;
+			if (++links > MAX_LINKS)
+				return img_set_error(ctx, -ELOOP, "%s: too many symbolic links",
+				                     path);
+			snprintf(target, sizeof(target), "%s", ln->target);
+		} else {
+			snprintf(host, sizeof(host), "%s%s", root_of(root), done);
+			if (lstat(host, &st) < 0) {
+				int e = -errno;
 
-			return img_set_error(ctx, e, "%s: %s", host, strerror(-e));
+				return img_set_error(ctx, e, "%s: %s", host, strerror(-e));
+			}
+			if (!S_ISLNK(st.st_mode))
+				continue;
+			if (++links > MAX_LINKS)
+				return img_set_error(ctx, -ELOOP, "%s: too many symbolic links",
+				                     path);
+			ssize_t tl = readlink(host, target, sizeof(target) - 1);
+			if (tl < 0) {
+				int e = -errno;
+
+				return img_set_error(ctx, e, "%s: %s", host, strerror(-e));
+			}
+			target[tl] = 0;
 		}
-		target[tl] = 0;
 		*strrchr(done, '/') = 0;
 		if (target[0] == '/')
 			done[0] = 0;
@@ -105,6 +182,10 @@ static int resolve(struct img_ctx *ctx, const char *root, const char *path, char
 		}
 	}
 	snprintf(out, PATH_MAX, "%s", done[0] ? done : "/");
+	if (node && o->tree && tree_node(o, out, &tn) < 0)
+		tn = NULL;
+	if (node)
+		*node = tn;
 	return 0;
 }
 
@@ -144,23 +225,50 @@ int img_boot_find_system(struct img_ctx *ctx, const char *root, const char *cons
 	return 0;
 }
 
-/* Read a small text file (under root) into a malloc'ed string; trailing newlines cut. */
-static int read_text(struct img_ctx *ctx, const char *root, const char *nspath, char **out,
-                     int optional)
+/* Cut trailing newlines. */
+static void chomp(char *buf)
+{
+	for (size_t n = strlen(buf); n && (buf[n - 1] == '\n' || buf[n - 1] == '\r');)
+		buf[--n] = 0;
+}
+
+/* Read a small text file (under root or in the tree) into a malloc'ed string; trailing newlines
+ * cut. */
+static int read_text(struct img_ctx *ctx, const struct img_boot_opts *o, const char *nspath,
+                     char **out, int optional)
 {
 	char res[PATH_MAX], host[PATH_MAX];
+	const char *root = o->root;
+	struct img_node *node = NULL;
 	struct stat st;
 	char *buf;
 	int fd, r;
 
 	*out = NULL;
-	r = resolve(ctx, root, nspath, res);
+	r = resolve(ctx, o, nspath, res, &node);
 	if (r < 0) {
 		if (optional && r == -ENOENT) {
 			img_ctx_clear_error(ctx);
 			return 0;
 		}
 		return r;
+	}
+	if (o->tree) {
+		if (!node || node->type != IMG_NODE_REG || node->size > (1 << 20))
+			return img_set_error(ctx, -EINVAL, "%s: not a small regular file (in %s)",
+			                     res, tree_name(o));
+		buf = malloc((size_t)node->size + 1);
+		if (!buf)
+			return img_set_error(ctx, -ENOMEM, "out of memory");
+		r = img_node_read_data(ctx, node, 0, buf, (size_t)node->size);
+		if (r < 0) {
+			free(buf);
+			return img_error_prefix(ctx, r, "%s", res);
+		}
+		buf[node->size] = 0;
+		chomp(buf);
+		*out = buf;
+		return 0;
 	}
 	if (host_path(root, res, host, sizeof(host)) < 0)
 		return img_set_error(ctx, -ENAMETOOLONG, "%s: path too long", nspath);
@@ -187,8 +295,7 @@ static int read_text(struct img_ctx *ctx, const char *root, const char *nspath, 
 		return img_set_error(ctx, r, "%s: %s", host, strerror(-r));
 	}
 	buf[st.st_size] = 0;
-	for (size_t n = strlen(buf); n && (buf[n - 1] == '\n' || buf[n - 1] == '\r');)
-		buf[--n] = 0;
+	chomp(buf);
 	*out = buf;
 	return 0;
 }
@@ -196,13 +303,21 @@ static int read_text(struct img_ctx *ctx, const char *root, const char *nspath, 
 int img_boot_kernel_params(struct img_ctx *ctx, const char *root, const char *system,
                            const char *extra, char **out)
 {
+	struct img_boot_opts o = { .system = system, .root = root, .kernel_params = extra };
+
+	return img_boot_kernel_params_read(ctx, &o, out);
+}
+
+int img_boot_kernel_params_read(struct img_ctx *ctx, const struct img_boot_opts *o, char **out)
+{
+	const char *system = o->system, *extra = o->kernel_params;
 	char ns[PATH_MAX], *params = NULL;
 	int r;
 
 	*out = NULL;
 	if (snprintf(ns, sizeof(ns), "%s/kernel-params", system) >= (int)sizeof(ns))
 		return img_set_error(ctx, -ENAMETOOLONG, "%s: path too long", system);
-	r = read_text(ctx, root, ns, &params, 1);
+	r = read_text(ctx, o, ns, &params, 1);
 	if (r < 0)
 		return r;
 	r = img_asprintf(out, "%s%s%s", params ? params : "",
@@ -232,6 +347,36 @@ static int add_file_host(struct img_ctx *ctx, struct img_tree *t, const char *pa
 	return img_tree_add(t, path, &a, NULL);
 }
 
+/* A boot file from opts->tree: the ESP file shares the node's data. */
+static int add_file_node(struct img_ctx *ctx, struct img_tree *t, const char *path,
+                         const char *what, struct img_node *node)
+{
+	struct img_node_attr a = { .type = IMG_NODE_REG, .mode = 0644 };
+	struct img_node *ino = node ? img_node_inode(node) : NULL;
+
+	if (!ino || ino->type != IMG_NODE_REG)
+		return img_set_error(ctx, -EINVAL, "%s: not a regular file", what);
+	if (ino->size && ino->data.kind == IMG_DATA_NONE)
+		return img_set_error(ctx, -EINVAL, "%s: its data is not available yet", what);
+	a.size = ino->size;
+	a.data = ino->data;
+	return img_tree_add(t, path, &a, NULL);
+}
+
+/* A boot file: a host path, or a node of opts->tree. */
+struct bfile {
+	char host[PATH_MAX];
+	char ns[PATH_MAX]; /* the resolved namespace path, for messages */
+	struct img_node *node;
+};
+
+static int add_bfile(struct img_ctx *ctx, struct img_tree *t, const char *path, struct bfile *f)
+{
+	if (f->node)
+		return add_file_node(ctx, t, path, f->ns, f->node);
+	return add_file_host(ctx, t, path, f->host);
+}
+
 static int add_text(struct img_tree *t, const char *path, const char *text)
 {
 	struct img_node_attr a = { .type = IMG_NODE_REG, .mode = 0644 };
@@ -242,15 +387,35 @@ static int add_text(struct img_tree *t, const char *path, const char *text)
 	return img_tree_add(t, path, &a, NULL);
 }
 
-/* Find lib/systemd/boot/efi/<file> in the closure; host path into @out. */
-static int find_in_closure(const struct img_boot_opts *o, const char *rel, char *out, size_t len)
+/* Find lib/systemd/boot/efi/<file> in the closure: a host path, or in
+ * opts->tree a node (symlinks followed inside the tree). */
+static int find_in_closure(struct img_ctx *ctx, const struct img_boot_opts *o, const char *rel,
+                           struct bfile *out)
 {
 	struct stat st;
 
+	out->node = NULL;
 	for (size_t i = 0; i < o->npaths; i++) {
-		if (snprintf(out, len, "%s%s/%s", root_of(o->root), o->paths[i], rel) >= (int)len)
+		char ns[PATH_MAX];
+		struct img_node *n;
+
+		if (o->tree) {
+			if (snprintf(ns, sizeof(ns), "%s/%s", o->paths[i], rel) >= (int)sizeof(ns))
+				continue;
+			if (resolve(ctx, o, ns, out->ns, &n) < 0) {
+				img_ctx_clear_error(ctx);
+				continue;
+			}
+			if (n && n->type == IMG_NODE_REG) {
+				out->node = n;
+				return 1;
+			}
 			continue;
-		if (stat(out, &st) == 0 && S_ISREG(st.st_mode))
+		}
+		if (snprintf(out->host, sizeof(out->host), "%s%s/%s", root_of(o->root), o->paths[i],
+		             rel) >= (int)sizeof(out->host))
+			continue;
+		if (stat(out->host, &st) == 0 && S_ISREG(st.st_mode))
 			return 1;
 	}
 	return 0;
@@ -287,9 +452,10 @@ static void epoch_date(int64_t epoch, char out[16])
 /* ---- UKI --------------------------------------------------------------- */
 
 struct blob {
-	const char *name; /* section name, <= 8 bytes */
-	int fd;           /* data from fd (size bytes) or ... */
-	const void *mem;  /* ... from memory */
+	const char *name;            /* section name, <= 8 bytes */
+	int fd;                      /* data from fd (size bytes) or ... */
+	const void *mem;             /* ... from memory, or ... */
+	const struct img_node *node; /* ... from a node of opts->tree */
 	uint64_t size;
 };
 
@@ -310,8 +476,8 @@ static int file_size_fd(struct img_ctx *ctx, const char *host, int *fd, uint64_t
 	return 0;
 }
 
-static int copy_fd(struct img_ctx *ctx, int out, uint64_t off, int in, uint64_t len,
-                   const char *what)
+/* Copy @b's data (an fd from offset 0, or a tree node) to @off in @out. */
+static int copy_blob(struct img_ctx *ctx, int out, uint64_t off, const struct blob *b)
 {
 	uint8_t *buf = malloc(1 << 20);
 	uint64_t done = 0;
@@ -319,51 +485,75 @@ static int copy_fd(struct img_ctx *ctx, int out, uint64_t off, int in, uint64_t 
 
 	if (!buf)
 		return img_set_error(ctx, -ENOMEM, "out of memory");
-	while (done < len && r == 0) {
-		size_t n = (size_t)IMG_MIN(len - done, 1u << 20);
+	while (done < b->size && r == 0) {
+		size_t n = (size_t)IMG_MIN(b->size - done, 1u << 20);
 
-		r = img_pread_full(in, buf, n, done);
+		if (b->node) {
+			r = img_node_read_data(ctx, b->node, done, buf, n);
+			if (r < 0) {
+				free(buf);
+				return img_error_prefix(ctx, r, "UKI: copying %s", b->name);
+			}
+		} else {
+			r = img_pread_full(b->fd, buf, n, done);
+		}
 		if (r == 0)
 			r = img_pwrite_full(out, buf, n, off + done);
 		done += n;
 	}
 	free(buf);
 	if (r < 0)
-		return img_set_error(ctx, r, "UKI: copying %s: %s", what, strerror(-r));
+		return img_set_error(ctx, r, "UKI: copying %s: %s", b->name, strerror(-r));
 	return 0;
 }
 
 /*
- * Append @n sections to the PE image @stub (read from @stub_path) and write
- * the result to the memfd @out. Section placement follows ukify: headers
- * must fit in SizeOfHeaders, raw data at FileAlignment, virtual addresses
- * at SectionAlignment after the stub's last section.
+ * Append @n sections to the PE image @stub (a host file, or a node of
+ * opts->tree) and write the result to the memfd @out. Section placement
+ * follows ukify: headers must fit in SizeOfHeaders, raw data at
+ * FileAlignment, virtual addresses at SectionAlignment after the stub's
+ * last section.
  */
-static int build_uki(struct img_ctx *ctx, const char *stub_path, const struct blob *b, size_t n,
+static int build_uki(struct img_ctx *ctx, const struct bfile *stub, const struct blob *b, size_t n,
                      int out, uint64_t *total)
 {
+	const char *stub_path = stub->node ? stub->ns : stub->host;
 	uint8_t *d = NULL;
 	int fd = -1, r;
 	uint64_t size;
 	uint32_t pe, nsec, optsz, opt, sectab, falign, salign, soh, raw_end = 0, va_end = 0;
 
-	r = file_size_fd(ctx, stub_path, &fd, &size);
-	if (r < 0)
-		return r;
+	if (stub->node) {
+		size = img_node_inode(stub->node)->size;
+	} else {
+		r = file_size_fd(ctx, stub_path, &fd, &size);
+		if (r < 0)
+			return r;
+	}
 	if (size < 0x200 || size > (64u << 20)) {
-		close(fd);
+		if (fd >= 0)
+			close(fd);
 		return img_set_error(ctx, -EINVAL, "%s: not a PE stub (size)", stub_path);
 	}
 	d = malloc(size);
 	if (!d) {
-		close(fd);
+		if (fd >= 0)
+			close(fd);
 		return img_set_error(ctx, -ENOMEM, "out of memory");
 	}
-	r = img_pread_full(fd, d, size, 0);
-	close(fd);
-	if (r < 0) {
-		free(d);
-		return img_set_error(ctx, r, "%s: %s", stub_path, strerror(-r));
+	if (stub->node) {
+		r = img_node_read_data(ctx, stub->node, 0, d, size);
+		if (r < 0) {
+			free(d);
+			return img_error_prefix(ctx, r, "%s", stub_path);
+		}
+	} else {
+		r = img_pread_full(fd, d, size, 0);
+		close(fd);
+		if (r < 0) {
+			free(d);
+			return img_set_error(ctx, r, "%s: %s", stub_path, strerror(-r));
+		}
 	}
 #define BAD(why)                                                                                   \
 	do {                                                                                       \
@@ -424,8 +614,8 @@ static int build_uki(struct img_ctx *ctx, const char *stub_path, const struct bl
 		img_put_le32(s + 20, (uint32_t)off);
 		img_put_le32(s + 36, 0x40000040u); /* INITIALIZED_DATA | MEM_READ */
 		init_data += (uint32_t)rs;
-		if (b[k].fd >= 0)
-			r = copy_fd(ctx, out, off, b[k].fd, b[k].size, b[k].name);
+		if (b[k].fd >= 0 || b[k].node)
+			r = copy_blob(ctx, out, off, &b[k]);
 		else
 			r = img_pwrite_full(out, b[k].mem, b[k].size, off) < 0
 			        ? img_set_error(ctx, -EIO, "UKI: writing %s", b[k].name)
@@ -467,26 +657,43 @@ void img_boot_esp_free(struct img_boot_esp *esp)
 	free(esp);
 }
 
-static int add_uki(struct img_ctx *ctx, const struct img_boot_opts *o, struct img_boot_esp *e,
-                   const char *kernel_host, const char *initrd_host, const char *label)
+/* The data of a kernel or initrd section: a host file or a tree node. */
+static int blob_of(struct img_ctx *ctx, const struct bfile *f, struct blob *b)
 {
-	char stub[PATH_MAX], ns[PATH_MAX], *osrel = NULL, *gen = NULL;
+	b->fd = -1;
+	if (f->node) {
+		struct img_node *ino = img_node_inode(f->node);
+
+		if (ino->type != IMG_NODE_REG)
+			return img_set_error(ctx, -EINVAL, "%s: not a regular file", f->ns);
+		b->node = ino;
+		b->size = ino->size;
+		return 0;
+	}
+	return file_size_fd(ctx, f->host, &b->fd, &b->size);
+}
+
+static int add_uki(struct img_ctx *ctx, const struct img_boot_opts *o, struct img_boot_esp *e,
+                   const struct bfile *kernel, const struct bfile *initrd, const char *label)
+{
+	char ns[PATH_MAX], *osrel = NULL, *gen = NULL;
+	struct bfile stub = { .node = NULL };
 	struct blob b[4] = { { 0 } };
 	struct img_node_attr a = { .type = IMG_NODE_REG, .mode = 0644 };
 	uint64_t total = 0;
 	int r;
 
 	if (o->uki_stub)
-		snprintf(stub, sizeof(stub), "%s", o->uki_stub);
-	else if (!find_in_closure(o, STUB_IN_PKG, stub, sizeof(stub)))
-		snprintf(stub, sizeof(stub), "%s", DEFAULT_STUB);
-	if (access(stub, R_OK) < 0)
+		snprintf(stub.host, sizeof(stub.host), "%s", o->uki_stub);
+	else if (!find_in_closure(ctx, o, STUB_IN_PKG, &stub))
+		snprintf(stub.host, sizeof(stub.host), "%s", DEFAULT_STUB);
+	if (!stub.node && access(stub.host, R_OK) < 0)
 		return img_set_error(ctx, -ENOENT,
 		                     "--uki: no linuxx64.efi.stub in the closure and %s is not "
 		                     "readable: give --uki-stub FILE",
-		                     stub);
+		                     stub.host);
 	snprintf(ns, sizeof(ns), "%s/etc/os-release", o->system);
-	r = read_text(ctx, o->root, ns, &osrel, 1);
+	r = read_text(ctx, o, ns, &osrel, 1);
 	if (r < 0)
 		return r;
 	if (!osrel) {
@@ -504,15 +711,15 @@ static int add_uki(struct img_ctx *ctx, const struct img_boot_opts *o, struct im
 		return img_set_error(ctx, -errno, "UKI: memfd_create: %s", strerror(errno));
 	}
 	/* ukify's order: .osrel, .cmdline, .initrd, then .linux. */
-	b[0] = (struct blob){ ".osrel", -1, gen, strlen(gen) };
-	b[1] = (struct blob){ ".cmdline", -1, e->cmdline, strlen(e->cmdline) };
-	b[2].name = ".initrd";
-	b[3].name = ".linux";
-	r = file_size_fd(ctx, initrd_host, &b[2].fd, &b[2].size);
+	b[0] = (struct blob){ ".osrel", -1, gen, NULL, strlen(gen) };
+	b[1] = (struct blob){ ".cmdline", -1, e->cmdline, NULL, strlen(e->cmdline) };
+	b[2] = (struct blob){ ".initrd", -1, NULL, NULL, 0 };
+	b[3] = (struct blob){ ".linux", -1, NULL, NULL, 0 };
+	r = blob_of(ctx, initrd, &b[2]);
 	if (r >= 0)
-		r = file_size_fd(ctx, kernel_host, &b[3].fd, &b[3].size);
+		r = blob_of(ctx, kernel, &b[3]);
 	if (r >= 0)
-		r = build_uki(ctx, stub, b, 4, e->uki_fd, &total);
+		r = build_uki(ctx, &stub, b, 4, e->uki_fd, &total);
 	if (b[2].fd >= 0)
 		close(b[2].fd);
 	if (b[3].fd >= 0)
@@ -531,9 +738,9 @@ static int add_uki(struct img_ctx *ctx, const struct img_boot_opts *o, struct im
 int img_boot_esp_build(struct img_ctx *ctx, const struct img_boot_opts *o,
                        struct img_boot_esp **out)
 {
-	const char *store_dir = o->store_dir ? o->store_dir : "/nix/store";
-	char ns[PATH_MAX], kres[PATH_MAX], ires[PATH_MAX], khost[PATH_MAX], ihost[PATH_MAX];
-	char kname[PATH_MAX], iname[PATH_MAX], date[16], *label = NULL;
+	const char *store_dir = store_of(o);
+	char ns[PATH_MAX], kname[PATH_MAX], iname[PATH_MAX], date[16], *label = NULL;
+	struct bfile *bf, *kf, *inf, *sdboot; /* kernel, initrd, systemd-boot */
 	char *entry = NULL, *path = NULL;
 	struct img_tree_opts to = { 0 };
 	struct img_boot_esp *e;
@@ -548,38 +755,46 @@ int img_boot_esp_build(struct img_ctx *ctx, const struct img_boot_opts *o,
 	if (!e)
 		return img_set_error(ctx, -ENOMEM, "out of memory");
 	e->uki_fd = -1;
+	bf = calloc(3, sizeof(*bf));
+	if (!bf) {
+		r = img_set_error(ctx, -ENOMEM, "out of memory");
+		goto out;
+	}
+	kf = bf;
+	inf = bf + 1;
+	sdboot = bf + 2;
 	r = img_tree_new(ctx, &to, &e->tree);
 	if (r < 0)
 		goto out;
 
-	/* kernel, initrd: resolved inside root, named after their store paths. */
+	/* kernel, initrd: resolved inside root (or the tree), named after their store paths. */
 	snprintf(ns, sizeof(ns), "%s/kernel", o->system);
-	r = resolve(ctx, o->root, ns, kres);
+	r = resolve(ctx, o, ns, kf->ns, &kf->node);
 	if (r >= 0) {
 		snprintf(ns, sizeof(ns), "%s/initrd", o->system);
-		r = resolve(ctx, o->root, ns, ires);
+		r = resolve(ctx, o, ns, inf->ns, &inf->node);
 	}
 	if (r < 0) {
 		img_error_prefix(ctx, r, "system %s", o->system);
 		goto out;
 	}
-	if (host_path(o->root, kres, khost, sizeof(khost)) < 0 ||
-	    host_path(o->root, ires, ihost, sizeof(ihost)) < 0) {
+	if (!o->tree && (host_path(o->root, kf->ns, kf->host, sizeof(kf->host)) < 0 ||
+	                 host_path(o->root, inf->ns, inf->host, sizeof(inf->host)) < 0)) {
 		r = img_set_error(ctx, -ENAMETOOLONG, "%s: path too long", o->system);
 		goto out;
 	}
-	r = efi_name(ctx, store_dir, kres, kname, sizeof(kname));
+	r = efi_name(ctx, store_dir, kf->ns, kname, sizeof(kname));
 	if (r >= 0)
-		r = efi_name(ctx, store_dir, ires, iname, sizeof(iname));
+		r = efi_name(ctx, store_dir, inf->ns, iname, sizeof(iname));
 	if (r < 0)
 		goto out;
 
 	/* The command line: init=<toplevel>/init, kernel-params, extra. */
-	r = img_boot_kernel_params(ctx, o->root, o->system, o->kernel_params, &e->kernel_params);
+	r = img_boot_kernel_params_read(ctx, o, &e->kernel_params);
 	if (r < 0)
 		goto out;
 	snprintf(ns, sizeof(ns), "%s/nixos-version", o->system);
-	r = read_text(ctx, o->root, ns, &label, 1);
+	r = read_text(ctx, o, ns, &label, 1);
 	if (r < 0)
 		goto out;
 	if (img_asprintf(&e->cmdline, "init=%s/init%s%s", o->system, *e->kernel_params ? " " : "",
@@ -589,15 +804,13 @@ int img_boot_esp_build(struct img_ctx *ctx, const struct img_boot_opts *o,
 	}
 
 	if (o->uki) {
-		r = add_uki(ctx, o, e, khost, ihost, label ? label : "");
+		r = add_uki(ctx, o, e, kf, inf, label ? label : "");
 		if (r < 0)
 			goto out;
 	} else {
-		char sdboot[PATH_MAX];
-
 		if (o->bootloader)
-			snprintf(sdboot, sizeof(sdboot), "%s", o->bootloader);
-		else if (!find_in_closure(o, SDBOOT_IN_PKG, sdboot, sizeof(sdboot))) {
+			snprintf(sdboot->host, sizeof(sdboot->host), "%s", o->bootloader);
+		else if (!find_in_closure(ctx, o, SDBOOT_IN_PKG, sdboot)) {
 			r = img_set_error(ctx, -ENOENT,
 			                  "no systemd-boot in the closure (a path with %s): give "
 			                  "--bootloader FILE, or --uki",
@@ -606,16 +819,16 @@ int img_boot_esp_build(struct img_ctx *ctx, const struct img_boot_opts *o,
 		}
 		e->bootloader = "systemd-boot";
 		epoch_date(img_repro_epoch(ctx), date);
-		r = add_file_host(ctx, e->tree, "EFI/BOOT/BOOTX64.EFI", sdboot);
+		r = add_bfile(ctx, e->tree, "EFI/BOOT/BOOTX64.EFI", sdboot);
 		if (r >= 0)
-			r = add_file_host(ctx, e->tree, "EFI/systemd/systemd-bootx64.efi", sdboot);
+			r = add_bfile(ctx, e->tree, "EFI/systemd/systemd-bootx64.efi", sdboot);
 		if (r >= 0 && img_asprintf(&path, "EFI/nixos/%s", kname) >= 0) {
-			r = add_file_host(ctx, e->tree, path, khost);
+			r = add_bfile(ctx, e->tree, path, kf);
 			free(path);
 			path = NULL;
 		}
 		if (r >= 0 && img_asprintf(&path, "EFI/nixos/%s", iname) >= 0) {
-			r = add_file_host(ctx, e->tree, path, ihost);
+			r = add_bfile(ctx, e->tree, path, inf);
 			free(path);
 			path = NULL;
 		}
@@ -644,6 +857,7 @@ int img_boot_esp_build(struct img_ctx *ctx, const struct img_boot_opts *o,
 	}
 	r = img_tree_finish(e->tree);
 out:
+	free(bf);
 	free(label);
 	free(entry);
 	if (r < 0) {

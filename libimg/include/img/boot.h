@@ -14,6 +14,10 @@
  *
  * Store paths are resolved under opts->root: a symlink /nix/store/x/kernel
  * -> /nix/store/y/bzImage is followed inside root, never on the host's /.
+ * With opts->tree (a root tree read from a tar stream, store paths under
+ * nix/store/) they are looked up and followed inside that tree instead, and
+ * the ESP files share the tree nodes' data: the tree (and whatever its data
+ * refers to) must outlive the ESP tree.
  *
  * Calling sequence:
  *   struct img_boot_opts bo = { .system = "/nix/store/...-nixos-system-x", ... };
@@ -44,6 +48,11 @@ struct img_boot_opts {
 	const char *uki_stub;      /* linuxx64.efi.stub on the host, or NULL = closure, then
 	                              /usr/lib/systemd/boot/efi/linuxx64.efi.stub */
 	const char *kernel_params; /* appended to the toplevel's kernel-params, or NULL */
+	/* When set: read the closure's files from this finished root tree (store
+	 * paths at nix/store/<name>) instead of from the host under root. Every
+	 * file the ESP needs must have its data available (not IMG_DATA_NONE). */
+	const struct img_tree *tree;
+	const char *tree_name; /* for messages: "the tar stream x.tar" */
 };
 
 struct img_boot_esp {
@@ -77,6 +86,9 @@ int img_boot_find_system(struct img_ctx *ctx, const char *root, const char *cons
  */
 int img_boot_kernel_params(struct img_ctx *ctx, const char *root, const char *system,
                            const char *extra, char **out);
+/* The same for opts->system (under opts->root or in opts->tree), with
+ * opts->kernel_params appended. */
+int img_boot_kernel_params_read(struct img_ctx *ctx, const struct img_boot_opts *opts, char **out);
 
 #ifdef __cplusplus
 }
