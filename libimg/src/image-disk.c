@@ -13,6 +13,16 @@
  * --hybrid when given; without it the disk has no BIOS boot loader and the
  * manifest says "bootloader": "none" (building a core.img would need
  * grub-mkimage, a subprocess, which the build path never runs).
+ *
+ * With --tar the root tree is read from the stream and the boot files
+ * (kernel, initrd, systemd-boot, the UKI stub, kernel-params, ...) are
+ * taken from that tree, not from the host: the ESP files share the root
+ * tree's data. So every byte must be readable before the ESP is written: an
+ * uncompressed tar file is referred to in place (nothing copied twice), a
+ * pipe or a compressed file is staged beside the output in an unlinked file
+ * (image-root.c, source-tar.c), never in TMPDIR. Writing then is exactly
+ * what the closure on disk gives, in the same order: the same bytes, raw
+ * and qcow2.
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -26,6 +36,7 @@
 #include <img/disk.h>
 #include <img/fs.h>
 #include <img/manifest.h>
+#include <img/source.h>
 
 #define MIB               (1ull << 20)
 #define DEFAULT_BOOT_SIZE (256ull << 20)
@@ -133,6 +144,12 @@ struct disk_build {
 	const struct img_build_opts *o;
 	struct img_closure *c;
 	struct img_tree *root;
+	struct img_tar_source *tar; /* --tar: the stream the root tree refers to */
+	char **paths;               /* the store paths (the closure's, else the tree's) */
+	size_t npaths;
+	char **tree_paths; /* --tar without a closure: owns paths */
+	char *tar_system;  /* --tar: owns system */
+	char *tree_name;   /* --tar: "the tar stream FILE", for messages */
 	struct img_boot_esp *esp;
 	const char *system;
 	struct img_disk_layout l;
@@ -262,15 +279,94 @@ static int write_manifest(struct disk_build *b)
 		m.kernel_params = b->esp->kernel_params;
 		m.bootloader = (char *)b->esp->bootloader;
 	} else if (b->system) {
+		struct img_boot_opts bo = {
+			.system = b->system,
+			.root = b->c ? b->c->root : o->root,
+			.store_dir = o->store_dir,
+			.kernel_params = o->kernel_params,
+			.tree = b->tar ? b->root : NULL,
+			.tree_name = b->tree_name,
+		};
+
 		m.bootloader = b->have_grub ? "grub" : "none";
-		r = img_boot_kernel_params(b->ctx, b->c->root, b->system, o->kernel_params,
-		                           &params);
+		r = img_boot_kernel_params_read(b->ctx, &bo, &params);
 		if (r < 0)
 			return r;
 		m.kernel_params = params;
 	}
 	r = img_image_write_manifest(b->ctx, o, &m);
 	free(params);
+	return r;
+}
+
+/* The closure on disk: seed, system toplevel (read under --root), root tree. */
+static int host_root(struct disk_build *b)
+{
+	struct img_ctx *ctx = b->ctx;
+	const struct img_build_opts *o = b->o;
+	int r;
+
+	r = img_image_load_closure(ctx, o, &b->c);
+	if (r >= 0)
+		r = img_image_set_seed(ctx, o, (const char *const *)b->c->paths, b->c->npaths);
+	if (r < 0)
+		return r;
+	b->paths = b->c->paths;
+	b->npaths = b->c->npaths;
+	if (o->system) {
+		b->system = o->system;
+		for (size_t i = 0; i < b->c->npaths && b->system == o->system; i++)
+			if (!strcmp(b->c->paths[i], o->system))
+				b->system = b->c->paths[i];
+		if (b->system == o->system)
+			return img_set_error(ctx, -EINVAL, "--system %s is not in the closure %s",
+			                     o->system, b->c->source);
+	} else {
+		r = img_boot_find_system(ctx, b->c->root, (const char *const *)b->c->paths,
+		                         b->c->npaths, &b->system);
+		if (r < 0)
+			return r;
+	}
+	return img_root_tree_build(ctx, o, b->c, &b->root);
+}
+
+/*
+ * --tar: the root tree from the stream (its data readable now, see the top
+ * of this file), the seed, the store paths searched for systemd-boot and
+ * the UKI stub, and the system toplevel, all from the tree (and the
+ * closure, when one is given: its paths need not exist here).
+ */
+static int tar_root(struct disk_build *b)
+{
+	struct img_ctx *ctx = b->ctx;
+	const struct img_build_opts *o = b->o;
+	int r = 0;
+
+	if (o->closure) {
+		struct img_closure_opts co = { .store_dir = o->store_dir,
+			                       .root = o->root,
+			                       .no_check_exists = 1 };
+
+		r = img_closure_load(ctx, o->closure, &co, &b->c);
+	}
+	if (r >= 0)
+		r = img_root_tree_build_tar(ctx, o, b->c, &b->root, &b->tar);
+	if (r < 0)
+		return r;
+	if (b->c) {
+		b->paths = b->c->paths;
+		b->npaths = b->c->npaths;
+	} else {
+		r = img_root_tree_paths(ctx, o, b->root, &b->tree_paths, &b->npaths);
+		if (r < 0)
+			return r;
+		b->paths = b->tree_paths;
+	}
+	if (img_asprintf(&b->tree_name, "the tar stream %s",
+	                 strcmp(o->tar, "-") ? o->tar : "on stdin") < 0)
+		return img_set_error(ctx, -ENOMEM, "out of memory");
+	r = img_root_find_system(ctx, o, b->c, b->root, &b->tar_system);
+	b->system = b->tar_system;
 	return r;
 }
 
@@ -283,47 +379,24 @@ int img_build_disk(struct img_ctx *ctx, const struct img_build_opts *o)
 	uint64_t root_min = 0;
 	int r;
 
-	if (o->tar)
-		return img_set_error(ctx, -ENOTSUP,
-		                     "--tar is not supported for partitioned disks yet; give the "
-		                     "closure on disk (--root)");
 	if (o->mode == IMG_MODE_BIOS && (o->uki || o->bootloader))
 		return img_set_error(ctx, -EINVAL, "--uki and --bootloader need --efi or --hybrid");
-	r = img_image_load_closure(ctx, o, &b.c);
-	if (r >= 0)
-		r = img_image_set_seed(ctx, o, (const char *const *)b.c->paths, b.c->npaths);
-	if (r < 0)
-		goto out;
-	if (o->system) {
-		b.system = o->system;
-		for (size_t i = 0; i < b.c->npaths && b.system == o->system; i++)
-			if (!strcmp(b.c->paths[i], o->system))
-				b.system = b.c->paths[i];
-		if (b.system == o->system) {
-			r = img_set_error(ctx, -EINVAL, "--system %s is not in the closure %s",
-			                  o->system, b.c->source);
-			goto out;
-		}
-	} else {
-		r = img_boot_find_system(ctx, b.c->root, (const char *const *)b.c->paths,
-		                         b.c->npaths, &b.system);
-		if (r < 0)
-			goto out;
-	}
-	r = img_root_tree_build(ctx, o, b.c, &b.root);
+	r = o->tar ? tar_root(&b) : host_root(&b);
 	if (r < 0)
 		goto out;
 	if (o->mode != IMG_MODE_BIOS) {
 		struct img_boot_opts bo = {
 			.system = b.system,
-			.root = b.c->root,
-			.store_dir = b.c->store_dir,
-			.paths = (const char *const *)b.c->paths,
-			.npaths = b.c->npaths,
+			.root = b.c ? b.c->root : o->root,
+			.store_dir = b.c ? b.c->store_dir : o->store_dir,
+			.paths = (const char *const *)b.paths,
+			.npaths = b.npaths,
 			.bootloader = o->bootloader,
 			.uki = o->uki,
 			.uki_stub = o->uki_stub,
 			.kernel_params = o->kernel_params,
+			.tree = b.tar ? b.root : NULL,
+			.tree_name = b.tree_name,
 		};
 
 		r = img_boot_esp_build(ctx, &bo, &b.esp);
@@ -377,6 +450,10 @@ out:
 	img_dev_unref(b.dev);
 	img_boot_esp_free(b.esp);
 	img_tree_free(b.root);
+	img_tar_source_free(b.tar); /* after the trees that refer to its files */
+	img_root_tree_paths_free(b.tree_paths, b.npaths);
+	free(b.tar_system);
+	free(b.tree_name);
 	img_closure_free(b.c);
 	free(b.grub.core);
 	return r;

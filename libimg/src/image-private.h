@@ -33,6 +33,33 @@ int img_image_load_closure(struct img_ctx *ctx, const struct img_build_opts *o,
  */
 int img_root_tree_build(struct img_ctx *ctx, const struct img_build_opts *o,
                         const struct img_closure *c, struct img_tree **out);
+/*
+ * The same tree with the store read from the tar stream o->tar (@c, if
+ * given, supplies the registration and the seed's paths; its paths need not
+ * exist here), and the context's seed set (from @c, else from the store
+ * paths in the tree). Every regular file's bytes are readable when this
+ * returns (a pipe's and a compressed file's are staged in an unlinked file
+ * beside o->output, never in TMPDIR; an uncompressed file's are ranges of
+ * it), so nothing waits for img_tar_source_replay(). The tree refers to
+ * *tar's files: free the tree first, then img_tar_source_free(*tar).
+ */
+struct img_tar_source;
+int img_root_tree_build_tar(struct img_ctx *ctx, const struct img_build_opts *o,
+                            const struct img_closure *c, struct img_tree **out,
+                            struct img_tar_source **tar);
+/*
+ * The system toplevel in a root tree: o->system (which must be among the
+ * candidates), else the one store path holding kernel, initrd and init;
+ * *out malloc'ed, NULL (return 0) when there is none. The candidates are
+ * @c's paths, or with @c NULL the store paths in the tree.
+ */
+int img_root_find_system(struct img_ctx *ctx, const struct img_build_opts *o,
+                         const struct img_closure *c, struct img_tree *t, char **out);
+/* The store paths in a root tree (<store dir>/<name>, sorted); free with
+ * img_root_tree_paths_free(*out, *nout). */
+int img_root_tree_paths(struct img_ctx *ctx, const struct img_build_opts *o, struct img_tree *t,
+                        char ***out, size_t *nout);
+void img_root_tree_paths_free(char **paths, size_t n);
 /* Free space added to the root file system when --additional-space is not given. */
 uint64_t img_root_default_headroom(const struct img_tree *tree);
 

@@ -59,8 +59,8 @@ static int is_system(struct img_tree *t, const char *base)
  * path holding kernel, initrd and init. NULL (no error) when there is none.
  * The candidates are the closure's paths, or without a closure (a tar
  * stream) the store paths in the tree. */
-static int find_system(struct img_ctx *ctx, const struct img_build_opts *o,
-                       const struct img_closure *c, struct img_tree *t, char **out)
+int img_root_find_system(struct img_ctx *ctx, const struct img_build_opts *o,
+                         const struct img_closure *c, struct img_tree *t, char **out)
 {
 	const char *sd = c ? c->store_dir : o->store_dir ? o->store_dir : "/nix/store";
 	struct img_node *store = img_tree_lookup(t, "nix/store");
@@ -109,8 +109,8 @@ static int find_system(struct img_ctx *ctx, const struct img_build_opts *o,
 
 /* The layout, the content (closure on disk or tar stream), the links. */
 static int root_tree(struct img_ctx *ctx, const struct img_build_opts *o,
-                     const struct img_closure *c, const char *stage_dir, struct img_tree **out,
-                     struct img_tar_source **tar)
+                     const struct img_closure *c, const char *stage_dir, int no_replay,
+                     struct img_tree **out, struct img_tar_source **tar)
 {
 	static const char *const dirs[] = { "nix",
 		                            "nix/store",
@@ -126,6 +126,7 @@ static int root_tree(struct img_ctx *ctx, const struct img_build_opts *o,
 		.prefix = "nix/store/",
 		.store_dir = c ? c->store_dir : o->store_dir,
 		.stage_dir = stage_dir,
+		.no_replay = no_replay,
 	};
 	struct img_tree *t;
 	char *system = NULL;
@@ -158,7 +159,7 @@ static int root_tree(struct img_ctx *ctx, const struct img_build_opts *o,
 		}
 	}
 	if (r >= 0 && (c || tar)) {
-		r = find_system(ctx, o, c, t, &system);
+		r = img_root_find_system(ctx, o, c, t, &system);
 		/* as nix-env --set makes it: system -> system-1-link -> toplevel */
 		if (r >= 0 && system)
 			r = add_symlink(t, "nix/var/nix/profiles/system-1-link", system);
@@ -179,28 +180,48 @@ static int root_tree(struct img_ctx *ctx, const struct img_build_opts *o,
 int img_root_tree_build(struct img_ctx *ctx, const struct img_build_opts *o,
                         const struct img_closure *c, struct img_tree **out)
 {
-	return root_tree(ctx, o, c, NULL, out, NULL);
+	return root_tree(ctx, o, c, NULL, 0, out, NULL);
 }
 
-/* The seed of a tar build without a closure: the store paths in the tree. */
-static int seed_from_tree(struct img_ctx *ctx, const struct img_build_opts *o, struct img_tree *t)
+int img_root_tree_paths(struct img_ctx *ctx, const struct img_build_opts *o, struct img_tree *t,
+                        char ***out, size_t *nout)
 {
 	const char *sd = o->store_dir ? o->store_dir : "/nix/store";
 	struct img_node *store = img_tree_lookup(t, "nix/store");
 	size_t n = store ? store->nchildren : 0;
 	char **paths = calloc(n + 1, sizeof(*paths));
-	int r = 0;
 
+	*out = NULL;
+	*nout = 0;
 	if (!paths)
 		return img_set_error(ctx, -ENOMEM, "out of memory");
-	for (size_t i = 0; i < n && r >= 0; i++)
-		if (img_asprintf(&paths[i], "%s/%s", sd, store->children[i]->name) < 0)
-			r = img_set_error(ctx, -ENOMEM, "out of memory");
-	if (r >= 0)
-		r = img_image_set_seed(ctx, o, (const char *const *)paths, n);
 	for (size_t i = 0; i < n; i++)
+		if (img_asprintf(&paths[i], "%s/%s", sd, store->children[i]->name) < 0) {
+			img_root_tree_paths_free(paths, i);
+			return img_set_error(ctx, -ENOMEM, "out of memory");
+		}
+	*out = paths;
+	*nout = n;
+	return 0;
+}
+
+void img_root_tree_paths_free(char **paths, size_t n)
+{
+	for (size_t i = 0; paths && i < n; i++)
 		free(paths[i]);
 	free(paths);
+}
+
+/* The seed of a tar build without a closure: the store paths in the tree. */
+static int seed_from_tree(struct img_ctx *ctx, const struct img_build_opts *o, struct img_tree *t)
+{
+	char **paths;
+	size_t n;
+	int r = img_root_tree_paths(ctx, o, t, &paths, &n);
+
+	if (r >= 0)
+		r = img_image_set_seed(ctx, o, (const char *const *)paths, n);
+	img_root_tree_paths_free(paths, n);
 	return r;
 }
 
@@ -226,6 +247,34 @@ static char *dir_of(const char *path)
 	if (slash == path)
 		return img_strdup("/");
 	return img_strndup(path, (size_t)(slash - path));
+}
+
+int img_root_tree_build_tar(struct img_ctx *ctx, const struct img_build_opts *o,
+                            const struct img_closure *c, struct img_tree **out,
+                            struct img_tar_source **tar)
+{
+	char *stage = dir_of(o->output);
+	int r;
+
+	*out = NULL;
+	*tar = NULL;
+	if (!stage)
+		return img_set_error(ctx, -ENOMEM, "out of memory");
+	r = root_tree(ctx, o, c, stage, 1, out, tar);
+	free(stage);
+	if (r >= 0)
+		r = c ? img_image_set_seed(ctx, o, (const char *const *)c->paths, c->npaths)
+		      : seed_from_tree(ctx, o, *out);
+	if (r >= 0 && img_tar_source_pending(*tar))
+		r = img_set_error(ctx, -EIO, "%s: %llu entries left unread", o->tar,
+		                  (unsigned long long)img_tar_source_pending(*tar));
+	if (r < 0) {
+		img_tree_free(*out);
+		img_tar_source_free(*tar);
+		*out = NULL;
+		*tar = NULL;
+	}
+	return r;
 }
 
 int img_build_root(struct img_ctx *ctx, const struct img_build_opts *o)
@@ -267,7 +316,7 @@ int img_build_root(struct img_ctx *ctx, const struct img_build_opts *o)
 		}
 		if (r >= 0 && o->tar) {
 			stage = dir_of(o->output);
-			r = stage ? root_tree(ctx, o, c, stage, &t, &tar)
+			r = stage ? root_tree(ctx, o, c, stage, 0, &t, &tar)
 			          : img_set_error(ctx, -ENOMEM, "out of memory");
 			if (r >= 0)
 				r = c ? img_image_set_seed(ctx, o, (const char *const *)c->paths,
