@@ -152,8 +152,11 @@ static bool buf_zero(struct img_dev *dev, void *user, uint64_t pos, uint64_t n)
 
 static int flush_write(struct img_dev *dev, void *user, const struct run *r)
 {
-	int e = img_dio_fence(W(dev)->dio, r->host, r->len);
+	int e;
 
+	if (img_dio_takes(W(dev)->dio, r->host, r->len))
+		return img_dio_write(W(dev)->dio, (const uint8_t *)user + r->pos, r->len, r->host);
+	e = img_dio_fence(W(dev)->dio, r->host, r->len);
 	if (e < 0)
 		return e;
 	e = img_pwrite_full(W(dev)->fd, (const uint8_t *)user + r->pos, (size_t)r->len, r->host);

@@ -52,8 +52,11 @@ static int raw_pread(struct img_dev *dev, void *buf, size_t len, uint64_t off)
 static int raw_pwrite(struct img_dev *dev, const void *buf, size_t len, uint64_t off)
 {
 	struct raw *r = img_dev_priv(dev);
-	int e = img_dio_fence(r->dio, off, len);
+	int e;
 
+	if (img_dio_takes(r->dio, off, len))
+		return img_dio_write(r->dio, buf, len, off);
+	e = img_dio_fence(r->dio, off, len);
 	if (e < 0)
 		return e;
 	e = img_pwrite_full(r->fd, buf, len, off);

@@ -32,6 +32,8 @@
 #define DIO_ALIGN    4096u
 #define DIO_BUFS     3
 #define DIO_BUF_SIZE (4u << 20)
+/* Writes from memory this large start a run of their own; smaller ones join one. */
+#define DIO_MIN_WRITE (64u << 10)
 
 enum buf_state { BUF_FREE, BUF_FILLING, BUF_QUEUED, BUF_WRITING };
 
@@ -247,8 +249,10 @@ static int close_run(struct img_dio *d)
 	d->fill = NULL;
 	whole = (size_t)align_down(b->len);
 	if (b->len > whole) {
-		e = img_pwrite_full(d->fd, b->mem + whole, b->len - whole, b->off + whole);
-		if (e < 0)
+		/* An earlier run still in flight may cover that page too. */
+		e = img_dio_fence(d, b->off + whole, b->len - whole);
+		if (e == 0 && (e = img_pwrite_full(d->fd, b->mem + whole, b->len - whole,
+		                                   b->off + whole)) < 0)
 			e = write_error(d, e);
 	}
 	if (e == 0 && whole)
@@ -303,22 +307,40 @@ int img_dio_fence(struct img_dio *d, uint64_t off, uint64_t len)
 	return e ? write_error(d, e) : 0;
 }
 
-/* Copy @n bytes (inside one page) through the page cache. */
-static int copy_small(struct img_dio *d, int fd, uint64_t src, size_t n, uint64_t dst)
+/* Where a run's bytes come from: a file (pread) or the caller's memory. */
+struct src {
+	int fd;
+	const uint8_t *mem;
+	uint64_t off;
+};
+
+static int get(struct img_dio *d, const struct src *s, uint8_t *to, size_t n)
+{
+	int e;
+
+	if (s->mem) {
+		memcpy(to, s->mem + s->off, n);
+		return 0;
+	}
+	e = img_pread_full(s->fd, to, n, s->off);
+	return e < 0 ? read_error(d, e) : 0;
+}
+
+/* @n bytes (inside one page) through the page cache. */
+static int put_small(struct img_dio *d, const struct src *s, size_t n, uint64_t dst)
 {
 	uint8_t page[DIO_ALIGN];
 	int e = img_dio_fence(d, dst, n);
 
+	if (e == 0)
+		e = get(d, s, page, n);
 	if (e < 0)
 		return e;
-	e = img_pread_full(fd, page, n, src);
-	if (e < 0)
-		return read_error(d, e);
 	e = img_pwrite_full(d->fd, page, n, dst);
 	return e < 0 ? write_error(d, e) : 0;
 }
 
-int img_dio_copy(struct img_dio *d, int fd, uint64_t src, uint64_t len, uint64_t dst)
+static int put(struct img_dio *d, struct src *s, uint64_t len, uint64_t dst)
 {
 	int e;
 
@@ -328,11 +350,11 @@ int img_dio_copy(struct img_dio *d, int fd, uint64_t src, uint64_t len, uint64_t
 		if (b && dst == b->off + b->len) {
 			size_t n = (size_t)IMG_MIN(len, DIO_BUF_SIZE - b->len);
 
-			e = img_pread_full(fd, b->mem + b->len, n, src);
+			e = get(d, s, b->mem + b->len, n);
 			if (e < 0)
-				return read_error(d, e);
+				return e;
 			b->len += n;
-			src += n;
+			s->off += n;
 			dst += n;
 			len -= n;
 			if (b->len == DIO_BUF_SIZE && (e = close_run(d)) < 0)
@@ -346,10 +368,10 @@ int img_dio_copy(struct img_dio *d, int fd, uint64_t src, uint64_t len, uint64_t
 			/* A run starts on a page boundary: the head goes the usual way. */
 			size_t n = (size_t)IMG_MIN(len, DIO_ALIGN - dst % DIO_ALIGN);
 
-			e = copy_small(d, fd, src, n, dst);
+			e = put_small(d, s, n, dst);
 			if (e < 0)
 				return e;
-			src += n;
+			s->off += n;
 			dst += n;
 			len -= n;
 			continue;
@@ -362,6 +384,29 @@ int img_dio_copy(struct img_dio *d, int fd, uint64_t src, uint64_t len, uint64_t
 		d->fill = b;
 	}
 	return 0;
+}
+
+int img_dio_copy(struct img_dio *d, int fd, uint64_t src, uint64_t len, uint64_t dst)
+{
+	struct src s = { .fd = fd, .off = src };
+
+	return put(d, &s, len, dst);
+}
+
+bool img_dio_takes(const struct img_dio *d, uint64_t off, uint64_t len)
+{
+	if (!d)
+		return false;
+	if (d->fill && off == d->fill->off + d->fill->len)
+		return true;
+	return off % DIO_ALIGN == 0 && len >= DIO_MIN_WRITE;
+}
+
+int img_dio_write(struct img_dio *d, const void *buf, uint64_t len, uint64_t dst)
+{
+	struct src s = { .fd = -1, .mem = buf };
+
+	return put(d, &s, len, dst);
 }
 
 uint64_t img_dio_zero(struct img_dio *d, uint64_t off, uint64_t len)

@@ -222,11 +222,17 @@ static int emit_file_data(struct emit *em, struct img_node *n)
 	struct img_erofs_plan *p = em->p;
 	const struct img_erofs_inode *e = &p->inode[n->seq];
 	uint64_t body = n->size - e->tail;
+	int r;
 
 	if (!body || n->data.kind == IMG_DATA_NONE || e->data_in_place)
 		return 0;
-	/* The device copies in-kernel and keeps a sparse file's holes. */
-	return img_node_copy_data(p->ctx, n, 0, body, em->dev, e->startblk * EROFS_BLKSZ);
+	/* The device keeps a sparse file's holes. */
+	r = img_node_copy_data(p->ctx, n, 0, body, em->dev, e->startblk * EROFS_BLKSZ);
+	/* The rest of the last block is the file's: zeros, and a run goes on. */
+	if (r >= 0 && body % EROFS_BLKSZ)
+		r = img_dev_write_zeroes(em->dev, e->startblk * EROFS_BLKSZ + body,
+		                         EROFS_BLKSZ - body % EROFS_BLKSZ);
+	return r;
 }
 
 static int emit_other(struct emit *em, struct img_node *n, uint8_t *blk)

@@ -97,10 +97,39 @@ static struct img_dev *make_dev(struct img_ctx *ctx, enum kind k, const char *pa
 }
 
 /*
+ * Where an operation of @len bytes goes: right after the last one, over
+ * what the last ones wrote (runs may still be in flight there), or anywhere,
+ * page-aligned or not.
+ */
+static uint64_t pick(uint64_t len, uint64_t recent, uint64_t next)
+{
+	uint64_t lo, hi;
+
+	switch (rnd(4)) {
+	case 0:
+		if (next + len <= DEV_SIZE)
+			return next;
+		break;
+	case 1:
+		lo = recent > (8u << 20) ? recent - (8u << 20) : 0;
+		hi = IMG_MIN(next + 4096, DEV_SIZE - len);
+		if (hi > lo)
+			return lo + rnd(hi - lo);
+		break;
+	case 2:
+		return IMG_ALIGN_UP(rnd(DEV_SIZE - len - 4096), 4096);
+	default:
+		break;
+	}
+	return rnd(DEV_SIZE - len);
+}
+
+/*
  * 600 random operations, as the writers mix them: copies that run on from
  * the last one (a file's blocks after the previous file's, with the last
  * block padded by zeros) or start anywhere, aligned or not, overlapping
- * earlier ones; small metadata writes; zeros; reads in between.
+ * earlier ones; large writes from memory (a tar's data); small metadata
+ * writes; zeros; reads in between.
  */
 static void model_run(enum kind k, uint64_t seed)
 {
@@ -108,7 +137,7 @@ static void model_run(enum kind k, uint64_t seed)
 	char *dir = t_tmpdir("dio-model"), path[4096], src[4096];
 	uint8_t *data = malloc(SRC_SIZE), *model = calloc(1, DEV_SIZE), *back = malloc(DEV_SIZE);
 	uint8_t small[9000];
-	uint64_t next = 0;
+	uint64_t next = 0, recent = 0;
 	struct img_dev *dev;
 	int fd;
 
@@ -129,13 +158,10 @@ static void model_run(enum kind k, uint64_t seed)
 		if (what < 55) { /* copy */
 			len = rnd(4) ? 1 + rnd(200000) : 1 + rnd(6u << 20);
 			s = rnd(SRC_SIZE - len);
-			if (rnd(3) && next + len + 4096 <= DEV_SIZE)
-				off = next; /* the next file's blocks */
-			else
-				off = rnd(2) ? IMG_ALIGN_UP(rnd(DEV_SIZE - len - 4096), 4096)
-				             : rnd(DEV_SIZE - len - 4096);
+			off = pick(len + 4096, recent, next);
 			ck_assert_ok(img_dev_copy_from_fd(dev, fd, s, len, off), ctx);
 			memcpy(model + off, data + s, len);
+			recent = off;
 			next = off + len;
 			if (rnd(4) && next % 4096) { /* the padded last block */
 				uint64_t pad = 4096 - next % 4096;
@@ -144,20 +170,28 @@ static void model_run(enum kind k, uint64_t seed)
 				memset(model + next, 0, pad);
 				next += pad;
 			}
+		} else if (what < 62) { /* a large write from memory, as a tar's data */
+			len = 65536 + rnd(1u << 20);
+			s = rnd(SRC_SIZE - len);
+			off = pick(len, recent, next);
+			ck_assert_ok(img_dev_pwrite(dev, data + s, len, off), ctx);
+			memcpy(model + off, data + s, len);
+			recent = off;
+			next = off + len;
 		} else if (what < 75) { /* metadata */
 			len = 1 + rnd(sizeof(small));
-			off = rnd(DEV_SIZE - len);
+			off = pick(len, recent, next);
 			t_fill(small, len, seed + (uint64_t)op);
 			ck_assert_ok(img_dev_pwrite(dev, small, len, off), ctx);
 			memcpy(model + off, small, len);
 		} else if (what < 85) { /* zeros */
 			len = 1 + rnd(300000);
-			off = rnd(DEV_SIZE - len);
+			off = pick(len, recent, next);
 			ck_assert_ok(img_dev_write_zeroes(dev, off, len), ctx);
 			memset(model + off, 0, len);
 		} else { /* read back now, with runs still in flight */
 			len = 1 + rnd(1u << 20);
-			off = rnd(DEV_SIZE - len);
+			off = pick(len, recent, next);
 			ck_assert_ok(img_dev_pread(dev, back, len, off), ctx);
 			if (memcmp(back, model + off, len))
 				ck_abort_msg("op %d: read [%llu, +%llu) differs from the model", op,
