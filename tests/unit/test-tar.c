@@ -193,6 +193,56 @@ START_TEST(compressed_replay)
 }
 END_TEST
 
+/*
+ * no_replay: a compressed file's data is staged beside (the partitioned
+ * disks need every byte before the root is written); an uncompressed
+ * file's stays ranges of the tar, with no staging at all.
+ */
+START_TEST(no_replay_staged)
+{
+	struct img_ctx *ctx = t_ctx();
+	char *dir = t_tmpdir("tar-noreplay"), *gz, *plain;
+	struct img_source_opts so = { .prefix = "", .stage_dir = dir, .no_replay = 1 };
+	struct img_tree_opts to = { 0 };
+	struct img_tar_source *src;
+	struct img_tree *t;
+	struct img_node *n;
+	uint64_t inplace, staged;
+
+	ck_assert_int_ge(asprintf(&gz, "%s/s.tar.gz", dir), 0);
+	ck_assert_int_ge(asprintf(&plain, "%s/s.tar", dir), 0);
+	make_tar(gz, sample, IMG_ARRAY_SIZE(sample), 1);
+	make_tar(plain, sample, IMG_ARRAY_SIZE(sample), 0);
+
+	ck_assert_ok(img_tree_new(ctx, &to, &t), ctx);
+	ck_assert_ok(img_source_tar(ctx, gz, &so, t, &src), ctx);
+	ck_assert_ok(img_tree_finish(t), ctx);
+	ck_assert_uint_eq(img_tar_source_pending(src), 0);
+	n = img_tree_lookup(t, SP "/bin/abs");
+	ck_assert_int_eq(n->data.kind, IMG_DATA_FD);
+	img_tar_source_stats(src, &inplace, &staged);
+	ck_assert_uint_gt(staged, 0);
+	check_sample(ctx, t);
+	img_tree_free(t);
+	img_tar_source_free(src);
+
+	ck_assert_ok(img_tree_new(ctx, &to, &t), ctx);
+	ck_assert_ok(img_source_tar(ctx, plain, &so, t, &src), ctx);
+	ck_assert_ok(img_tree_finish(t), ctx);
+	ck_assert_uint_eq(img_tar_source_pending(src), 0);
+	img_tar_source_stats(src, &inplace, &staged);
+	ck_assert_uint_eq(staged, 0);
+	check_sample(ctx, t);
+	img_tree_free(t);
+	img_tar_source_free(src);
+	free(gz);
+	free(plain);
+	t_rmrf(dir);
+	free(dir);
+	img_ctx_free(ctx);
+}
+END_TEST
+
 /* Feed @file into a pipe from a child; returns the "/dev/fd/N" path. */
 static pid_t pipe_from(const char *file, char *path, size_t len)
 {
@@ -330,6 +380,9 @@ Suite *img_test_suite(void)
 	suite_add_tcase(s, tc);
 	tc = tcase_create("compressed_replay");
 	tcase_add_test(tc, compressed_replay);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("no_replay_staged");
+	tcase_add_test(tc, no_replay_staged);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("pipe_staged");
 	tcase_add_test(tc, pipe_staged);
