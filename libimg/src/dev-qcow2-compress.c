@@ -221,7 +221,7 @@ static void *work(void *arg)
 		s = k % p->ring;
 		in = p->in + s * cs;
 		r = read_staged(p->w, k, in);
-		if (r == 0 && qcow2_all_zero(in, cs))
+		if (r == 0 && img_all_zero(in, cs))
 			p->olen[s] = SLOT_ZERO;
 		else if (r == 0)
 			p->olen[s] = qcow2_compress(wk->codec, in, cs, p->out + s * cs, cs - 2);

@@ -147,16 +147,13 @@ static int place(struct img_dev *dev, uint64_t off, uint64_t len, const struct p
 static bool buf_zero(struct img_dev *dev, void *user, uint64_t pos, uint64_t n)
 {
 	(void)dev;
-	return qcow2_all_zero((const uint8_t *)user + pos, (size_t)n);
+	return img_all_zero((const uint8_t *)user + pos, (size_t)n);
 }
 
 static int flush_write(struct img_dev *dev, void *user, const struct run *r)
 {
-	int e;
+	int e = img_dio_fence(W(dev)->dio, r->host, r->len);
 
-	if (img_dio_takes(W(dev)->dio, r->host, r->len))
-		return img_dio_write(W(dev)->dio, (const uint8_t *)user + r->pos, r->len, r->host);
-	e = img_dio_fence(W(dev)->dio, r->host, r->len);
 	if (e < 0)
 		return e;
 	e = img_pwrite_full(W(dev)->fd, (const uint8_t *)user + r->pos, (size_t)r->len, r->host);
@@ -166,6 +163,18 @@ static int flush_write(struct img_dev *dev, void *user, const struct run *r)
 static int w_pwrite(struct img_dev *dev, const void *buf, size_t len, uint64_t off)
 {
 	const struct placer pl = { buf_zero, flush_write, (void *)buf };
+
+	return place(dev, off, len, &pl);
+}
+
+static int flush_data(struct img_dev *dev, void *user, const struct run *r)
+{
+	return img_dio_write(W(dev)->dio, (const uint8_t *)user + r->pos, r->len, r->host);
+}
+
+static int w_write_data(struct img_dev *dev, const void *buf, size_t len, uint64_t off)
+{
+	const struct placer pl = { buf_zero, W(dev)->dio ? flush_data : flush_write, (void *)buf };
 
 	return place(dev, off, len, &pl);
 }
@@ -376,14 +385,14 @@ static bool source_zero(struct img_dev *dev, void *user, uint64_t pos, uint64_t 
 	uint8_t head[64];
 	size_t h = (size_t)IMG_MIN(n, sizeof(head));
 
-	if (img_pread_full(cs->fd, head, h, src) < 0 || !qcow2_all_zero(head, h))
+	if (img_pread_full(cs->fd, head, h, src) < 0 || !img_all_zero(head, h))
 		return false;
 	if (n == h)
 		return true;
 	if (!w->zbuf && !(w->zbuf = malloc((size_t)w->cs)))
 		return false;
 	return img_pread_full(cs->fd, w->zbuf, (size_t)n, src) == 0 &&
-	       qcow2_all_zero(w->zbuf, (size_t)n);
+	       img_all_zero(w->zbuf, (size_t)n);
 }
 
 /* Copy a range of @fd (dev.c already skipped its holes): allocate clusters,
@@ -422,7 +431,7 @@ static int write_tables(struct img_dev *dev)
 
 	for (uint32_t i = 0; i < w->hdr.l1_size; i++) {
 		/* Compression drops all-zero clusters: a table may have emptied. */
-		if (w->l2[i] && qcow2_all_zero(w->l2[i], (size_t)cs)) {
+		if (w->l2[i] && img_all_zero(w->l2[i], (size_t)cs)) {
 			free(w->l2[i]);
 			w->l2[i] = NULL;
 		}
@@ -550,6 +559,7 @@ static const struct img_dev_ops qcow2_w_ops = {
 	.write_zeroes = w_write_zeroes,
 	.copy_from_fd = copy_data,
 	.flush = w_flush,
+	.write_data = w_write_data,
 	.finish = w_finish,
 	.destroy = w_destroy,
 };

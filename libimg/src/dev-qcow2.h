@@ -109,15 +109,4 @@ size_t qcow2_compress(struct qcow2_codec *c, const uint8_t *in, size_t cs, uint8
  */
 int qcow2_decompress(struct qcow2_codec *c, const uint8_t *in, size_t len, uint8_t *out, size_t cs);
 
-static inline bool qcow2_all_zero(const void *buf, size_t len)
-{
-	const uint8_t *p = buf;
-
-	/* Check 16 bytes by hand, then compare the buffer with itself shifted. */
-	for (size_t i = 0; i < len && i < 16; i++)
-		if (p[i])
-			return false;
-	return len <= 16 || memcmp(p, p + 16, len - 16) == 0;
-}
-
 #endif

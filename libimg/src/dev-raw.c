@@ -52,15 +52,21 @@ static int raw_pread(struct img_dev *dev, void *buf, size_t len, uint64_t off)
 static int raw_pwrite(struct img_dev *dev, const void *buf, size_t len, uint64_t off)
 {
 	struct raw *r = img_dev_priv(dev);
-	int e;
+	int e = img_dio_fence(r->dio, off, len);
 
-	if (img_dio_takes(r->dio, off, len))
-		return img_dio_write(r->dio, buf, len, off);
-	e = img_dio_fence(r->dio, off, len);
 	if (e < 0)
 		return e;
 	e = img_pwrite_full(r->fd, buf, len, off);
 	return e < 0 ? raw_err(dev, e, "writing") : 0;
+}
+
+static int raw_write_data(struct img_dev *dev, const void *buf, size_t len, uint64_t off)
+{
+	struct raw *r = img_dev_priv(dev);
+
+	if (r->dio)
+		return img_dio_write(r->dio, buf, len, off);
+	return raw_pwrite(dev, buf, len, off);
 }
 
 static int raw_write_zeroes(struct img_dev *dev, uint64_t off, uint64_t len)
@@ -182,6 +188,7 @@ static const struct img_dev_ops raw_ops = {
 	.write_zeroes = raw_write_zeroes,
 	.copy_from_fd = raw_copy_from_fd,
 	.flush = raw_flush,
+	.write_data = raw_write_data,
 	.finish = raw_finish,
 	.destroy = raw_destroy,
 };

@@ -25,6 +25,13 @@ static int slice_pwrite(struct img_dev *dev, const void *buf, size_t len, uint64
 	return img_dev_pwrite(s->parent, buf, len, s->off + off);
 }
 
+static int slice_write_data(struct img_dev *dev, const void *buf, size_t len, uint64_t off)
+{
+	struct slice *s = img_dev_priv(dev);
+
+	return img_dev_write_data(s->parent, buf, len, s->off + off);
+}
+
 static int slice_write_zeroes(struct img_dev *dev, uint64_t off, uint64_t len)
 {
 	struct slice *s = img_dev_priv(dev);
@@ -67,6 +74,7 @@ static const struct img_dev_ops slice_ops = {
 	.write_zeroes = slice_write_zeroes,
 	.copy_from_fd = slice_copy_from_fd,
 	.flush = slice_flush,
+	.write_data = slice_write_data,
 	.finish = slice_finish,
 	.destroy = slice_destroy,
 };

@@ -125,6 +125,17 @@ int img_dev_pwrite(struct img_dev *dev, const void *buf, size_t len, uint64_t of
 	return sticky(dev, dev->ops->pwrite(dev, buf, len, off));
 }
 
+int img_dev_write_data(struct img_dev *dev, const void *buf, size_t len, uint64_t off)
+{
+	int r = check_range(dev, off, len, 1);
+
+	if (r < 0 || len == 0)
+		return r;
+	if (!dev->ops->write_data)
+		return sticky(dev, dev->ops->pwrite(dev, buf, len, off));
+	return sticky(dev, dev->ops->write_data(dev, buf, len, off));
+}
+
 static const uint8_t zero_block[65536];
 
 static int zero_range(struct img_dev *dev, uint64_t off, uint64_t len)

@@ -32,8 +32,6 @@
 #define DIO_ALIGN    4096u
 #define DIO_BUFS     3
 #define DIO_BUF_SIZE (4u << 20)
-/* Writes from memory this large start a run of their own; smaller ones join one. */
-#define DIO_MIN_WRITE (64u << 10)
 
 enum buf_state { BUF_FREE, BUF_FILLING, BUF_QUEUED, BUF_WRITING };
 
@@ -391,15 +389,6 @@ int img_dio_copy(struct img_dio *d, int fd, uint64_t src, uint64_t len, uint64_t
 	struct src s = { .fd = fd, .off = src };
 
 	return put(d, &s, len, dst);
-}
-
-bool img_dio_takes(const struct img_dio *d, uint64_t off, uint64_t len)
-{
-	if (!d)
-		return false;
-	if (d->fill && off == d->fill->off + d->fill->len)
-		return true;
-	return off % DIO_ALIGN == 0 && len >= DIO_MIN_WRITE;
 }
 
 int img_dio_write(struct img_dio *d, const void *buf, uint64_t len, uint64_t dst)

@@ -25,13 +25,6 @@ int img_dio_new(struct img_ctx *ctx, int fd, const char *name, struct img_dio **
 /* Copy @len bytes of @fd at @src to host offset @dst. Message set on failure. */
 int img_dio_copy(struct img_dio *d, int fd, uint64_t src, uint64_t len, uint64_t dst);
 
-/*
- * Should a write of @len bytes from memory at host @off go through
- * img_dio_write()? Yes when it carries the current run on, or is large and
- * aligned enough to start one. False for a NULL @d.
- */
-bool img_dio_takes(const struct img_dio *d, uint64_t off, uint64_t len);
-
 /* Write @len bytes of @buf at host offset @dst (copied before return). */
 int img_dio_write(struct img_dio *d, const void *buf, uint64_t len, uint64_t dst);
 

@@ -48,6 +48,17 @@ void img_progress_add(struct img_ctx *ctx, uint64_t bytes, uint64_t files);
 /* Fails with -ECANCELED (message set) once img_ctx_cancel() was called. */
 int img_check_cancel(struct img_ctx *ctx);
 
+/* Are @len bytes at @buf all zero? (16 by hand, then the buffer against itself shifted) */
+static inline bool img_all_zero(const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+
+	for (size_t i = 0; i < len && i < 16; i++)
+		if (p[i])
+			return false;
+	return len <= 16 || memcmp(p, p + 16, len - 16) == 0;
+}
+
 /* Helpers (util.c). */
 void *img_malloc0(size_t n);
 char *img_strdup(const char *s);

@@ -128,7 +128,7 @@ static uint64_t pick(uint64_t len, uint64_t recent, uint64_t next)
  * 600 random operations, as the writers mix them: copies that run on from
  * the last one (a file's blocks after the previous file's, with the last
  * block padded by zeros) or start anywhere, aligned or not, overlapping
- * earlier ones; large writes from memory (a tar's data); small metadata
+ * earlier ones; file data from memory (small files, a tar's data); metadata
  * writes; zeros; reads in between.
  */
 static void model_run(enum kind k, uint64_t seed)
@@ -170,11 +170,11 @@ static void model_run(enum kind k, uint64_t seed)
 				memset(model + next, 0, pad);
 				next += pad;
 			}
-		} else if (what < 62) { /* a large write from memory, as a tar's data */
-			len = 65536 + rnd(1u << 20);
+		} else if (what < 62) { /* file data from memory: small files, a tar's data */
+			len = rnd(2) ? 1 + rnd(20000) : 65536 + rnd(1u << 20);
 			s = rnd(SRC_SIZE - len);
 			off = pick(len, recent, next);
-			ck_assert_ok(img_dev_pwrite(dev, data + s, len, off), ctx);
+			ck_assert_ok(img_dev_write_data(dev, data + s, len, off), ctx);
 			memcpy(model + off, data + s, len);
 			recent = off;
 			next = off + len;

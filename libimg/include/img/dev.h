@@ -48,6 +48,8 @@ struct img_dev_ops {
 	int (*copy_from_fd)(struct img_dev *dev, int fd, uint64_t src_off, uint64_t len,
 	                    uint64_t dst_off);
 	int (*flush)(struct img_dev *dev);
+	/* File data from memory, written once: may be written behind. NULL: pwrite. */
+	int (*write_data)(struct img_dev *dev, const void *buf, size_t len, uint64_t off);
 	/* Write final metadata (qcow2 tables, compression), then fsync. */
 	int (*finish)(struct img_dev *dev);
 	/* Release everything the backend holds. */
@@ -80,9 +82,17 @@ int img_dev_pwrite(struct img_dev *dev, const void *buf, size_t len, uint64_t of
 /* Make [off, off+len) read as zeros; backends keep it unallocated if they can. */
 int img_dev_write_zeroes(struct img_dev *dev, uint64_t off, uint64_t len);
 /*
- * Copy @len bytes from @fd at @src_off to the device at @dst_off. Backends
- * use copy_file_range where they can. A short source is an error (-EIO:
- * "input changed while reading").
+ * File data from @buf (copied before return): like img_dev_pwrite, but the
+ * backend may gather it with the data around it and write it behind (the
+ * raw and qcow2 backends do, with O_DIRECT); reads of the device still see
+ * it at once. For bytes written once, not for metadata rewritten in place.
+ */
+int img_dev_write_data(struct img_dev *dev, const void *buf, size_t len, uint64_t off);
+/*
+ * Copy @len bytes from @fd at @src_off to the device at @dst_off: written
+ * behind like img_dev_write_data where the backend can, else with
+ * copy_file_range. A short source is an error (-EIO: "input changed while
+ * reading").
  */
 int img_dev_copy_from_fd(struct img_dev *dev, int fd, uint64_t src_off, uint64_t len,
                          uint64_t dst_off);
