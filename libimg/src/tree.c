@@ -863,54 +863,90 @@ static int data_open(struct img_ctx *ctx, const struct img_node *node, uint64_t 
 	return data_error(ctx, node, -EINVAL, "file data not available");
 }
 
+int img_node_reader_open(struct img_ctx *ctx, const struct img_node *node,
+                         struct img_node_reader *rd)
+{
+	node = img_node_inode((struct img_node *)node);
+	*rd = (struct img_node_reader){ .node = node, .fd = -1 };
+	if (node->data.kind == IMG_DATA_MEM || !node->size)
+		return 0;
+	return data_open(ctx, node, node->size, &rd->fd, &rd->base, &rd->owned);
+}
+
+void img_node_reader_close(struct img_node_reader *rd)
+{
+	if (rd->owned && rd->fd >= 0)
+		close(rd->fd);
+	rd->fd = -1;
+	rd->owned = 0;
+}
+
+static int reader_range(struct img_ctx *ctx, const struct img_node_reader *rd, uint64_t off,
+                        uint64_t len)
+{
+	uint64_t end;
+
+	if (img_add_overflow(off, len, &end) || end > rd->node->size)
+		return data_error(ctx, rd->node, -EINVAL, "read beyond the end of the data");
+	return 0;
+}
+
+int img_node_reader_pread(struct img_ctx *ctx, const struct img_node_reader *rd, void *buf,
+                          size_t len, uint64_t off)
+{
+	int r = reader_range(ctx, rd, off, len);
+
+	if (r < 0 || !len)
+		return r;
+	if (rd->node->data.kind == IMG_DATA_MEM) {
+		memcpy(buf, (const uint8_t *)rd->node->data.mem + off, len);
+		return 0;
+	}
+	r = img_pread_full(rd->fd, buf, len, rd->base + off);
+	if (r < 0)
+		return data_error(ctx, rd->node, r,
+		                  r == -EIO ? "changed while reading (shorter)" : strerror(-r));
+	return 0;
+}
+
+int img_node_reader_copy(struct img_ctx *ctx, const struct img_node_reader *rd, uint64_t src_off,
+                         uint64_t len, struct img_dev *dev, uint64_t dst_off)
+{
+	int r = reader_range(ctx, rd, src_off, len);
+
+	if (r < 0 || !len)
+		return r;
+	if (rd->node->data.kind == IMG_DATA_MEM)
+		return img_dev_pwrite(dev, (const uint8_t *)rd->node->data.mem + src_off,
+		                      (size_t)len, dst_off);
+	r = img_dev_copy_from_fd(dev, rd->fd, rd->base + src_off, len, dst_off);
+	if (r < 0 && rd->node->data.kind == IMG_DATA_PATH)
+		img_error_prefix(ctx, r, "%s", rd->node->data.path);
+	return r;
+}
+
 int img_node_copy_data(struct img_ctx *ctx, const struct img_node *node, uint64_t src_off,
                        uint64_t len, struct img_dev *dev, uint64_t dst_off)
 {
-	uint64_t end, base;
-	int fd, owned, r;
+	struct img_node_reader rd;
+	int r = len ? img_node_reader_open(ctx, node, &rd) : 0;
 
-	node = img_node_inode((struct img_node *)node);
-	if (img_add_overflow(src_off, len, &end) || end > node->size)
-		return data_error(ctx, node, -EINVAL, "read beyond the end of the data");
-	if (!len)
-		return 0;
-	if (node->data.kind == IMG_DATA_MEM)
-		return img_dev_pwrite(dev, (const uint8_t *)node->data.mem + src_off, (size_t)len,
-		                      dst_off);
-	r = data_open(ctx, node, end, &fd, &base, &owned);
-	if (r < 0)
+	if (r < 0 || !len)
 		return r;
-	r = img_dev_copy_from_fd(dev, fd, base + src_off, len, dst_off);
-	if (owned)
-		close(fd);
-	if (r < 0 && node->data.kind == IMG_DATA_PATH)
-		img_error_prefix(ctx, r, "%s", node->data.path);
+	r = img_node_reader_copy(ctx, &rd, src_off, len, dev, dst_off);
+	img_node_reader_close(&rd);
 	return r;
 }
 
 int img_node_read_data(struct img_ctx *ctx, const struct img_node *node, uint64_t off, void *buf,
                        size_t len)
 {
-	uint64_t end, base;
-	int fd, owned, r;
+	struct img_node_reader rd;
+	int r = len ? img_node_reader_open(ctx, node, &rd) : 0;
 
-	node = img_node_inode((struct img_node *)node);
-	if (img_add_overflow(off, len, &end) || end > node->size)
-		return data_error(ctx, node, -EINVAL, "read beyond the end of the data");
-	if (!len)
-		return 0;
-	if (node->data.kind == IMG_DATA_MEM) {
-		memcpy(buf, (const uint8_t *)node->data.mem + off, len);
-		return 0;
-	}
-	r = data_open(ctx, node, end, &fd, &base, &owned);
-	if (r < 0)
+	if (r < 0 || !len)
 		return r;
-	r = img_pread_full(fd, buf, len, base + off);
-	if (owned)
-		close(fd);
-	if (r < 0)
-		return data_error(ctx, node, r,
-		                  r == -EIO ? "changed while reading (shorter)" : strerror(-r));
-	return 0;
+	r = img_node_reader_pread(ctx, &rd, buf, len, off);
+	img_node_reader_close(&rd);
+	return r;
 }

@@ -168,6 +168,29 @@ int img_node_copy_data(struct img_ctx *ctx, const struct img_node *node, uint64_
 int img_node_read_data(struct img_ctx *ctx, const struct img_node *node, uint64_t off, void *buf,
                        size_t len);
 
+/*
+ * The node's data opened once for many reads and copies (one open and one
+ * check of its size, not one per call): img_node_reader_open(), then
+ * img_node_reader_pread() / img_node_reader_copy() as often as needed, then
+ * img_node_reader_close(). fd is -1 for data held in memory. The reader
+ * borrows @node, which must outlive it.
+ */
+struct img_node_reader {
+	const struct img_node *node;
+	int fd;
+	uint64_t base; /* where the node's data starts in fd */
+	int owned;     /* fd was opened here */
+};
+int img_node_reader_open(struct img_ctx *ctx, const struct img_node *node,
+                         struct img_node_reader *rd);
+/* Exactly @len bytes at @off; a shorter source is an error naming it. */
+int img_node_reader_pread(struct img_ctx *ctx, const struct img_node_reader *rd, void *buf,
+                          size_t len, uint64_t off);
+/* As img_node_copy_data(), through the open reader. */
+int img_node_reader_copy(struct img_ctx *ctx, const struct img_node_reader *rd, uint64_t src_off,
+                         uint64_t len, struct img_dev *dev, uint64_t dst_off);
+void img_node_reader_close(struct img_node_reader *rd);
+
 #ifdef __cplusplus
 }
 #endif
