@@ -16,10 +16,13 @@
  *   - directories: blocks packed here (hash-indexed, one or two levels, when
  *     over one block; else linear) and written with
  *     ext2fs_write_dir_block4(), which adds the metadata_csum checksums.
- *   - file data: each file's blocks are allocated first as contiguous
- *     extents (ext2fs_fallocate, goal = right after the previous file), then
- *     the device copies the bytes in-kernel (img_node_copy_data); libext2fs
- *     only ever writes metadata. Holes of sparse host files stay holes.
+ *   - file data: read a chunk at a time; blocks of all zeros stay holes (as
+ *     mke2fs -d leaves them, so the image holds no more than the classic
+ *     one), the others are allocated as contiguous extents
+ *     (ext2fs_fallocate, goal = right after the previous file) and handed to
+ *     the device as file data (img_dev_write_data: written behind with
+ *     O_DIRECT), the last block padded with zeros. libext2fs only ever
+ *     writes metadata. Holes of sparse host files are skipped unread.
  *
  * Reproducibility: UUID, hash seed from repro; every time from the epoch
  * (fs->now too: libext2fs reads 0 as "now", so epoch 0 becomes 1 for the
@@ -48,8 +51,9 @@
 #define EXT4_BYTES_PER_INODE 16384u /* mke2fs's default inode_ratio */
 #define EXT4_FAST_SYMLINK    60u    /* sizeof(i_block): shorter targets live in the inode */
 #define EXT4_EXTENT_MAX      32768u /* blocks one initialised extent covers */
-/* Large host files are scanned for holes; smaller ones are copied whole. */
+/* Large host files are scanned for holes; smaller ones are read whole. */
 #define EXT4_HOLE_SCAN_MIN (16u << 10)
+#define EXT4_CHUNK         (256u << 10) /* file data read per step */
 
 struct ext4_writer {
 	struct img_ctx *ctx;
@@ -61,6 +65,7 @@ struct ext4_writer {
 	ext2_ino_t next_ino;
 	uint8_t *buf; /* directory / symlink block buffer */
 	size_t buflen;
+	uint8_t *data; /* EXT4_CHUNK bytes of file data */
 };
 
 /* What the tree needs, independent of the file system size. */
@@ -790,161 +795,178 @@ static int write_lost_found(struct ext4_writer *w)
 
 /* ---- content -------------------------------------------------------------- */
 
-struct copy_ctx {
-	const struct img_node *node;
+/*
+ * A regular file's blocks as they are written: each run of non-zero blocks
+ * gets the free blocks right at the goal (ext2fs_new_range), and the file's
+ * extents grow as long as logical and physical blocks stay contiguous; each
+ * finished extent goes into the inode's tree (ext2fs_extent_insert, which
+ * adds index blocks as needed). ext2fs_fallocate would not do here: after a
+ * hole it keeps the physical offset of the extent before it, which leaves a
+ * gap of the hole's size behind in the disk.
+ */
+struct file_map {
+	ext2_extent_handle_t h;
+	struct ext2fs_extent cur; /* not yet in the tree; e_len 0 = none */
+	int inserted;             /* extents in the tree so far */
+	blk64_t last;             /* last logical block in the tree */
+	blk64_t blocks;           /* data blocks, for i_blocks */
 };
 
-/* Extents of a file whose data comes later (node->priv). */
-struct later_extents {
-	size_t n, cap;
-	struct later_extent {
-		uint64_t lblk, pblk, len;
-	} e[];
-};
-
-static int record_extent(struct ext4_writer *w, void *user, blk64_t lblk, blk64_t pblk, blk64_t len)
+static int map_flush(struct ext4_writer *w, struct file_map *m)
 {
-	struct img_node *node = user;
-	struct later_extents *x = node->priv;
+	errcode_t err = 0;
 
-	if (!x || x->n == x->cap) {
-		size_t cap = x ? x->cap * 2 : 4;
-		struct later_extents *nx = realloc(x, sizeof(*x) + cap * sizeof(x->e[0]));
-
-		if (!nx)
-			return img_set_error(w->ctx, -ENOMEM, "out of memory");
-		if (!x)
-			nx->n = 0;
-		nx->cap = cap;
-		node->priv = x = nx;
+	if (!m->cur.e_len)
+		return 0;
+	if (m->inserted) {
+		/* after the last one (a split may have moved the handle) */
+		err = ext2fs_extent_goto(m->h, m->last);
+		if (!err)
+			err = ext2fs_extent_insert(m->h, EXT2_EXTENT_INSERT_AFTER, &m->cur);
+	} else {
+		err = ext2fs_extent_insert(m->h, 0, &m->cur);
 	}
-	x->e[x->n].lblk = lblk;
-	x->e[x->n].pblk = pblk;
-	x->e[x->n].len = len;
-	x->n++;
-	return track_goal(w, NULL, lblk, pblk, len);
+	if (err)
+		return ext2_err(w->ctx, err, "cannot add an extent");
+	m->inserted++;
+	m->last = m->cur.e_lblk + m->cur.e_len - 1;
+	m->cur.e_len = 0;
+	return 0;
 }
 
-int img_ext4_place_data(struct img_ctx *ctx, struct img_dev *dev, const struct img_node *node,
-                        uint64_t off, const void *buf, size_t len)
+/* Allocate and write @n blocks of @buf as logical blocks @lblk... */
+static int map_write(struct ext4_writer *w, struct file_map *m, blk64_t lblk, blk64_t n,
+                     const uint8_t *buf)
 {
-	const struct later_extents *x = node->priv;
-
-	while (len) {
-		uint64_t lblk = off / EXT4_BS;
-		const struct later_extent *e = NULL;
-		uint64_t in, n;
+	while (n) {
+		blk64_t pblk, plen;
+		errcode_t err = ext2fs_new_range(w->fs, 0, w->goal, n, NULL, &pblk, &plen);
 		int r;
 
-		for (size_t i = 0; x && i < x->n; i++)
-			if (lblk >= x->e[i].lblk && lblk < x->e[i].lblk + x->e[i].len) {
-				e = &x->e[i];
-				break;
+		if (err)
+			return ext2_err(w->ctx, err, "cannot allocate blocks");
+		ext2fs_block_alloc_stats_range(w->fs, pblk, (blk_t)plen, +1);
+		r = img_dev_write_data(w->dev, buf, (size_t)(plen * EXT4_BS), pblk * EXT4_BS);
+		if (r < 0)
+			return r;
+		w->goal = pblk + plen;
+		m->blocks += plen;
+		buf += plen * EXT4_BS;
+		while (plen) {
+			struct ext2fs_extent *c = &m->cur;
+			blk64_t k;
+
+			if (!c->e_len || c->e_lblk + c->e_len != lblk ||
+			    c->e_pblk + c->e_len != pblk || c->e_len == EXT4_EXTENT_MAX) {
+				r = map_flush(w, m);
+				if (r < 0)
+					return r;
+				*c = (struct ext2fs_extent){ .e_lblk = lblk, .e_pblk = pblk };
 			}
-		if (!e || off + len > node->size)
-			return img_set_error(ctx, -EIO, "ext4: %s: data outside the planned blocks",
-			                     node->name);
-		in = off - e->lblk * EXT4_BS;
-		n = IMG_MIN((uint64_t)len, e->len * EXT4_BS - in);
-		r = img_dev_pwrite(dev, buf, (size_t)n, e->pblk * EXT4_BS + in);
-		if (r < 0)
-			return r;
-		buf = (const uint8_t *)buf + n;
-		off += n;
-		len -= (size_t)n;
+			k = IMG_MIN(plen, EXT4_EXTENT_MAX - c->e_len);
+			c->e_len += (uint32_t)k;
+			lblk += k;
+			pblk += k;
+			plen -= k;
+			n -= k;
+		}
 	}
 	return 0;
-}
-
-static int release_node(void *user, struct img_node *node, unsigned depth)
-{
-	(void)user;
-	(void)depth;
-	if (node->type == IMG_NODE_REG && node->data.kind == IMG_DATA_NONE) {
-		free(node->priv);
-		node->priv = NULL;
-	}
-	return 0;
-}
-
-void img_ext4_release(struct img_tree *tree)
-{
-	if (tree && tree->root)
-		img_tree_walk(tree, release_node, NULL);
-}
-
-static int copy_extent(struct ext4_writer *w, void *user, blk64_t lblk, blk64_t pblk, blk64_t len)
-{
-	const struct img_node *node = ((struct copy_ctx *)user)->node;
-	uint64_t off = lblk * EXT4_BS, n = len * EXT4_BS;
-	int r;
-
-	if (off < node->size) {
-		n = IMG_MIN(n, node->size - off);
-		r = img_node_copy_data(w->ctx, node, off, n, w->dev, pblk * EXT4_BS);
-		/*
-		 * The rest of the last block is the file's too: saying it is zero
-		 * lets the device carry one run on into the next file's blocks.
-		 */
-		if (r >= 0 && n % EXT4_BS)
-			r = img_dev_write_zeroes(w->dev, pblk * EXT4_BS + n, EXT4_BS - n % EXT4_BS);
-		if (r < 0)
-			return r;
-		img_progress_add(w->ctx, n, 0);
-	}
-	return track_goal(w, NULL, lblk, pblk, len);
 }
 
 /*
- * Allocate the data blocks of a regular file: all of them, or for a large
- * host file only its data ranges (SEEK_DATA/SEEK_HOLE), so sparse files stay
- * sparse.
+ * Bytes [off, end) of the file (off block-aligned), a chunk at a time:
+ * each run of blocks that are not all zeros is allocated and written.
  */
-static int alloc_file(struct ext4_writer *w, const struct img_node *node, ext2_ino_t ino,
-                      struct ext2_inode_large *in)
+static int write_span(struct ext4_writer *w, const struct img_node_reader *rd, struct file_map *m,
+                      uint64_t off, uint64_t end)
 {
-	uint64_t nblocks = IMG_DIV_ROUND_UP(node->size, EXT4_BS);
-	off_t pos = 0;
-	int fd, r = 0;
+	int r = 0;
 
-	if (node->data.kind != IMG_DATA_PATH || node->size < EXT4_HOLE_SCAN_MIN)
-		return alloc_blocks(w, ino, in, 0, nblocks);
-	fd = open(node->data.path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return img_set_error(w->ctx, -errno, "%s: %s", node->data.path, strerror(errno));
-	while ((uint64_t)pos < node->size) {
-		off_t data = lseek(fd, pos, SEEK_DATA), hole;
+	while (off < end && r >= 0) {
+		size_t n = (size_t)IMG_MIN(end - off, EXT4_CHUNK);
+		size_t nb = IMG_DIV_ROUND_UP(n, EXT4_BS), i = 0;
 
-		if (data < 0 && errno == ENXIO)
-			break; /* only a hole is left */
-		if (data < 0) {
-			/* no hole support here: everything is data */
-			r = alloc_blocks(w, ino, in, 0, nblocks);
+		r = img_node_reader_pread(w->ctx, rd, w->data, n, off);
+		if (r < 0)
 			break;
-		}
-		hole = lseek(fd, data, SEEK_HOLE);
-		if (hole < 0 || (uint64_t)hole > node->size)
-			hole = (off_t)node->size;
-		if (data >= hole)
-			break;
-		{
-			uint64_t a = (uint64_t)data / EXT4_BS;
-			uint64_t b = IMG_DIV_ROUND_UP((uint64_t)hole, EXT4_BS);
+		memset(w->data + n, 0, nb * EXT4_BS - n); /* the last block's padding */
+		while (i < nb && r >= 0) {
+			size_t j;
 
-			r = alloc_blocks(w, ino, in, a, b - a);
-			if (r < 0)
-				break;
+			if (img_all_zero(w->data + i * EXT4_BS, EXT4_BS)) {
+				i++;
+				continue;
+			}
+			for (j = i + 1; j < nb && !img_all_zero(w->data + j * EXT4_BS, EXT4_BS);
+			     j++)
+				;
+			r = map_write(w, m, off / EXT4_BS + i, j - i, w->data + i * EXT4_BS);
+			i = j;
 		}
-		pos = hole;
+		img_progress_add(w->ctx, n, 0);
+		off += n;
 	}
-	close(fd);
+	return r;
+}
+
+/*
+ * A regular file's data, opened once. A large host file is read only where
+ * it has data (SEEK_DATA/SEEK_HOLE); its holes, like its blocks of zeros,
+ * stay unallocated.
+ */
+static int write_file_data(struct ext4_writer *w, const struct img_node *node, ext2_ino_t ino,
+                           struct ext2_inode_large *in)
+{
+	struct file_map m = { 0 };
+	struct img_node_reader rd;
+	uint64_t pos = 0;
+	errcode_t err;
+	int r, scan;
+
+	if (!w->data && !(w->data = malloc(EXT4_CHUNK)))
+		return img_set_error(w->ctx, -ENOMEM, "out of memory");
+	err = ext2fs_extent_open2(w->fs, ino, (struct ext2_inode *)in, &m.h);
+	if (err)
+		return ext2_err(w->ctx, err, "cannot read an extent tree");
+	r = img_node_reader_open(w->ctx, node, &rd);
+	scan = node->data.kind == IMG_DATA_PATH && node->size >= EXT4_HOLE_SCAN_MIN;
+	while (r >= 0 && pos < node->size) {
+		uint64_t end = node->size;
+
+		if (scan) {
+			off_t d = lseek(rd.fd, (off_t)pos, SEEK_DATA), h;
+
+			if (d < 0 && errno == ENXIO)
+				break; /* only a hole is left */
+			if (d >= 0) {
+				h = lseek(rd.fd, d, SEEK_HOLE);
+				pos = (uint64_t)d / EXT4_BS * EXT4_BS;
+				if (h >= 0)
+					end =
+					    IMG_MIN(IMG_ALIGN_UP((uint64_t)h, EXT4_BS), node->size);
+			} else {
+				scan = 0; /* no hole support here: read it all */
+			}
+		}
+		r = write_span(w, &rd, &m, pos, end);
+		pos = end;
+	}
+	img_node_reader_close(&rd);
+	if (r >= 0)
+		r = map_flush(w, &m);
+	if (r >= 0 && m.blocks) {
+		err = ext2fs_iblk_add_blocks(w->fs, (struct ext2_inode *)in, m.blocks);
+		if (err)
+			r = ext2_err(w->ctx, err, "cannot count the blocks of a file");
+	}
+	ext2fs_extent_free(m.h);
 	return r;
 }
 
 static int write_reg(struct ext4_writer *w, struct img_node *node, ext2_ino_t ino)
 {
 	struct ext2_inode_large in;
-	struct copy_ctx cc = { node };
 	int r;
 
 	inode_init(w, &in, LINUX_S_IFREG, node, node->mtime);
@@ -956,15 +978,7 @@ static int write_reg(struct ext4_writer *w, struct img_node *node, ext2_ino_t in
 	r = inode_write(w, ino, &in);
 	if (r < 0 || !node->size)
 		return r;
-	r = alloc_file(w, node, ino, &in);
-	if (r >= 0 && node->data.kind == IMG_DATA_NONE) {
-		/* the data comes later (img_ext4_place_data) */
-		free(node->priv);
-		node->priv = NULL;
-		r = for_each_extent(w, ino, &in, record_extent, node);
-	} else if (r >= 0) {
-		r = for_each_extent(w, ino, &in, copy_extent, &cc);
-	}
+	r = write_file_data(w, node, ino, &in);
 	if (r >= 0)
 		r = inode_write(w, ino, &in);
 	if (r < 0)
@@ -1259,6 +1273,7 @@ static int ext4_write(struct img_ctx *ctx, struct img_tree *tree, const struct i
 	if (r >= 0)
 		r = img_tree_walk(tree, write_visit, &w);
 	free(w.buf);
+	free(w.data);
 	if (r < 0) {
 		ext2fs_free(w.fs);
 		return r;

@@ -9,7 +9,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "fs-ext4.h"
 #include "image-private.h"
 #include <img/fs.h>
 #include <img/source.h>
@@ -109,8 +108,8 @@ int img_root_find_system(struct img_ctx *ctx, const struct img_build_opts *o,
 
 /* The layout, the content (closure on disk or tar stream), the links. */
 static int root_tree(struct img_ctx *ctx, const struct img_build_opts *o,
-                     const struct img_closure *c, const char *stage_dir, int no_replay,
-                     struct img_tree **out, struct img_tar_source **tar)
+                     const struct img_closure *c, const char *stage_dir, struct img_tree **out,
+                     struct img_tar_source **tar)
 {
 	static const char *const dirs[] = { "nix",
 		                            "nix/store",
@@ -126,7 +125,10 @@ static int root_tree(struct img_ctx *ctx, const struct img_build_opts *o,
 		.prefix = "nix/store/",
 		.store_dir = c ? c->store_dir : o->store_dir,
 		.stage_dir = stage_dir,
-		.no_replay = no_replay,
+		/* The ext4 writer reads each file's data as it lays out its blocks
+		 * (blocks of zeros stay holes): a compressed tar's data is staged
+		 * like a pipe's, never replayed into place afterwards. */
+		.no_replay = 1,
 	};
 	struct img_tree *t;
 	char *system = NULL;
@@ -180,7 +182,7 @@ static int root_tree(struct img_ctx *ctx, const struct img_build_opts *o,
 int img_root_tree_build(struct img_ctx *ctx, const struct img_build_opts *o,
                         const struct img_closure *c, struct img_tree **out)
 {
-	return root_tree(ctx, o, c, NULL, 0, out, NULL);
+	return root_tree(ctx, o, c, NULL, out, NULL);
 }
 
 int img_root_tree_paths(struct img_ctx *ctx, const struct img_build_opts *o, struct img_tree *t,
@@ -225,18 +227,6 @@ static int seed_from_tree(struct img_ctx *ctx, const struct img_build_opts *o, s
 	return r;
 }
 
-struct replay {
-	struct img_ctx *ctx;
-	struct img_dev *dev;
-};
-
-static int replay_data(void *user, struct img_node *node, uint64_t off, const void *buf, size_t len)
-{
-	struct replay *rp = user;
-
-	return img_ext4_place_data(rp->ctx, rp->dev, node, off, buf, len);
-}
-
 /* The directory of @path, where a pipe's data is staged (never TMPDIR). */
 static char *dir_of(const char *path)
 {
@@ -260,7 +250,7 @@ int img_root_tree_build_tar(struct img_ctx *ctx, const struct img_build_opts *o,
 	*tar = NULL;
 	if (!stage)
 		return img_set_error(ctx, -ENOMEM, "out of memory");
-	r = root_tree(ctx, o, c, stage, 1, out, tar);
+	r = root_tree(ctx, o, c, stage, out, tar);
 	free(stage);
 	if (r >= 0)
 		r = c ? img_image_set_seed(ctx, o, (const char *const *)c->paths, c->npaths)
@@ -316,7 +306,7 @@ int img_build_root(struct img_ctx *ctx, const struct img_build_opts *o)
 		}
 		if (r >= 0 && o->tar) {
 			stage = dir_of(o->output);
-			r = stage ? root_tree(ctx, o, c, stage, 0, &t, &tar)
+			r = stage ? root_tree(ctx, o, c, stage, &t, &tar)
 			          : img_set_error(ctx, -ENOMEM, "out of memory");
 			if (r >= 0)
 				r = c ? img_image_set_seed(ctx, o, (const char *const *)c->paths,
@@ -356,13 +346,6 @@ int img_build_root(struct img_ctx *ctx, const struct img_build_opts *o)
 	if (r < 0)
 		goto out;
 	r = fs->write(ctx, t, &fo, dev);
-	if (r >= 0 && tar && img_tar_source_pending(tar)) {
-		/* a compressed stream: its data goes into the blocks planned for it */
-		struct replay rp = { ctx, dev };
-
-		img_progress_phase(ctx, "decompressing file data into place", t->data_bytes, 0);
-		r = img_tar_source_replay(tar, t, replay_data, &rp);
-	}
 	if (r >= 0)
 		r = img_image_fs_id(ctx, dev, 0, "ext4", fs_id, sizeof(fs_id));
 	if (r >= 0)
@@ -371,7 +354,6 @@ int img_build_root(struct img_ctx *ctx, const struct img_build_opts *o)
 		r = img_image_manifest_bare(ctx, o, c, "ext4", fo.label, size, fs_id);
 out:
 	img_dev_unref(dev);
-	img_ext4_release(t);
 	img_tree_free(t);
 	img_tar_source_free(tar);
 	img_closure_free(c);

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # root-tar.sh -- the root file system from a tar stream (--tar): an
-# uncompressed tar file, a zstd-compressed one (data replayed into the planned
-# blocks) and a pipe all give the same bytes as reading the closure from disk;
+# uncompressed tar file, a zstd-compressed one (staged beside the output), a
+# pipe and stdin redirected from a file all give the same bytes, raw and
+# qcow2, as reading the closure from disk, blocks of zeros becoming holes in
+# every case;
 # device nodes and FIFOs (which only a tar can bring) land with their numbers.
 . "$SRCDIR/tests/lib.sh"
 t_begin root-tar
@@ -9,16 +11,33 @@ t_need e2fsck debugfs python3 zstd tar
 
 "$SRCDIR/fixtures/closures/make-test-store.sh" "$T/s" --many 500 || t_fail "test store"
 CI=$T/s/closure-info
+# A file with blocks of zeros inside (as binaries have): they must become
+# holes from every input form alike.
+sp=$(head -n1 "$CI/store-paths")
+python3 - "$T/s$sp/zero-blocks" <<'PY' || t_fail "zero-blocks file"
+import sys
+with open(sys.argv[1], "wb") as f:
+    f.write(b"A" * 5000 + b"\0" * (3 * 4096 - 5000) + b"\0" * 8192 + b"B" * 4096 + b"\0" * 4096 + b"C" * 10)
+PY
 "$MKVMIMAGE" -q --root "$T/s" -o "$T/disk.img" "$CI" || t_fail "disk build"
+"$MKVMIMAGE" -q --root "$T/s" -o "$T/disk.qcow2" "$CI" || t_fail "disk build (qcow2)"
 (cd "$T/s" && tar -cf "$T/s.tar" nix) || t_fail "tar"
 zstd -q "$T/s.tar" -o "$T/s.tar.zst" || t_fail "zstd"
 "$MKVMIMAGE" -q --tar "$T/s.tar" -o "$T/tar.img" "$CI" || t_fail "tar build"
 "$MKVMIMAGE" -q --tar "$T/s.tar.zst" -o "$T/zst.img" "$CI" || t_fail "tar.zst build"
-"$MKVMIMAGE" -q --tar - -o "$T/pipe.img" "$CI" <"$T/s.tar.zst" || t_fail "pipe build"
-for f in tar zst pipe; do
-	cmp "$T/disk.img" "$T/$f.img" || t_fail "$f image differs from the disk build"
+"$MKVMIMAGE" -q --tar "$T/s.tar.zst" -o "$T/zst.qcow2" "$CI" || t_fail "tar.zst build (qcow2)"
+"$MKVMIMAGE" -q --tar - -o "$T/file.img" "$CI" <"$T/s.tar.zst" || t_fail "stdin file build"
+cat "$T/s.tar.zst" | "$MKVMIMAGE" -q --tar - -o "$T/pipe.img" "$CI" || t_fail "pipe build"
+cat "$T/s.tar" | "$MKVMIMAGE" -q --tar - -o "$T/pipe.qcow2" "$CI" || t_fail "pipe build (qcow2)"
+for f in tar.img zst.img file.img pipe.img zst.qcow2 pipe.qcow2; do
+	cmp "$T/disk.${f#*.}" "$T/$f" || t_fail "$f differs from the disk build"
 done
 e2fsck -fn "$T/zst.img" >"$T/fsck" 2>&1 || t_fail "e2fsck: $(cat "$T/fsck")"
+# 7 blocks of content, 3 of them (12 KiB) zeros: 4 blocks allocated (32 sectors)
+debugfs -R "stat $sp/zero-blocks" "$T/disk.img" 2>/dev/null >"$T/stat"
+grep -q 'Blockcount: 32$' "$T/stat" || t_fail "zero blocks not holes: $(cat "$T/stat")"
+debugfs -R "dump $sp/zero-blocks $T/zero-back" "$T/disk.img" 2>/dev/null
+cmp "$T/s$sp/zero-blocks" "$T/zero-back" || t_fail "zero-blocks reads back wrong"
 
 # device nodes and a FIFO, store-relative names, no closure file
 python3 - "$T/dev.tar" <<'PY' || t_fail "making dev.tar"
