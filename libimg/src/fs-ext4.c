@@ -737,14 +737,26 @@ static int write_dir_extent(struct ext4_writer *w, void *user, blk64_t lblk, blk
                             blk64_t len)
 {
 	ext2_ino_t ino = (ext2_ino_t)(uintptr_t)user;
+	uint8_t *blk = w->buf + lblk * EXT4_BS;
+	int r;
 
+	/*
+	 * What ext2fs_write_dir_block4 does on a little-endian host (the
+	 * entries are packed little-endian already), but the blocks go to the
+	 * device as data, written once: they lie between files' data, and the
+	 * io_manager's cache would write them only at the end, breaking every
+	 * direct run of file data at every directory.
+	 */
 	for (blk64_t i = 0; i < len; i++) {
-		errcode_t err =
-		    ext2fs_write_dir_block4(w->fs, pblk + i, w->buf + (lblk + i) * EXT4_BS, 0, ino);
+		errcode_t err = ext2fs_dir_block_csum_set(
+		    w->fs, ino, (struct ext2_dir_entry *)(blk + i * EXT4_BS));
 
 		if (err)
-			return ext2_err(w->ctx, err, "cannot write a directory block");
+			return ext2_err(w->ctx, err, "cannot checksum a directory block");
 	}
+	r = img_dev_write_data(w->dev, blk, (size_t)(len * EXT4_BS), pblk * EXT4_BS);
+	if (r < 0)
+		return r;
 	return track_goal(w, NULL, lblk, pblk, len);
 }
 
@@ -989,10 +1001,11 @@ static int write_reg(struct ext4_writer *w, struct img_node *node, ext2_ino_t in
 static int write_symlink_block(struct ext4_writer *w, void *user, blk64_t lblk, blk64_t pblk,
                                blk64_t len)
 {
-	errcode_t err = io_channel_write_blk64(w->fs->io, pblk, 1, user);
+	/* data between files' data, as for directory blocks */
+	int r = img_dev_write_data(w->dev, user, EXT4_BS, pblk * EXT4_BS);
 
-	if (err)
-		return ext2_err(w->ctx, err, "cannot write a symlink block");
+	if (r < 0)
+		return r;
 	return track_goal(w, NULL, lblk, pblk, len);
 }
 
