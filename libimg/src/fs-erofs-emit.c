@@ -119,8 +119,8 @@ static int dir_block_out(void *user, uint64_t index, const uint8_t *blk, size_t 
 	struct img_erofs_inode *e = &em->p->inode[em->node->seq];
 
 	if (index < e->nblocks)
-		return img_dev_pwrite(em->dev, blk, EROFS_BLKSZ,
-		                      (e->startblk + index) * EROFS_BLKSZ);
+		return img_dev_write_data(em->dev, blk, EROFS_BLKSZ,
+		                          (e->startblk + index) * EROFS_BLKSZ);
 	/* The inline tail: kept for the metadata pass. */
 	memcpy(em->tailbuf, blk, used);
 	em->tail_used = used;
@@ -249,7 +249,7 @@ static int emit_other(struct emit *em, struct img_node *n, uint8_t *blk)
 	/* A symlink target too long to inline: one zero-padded block. */
 	memset(blk, 0, EROFS_BLKSZ);
 	memcpy(blk, n->target, n->size);
-	return img_dev_pwrite(em->dev, blk, EROFS_BLKSZ, e->startblk * EROFS_BLKSZ);
+	return img_dev_write_data(em->dev, blk, EROFS_BLKSZ, e->startblk * EROFS_BLKSZ);
 }
 
 static void put_super(const struct img_erofs_plan *p, uint8_t *blk0)
@@ -311,7 +311,11 @@ int img_erofs_emit(struct img_ctx *ctx, struct img_erofs_plan *p, struct img_dev
 			goto out;
 	}
 
-	/* 2. Directory blocks and long symlink targets. */
+	/*
+	 * 2. Directory blocks and long symlink targets, then 3. the metadata:
+	 * every block is written once, so all go to the device as data
+	 * (gathered into large direct writes), like the file data.
+	 */
 	for (uint64_t i = 0; i < nnodes; i++) {
 		struct img_node *n = p->nodes[i];
 
@@ -322,7 +326,7 @@ int img_erofs_emit(struct img_ctx *ctx, struct img_erofs_plan *p, struct img_dev
 			goto out;
 	}
 
-	/* 3. Metadata blocks in nid order; block 0 is kept for last. */
+	/* Metadata blocks in nid order; block 0 is kept for last. */
 	for (size_t j = 0; j < p->ninodes; j++) {
 		struct img_node *n = p->nodes[p->meta_order[j]];
 		uint64_t off = p->inode[n->seq].nid * EROFS_SLOT, b = off / EROFS_BLKSZ;
@@ -330,7 +334,7 @@ int img_erofs_emit(struct img_ctx *ctx, struct img_erofs_plan *p, struct img_dev
 
 		if (b != cur) {
 			if (cur != UINT64_MAX && cur != 0 &&
-			    (r = img_dev_pwrite(dev, blk, EROFS_BLKSZ, cur * EROFS_BLKSZ)) < 0)
+			    (r = img_dev_write_data(dev, blk, EROFS_BLKSZ, cur * EROFS_BLKSZ)) < 0)
 				goto out;
 			if (b != 0)
 				memset(blk, 0, EROFS_BLKSZ);
@@ -342,7 +346,7 @@ int img_erofs_emit(struct img_ctx *ctx, struct img_erofs_plan *p, struct img_dev
 			goto out;
 	}
 	if (cur != UINT64_MAX && cur != 0 &&
-	    (r = img_dev_pwrite(dev, blk, EROFS_BLKSZ, cur * EROFS_BLKSZ)) < 0)
+	    (r = img_dev_write_data(dev, blk, EROFS_BLKSZ, cur * EROFS_BLKSZ)) < 0)
 		goto out;
 
 	/* 4. Superblock and checksum over the finished block 0. */
