@@ -9,10 +9,11 @@
  * Plan everything first (root tree and its ext4 size, ESP tree and whether
  * it fits, the partition layout), then create the output once and write the
  * table, the ESP and the root through slices of the output device. GRUB
- * (i386-pc boot.img + core.img from --grub DIR) is installed for --bios and
- * --hybrid when given; without it the disk has no BIOS boot loader and the
- * manifest says "bootloader": "none" (building a core.img would need
- * grub-mkimage, a subprocess, which the build path never runs).
+ * (i386-pc boot.img + core.img from --grub DIR, else from a closure path's
+ * lib/grub/i386-pc) is installed for --bios and --hybrid; without one the
+ * disk has no BIOS boot loader and the manifest says "bootloader": "none"
+ * (building a core.img would need grub-mkimage, a subprocess, which the
+ * build path never runs).
  *
  * With --tar the root tree is read from the stream and the boot files
  * (kernel, initrd, systemd-boot, the UKI stub, kernel-params, ...) are
@@ -159,6 +160,54 @@ struct disk_build {
 	char ids[IMG_DISK_MAX_PARTS][40]; /* file system IDs read back before finishing */
 };
 
+/*
+ * Without --grub DIR: the first store path of the closure (in store-path
+ * order) that carries a prebuilt i386-pc boot.img and core.img in
+ * lib/grub/i386-pc. Read from the root tree, so a closure on disk and a tar
+ * stream find the same files. 1 = found, 0 = none, <0 = error.
+ */
+static int grub_from_closure(struct disk_build *b, size_t room, struct grub *g)
+{
+	for (size_t i = 0; i < b->npaths; i++) {
+		const char *base = strrchr(b->paths[i], '/');
+		struct img_node *bn, *cn;
+		char p[4096];
+		int r;
+
+		base = base ? base + 1 : b->paths[i];
+		snprintf(p, sizeof(p), "nix/store/%s/lib/grub/i386-pc/boot.img", base);
+		bn = img_tree_lookup(b->root, p);
+		snprintf(p, sizeof(p), "nix/store/%s/lib/grub/i386-pc/core.img", base);
+		cn = img_tree_lookup(b->root, p);
+		if (!bn || !cn || bn->type != IMG_NODE_REG || cn->type != IMG_NODE_REG)
+			continue;
+		if (bn->size != 512)
+			return img_set_error(b->ctx, -EINVAL,
+			                     "%s/lib/grub/i386-pc/boot.img: %llu bytes, not 512",
+			                     b->paths[i], (unsigned long long)bn->size);
+		if (cn->size > room || cn->size < 512)
+			return img_set_error(
+			    b->ctx, -EFBIG,
+			    "%s/lib/grub/i386-pc/core.img: %llu bytes (it must fit "
+			    "in %zu KiB)",
+			    b->paths[i], (unsigned long long)cn->size, room >> 10);
+		g->core_len = (size_t)cn->size;
+		g->core = calloc(1, IMG_ALIGN_UP(g->core_len, 512)); /* whole sectors go out */
+		if (!g->core)
+			return img_set_error(b->ctx, -ENOMEM, "out of memory");
+		r = img_node_read_data(b->ctx, bn, 0, g->boot, 512);
+		if (r >= 0)
+			r = img_node_read_data(b->ctx, cn, 0, g->core, g->core_len);
+		if (r >= 0 && (g->boot[510] != 0x55 || g->boot[511] != 0xAA))
+			r = img_set_error(b->ctx, -EINVAL,
+			                  "%s/lib/grub/i386-pc/boot.img: not a GRUB boot.img "
+			                  "(no 55 AA)",
+			                  b->paths[i]);
+		return r < 0 ? r : 1;
+	}
+	return 0;
+}
+
 static int plan(struct disk_build *b, uint64_t *root_min)
 {
 	struct img_ctx *ctx = b->ctx;
@@ -212,6 +261,12 @@ static int plan(struct disk_build *b, uint64_t *root_min)
 		if (r < 0)
 			return r;
 		b->have_grub = 1;
+	} else if (o->mode != IMG_MODE_EFI) {
+		r = grub_from_closure(
+		    b, o->mode == IMG_MODE_BIOS ? (size_t)(MIB - 512) : (size_t)MIB, &b->grub);
+		if (r < 0)
+			return r;
+		b->have_grub = r;
 	}
 	return 0;
 }
@@ -416,9 +471,10 @@ int img_build_disk(struct img_ctx *ctx, const struct img_build_opts *o)
 		goto out;
 	}
 	if (o->mode != IMG_MODE_EFI && !b.have_grub)
-		img_log(ctx, IMG_LOG_WARN,
-		        "no GRUB given (--grub DIR with boot.img and core.img): the disk has no "
-		        "BIOS boot loader");
+		img_log(
+		    ctx, IMG_LOG_WARN,
+		    "no GRUB given (--grub DIR, or a closure path with "
+		    "lib/grub/i386-pc/boot.img and core.img): the disk has no BIOS boot loader");
 
 	r = img_image_create_output(ctx, o, b.l.size, &b.dev);
 	if (r < 0)

@@ -2,7 +2,9 @@
 # disk-layouts.sh -- --hybrid (GPT: BIOS boot + ESP + root) and --bios (MBR,
 # one bootable root partition at 1 MiB), checked with sgdisk/sfdisk; IDs stay
 # put when a partition is added; GRUB i386-pc installed from --grub DIR (a
-# core.img made here with grub-mkimage), or the disk says it has no loader.
+# core.img made here with grub-mkimage) or from the closure (the same files
+# in a store path's lib/grub/i386-pc, on disk or in a tar), or the disk says
+# it has no loader.
 . "$SRCDIR/tests/lib.sh"
 t_begin disk-layouts
 t_need sgdisk sfdisk e2fsck python3 fsck.fat
@@ -88,5 +90,20 @@ assert start == 2 and count == n - 1, "blocklist %d %d" % (start, count)
 assert d[512:512 + 0x1F4] == core[:0x1F4] and d[1024:512 + len(core)] == core[512:], "core.img"
 assert d[510:512] == b"\x55\xaa"
 PY
+	# The same files in a closure path (lib/grub/i386-pc) are found without
+	# --grub, on disk and in a tar stream: the same disk as with --grub.
+	gp=$(head -n1 "$T/closure")
+	mkdir -p "$R$gp/lib/grub/i386-pc"
+	cp "$T/grub/boot.img" "$T/grub/core.img" "$R$gp/lib/grub/i386-pc/"
+	"$MKVMIMAGE" -q --bios --grub "$T/grub" --root "$R" -o "$T/g2.img" "$T/closure" ||
+		t_fail "bios --grub (store with grub)"
+	"$MKVMIMAGE" -q --bios --root "$R" -o "$T/g3.img" "$T/closure" 2>"$T/g3.err" ||
+		t_fail "bios, grub from the closure"
+	cmp "$T/g2.img" "$T/g3.img" || t_fail "GRUB from the closure differs from --grub"
+	[ ! -s "$T/g3.err" ] || t_fail "warned although the closure has GRUB: $(cat "$T/g3.err")"
+	(cd "$R" && tar -cf - nix) | "$MKVMIMAGE" -q --bios --tar - -o "$T/g4.img" "$T/closure" ||
+		t_fail "bios --tar, grub from the stream"
+	cmp "$T/g2.img" "$T/g4.img" || t_fail "GRUB from the tar stream differs from --grub"
+	[ "$(disk_json "$T/g4.img.json" 'm["bootloader"]')" = grub ] || t_fail "manifest: grub"
 fi
 t_pass
