@@ -632,7 +632,13 @@ int qcow2_create_with_backing(struct img_ctx *ctx, const char *path,
 		img_dev_unref(dev);
 		return r;
 	}
-	r = img_dio_new(ctx, w->fd, path, &w->dio);
+	/*
+	 * Compressed images stage the data in the file and read it all back at
+	 * finish: through the page cache that read is a memory copy, after
+	 * direct writes it would go to the disk. So no direct writer for them.
+	 */
+	r = opts->compression == IMG_QCOW2_COMPRESS_NONE ? img_dio_new(ctx, w->fd, path, &w->dio)
+	                                                 : 0;
 	if (r < 0) {
 		img_dev_unref(dev);
 		return r;
