@@ -99,21 +99,17 @@ int img_image_write_manifest(struct img_ctx *ctx, const struct img_build_opts *o
 }
 
 int img_image_manifest_bare(struct img_ctx *ctx, const struct img_build_opts *o,
-                            const struct img_closure *c, const char *fs, const char *label,
-                            uint64_t size, const char *fs_uuid)
+                            const struct img_closure *c, struct img_tree *t, const char *fs,
+                            const char *label, uint64_t size, const char *fs_uuid)
 {
 	struct img_manifest_partition p = { 0 };
 	struct img_manifest m = { 0 };
-	const char *system = NULL;
-	char *params = NULL;
+	char *system = NULL, *params = NULL;
 	int r;
 
 	if (!o->manifest)
 		return 0;
-	if (c && o->system)
-		system = o->system;
-	else if (c && img_boot_find_system(ctx, c->root, (const char *const *)c->paths, c->npaths,
-	                                   &system) < 0)
+	if (t && img_root_find_system(ctx, o, c, t, &system) < 0)
 		system = NULL; /* several: the manifest just does not name one */
 	p.role = !strcmp(fs, "erofs") ? "store" : "root";
 	p.size = size;
@@ -124,14 +120,25 @@ int img_image_manifest_bare(struct img_ctx *ctx, const struct img_build_opts *o,
 	m.partitions = &p;
 	m.npartitions = 1;
 	if (system) {
-		r = img_boot_kernel_params(ctx, c->root, system, o->kernel_params, &params);
-		if (r < 0)
+		struct img_boot_opts bo = {
+			.system = system,
+			.root = c ? c->root : o->root,
+			.store_dir = c ? c->store_dir : o->store_dir,
+			.kernel_params = o->kernel_params,
+			.tree = t,
+		};
+
+		r = img_boot_kernel_params_read(ctx, &bo, &params);
+		if (r < 0) {
+			free(system);
 			return r;
-		m.system = (char *)system;
+		}
+		m.system = system;
 		m.kernel_params = params;
 		m.bootloader = "none";
 	}
 	r = img_image_write_manifest(ctx, o, &m);
 	free(params);
+	free(system);
 	return r;
 }

@@ -76,11 +76,13 @@ int img_image_write_manifest(struct img_ctx *ctx, const struct img_build_opts *o
 /*
  * The manifest of a bare file system (no partition table): one partition
  * entry numbered 0 at offset 0; system, kernel_params and bootloader "none"
- * when @c holds a NixOS system. @fs_uuid as img_image_fs_id() read it.
+ * when the root tree @t (NULL: none, a store image) holds a NixOS system,
+ * looked up in the tree so a tar build says what a closure build says.
+ * @fs_uuid as img_image_fs_id() read it.
  */
 int img_image_manifest_bare(struct img_ctx *ctx, const struct img_build_opts *o,
-                            const struct img_closure *c, const char *fs, const char *label,
-                            uint64_t size, const char *fs_uuid);
+                            const struct img_closure *c, struct img_tree *t, const char *fs,
+                            const char *label, uint64_t size, const char *fs_uuid);
 /* The ID blkid shows for the file system @fs ("vfat", "ext4", "erofs") at @off. */
 int img_image_fs_id(struct img_ctx *ctx, struct img_dev *dev, uint64_t off, const char *fs,
                     char *out, size_t len);

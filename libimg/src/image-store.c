@@ -237,7 +237,7 @@ int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 		char uuid[37];
 
 		img_uuid_unparse(plan->uuid, uuid);
-		r = img_image_manifest_bare(ctx, o, NULL, "erofs", plan->label,
+		r = img_image_manifest_bare(ctx, o, NULL, NULL, "erofs", plan->label,
 		                            img_erofs_plan_bytes(plan), uuid);
 	}
 out:

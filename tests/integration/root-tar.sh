@@ -39,6 +39,25 @@ grep -q 'Blockcount: 32$' "$T/stat" || t_fail "zero blocks not holes: $(cat "$T/
 debugfs -R "dump $sp/zero-blocks $T/zero-back" "$T/disk.img" 2>/dev/null
 cmp "$T/s$sp/zero-blocks" "$T/zero-back" || t_fail "zero-blocks reads back wrong"
 
+# A NixOS system in the stream: the manifest names it and its kernel
+# parameters as for the closure on disk (the paths are not on the host).
+. "$SRCDIR/tests/integration/disk-lib.sh"
+disk_store "$T/n"
+"$MKVMIMAGE" -q --root "$T/n/root" -o "$T/n.img" "$T/n/closure" || t_fail "system build"
+(cd "$T/n/root" && tar -cf - nix) | "$MKVMIMAGE" -q --tar - -o "$T/nt.img" "$T/n/closure" ||
+	t_fail "system build from a pipe"
+(cd "$T/n/root" && tar -cf - nix) | "$MKVMIMAGE" -q --tar - -o "$T/nn.img" ||
+	t_fail "system build from a pipe, no closure"
+cmp "$T/n.img" "$T/nt.img" || t_fail "system tar build differs"
+for m in n nt nn; do
+	python3 - "$T/$m.img.json" "$Y" <<'PY' || t_fail "$m manifest: $(cat "$T/$m.img.json")"
+import json, sys
+m = json.load(open(sys.argv[1]))
+assert m.get("system") == sys.argv[2], m.get("system")
+assert m.get("kernel_params") == "console=ttyS0 loglevel=4", m.get("kernel_params")
+PY
+done
+
 # device nodes and a FIFO, store-relative names, no closure file
 python3 - "$T/dev.tar" <<'PY' || t_fail "making dev.tar"
 import io, sys, tarfile
