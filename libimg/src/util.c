@@ -140,12 +140,16 @@ void img_sha256(const void *buf, size_t len, uint8_t out[32])
 	EVP_Digest(buf, len, out, &n, EVP_sha256(), NULL);
 }
 
+#define SHA_AHEAD      (32u << 20)
+#define SHA_AHEAD_STEP (8u << 20)
+
 int img_sha256_file(struct img_ctx *ctx, const char *path, uint8_t out[32])
 {
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	size_t bufsz = 1u << 20;
 	uint8_t *buf = malloc(bufsz);
 	unsigned int n = 32;
+	uint64_t pos = 0;
 	int fd = -1, r = 0;
 
 	if (!md || !buf) {
@@ -158,10 +162,20 @@ int img_sha256_file(struct img_ctx *ctx, const char *path, uint8_t out[32])
 		goto out;
 	}
 	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	posix_fadvise(fd, 0, SHA_AHEAD, POSIX_FADV_WILLNEED);
 	EVP_DigestInit_ex(md, EVP_sha256(), NULL);
 	for (;;) {
-		ssize_t got = read(fd, buf, bufsz);
+		ssize_t got;
 
+		/*
+		 * Keep the disk busy well ahead of the hash: outputs written with
+		 * O_DIRECT are not in the page cache, and the default readahead
+		 * window would make this one small read at a time.
+		 */
+		if (pos % SHA_AHEAD_STEP == 0)
+			posix_fadvise(fd, (off_t)(pos + SHA_AHEAD), SHA_AHEAD_STEP,
+			              POSIX_FADV_WILLNEED);
+		got = read(fd, buf, bufsz);
 		if (got < 0 && errno == EINTR)
 			continue;
 		if (got < 0) {
@@ -171,6 +185,7 @@ int img_sha256_file(struct img_ctx *ctx, const char *path, uint8_t out[32])
 		if (got == 0)
 			break;
 		EVP_DigestUpdate(md, buf, (size_t)got);
+		pos += (uint64_t)got;
 	}
 	EVP_DigestFinal_ex(md, out, &n);
 out:
