@@ -56,6 +56,8 @@ static void usage(FILE *f)
 	      "      --seed STRING       reproducibility seed (default: from the inputs)\n"
 	      "      --manifest FILE     JSON manifest path (default FILE.json)\n"
 	      "      --no-manifest       do not write a manifest\n"
+	      "      --no-direct-io      write through the page cache (copy_file_range, fsync)\n"
+	      "                          instead of O_DIRECT; the same bytes\n"
 	      "  -q, --quiet             no progress line, only errors\n"
 	      "  -v, --verbose           say more\n"
 	      "  -h, --help              this text\n"
@@ -92,6 +94,7 @@ enum {
 	OPT_SEED,
 	OPT_MANIFEST,
 	OPT_NO_MANIFEST,
+	OPT_NO_DIRECT_IO,
 	OPT_VERSION,
 };
 
@@ -122,6 +125,7 @@ static const struct option long_opts[] = {
 	{ "seed", required_argument, NULL, OPT_SEED },
 	{ "manifest", required_argument, NULL, OPT_MANIFEST },
 	{ "no-manifest", no_argument, NULL, OPT_NO_MANIFEST },
+	{ "no-direct-io", no_argument, NULL, OPT_NO_DIRECT_IO },
 	{ "quiet", no_argument, NULL, 'q' },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
@@ -148,7 +152,7 @@ int main(int argc, char **argv)
 {
 	struct img_build_opts o = { .mode = IMG_MODE_ROOT };
 	const char *format = NULL, *manifest = NULL, *epoch_env;
-	int mode_set = 0, quiet = 0, verbose = 0, no_manifest = 0, c, r;
+	int mode_set = 0, quiet = 0, verbose = 0, no_manifest = 0, direct_io = 1, c, r;
 	uint64_t cluster = 0;
 	struct tool_output out = { 0 }, mout = { 0 };
 	struct tool_progress prog;
@@ -261,6 +265,9 @@ int main(int argc, char **argv)
 		case OPT_NO_MANIFEST:
 			no_manifest = 1;
 			break;
+		case OPT_NO_DIRECT_IO:
+			direct_io = 0;
+			break;
 		case 'q':
 			quiet = 1;
 			break;
@@ -323,6 +330,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	img_ctx_set_epoch(ctx, epoch);
+	img_ctx_set_direct_io(ctx, direct_io);
 	tool_progress_init(&prog, quiet);
 	img_ctx_set_progress(ctx, tool_progress_cb, &prog);
 	img_ctx_set_log(ctx,

@@ -22,6 +22,7 @@ struct img_ctx {
 	void *seed;
 	size_t seed_len;
 	int64_t epoch;
+	int no_direct_io;
 
 	volatile sig_atomic_t cancelled;
 };

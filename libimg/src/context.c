@@ -82,6 +82,16 @@ void img_ctx_set_epoch(struct img_ctx *ctx, int64_t epoch)
 	ctx->epoch = epoch;
 }
 
+void img_ctx_set_direct_io(struct img_ctx *ctx, int on)
+{
+	ctx->no_direct_io = !on;
+}
+
+int img_ctx_direct_io(const struct img_ctx *ctx)
+{
+	return !ctx->no_direct_io;
+}
+
 void img_ctx_cancel(struct img_ctx *ctx)
 {
 	ctx->cancelled = 1;

@@ -76,6 +76,8 @@ int img_dio_new(struct img_ctx *ctx, int fd, const char *name, struct img_dio **
 	int dfd;
 
 	*out = NULL;
+	if (!img_ctx_direct_io(ctx))
+		return 0;
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
 	dfd = open(proc, O_WRONLY | O_DIRECT | O_CLOEXEC);
 	if (dfd < 0)

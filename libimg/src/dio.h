@@ -17,8 +17,9 @@ struct img_dio;
 
 /*
  * A direct writer for @fd (kept open by the caller; @name for messages).
- * *out = NULL, and 0, when this file system takes no O_DIRECT: the caller
- * then writes as before. -ENOMEM otherwise.
+ * *out = NULL, and 0, when this file system takes no O_DIRECT or the
+ * context says not to (img_ctx_set_direct_io): the caller then writes
+ * through the page cache. -ENOMEM otherwise.
  */
 int img_dio_new(struct img_ctx *ctx, int fd, const char *name, struct img_dio **out);
 

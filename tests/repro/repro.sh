@@ -10,7 +10,8 @@
 #      clock moved to 2038 (faketime), cwd and TMPDIR under b/
 #   C: store = a `cp -a` copy with identical files hard-linked as
 #      `nix store optimise` does, umask 027, TZ=America/St_Johns, LANG=C.UTF-8,
-#      clock moved back to 2001, cwd and TMPDIR under c/
+#      clock moved back to 2001, cwd and TMPDIR under c/, and --no-direct-io
+#      (file data through the page cache instead of O_DIRECT writes)
 # SOURCE_DATE_EPOCH is 1 in all three. The output is named by a relative path,
 # so the working directory is part of what may not matter.
 # Kind registration-order: a root image from a closureInfo whose registration
@@ -63,6 +64,7 @@ run_as() {
 		esac
 		args+=("$arg")
 	done
+	[ "$x" != c ] || args=(--no-direct-io "${args[@]}")
 	local envs=(PATH="$PATH" HOME="$T/$x" SOURCE_DATE_EPOCH=1 TMPDIR="$T/$x/tmp")
 	local pre=()
 	case $x in

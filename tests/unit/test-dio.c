@@ -131,7 +131,7 @@ static uint64_t pick(uint64_t len, uint64_t recent, uint64_t next)
  * earlier ones; file data from memory (small files, a tar's data); metadata
  * writes; zeros; reads in between.
  */
-static void model_run(enum kind k, uint64_t seed)
+static void model_run(enum kind k, uint64_t seed, int direct)
 {
 	struct img_ctx *ctx = t_ctx();
 	char *dir = t_tmpdir("dio-model"), path[4096], src[4096];
@@ -142,6 +142,7 @@ static void model_run(enum kind k, uint64_t seed)
 	int fd;
 
 	rnd_state = seed;
+	img_ctx_set_direct_io(ctx, direct);
 	snprintf(path, sizeof(path), "%s/out.img", dir);
 	snprintf(src, sizeof(src), "%s/src", dir);
 	t_fill(data, SRC_SIZE, seed);
@@ -149,8 +150,10 @@ static void model_run(enum kind k, uint64_t seed)
 	fd = open(src, O_RDONLY);
 	ck_assert_int_ge(fd, 0);
 	dev = make_dev(ctx, k, path);
-	if (direct_ok(dir))
+	if (direct && direct_ok(dir))
 		ck_assert_msg(has_direct_fd(path), "no O_DIRECT descriptor on the output");
+	if (!direct)
+		ck_assert_msg(!has_direct_fd(path), "O_DIRECT although switched off");
 	for (int op = 0; op < 600; op++) {
 		unsigned what = (unsigned)rnd(100);
 		uint64_t off, len, s;
@@ -225,13 +228,14 @@ static void model_run(enum kind k, uint64_t seed)
 
 START_TEST(raw_model)
 {
-	model_run(RAW, 0x1234567 + (uint64_t)_i);
+	/* the last run: through the page cache (copy_file_range), as with --no-direct-io */
+	model_run(RAW, 0x1234567 + (uint64_t)_i, _i < 3);
 }
 END_TEST
 
 START_TEST(qcow2_model)
 {
-	model_run(QCOW2, 0x7654321 + (uint64_t)_i);
+	model_run(QCOW2, 0x7654321 + (uint64_t)_i, _i < 3);
 }
 END_TEST
 
@@ -310,10 +314,10 @@ Suite *img_test_suite(void)
 	TCase *tc;
 
 	tc = tcase_create("raw_model");
-	tcase_add_loop_test(tc, raw_model, 0, 3);
+	tcase_add_loop_test(tc, raw_model, 0, 4);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("qcow2_model");
-	tcase_add_loop_test(tc, qcow2_model, 0, 3);
+	tcase_add_loop_test(tc, qcow2_model, 0, 4);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("short_source");
 	tcase_add_loop_test(tc, short_source, 0, 2);

@@ -74,6 +74,14 @@ int img_ctx_set_seed(struct img_ctx *ctx, const void *seed, size_t len);
 const void *img_ctx_seed(const struct img_ctx *ctx, size_t *len);
 /* The epoch every timestamp takes (SOURCE_DATE_EPOCH); default 1. */
 void img_ctx_set_epoch(struct img_ctx *ctx, int64_t epoch);
+/*
+ * Outputs made with this context write file data with O_DIRECT from a
+ * writer thread (default, @on = 1), or through the page cache with
+ * copy_file_range and a final fsync (@on = 0: where direct I/O is slow, or
+ * to keep a fresh image cached for an immediate boot). Same bytes either way.
+ */
+void img_ctx_set_direct_io(struct img_ctx *ctx, int on);
+int img_ctx_direct_io(const struct img_ctx *ctx);
 
 /*
  * Ask the running operation to stop (async-signal-safe: it only sets a flag).
