@@ -571,6 +571,13 @@ int img_source_tar(struct img_ctx *ctx, const char *path, const struct img_sourc
 	}
 	s->seekable = S_ISREG(st.st_mode);
 	s->file_size = (uint64_t)st.st_size;
+	/*
+	 * A pipe holds 64 KiB by default: writer and reader then take turns on
+	 * the pipe's lock every 64 KiB, which costs more than the copying. Ask
+	 * for room for a whole read (refused beyond pipe-max-size: then as is).
+	 */
+	if (S_ISFIFO(st.st_mode))
+		(void)fcntl(s->fd, F_SETPIPE_SZ, (int)TAR_BUF);
 	if (!s->seekable && opts && opts->stage_dir && (r = open_stage(s, opts->stage_dir)) < 0)
 		goto fail;
 	if (s->seekable && opts && opts->no_replay && opts->stage_dir) {
