@@ -111,7 +111,18 @@ struct emit {
 	uint8_t *tailbuf; /* the last directory block, for inlining */
 	uint8_t *genbuf;  /* where directory blocks are generated */
 	size_t tail_used;
+	/*
+	 * Inline tails of files that also have a body, read while the file is
+	 * open for its body (phase 1) for the metadata pass (phase 3), so the
+	 * file is not opened a second time. Bounded: past TAIL_CACHE_MAX the
+	 * metadata pass reads the rest itself.
+	 */
+	uint8_t *tails;
+	size_t tails_len, tails_cap;
+	uint64_t *tail_at; /* per node seq: offset in tails + 1, or 0 */
 };
+
+#define TAIL_CACHE_MAX (16u << 20)
 
 static int dir_block_out(void *user, uint64_t index, const uint8_t *blk, size_t used)
 {
@@ -198,6 +209,10 @@ static int put_meta(struct emit *em, struct img_node *n, uint8_t *b)
 	case IMG_NODE_REG:
 		if (n->data.kind == IMG_DATA_NONE)
 			return 0; /* streamed later into the same place */
+		if (em->tail_at && em->tail_at[n->seq]) {
+			memcpy(tail, em->tails + em->tail_at[n->seq] - 1, e->tail);
+			return 0;
+		}
 		return img_node_read_data(p->ctx, n, n->size - e->tail, tail, e->tail);
 	case IMG_NODE_SYMLINK:
 		memcpy(tail, n->target + (n->size - e->tail), e->tail);
@@ -222,12 +237,38 @@ static int emit_file_data(struct emit *em, struct img_node *n)
 	struct img_erofs_plan *p = em->p;
 	const struct img_erofs_inode *e = &p->inode[n->seq];
 	uint64_t body = n->size - e->tail;
+	struct img_node_reader rd;
 	int r;
 
 	if (!body || n->data.kind == IMG_DATA_NONE || e->data_in_place)
 		return 0;
+	r = img_node_reader_open(p->ctx, n, &rd);
+	if (r < 0)
+		return r;
 	/* The device keeps a sparse file's holes. */
-	r = img_node_copy_data(p->ctx, n, 0, body, em->dev, e->startblk * EROFS_BLKSZ);
+	r = img_node_reader_copy(p->ctx, &rd, 0, body, em->dev, e->startblk * EROFS_BLKSZ);
+	if (r >= 0 && e->tail && em->tail_at && em->tails_len + e->tail <= TAIL_CACHE_MAX) {
+		if (em->tails_len + e->tail > em->tails_cap) {
+			size_t cap = IMG_MIN(IMG_MAX(em->tails_cap * 2, (size_t)1 << 20),
+			                     (size_t)TAIL_CACHE_MAX);
+			uint8_t *t = realloc(em->tails, cap);
+
+			if (!t) {
+				r = img_set_error(p->ctx, -ENOMEM, "out of memory");
+			} else {
+				em->tails = t;
+				em->tails_cap = cap;
+			}
+		}
+		if (r >= 0)
+			r = img_node_reader_pread(p->ctx, &rd, em->tails + em->tails_len, e->tail,
+			                          body);
+		if (r >= 0) {
+			em->tail_at[n->seq] = em->tails_len + 1;
+			em->tails_len += e->tail;
+		}
+	}
+	img_node_reader_close(&rd);
 	/* The rest of the last block is the file's: zeros, and a run goes on. */
 	if (r >= 0 && body % EROFS_BLKSZ)
 		r = img_dev_write_zeroes(em->dev, e->startblk * EROFS_BLKSZ + body,
@@ -285,6 +326,7 @@ int img_erofs_emit(struct img_ctx *ctx, struct img_erofs_plan *p, struct img_dev
 
 	em.tailbuf = malloc(EROFS_BLKSZ);
 	em.genbuf = malloc(EROFS_BLKSZ);
+	em.tail_at = calloc((size_t)IMG_MAX(nnodes, 1), sizeof(*em.tail_at)); /* NULL: no cache */
 	if (!blk0 || !blk || !em.tailbuf || !em.genbuf) {
 		r = img_set_error(ctx, -ENOMEM, "out of memory");
 		goto out;
@@ -359,5 +401,7 @@ out:
 	free(blk);
 	free(em.tailbuf);
 	free(em.genbuf);
+	free(em.tails);
+	free(em.tail_at);
 	return r;
 }
