@@ -237,13 +237,10 @@ static const uint8_t zeros[65536];
 
 static int write_zero_bytes(struct img_dev *dev, uint64_t host, uint64_t len)
 {
-	uint64_t taken = img_dio_zero(W(dev)->dio, host, len);
-	int e = img_dio_fence(W(dev)->dio, host + taken, len - taken);
+	int e = img_dio_fence(W(dev)->dio, host, len);
 
 	if (e < 0)
 		return e;
-	host += taken;
-	len -= taken;
 	while (len) {
 		size_t n = (size_t)IMG_MIN(len, sizeof(zeros));
 

@@ -72,14 +72,8 @@ static int raw_write_data(struct img_dev *dev, const void *buf, size_t len, uint
 static int raw_write_zeroes(struct img_dev *dev, uint64_t off, uint64_t len)
 {
 	struct raw *r = img_dev_priv(dev);
-	uint64_t taken = img_dio_zero(r->dio, off, len);
-	int e;
+	int e = img_dio_fence(r->dio, off, len);
 
-	off += taken;
-	len -= taken;
-	if (!len)
-		return 0;
-	e = img_dio_fence(r->dio, off, len);
 	if (e < 0)
 		return e;
 	if (fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) ==

@@ -400,20 +400,6 @@ int img_dio_write(struct img_dio *d, const void *buf, uint64_t len, uint64_t dst
 	return put(d, &s, len, dst);
 }
 
-uint64_t img_dio_zero(struct img_dio *d, uint64_t off, uint64_t len)
-{
-	struct dio_buf *b = d ? d->fill : NULL;
-	size_t n;
-
-	/* Zeros that end the run's partial last page: the run goes on after them. */
-	if (!b || off != b->off + b->len || off % DIO_ALIGN == 0)
-		return 0;
-	n = (size_t)IMG_MIN(len, align_up(off) - off);
-	memset(b->mem + b->len, 0, n);
-	b->len += n;
-	return n;
-}
-
 int img_dio_drain(struct img_dio *d)
 {
 	int e;

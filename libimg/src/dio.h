@@ -3,8 +3,8 @@
  * the file backends (dev-raw.c, dev-qcow2-write.c). Internal to libimg.
  *
  * Calling sequence: img_dio_new() on the open output; img_dio_copy() for
- * file data at host offsets; img_dio_zero() for zeros that may extend the
- * current run; img_dio_fence() before any other read or write of the output's
+ * file data at host offsets, img_dio_write() for file data from memory;
+ * img_dio_fence() before any other read or write of the output's
  * bytes; img_dio_drain() before the final tables and fsync; img_dio_free().
  * Not thread-safe: one caller thread (the writer thread is internal).
  */
@@ -28,13 +28,6 @@ int img_dio_copy(struct img_dio *d, int fd, uint64_t src, uint64_t len, uint64_t
 
 /* Write @len bytes of @buf at host offset @dst (copied before return). */
 int img_dio_write(struct img_dio *d, const void *buf, uint64_t len, uint64_t dst);
-
-/*
- * Zeros at host @off: takes the ones that finish the current run's partial
- * last page (so the run goes on over a file's padded last block) and
- * returns how many it took (0..len); the caller writes the rest.
- */
-uint64_t img_dio_zero(struct img_dio *d, uint64_t off, uint64_t len);
 
 /* Before touching host bytes [off, off+len) another way: wait for direct writes there. */
 int img_dio_fence(struct img_dio *d, uint64_t off, uint64_t len);

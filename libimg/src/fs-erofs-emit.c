@@ -269,10 +269,16 @@ static int emit_file_data(struct emit *em, struct img_node *n)
 		}
 	}
 	img_node_reader_close(&rd);
-	/* The rest of the last block is the file's: zeros, and a run goes on. */
-	if (r >= 0 && body % EROFS_BLKSZ)
-		r = img_dev_write_zeroes(em->dev, e->startblk * EROFS_BLKSZ + body,
-		                         EROFS_BLKSZ - body % EROFS_BLKSZ);
+	/*
+	 * The rest of the last block is the file's: its zeros go out as data,
+	 * so the device's run of file data goes on into the next file.
+	 */
+	if (r >= 0 && body % EROFS_BLKSZ) {
+		static const uint8_t zeros[EROFS_BLKSZ];
+
+		r = img_dev_write_data(em->dev, zeros, EROFS_BLKSZ - body % EROFS_BLKSZ,
+		                       e->startblk * EROFS_BLKSZ + body);
+	}
 	return r;
 }
 

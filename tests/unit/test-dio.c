@@ -167,9 +167,15 @@ static void model_run(enum kind k, uint64_t seed, int direct)
 			recent = off;
 			next = off + len;
 			if (rnd(4) && next % 4096) { /* the padded last block */
+				static const uint8_t zeros[4096];
 				uint64_t pad = 4096 - next % 4096;
 
-				ck_assert_ok(img_dev_write_zeroes(dev, next, pad), ctx);
+				/* as data (the writers do), or as zeros (punched, fenced) */
+				if (rnd(2))
+					ck_assert_ok(img_dev_write_data(dev, zeros, pad, next),
+					             ctx);
+				else
+					ck_assert_ok(img_dev_write_zeroes(dev, next, pad), ctx);
 				memset(model + next, 0, pad);
 				next += pad;
 			}
