@@ -298,73 +298,26 @@ static int w_write_zeroes(struct img_dev *dev, uint64_t off, uint64_t len)
 	return flush_punch(dev, &run);
 }
 
-static int short_input(struct img_dev *dev)
-{
-	return img_set_error(img_dev_ctx(dev), -EIO,
-	                     "input changed while reading (shorter than expected)");
-}
-
 /* Where a copy's bytes come from: @fd from offset @src on. */
 struct copy_src {
 	int fd;
 	uint64_t src;
 };
 
-/* Move one host-contiguous run from the source: copy_file_range, else read + write. */
+/* Move one host-contiguous run from the source. */
 static int flush_copy(struct img_dev *dev, void *user, const struct run *run)
 {
 	const struct copy_src *cs = user;
 	struct qcow2_w *w = W(dev);
-	uint64_t src = cs->src + run->pos, host = run->host, len = run->len;
-	uint8_t *buf = NULL;
-	int fd = cs->fd, e = 0;
+	int e;
 
 	if (w->dio)
-		return img_dio_copy(w->dio, fd, src, len, host);
-	while (len) {
-		loff_t in = (loff_t)src, out = (loff_t)host;
-		ssize_t n;
-
-		if (!buf) {
-			n = copy_file_range(fd, &in, w->fd, &out, (size_t)IMG_MIN(len, 1u << 30),
-			                    0);
-			if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
-			              errno == EOPNOTSUPP || errno == EBADF)) {
-				buf = malloc(1 << 20);
-				if (!buf) {
-					e = img_set_error(img_dev_ctx(dev), -ENOMEM,
-					                  "out of memory");
-					break;
-				}
-				continue;
-			}
-		} else {
-			n = pread(fd, buf, (size_t)IMG_MIN(len, 1u << 20), (off_t)src);
-			if (n > 0) {
-				e = img_pwrite_full(w->fd, buf, (size_t)n, host);
-				if (e < 0) {
-					e = w_io_err(dev, e, "writing");
-					break;
-				}
-			}
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			e = img_set_error(img_dev_ctx(dev), -errno, "copying into %s: %s", w->path,
-			                  strerror(errno));
-			break;
-		}
-		if (n == 0) {
-			e = short_input(dev);
-			break;
-		}
-		src += (uint64_t)n;
-		host += (uint64_t)n;
-		len -= (uint64_t)n;
-	}
-	free(buf);
-	return e;
+		return img_dio_copy(w->dio, cs->fd, cs->src + run->pos, run->len, run->host);
+	e = img_copy_fd_range(cs->fd, cs->src + run->pos, w->fd, run->host, run->len);
+	if (e == -ENODATA)
+		return img_set_error(img_dev_ctx(dev), -EIO,
+		                     "input changed while reading (shorter than expected)");
+	return e < 0 ? w_io_err(dev, e, "copying into") : 0;
 }
 
 /*

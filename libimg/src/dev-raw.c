@@ -100,48 +100,15 @@ static int raw_copy_from_fd(struct img_dev *dev, int fd, uint64_t src_off, uint6
                             uint64_t dst_off)
 {
 	struct raw *r = img_dev_priv(dev);
-	int fallback = 0;
+	int e;
 
 	if (r->dio)
 		return img_dio_copy(r->dio, fd, src_off, len, dst_off);
-	while (len) {
-		loff_t in = (loff_t)src_off, out = (loff_t)dst_off;
-		ssize_t n;
-
-		if (!fallback) {
-			n = copy_file_range(fd, &in, r->fd, &out, (size_t)IMG_MIN(len, 1u << 30),
-			                    0);
-			if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
-			              errno == EOPNOTSUPP || errno == EBADF)) {
-				fallback = 1;
-				continue;
-			}
-		} else {
-			uint8_t buf[1 << 16];
-			size_t want = (size_t)IMG_MIN(len, sizeof(buf));
-
-			n = pread(fd, buf, want, (off_t)src_off);
-			if (n > 0) {
-				int e = img_pwrite_full(r->fd, buf, (size_t)n, dst_off);
-
-				if (e < 0)
-					return raw_err(dev, e, "writing");
-			}
-		}
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return img_set_error(img_dev_ctx(dev), -errno, "copying into %s: %s",
-			                     r->path ? r->path : "raw device", strerror(errno));
-		}
-		if (n == 0)
-			return img_set_error(img_dev_ctx(dev), -EIO,
-			                     "input changed while reading (shorter than expected)");
-		src_off += (uint64_t)n;
-		dst_off += (uint64_t)n;
-		len -= (uint64_t)n;
-	}
-	return 0;
+	e = img_copy_fd_range(fd, src_off, r->fd, dst_off, len);
+	if (e == -ENODATA)
+		return img_set_error(img_dev_ctx(dev), -EIO,
+		                     "input changed while reading (shorter than expected)");
+	return e < 0 ? raw_err(dev, e, "copying into") : 0;
 }
 
 /* Everything handed over is in the file (not yet durable: that is finish). */

@@ -67,6 +67,13 @@ int img_asprintf(char **out, const char *fmt, ...) IMG_PRINTF(2, 3);
 /* pread/pwrite that loop over short transfers; -errno or -EIO on EOF. */
 int img_pread_full(int fd, void *buf, size_t len, uint64_t off);
 int img_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
+/*
+ * Copy @len bytes of @in at @src to @out at @dst: copy_file_range, or
+ * pread + pwrite where the kernel cannot (across file systems, from a
+ * pipe-like file). 0; -ENODATA when @in ends early; another -errno
+ * otherwise. No message: the caller names its files.
+ */
+int img_copy_fd_range(int in, uint64_t src, int out, uint64_t dst, uint64_t len);
 /* CRC32C (Castagnoli), reflected, as crc32c_le(crc, buf, len) in Linux. */
 uint32_t img_crc32c(uint32_t crc, const void *buf, size_t len);
 /* SHA-256 of a buffer, and of a whole file. */

@@ -90,6 +90,44 @@ int img_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
+int img_copy_fd_range(int in, uint64_t src, int out, uint64_t dst, uint64_t len)
+{
+	uint8_t buf[1 << 16];
+	int kernel = 1;
+
+	while (len) {
+		loff_t i = (loff_t)src, o = (loff_t)dst;
+		ssize_t n;
+
+		if (kernel) {
+			n = copy_file_range(in, &i, out, &o, (size_t)IMG_MIN(len, 1u << 30), 0);
+			if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
+			              errno == EOPNOTSUPP || errno == EBADF)) {
+				kernel = 0;
+				continue;
+			}
+		} else {
+			n = pread(in, buf, (size_t)IMG_MIN(len, sizeof(buf)), (off_t)src);
+			if (n > 0) {
+				int e = img_pwrite_full(out, buf, (size_t)n, dst);
+
+				if (e < 0)
+					return e;
+			}
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -ENODATA;
+		src += (uint64_t)n;
+		dst += (uint64_t)n;
+		len -= (uint64_t)n;
+	}
+	return 0;
+}
+
 static uint32_t crc32c_table[8][256];
 static int crc32c_ready;
 
