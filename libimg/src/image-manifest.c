@@ -104,13 +104,16 @@ int img_image_manifest_bare(struct img_ctx *ctx, const struct img_build_opts *o,
 {
 	struct img_manifest_partition p = { 0 };
 	struct img_manifest m = { 0 };
-	char *system = NULL, *params = NULL;
+	const struct img_node *link = t ? img_tree_lookup(t, ROOT_SYSTEM_LINK) : NULL;
+	const char *system = NULL;
+	char *params = NULL;
 	int r;
 
 	if (!o->manifest)
 		return 0;
-	if (t && img_root_find_system(ctx, o, c, t, &system) < 0)
-		system = NULL; /* several: the manifest just does not name one */
+	/* the toplevel the root layout linked as the system profile, if any */
+	if (link && link->type == IMG_NODE_SYMLINK)
+		system = link->target;
 	p.role = !strcmp(fs, "erofs") ? "store" : "root";
 	p.size = size;
 	p.filesystem = (char *)fs;
@@ -129,16 +132,13 @@ int img_image_manifest_bare(struct img_ctx *ctx, const struct img_build_opts *o,
 		};
 
 		r = img_boot_kernel_params_read(ctx, &bo, &params);
-		if (r < 0) {
-			free(system);
+		if (r < 0)
 			return r;
-		}
-		m.system = system;
+		m.system = (char *)system;
 		m.kernel_params = params;
 		m.bootloader = "none";
 	}
 	r = img_image_write_manifest(ctx, o, &m);
 	free(params);
-	free(system);
 	return r;
 }

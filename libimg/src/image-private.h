@@ -47,6 +47,9 @@ struct img_tar_source;
 int img_root_tree_build_tar(struct img_ctx *ctx, const struct img_build_opts *o,
                             const struct img_closure *c, struct img_tree **out,
                             struct img_tar_source **tar);
+/* Where the root layout links the system toplevel (system -> system-1-link -> it). */
+#define ROOT_SYSTEM_LINK "nix/var/nix/profiles/system-1-link"
+
 /*
  * The system toplevel in a root tree: o->system (which must be among the
  * candidates), else the one store path holding kernel, initrd and init;
@@ -76,8 +79,8 @@ int img_image_write_manifest(struct img_ctx *ctx, const struct img_build_opts *o
 /*
  * The manifest of a bare file system (no partition table): one partition
  * entry numbered 0 at offset 0; system, kernel_params and bootloader "none"
- * when the root tree @t (NULL: none, a store image) holds a NixOS system,
- * looked up in the tree so a tar build says what a closure build says.
+ * when the root tree @t (NULL: none, a store image) links a NixOS system
+ * (ROOT_SYSTEM_LINK), so a tar build says what a closure build says.
  * @fs_uuid as img_image_fs_id() read it.
  */
 int img_image_manifest_bare(struct img_ctx *ctx, const struct img_build_opts *o,

@@ -164,7 +164,7 @@ static int root_tree(struct img_ctx *ctx, const struct img_build_opts *o,
 		r = img_root_find_system(ctx, o, c, t, &system);
 		/* as nix-env --set makes it: system -> system-1-link -> toplevel */
 		if (r >= 0 && system)
-			r = add_symlink(t, "nix/var/nix/profiles/system-1-link", system);
+			r = add_symlink(t, ROOT_SYSTEM_LINK, system);
 		if (r >= 0 && system)
 			r = add_symlink(t, "nix/var/nix/profiles/system", "system-1-link");
 		free(system);
