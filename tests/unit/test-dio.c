@@ -84,6 +84,41 @@ static int has_direct_fd(const char *path)
 
 enum kind { RAW, QCOW2 };
 
+/* What every case starts from: a context, a directory, a source file of
+ * pseudo-random bytes (also kept in memory) open for reading, an output path. */
+struct fix {
+	struct img_ctx *ctx;
+	char *dir;
+	char out[4096];
+	uint8_t *data;
+	int fd;
+};
+
+static void fix_open(struct fix *f, const char *name, size_t len, uint64_t seed)
+{
+	char src[4096];
+
+	f->ctx = t_ctx();
+	f->dir = t_tmpdir(name);
+	snprintf(f->out, sizeof(f->out), "%s/out.img", f->dir);
+	snprintf(src, sizeof(src), "%s/src", f->dir);
+	f->data = malloc(len);
+	ck_assert_ptr_nonnull(f->data);
+	t_fill(f->data, len, seed);
+	t_write_file(src, f->data, len);
+	f->fd = open(src, O_RDONLY);
+	ck_assert_int_ge(f->fd, 0);
+}
+
+static void fix_close(struct fix *f)
+{
+	close(f->fd);
+	free(f->data);
+	t_rmrf(f->dir);
+	free(f->dir);
+	img_ctx_free(f->ctx);
+}
+
 static struct img_dev *make_dev(struct img_ctx *ctx, enum kind k, const char *path)
 {
 	struct img_qcow2_opts o = { .size = DEV_SIZE };
@@ -133,24 +168,23 @@ static uint64_t pick(uint64_t len, uint64_t recent, uint64_t next)
  */
 static void model_run(enum kind k, uint64_t seed, int direct)
 {
-	struct img_ctx *ctx = t_ctx();
-	char *dir = t_tmpdir("dio-model"), path[4096], src[4096];
-	uint8_t *data = malloc(SRC_SIZE), *model = calloc(1, DEV_SIZE), *back = malloc(DEV_SIZE);
-	uint8_t small[9000];
+	struct fix f;
+	uint8_t *model = calloc(1, DEV_SIZE), *back = malloc(DEV_SIZE), small[9000], *data;
 	uint64_t next = 0, recent = 0;
+	struct img_ctx *ctx;
+	const char *path;
 	struct img_dev *dev;
 	int fd;
 
 	rnd_state = seed;
+	fix_open(&f, "dio-model", SRC_SIZE, seed);
+	ctx = f.ctx;
+	path = f.out;
+	data = f.data;
+	fd = f.fd;
 	img_ctx_set_direct_io(ctx, direct);
-	snprintf(path, sizeof(path), "%s/out.img", dir);
-	snprintf(src, sizeof(src), "%s/src", dir);
-	t_fill(data, SRC_SIZE, seed);
-	t_write_file(src, data, SRC_SIZE);
-	fd = open(src, O_RDONLY);
-	ck_assert_int_ge(fd, 0);
 	dev = make_dev(ctx, k, path);
-	if (direct && direct_ok(dir))
+	if (direct && direct_ok(f.dir))
 		ck_assert_msg(has_direct_fd(path), "no O_DIRECT descriptor on the output");
 	if (!direct)
 		ck_assert_msg(!has_direct_fd(path), "O_DIRECT although switched off");
@@ -209,13 +243,13 @@ static void model_run(enum kind k, uint64_t seed, int direct)
 	}
 	ck_assert_ok(img_dev_finish(dev), ctx);
 	img_dev_unref(dev);
-	close(fd);
 	/* What is on disk now, read by another reader than the writer. */
 	if (k == RAW) {
-		fd = open(path, O_RDONLY);
-		ck_assert_int_ge(fd, 0);
-		ck_assert_int_eq(img_pread_full(fd, back, DEV_SIZE, 0), 0);
-		close(fd);
+		int rfd = open(path, O_RDONLY);
+
+		ck_assert_int_ge(rfd, 0);
+		ck_assert_int_eq(img_pread_full(rfd, back, DEV_SIZE, 0), 0);
+		close(rfd);
 	} else {
 		ck_assert_ok(img_dev_qcow2_open(ctx, path, IMG_DEV_READONLY, &dev), ctx);
 		ck_assert_ok(img_dev_pread(dev, back, DEV_SIZE, 0), ctx);
@@ -224,12 +258,9 @@ static void model_run(enum kind k, uint64_t seed, int direct)
 	for (uint64_t i = 0; i < DEV_SIZE; i += 4096)
 		if (memcmp(back + i, model + i, 4096))
 			ck_abort_msg("page at %llu differs from the model", (unsigned long long)i);
-	free(data);
 	free(model);
 	free(back);
-	t_rmrf(dir);
-	free(dir);
-	img_ctx_free(ctx);
+	fix_close(&f);
 }
 
 START_TEST(raw_model)
@@ -248,29 +279,18 @@ END_TEST
 /* The source shrinks under a copy: the error says so and sticks, both paths. */
 START_TEST(short_source)
 {
-	struct img_ctx *ctx = t_ctx();
-	char *dir = t_tmpdir("dio-short"), path[4096], src[4096];
-	uint8_t *data = malloc(1 << 20);
 	struct img_dev *dev;
-	int fd;
+	struct fix f;
 
-	snprintf(path, sizeof(path), "%s/out.img", dir);
-	snprintf(src, sizeof(src), "%s/src", dir);
-	t_fill(data, 1 << 20, 9);
-	t_write_file(src, data, 1 << 20);
-	fd = open(src, O_RDONLY);
-	img_ctx_set_direct_io(ctx, _i < 2); /* the last two: copy_file_range */
-	dev = make_dev(ctx, _i & 1 ? QCOW2 : RAW, path);
-	ck_assert_ok(img_dev_copy_from_fd(dev, fd, 0, 100000, 0), ctx);
-	ck_assert_int_eq(img_dev_copy_from_fd(dev, fd, 1000000, 100000, 100000), -EIO);
-	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "changed while reading"));
+	fix_open(&f, "dio-short", 1 << 20, 9);
+	img_ctx_set_direct_io(f.ctx, _i < 2); /* the last two: copy_file_range */
+	dev = make_dev(f.ctx, _i & 1 ? QCOW2 : RAW, f.out);
+	ck_assert_ok(img_dev_copy_from_fd(dev, f.fd, 0, 100000, 0), f.ctx);
+	ck_assert_int_eq(img_dev_copy_from_fd(dev, f.fd, 1000000, 100000, 100000), -EIO);
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(f.ctx), "changed while reading"));
 	ck_assert_int_eq(img_dev_finish(dev), -EIO);
-	close(fd);
 	img_dev_unref(dev);
-	free(data);
-	t_rmrf(dir);
-	free(dir);
-	img_ctx_free(ctx);
+	fix_close(&f);
 }
 END_TEST
 
@@ -281,36 +301,26 @@ END_TEST
  */
 START_TEST(write_fails)
 {
-	struct img_ctx *ctx = t_ctx();
-	char *dir = t_tmpdir("dio-full"), path[4096], src[4096];
-	uint8_t *data = malloc(16 << 20);
 	struct rlimit old, lim = { 8 << 20, 8 << 20 };
 	struct img_dev *dev;
-	int fd, r = 0;
+	struct fix f;
+	int r = 0;
 
-	snprintf(path, sizeof(path), "%s/out.img", dir);
-	snprintf(src, sizeof(src), "%s/src", dir);
-	t_fill(data, 16 << 20, 10);
-	t_write_file(src, data, 16 << 20);
-	fd = open(src, O_RDONLY);
-	dev = make_dev(ctx, QCOW2, path);
+	fix_open(&f, "dio-full", 16 << 20, 10);
+	dev = make_dev(f.ctx, QCOW2, f.out);
 	signal(SIGXFSZ, SIG_IGN);
 	getrlimit(RLIMIT_FSIZE, &old);
 	lim.rlim_max = old.rlim_max;
 	setrlimit(RLIMIT_FSIZE, &lim);
 	for (uint64_t off = 0; off < (16u << 20) && r == 0; off += 1 << 20)
-		r = img_dev_copy_from_fd(dev, fd, off, 1 << 20, off);
+		r = img_dev_copy_from_fd(dev, f.fd, off, 1 << 20, off);
 	if (r == 0)
 		r = img_dev_finish(dev);
 	setrlimit(RLIMIT_FSIZE, &old);
 	ck_assert_int_eq(r, -EFBIG);
-	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), path));
-	close(fd);
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(f.ctx), f.out));
 	img_dev_unref(dev);
-	free(data);
-	t_rmrf(dir);
-	free(dir);
-	img_ctx_free(ctx);
+	fix_close(&f);
 }
 END_TEST
 
