@@ -31,7 +31,6 @@ mkdir -p "$work"
 C=$work/closure
 tar -cf - -C "$C" nix >/dev/null # warm the page cache for both pipelines
 
-now() { date +%s.%N; }
 ours() {
 	SOURCE_DATE_EPOCH=1 "$MKVMIMAGE" -q --no-manifest --root "$C" -o "$work/ours.qcow2" \
 		"$C/store-paths"
