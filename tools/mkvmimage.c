@@ -338,7 +338,7 @@ int main(int argc, char **argv)
 	                : verbose ? IMG_LOG_INFO
 	                          : IMG_LOG_WARN,
 	                tool_log_cb, &prog);
-	tool_install_signals(ctx);
+	tool_install_signals(ctx, 2);
 
 	if (tool_output_begin(&out, o.output) < 0) {
 		img_ctx_free(ctx);

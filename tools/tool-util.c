@@ -154,6 +154,7 @@ void tool_log_cb(void *user, enum img_log_level level, const char *msg)
 static char *volatile tmp_paths[MAX_TMP];
 static struct img_ctx *volatile sig_ctx;
 static volatile sig_atomic_t got_signal;
+static unsigned sig_deadline;
 
 static void register_tmp(char *p)
 {
@@ -253,14 +254,16 @@ static void on_signal(int sig)
 		img_ctx_cancel(sig_ctx);
 	/* The library stops at its next cancellation check; a call blocked
 	 * elsewhere (a read from a pipe that never ends) must not keep us:
-	 * two seconds later SIGALRM's default action ends the process. */
-	alarm(2);
+	 * after the deadline SIGALRM's default action ends the process. */
+	if (sig_deadline)
+		alarm(sig_deadline);
 }
 
-void tool_install_signals(struct img_ctx *ctx)
+void tool_install_signals(struct img_ctx *ctx, unsigned deadline)
 {
 	struct sigaction sa;
 
+	sig_deadline = deadline;
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sigemptyset(&sa.sa_mask);

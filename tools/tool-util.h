@@ -40,8 +40,14 @@ struct tool_output {
 int tool_output_begin(struct tool_output *o, const char *final);
 int tool_output_commit(struct tool_output *o);
 void tool_output_abort(struct tool_output *o);
-/* Catch SIGINT/SIGTERM/SIGHUP: remove every registered temporary, cancel @ctx. */
-void tool_install_signals(struct img_ctx *ctx);
+/*
+ * Catch SIGINT/SIGTERM/SIGHUP: remove every registered temporary, cancel
+ * @ctx, and end the process @deadline seconds later if the library has not
+ * returned by then (a read blocked on a pipe); 0: no deadline (vmlaunch,
+ * whose graceful VM stop takes longer). SIGPIPE and SIGXFSZ are ignored:
+ * they become write errors to report.
+ */
+void tool_install_signals(struct img_ctx *ctx, unsigned deadline);
 /* Did a signal arrive? (its number, or 0) */
 int tool_signalled(void);
 

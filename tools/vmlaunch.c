@@ -285,33 +285,6 @@ static void show_tail(const char *path)
 	fputc('\n', stderr);
 }
 
-/*
- * Signals: only ask the library to stop; img_vm_run() then stops the VM
- * gracefully (power-down, grace period, quit, kill) and reaps every child,
- * which takes longer than tool_install_signals()'s two-second alarm allows.
- */
-static struct img_ctx *volatile sig_ctx;
-
-static void on_signal(int sig)
-{
-	(void)sig;
-	if (sig_ctx)
-		img_ctx_cancel(sig_ctx);
-}
-
-static void install_signals(struct img_ctx *ctx)
-{
-	struct sigaction sa;
-
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigemptyset(&sa.sa_mask);
-	sig_ctx = ctx;
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
-}
-
 /* QEMU_OPTS: split on spaces, as the reference's unquoted $QEMU_OPTS. */
 static int split_spaces(char *s, struct list *l)
 {
@@ -641,7 +614,9 @@ int main(int argc, char **argv)
 			fprintf(stderr, "vmlaunch: firmware: %s (%s)\n", info.fw_code,
 			        info.fw_descriptor ? info.fw_descriptor : "known path");
 	}
-	install_signals(ctx);
+	/* No deadline: img_vm_run() stops the VM gracefully (power-down, grace
+	 * period, quit, kill) and reaps every child, which takes a while. */
+	tool_install_signals(ctx, 0);
 	if ((r = img_vm_prepare(ctx, vm)) < 0) {
 		tool_err("%s", img_ctx_error(ctx));
 		goto out_vm;
