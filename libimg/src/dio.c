@@ -275,18 +275,14 @@ static bool overlaps(uint64_t a, uint64_t an, uint64_t b, uint64_t bn)
 	return a < b + bn && b < a + an;
 }
 
-int img_dio_fence(struct img_dio *d, uint64_t off, uint64_t len)
+/*
+ * Wait until no queued or running direct write touches [lo, lo+n). The
+ * first write error so far (negative errno, no message set), or 0.
+ */
+static int wait_writes(struct img_dio *d, uint64_t lo, uint64_t n)
 {
-	uint64_t lo = align_down(off), n = align_up(off + len) - lo;
 	int e;
 
-	if (!d)
-		return 0;
-	if (d->fill && overlaps(lo, n, d->fill->off, align_up(d->fill->len))) {
-		e = close_run(d);
-		if (e < 0)
-			return e;
-	}
 	pthread_mutex_lock(&d->lock);
 	for (;;) {
 		bool busy = false;
@@ -304,6 +300,22 @@ int img_dio_fence(struct img_dio *d, uint64_t off, uint64_t len)
 	}
 	e = d->error;
 	pthread_mutex_unlock(&d->lock);
+	return e;
+}
+
+int img_dio_fence(struct img_dio *d, uint64_t off, uint64_t len)
+{
+	uint64_t lo = align_down(off), n = align_up(off + len) - lo;
+	int e;
+
+	if (!d)
+		return 0;
+	if (d->fill && overlaps(lo, n, d->fill->off, align_up(d->fill->len))) {
+		e = close_run(d);
+		if (e < 0)
+			return e;
+	}
+	e = wait_writes(d, lo, n);
 	return e ? write_error(d, e) : 0;
 }
 
@@ -402,24 +414,14 @@ int img_dio_write(struct img_dio *d, const void *buf, uint64_t len, uint64_t dst
 
 int img_dio_drain(struct img_dio *d)
 {
-	int e;
+	int e, w;
 
 	if (!d)
 		return 0;
 	e = close_run(d);
-	pthread_mutex_lock(&d->lock);
-	for (;;) {
-		bool busy = false;
-
-		for (int i = 0; i < DIO_BUFS; i++)
-			busy |= d->buf[i].state == BUF_QUEUED || d->buf[i].state == BUF_WRITING;
-		if (!busy)
-			break;
-		pthread_cond_wait(&d->cond, &d->lock);
-	}
-	if (e == 0 && d->error)
-		e = write_error(d, d->error);
-	pthread_mutex_unlock(&d->lock);
+	w = wait_writes(d, 0, UINT64_MAX); /* even after an error: nothing left in flight */
+	if (e == 0 && w)
+		e = write_error(d, w);
 	return e;
 }
 
