@@ -196,35 +196,6 @@ static int host_path(const char *root, const char *nspath, char *out, size_t len
 	return 0;
 }
 
-static int exists_under(const char *root, const char *dir, const char *name)
-{
-	char p[PATH_MAX];
-	struct stat st;
-
-	if (snprintf(p, sizeof(p), "%s%s/%s", root_of(root), dir, name) >= (int)sizeof(p))
-		return 0;
-	return lstat(p, &st) == 0;
-}
-
-int img_boot_find_system(struct img_ctx *ctx, const char *root, const char *const *paths,
-                         size_t npaths, const char **out)
-{
-	*out = NULL;
-	for (size_t i = 0; i < npaths; i++) {
-		if (!exists_under(root, paths[i], "kernel") ||
-		    !exists_under(root, paths[i], "initrd") ||
-		    !exists_under(root, paths[i], "init"))
-			continue;
-		if (*out)
-			return img_set_error(ctx, -EINVAL,
-			                     "several NixOS systems in the closure (%s, %s): "
-			                     "choose one with --system",
-			                     *out, paths[i]);
-		*out = paths[i];
-	}
-	return 0;
-}
-
 /* Cut trailing newlines. */
 static void chomp(char *buf)
 {
@@ -298,14 +269,6 @@ static int read_text(struct img_ctx *ctx, const struct img_boot_opts *o, const c
 	chomp(buf);
 	*out = buf;
 	return 0;
-}
-
-int img_boot_kernel_params(struct img_ctx *ctx, const char *root, const char *system,
-                           const char *extra, char **out)
-{
-	struct img_boot_opts o = { .system = system, .root = root, .kernel_params = extra };
-
-	return img_boot_kernel_params_read(ctx, &o, out);
 }
 
 int img_boot_kernel_params_read(struct img_ctx *ctx, const struct img_boot_opts *o, char **out)

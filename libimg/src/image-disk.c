@@ -149,7 +149,6 @@ struct disk_build {
 	char **paths;               /* the store paths (the closure's, else the tree's) */
 	size_t npaths;
 	char **tree_paths; /* --tar without a closure: owns paths */
-	char *tar_system;  /* --tar: owns system */
 	char *tree_name;   /* --tar: "the tar stream FILE", for messages */
 	struct img_boot_esp *esp;
 	const char *system;
@@ -368,21 +367,11 @@ static int host_root(struct disk_build *b)
 		return r;
 	b->paths = b->c->paths;
 	b->npaths = b->c->npaths;
-	if (o->system) {
-		b->system = o->system;
-		for (size_t i = 0; i < b->c->npaths && b->system == o->system; i++)
-			if (!strcmp(b->c->paths[i], o->system))
-				b->system = b->c->paths[i];
-		if (b->system == o->system)
-			return img_set_error(ctx, -EINVAL, "--system %s is not in the closure %s",
-			                     o->system, b->c->source);
-	} else {
-		r = img_boot_find_system(ctx, b->c->root, (const char *const *)b->c->paths,
-		                         b->c->npaths, &b->system);
-		if (r < 0)
-			return r;
-	}
-	return img_root_tree_build(ctx, o, b->c, &b->root);
+	/* the layout links the system (--system, or the one toplevel) */
+	r = img_root_tree_build(ctx, o, b->c, &b->root);
+	if (r >= 0)
+		b->system = img_root_tree_system(b->root);
+	return r;
 }
 
 /*
@@ -420,9 +409,8 @@ static int tar_root(struct disk_build *b)
 	if (img_asprintf(&b->tree_name, "the tar stream %s",
 	                 strcmp(o->tar, "-") ? o->tar : "on stdin") < 0)
 		return img_set_error(ctx, -ENOMEM, "out of memory");
-	r = img_root_find_system(ctx, o, b->c, b->root, &b->tar_system);
-	b->system = b->tar_system;
-	return r;
+	b->system = img_root_tree_system(b->root);
+	return 0;
 }
 
 int img_build_disk(struct img_ctx *ctx, const struct img_build_opts *o)
@@ -508,7 +496,6 @@ out:
 	img_tree_free(b.root);
 	img_tar_source_free(b.tar); /* after the trees that refer to its files */
 	img_root_tree_paths_free(b.tree_paths, b.npaths);
-	free(b.tar_system);
 	free(b.tree_name);
 	img_closure_free(b.c);
 	free(b.grub.core);

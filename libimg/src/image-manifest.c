@@ -104,16 +104,12 @@ int img_image_manifest_bare(struct img_ctx *ctx, const struct img_build_opts *o,
 {
 	struct img_manifest_partition p = { 0 };
 	struct img_manifest m = { 0 };
-	const struct img_node *link = t ? img_tree_lookup(t, ROOT_SYSTEM_LINK) : NULL;
-	const char *system = NULL;
+	const char *system = img_root_tree_system(t);
 	char *params = NULL;
 	int r;
 
 	if (!o->manifest)
 		return 0;
-	/* the toplevel the root layout linked as the system profile, if any */
-	if (link && link->type == IMG_NODE_SYMLINK)
-		system = link->target;
 	p.role = !strcmp(fs, "erofs") ? "store" : "root";
 	p.size = size;
 	p.filesystem = (char *)fs;

@@ -49,6 +49,8 @@ int img_root_tree_build_tar(struct img_ctx *ctx, const struct img_build_opts *o,
                             struct img_tar_source **tar);
 /* Where the root layout links the system toplevel (system -> system-1-link -> it). */
 #define ROOT_SYSTEM_LINK "nix/var/nix/profiles/system-1-link"
+/* The system toplevel the layout of root tree @t linked, or NULL (borrowed from @t). */
+const char *img_root_tree_system(struct img_tree *t);
 
 /*
  * The system toplevel in a root tree: o->system (which must be among the

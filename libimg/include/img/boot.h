@@ -38,7 +38,7 @@ extern "C" {
 #endif
 
 struct img_boot_opts {
-	const char *system;       /* toplevel store path (required; see img_boot_find_system) */
+	const char *system;       /* toplevel store path (required) */
 	const char *root;         /* host directory standing for "/"; NULL = "/" */
 	const char *store_dir;    /* NULL = "/nix/store" */
 	const char *const *paths; /* the closure's store paths, searched for systemd-boot */
@@ -72,22 +72,11 @@ int img_boot_esp_build(struct img_ctx *ctx, const struct img_boot_opts *opts,
 void img_boot_esp_free(struct img_boot_esp *esp);
 
 /*
- * The closure path that is a NixOS system (holds kernel, initrd and init),
- * looked up under @root. *out points into @paths; NULL (return 0) when
- * there is none; -EINVAL naming both when there are several.
+ * The kernel parameters of opts->system (its kernel-params file under
+ * opts->root or in opts->tree, without init=), with opts->kernel_params
+ * appended; malloc'ed into *out. A system without kernel-params gives
+ * opts->kernel_params (or "").
  */
-int img_boot_find_system(struct img_ctx *ctx, const char *root, const char *const *paths,
-                         size_t npaths, const char **out);
-
-/*
- * The kernel parameters of @system (its kernel-params file under @root,
- * without init=), with @extra appended; malloc'ed into *out. A system
- * without kernel-params gives @extra (or "").
- */
-int img_boot_kernel_params(struct img_ctx *ctx, const char *root, const char *system,
-                           const char *extra, char **out);
-/* The same for opts->system (under opts->root or in opts->tree), with
- * opts->kernel_params appended. */
 int img_boot_kernel_params_read(struct img_ctx *ctx, const struct img_boot_opts *opts, char **out);
 
 #ifdef __cplusplus
