@@ -59,59 +59,54 @@ struct grub {
 	size_t core_len;
 };
 
-static int read_all(struct img_ctx *ctx, const char *path, size_t max, uint8_t **buf, size_t *len)
+/*
+ * Take boot.img (@bn) and core.img (@cn) into @g, whichever source they come
+ * from (host files or the root tree): boot.img 512 bytes ending in 55 AA,
+ * core.img from 512 bytes up to @room. @where names the directory.
+ */
+static int grub_read(struct img_ctx *ctx, const char *where, const struct img_node *bn,
+                     const struct img_node *cn, size_t room, struct grub *g)
 {
-	struct stat st;
-	int fd = open(path, O_RDONLY | O_CLOEXEC), r;
-
-	if (fd < 0 || fstat(fd, &st) < 0) {
-		r = -errno;
-		if (fd >= 0)
-			close(fd);
-		return img_set_error(ctx, r, "%s: %s", path, strerror(-r));
-	}
-	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > max || st.st_size < 512) {
-		close(fd);
-		return img_set_error(ctx, -EINVAL, "%s: expected a file of 512 to %zu bytes", path,
-		                     max);
-	}
-	*len = (size_t)st.st_size;
-	*buf = calloc(1, IMG_ALIGN_UP(*len, 512));
-	if (!*buf) {
-		close(fd);
-		return img_set_error(ctx, -ENOMEM, "out of memory");
-	}
-	r = img_pread_full(fd, *buf, *len, 0);
-	close(fd);
-	if (r < 0) {
-		free(*buf);
-		*buf = NULL;
-		return img_set_error(ctx, r, "%s: %s", path, strerror(-r));
-	}
-	return 0;
-}
-
-static int grub_load(struct img_ctx *ctx, const char *dir, size_t room, struct grub *g)
-{
-	char p[4096];
-	uint8_t *b;
-	size_t n;
 	int r;
 
-	snprintf(p, sizeof(p), "%s/boot.img", dir);
-	r = read_all(ctx, p, 512, &b, &n);
-	if (r < 0)
-		return r;
-	memcpy(g->boot, b, 512);
-	free(b);
-	if (g->boot[510] != 0x55 || g->boot[511] != 0xAA)
-		return img_set_error(ctx, -EINVAL, "%s: not a GRUB boot.img (no 55 AA)", p);
-	snprintf(p, sizeof(p), "%s/core.img", dir);
-	r = read_all(ctx, p, room, &g->core, &g->core_len);
-	if (r < 0)
-		return img_error_prefix(ctx, r, "--grub (core.img must fit in %zu KiB)",
-		                        room >> 10);
-	return 0;
+	if (bn->size != 512)
+		return img_set_error(ctx, -EINVAL, "%s/boot.img: %llu bytes, not 512", where,
+		                     (unsigned long long)bn->size);
+	if (cn->size > room || cn->size < 512)
+		return img_set_error(ctx, -EFBIG,
+		                     "%s/core.img: %llu bytes (it must fit in %zu KiB)", where,
+		                     (unsigned long long)cn->size, room >> 10);
+	g->core_len = (size_t)cn->size;
+	g->core = calloc(1, IMG_ALIGN_UP(g->core_len, 512)); /* whole sectors go out */
+	if (!g->core)
+		return img_set_error(ctx, -ENOMEM, "out of memory");
+	r = img_node_read_data(ctx, bn, 0, g->boot, 512);
+	if (r >= 0)
+		r = img_node_read_data(ctx, cn, 0, g->core, g->core_len);
+	if (r >= 0 && (g->boot[510] != 0x55 || g->boot[511] != 0xAA))
+		r = img_set_error(ctx, -EINVAL, "%s/boot.img: not a GRUB boot.img (no 55 AA)",
+		                  where);
+	return r;
+}
+
+/* --grub DIR: the two files on the host, read as tree nodes would be. */
+static int grub_load(struct img_ctx *ctx, const char *dir, size_t room, struct grub *g)
+{
+	char bp[4096], cp[4096];
+	struct img_node bn = { .type = IMG_NODE_REG }, cn = { .type = IMG_NODE_REG };
+	struct stat st;
+
+	snprintf(bp, sizeof(bp), "%s/boot.img", dir);
+	snprintf(cp, sizeof(cp), "%s/core.img", dir);
+	if (stat(bp, &st) < 0 || !S_ISREG(st.st_mode))
+		return img_set_error(ctx, -ENOENT, "--grub: %s: not a regular file", bp);
+	bn.size = (uint64_t)st.st_size;
+	if (stat(cp, &st) < 0 || !S_ISREG(st.st_mode))
+		return img_set_error(ctx, -ENOENT, "--grub: %s: not a regular file", cp);
+	cn.size = (uint64_t)st.st_size;
+	bn.data = (struct img_data){ .kind = IMG_DATA_PATH, .path = bp };
+	cn.data = (struct img_data){ .kind = IMG_DATA_PATH, .path = cp };
+	return grub_read(ctx, dir, &bn, &cn, room, g);
 }
 
 /* Put core.img at sector @at and point boot.img (in LBA 0) at it, as grub-bios-setup does. */
@@ -180,28 +175,8 @@ static int grub_from_closure(struct disk_build *b, size_t room, struct grub *g)
 		cn = img_tree_lookup(b->root, p);
 		if (!bn || !cn || bn->type != IMG_NODE_REG || cn->type != IMG_NODE_REG)
 			continue;
-		if (bn->size != 512)
-			return img_set_error(b->ctx, -EINVAL,
-			                     "%s/lib/grub/i386-pc/boot.img: %llu bytes, not 512",
-			                     b->paths[i], (unsigned long long)bn->size);
-		if (cn->size > room || cn->size < 512)
-			return img_set_error(
-			    b->ctx, -EFBIG,
-			    "%s/lib/grub/i386-pc/core.img: %llu bytes (it must fit "
-			    "in %zu KiB)",
-			    b->paths[i], (unsigned long long)cn->size, room >> 10);
-		g->core_len = (size_t)cn->size;
-		g->core = calloc(1, IMG_ALIGN_UP(g->core_len, 512)); /* whole sectors go out */
-		if (!g->core)
-			return img_set_error(b->ctx, -ENOMEM, "out of memory");
-		r = img_node_read_data(b->ctx, bn, 0, g->boot, 512);
-		if (r >= 0)
-			r = img_node_read_data(b->ctx, cn, 0, g->core, g->core_len);
-		if (r >= 0 && (g->boot[510] != 0x55 || g->boot[511] != 0xAA))
-			r = img_set_error(b->ctx, -EINVAL,
-			                  "%s/lib/grub/i386-pc/boot.img: not a GRUB boot.img "
-			                  "(no 55 AA)",
-			                  b->paths[i]);
+		snprintf(p, sizeof(p), "%s/lib/grub/i386-pc", b->paths[i]);
+		r = grub_read(b->ctx, p, bn, cn, room, g);
 		return r < 0 ? r : 1;
 	}
 	return 0;
