@@ -113,27 +113,15 @@ int img_dio_new(struct img_ctx *ctx, int fd, const char *name, struct img_dio **
 /* Write one queued buffer: directly, or through the page cache once refused. */
 static int write_out(struct img_dio *d, const struct dio_buf *b)
 {
-	size_t done = 0;
+	int e = d->buffered ? -EINVAL : img_pwrite_full(d->dfd, b->mem, b->len, b->off);
 
-	while (done < b->len) {
-		ssize_t n;
-
-		if (d->buffered)
-			return img_pwrite_full(d->fd, b->mem + done, b->len - done, b->off + done);
-		n = pwrite(d->dfd, b->mem + done, b->len - done, (off_t)(b->off + done));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && errno == EINVAL && done == 0) {
-			d->buffered = true; /* alignment or file system: no direct writes */
-			continue;
-		}
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EIO;
-		done += (size_t)n;
+	if (e == -EINVAL) {
+		/* alignment or file system: no direct writes from now on (the
+		 * whole buffer again: what went out directly is the same bytes) */
+		d->buffered = true;
+		e = img_pwrite_full(d->fd, b->mem, b->len, b->off);
 	}
-	return 0;
+	return e;
 }
 
 static struct dio_buf *next_queued(struct img_dio *d)
