@@ -6,12 +6,13 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <img/manifest.h>
 
 #include "private.h"
+
+#include "fuzz-input.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -23,14 +24,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (size > (1 << 20))
 		return 0;
-	fd = memfd_create("manifest", MFD_CLOEXEC);
+	fd = fuzz_input_file("manifest", data, size, path, sizeof(path));
 	if (fd < 0)
 		return 0;
-	if (img_pwrite_full(fd, data, size, 0) < 0 || img_ctx_new(&ctx) < 0) {
+	if (img_ctx_new(&ctx) < 0) {
 		close(fd);
 		return 0;
 	}
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
 	r = img_manifest_read(ctx, path, &m);
 	if (r == 0) {
 		if (!m || m->manifest_version != IMG_MANIFEST_VERSION)

@@ -9,12 +9,13 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <img/qcow2.h>
 
 #include "private.h"
+
+#include "fuzz-input.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -28,14 +29,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (size > (4 << 20))
 		return 0;
-	fd = memfd_create("qcow2", MFD_CLOEXEC);
+	fd = fuzz_input_file("qcow2", data, size, path, sizeof(path));
 	if (fd < 0)
 		return 0;
-	if (img_pwrite_full(fd, data, size, 0) < 0 || img_ctx_new(&ctx) < 0) {
+	if (img_ctx_new(&ctx) < 0) {
 		close(fd);
 		return 0;
 	}
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
 	if (img_qcow2_probe(ctx, path, &info) == 0 && info.cluster_bits < 9)
 		__builtin_trap();
 	if (img_dev_qcow2_open(ctx, path, 0, &dev) == 0) {

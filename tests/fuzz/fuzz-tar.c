@@ -8,13 +8,14 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "fs-erofs.h"
 #include "private.h"
 #include <img/source.h>
 #include <img/tree.h>
+
+#include "fuzz-input.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -28,13 +29,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct img_erofs_plan *p = NULL;
 	struct img_fs_opts fo = { 0 };
 	char path[64];
-	int fd = memfd_create("fuzz-tar", 0);
+	int fd = fuzz_input_file("fuzz-tar", data, size, path, sizeof(path));
 
 	if (fd < 0 || img_ctx_new(&ctx) < 0)
 		abort();
-	if (img_pwrite_full(fd, data, size, 0) < 0)
-		abort();
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
 	if (img_tree_new(ctx, &to, &t) < 0)
 		abort();
 	if (img_source_tar(ctx, path, &so, t, &src) >= 0 && img_tree_finish(t) >= 0 &&
