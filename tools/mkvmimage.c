@@ -1,5 +1,5 @@
 /*
- * mkvmimage.c -- build VM disk images for Nix closures (../shared/CLI.md).
+ * mkvmimage.c -- build VM disk images for Nix closures (docs/cli.md).
  *
  * Parse options into struct img_build_opts, make one img_build() call, map
  * the result to an exit status: 0 success, 1 failure, 2 usage error. The

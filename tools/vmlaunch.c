@@ -1,5 +1,5 @@
 /*
- * vmlaunch.c -- start QEMU on an image (../shared/CLI.md, vmlaunch).
+ * vmlaunch.c -- start QEMU on an image (docs/cli.md, vmlaunch).
  *
  * Parse options and the environment (the NixOS runner's variables) into
  * struct img_vm_opts, then img_vm_new / img_vm_prepare / img_vm_run.
