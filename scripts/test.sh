@@ -4,10 +4,13 @@
 #  1. scripts/setup.sh installs what is missing (Debian 12)
 #  2. build/ : -Werror build, every CTest case (unit, integration, repro, boot)
 #  3. build-asan/ : ASan+UBSan build, unit tests and the bad-input corpus
-#  4. build-fuzz/ : libFuzzer targets, each run for a bounded time
+#  4. build-tsan/ : ThreadSanitizer build, the unit tests of the modules with
+#     threads (the dio writer thread, qcow2 compression workers) and their users
+#  5. build-fuzz/ : libFuzzer targets, each run for a bounded time
 #
 # Environment: JOBS (default: nproc), FUZZ_SECONDS (default 20 per target),
-# SKIP_SETUP=1 to skip step 1, SKIP_ASAN=1 / SKIP_FUZZ=1 to skip 3 / 4.
+# SKIP_SETUP=1 to skip step 1, SKIP_ASAN=1 / SKIP_TSAN=1 / SKIP_FUZZ=1 to skip
+# 3 / 4 / 5.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS=${JOBS:-$(nproc)}
@@ -38,6 +41,17 @@ if [ -z "${SKIP_ASAN:-}" ]; then
 	cmake --build build-asan -j"$JOBS"
 	(cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		ctest -j"$JOBS" --output-on-failure -L 'unit|bad' --timeout 900) || status=1
+fi
+
+if [ -z "${SKIP_TSAN:-}" ]; then
+	echo "== TSan: the writer-thread tests"
+	cmake -S . -B build-tsan -DIMG_WERROR=ON -DIMG_TSAN=ON -DCMAKE_BUILD_TYPE=Debug \
+		-DCMAKE_C_COMPILER=gcc >/dev/null
+	cmake --build build-tsan -j"$JOBS"
+	# A report makes the process exit 66 (the test fails) and stops it there.
+	(cd build-tsan && TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1" \
+		ctest -j"$JOBS" --output-on-failure -L unit -R '^(dio|qcow2|ext4|erofs|repro)/' \
+		--timeout 900) || status=1
 fi
 
 if [ -z "${SKIP_FUZZ:-}" ] && [ -f tests/fuzz/fuzz.cmake ]; then

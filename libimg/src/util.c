@@ -5,6 +5,7 @@
  * CRC32C is Castagnoli's polynomial 0x82F63B78, reflected, table driven.
  */
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -128,8 +129,10 @@ int img_copy_fd_range(int in, uint64_t src, int out, uint64_t dst, uint64_t len)
 	return 0;
 }
 
+/* Slicing-by-8 tables, built once (pthread_once) by whichever thread first
+ * asks: the dio writer thread and the caller may both compute CRCs. */
 static uint32_t crc32c_table[8][256];
-static int crc32c_ready;
+static pthread_once_t crc32c_once = PTHREAD_ONCE_INIT;
 
 static void crc32c_init(void)
 {
@@ -144,17 +147,13 @@ static void crc32c_init(void)
 		for (int t = 1; t < 8; t++)
 			crc32c_table[t][i] = (crc32c_table[t - 1][i] >> 8) ^
 			                     crc32c_table[0][crc32c_table[t - 1][i] & 0xff];
-	crc32c_ready = 1;
 }
 
 uint32_t img_crc32c(uint32_t crc, const void *buf, size_t len)
 {
 	const uint8_t *p = buf;
 
-	/* The table is a pure function of the polynomial: racing initialisers
-	 * write the same values, so no lock is needed. */
-	if (!crc32c_ready)
-		crc32c_init();
+	pthread_once(&crc32c_once, crc32c_init);
 	while (len >= 8) {
 		uint32_t lo = crc ^ img_get_le32(p);
 		uint32_t hi = img_get_le32(p + 4);
