@@ -16,6 +16,8 @@ PKGS=(
   cpio grub-pc-bin kmod
   # tests, benchmarks
   zstd xz-utils gzip tar python3 time hyperfine faketime jq procps
+  # man page lint, completion syntax check
+  mandoc zsh
   # bench/setup-erofs-utils.sh builds erofs-utils 1.8 (mkfs.erofs --tar) from source
   autoconf automake libtool dpkg-dev
 )

@@ -59,6 +59,7 @@ endif()
 
 # Integration tests: run the tools, validate with programs we did not write.
 img_shell_test(integration empty)
+img_shell_test(integration cli-docs)
 # partitioned system disks (--efi, --bios, --hybrid): sgdisk/sfdisk, fsck.fat, mtools, e2fsck.
 img_shell_test(integration disk-efi)
 img_shell_test(integration disk-layouts)

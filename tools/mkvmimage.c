@@ -17,121 +17,8 @@
 #include <img/image.h>
 #include <img/tree.h>
 
+#include "mkvmimage-opts.h"
 #include "tool-util.h"
-
-static void usage(FILE *f)
-{
-	fputs("Usage: mkvmimage [MODE] [OPTIONS] [CLOSURE]\n"
-	      "\n"
-	      "Build a VM disk image holding a Nix closure. CLOSURE is a file of store\n"
-	      "paths (closureInfo's store-paths), a closureInfo directory, or - for stdin.\n"
-	      "\n"
-	      "Modes:\n"
-	      "      (none)              ext4 file system (label nixos), no partition table\n"
-	      "      --efi               GPT disk: ESP (FAT32) + ext4 root, UEFI boot files\n"
-	      "      --bios              MBR disk: one bootable ext4 root partition at 1 MiB\n"
-	      "      --hybrid            GPT disk: BIOS boot partition + ESP + ext4 root\n"
-	      "      --store-image       EROFS Nix store image (label nix-store)\n"
-	      "      --empty             an empty ext4 file system of --size\n"
-	      "\n"
-	      "Options:\n"
-	      "  -o, --output FILE       the image to write (required)\n"
-	      "      --format raw|qcow2  default: qcow2 if FILE ends in .qcow2, else raw\n"
-	      "      --compress zstd     qcow2 with zstd-compressed clusters (also: zlib)\n"
-	      "      --cluster-size SIZE qcow2 cluster size, 512 to 2M (default 64K)\n"
-	      "      --tar FILE|-        read the closure's contents from a tar stream\n"
-	      "      --root DIR          directory standing for / when reading store paths\n"
-	      "      --store-dir DIR     the store directory (default /nix/store)\n"
-	      "      --size SIZE         total size of the disk or file system\n"
-	      "      --additional-space SIZE  free space added to the computed root size\n"
-	      "      --boot-size SIZE    ESP size (default 256M)\n"
-	      "      --label NAME        label of the root (or store) file system\n"
-	      "      --system PATH       the NixOS system (toplevel) store path to boot\n"
-	      "      --bootloader FILE   systemd-boot EFI binary (default: from the closure)\n"
-	      "      --uki               boot a unified kernel image instead of loader entries\n"
-	      "      --uki-stub FILE     the linuxx64.efi.stub to build the UKI from\n"
-	      "      --grub DIR          GRUB i386-pc directory (boot.img, core.img) for --bios\n"
-	      "      --kernel-params TEXT  extra kernel parameters for the boot entry\n"
-	      "      --keep-hardlinks    keep hard links (default: dereference them)\n"
-	      "      --seed STRING       reproducibility seed (default: from the inputs)\n"
-	      "      --manifest FILE     JSON manifest path (default FILE.json)\n"
-	      "      --no-manifest       do not write a manifest\n"
-	      "      --no-direct-io      write through the page cache (copy_file_range, fsync)\n"
-	      "                          instead of O_DIRECT; the same bytes\n"
-	      "  -q, --quiet             no progress line, only errors\n"
-	      "  -v, --verbose           say more\n"
-	      "  -h, --help              this text\n"
-	      "      --version           the version\n"
-	      "\n"
-	      "Sizes: bytes, or a number with K, M, G or T (powers of 1024).\n"
-	      "Environment: SOURCE_DATE_EPOCH (default 1) sets every timestamp.\n",
-	      f);
-}
-
-enum {
-	OPT_EFI = 256,
-	OPT_BIOS,
-	OPT_HYBRID,
-	OPT_STORE,
-	OPT_EMPTY,
-	OPT_FORMAT,
-	OPT_COMPRESS,
-	OPT_CLUSTER,
-	OPT_TAR,
-	OPT_ROOT,
-	OPT_STORE_DIR,
-	OPT_SIZE,
-	OPT_ADDITIONAL,
-	OPT_BOOT_SIZE,
-	OPT_LABEL,
-	OPT_SYSTEM,
-	OPT_BOOTLOADER,
-	OPT_UKI,
-	OPT_UKI_STUB,
-	OPT_GRUB,
-	OPT_KPARAMS,
-	OPT_KEEP_HARDLINKS,
-	OPT_SEED,
-	OPT_MANIFEST,
-	OPT_NO_MANIFEST,
-	OPT_NO_DIRECT_IO,
-	OPT_VERSION,
-};
-
-static const struct option long_opts[] = {
-	{ "efi", no_argument, NULL, OPT_EFI },
-	{ "bios", no_argument, NULL, OPT_BIOS },
-	{ "hybrid", no_argument, NULL, OPT_HYBRID },
-	{ "store-image", no_argument, NULL, OPT_STORE },
-	{ "empty", no_argument, NULL, OPT_EMPTY },
-	{ "output", required_argument, NULL, 'o' },
-	{ "format", required_argument, NULL, OPT_FORMAT },
-	{ "compress", required_argument, NULL, OPT_COMPRESS },
-	{ "cluster-size", required_argument, NULL, OPT_CLUSTER },
-	{ "tar", required_argument, NULL, OPT_TAR },
-	{ "root", required_argument, NULL, OPT_ROOT },
-	{ "store-dir", required_argument, NULL, OPT_STORE_DIR },
-	{ "size", required_argument, NULL, OPT_SIZE },
-	{ "additional-space", required_argument, NULL, OPT_ADDITIONAL },
-	{ "boot-size", required_argument, NULL, OPT_BOOT_SIZE },
-	{ "label", required_argument, NULL, OPT_LABEL },
-	{ "system", required_argument, NULL, OPT_SYSTEM },
-	{ "bootloader", required_argument, NULL, OPT_BOOTLOADER },
-	{ "uki", no_argument, NULL, OPT_UKI },
-	{ "uki-stub", required_argument, NULL, OPT_UKI_STUB },
-	{ "grub", required_argument, NULL, OPT_GRUB },
-	{ "kernel-params", required_argument, NULL, OPT_KPARAMS },
-	{ "keep-hardlinks", no_argument, NULL, OPT_KEEP_HARDLINKS },
-	{ "seed", required_argument, NULL, OPT_SEED },
-	{ "manifest", required_argument, NULL, OPT_MANIFEST },
-	{ "no-manifest", no_argument, NULL, OPT_NO_MANIFEST },
-	{ "no-direct-io", no_argument, NULL, OPT_NO_DIRECT_IO },
-	{ "quiet", no_argument, NULL, 'q' },
-	{ "verbose", no_argument, NULL, 'v' },
-	{ "help", no_argument, NULL, 'h' },
-	{ "version", no_argument, NULL, OPT_VERSION },
-	{ NULL, 0, NULL, 0 },
-};
 
 static int ends_with(const char *s, const char *suffix)
 {
@@ -159,9 +46,12 @@ int main(int argc, char **argv)
 	struct img_ctx *ctx;
 	char *default_manifest = NULL;
 	int64_t epoch = 1;
+	struct option *long_opts;
+	char *short_opts;
 
 	tool_name = "mkvmimage";
-	while ((c = getopt_long(argc, argv, "o:qvh", long_opts, NULL)) != -1) {
+	tool_getopt(&tool_doc, &long_opts, &short_opts);
+	while ((c = getopt_long(argc, argv, short_opts, long_opts, NULL)) != -1) {
 		switch (c) {
 		case OPT_EFI:
 		case OPT_BIOS:
@@ -275,7 +165,7 @@ int main(int argc, char **argv)
 			verbose = 1;
 			break;
 		case 'h':
-			usage(stdout);
+			tool_help(&tool_doc, stdout);
 			return 0;
 		case OPT_VERSION:
 			printf("mkvmimage (libimg) %s\n", IMG_VERSION);

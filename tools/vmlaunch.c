@@ -22,143 +22,7 @@
 #include <img/vm.h>
 
 #include "tool-util.h"
-
-static void usage(FILE *f)
-{
-	fputs("Usage: vmlaunch [OPTIONS] IMAGE [-- QEMU-ARGS...]\n"
-	      "\n"
-	      "Start QEMU on IMAGE (qcow2 or raw). IMAGE is never written: the VM writes to\n"
-	      "an overlay in its state directory.\n"
-	      "\n"
-	      "  --name NAME            VM name (default: IMAGE's base name)\n"
-	      "  --state-dir DIR        state directory (default $XDG_STATE_HOME/vmlaunch/NAME)\n"
-	      "  --ephemeral            state in a temporary directory, removed on exit\n"
-	      "  --fresh                discard the overlay and EFI variables first\n"
-	      "  -m, --memory MIB       memory (default 1024)\n"
-	      "  -c, --cores N          CPUs (default 1)\n"
-	      "  --store-image FILE     attach an EROFS store image read-only\n"
-	      "  --empty-disk SIZE      an extra empty writable disk (repeatable)\n"
-	      "  --share TAG:SOURCE:TARGET[:MODEL]  9p share (repeatable)\n"
-	      "  --msize BYTES          9p msize the guest mounts with (default 16384)\n"
-	      "  --forward [tcp|udp:][HOSTADDR:]HOSTPORT:GUESTPORT  (repeatable, 127.0.0.1)\n"
-	      "  --guest-forward GUESTADDR:GUESTPORT:HOSTADDR:HOSTPORT  (repeatable)\n"
-	      "  --restrict-network     isolate the guest (forwards still work)\n"
-	      "  --vlan N               join virtual network N, 1-255 (repeatable)\n"
-	      "  --vlan-index N         last MAC byte on VLANs (default: from the name)\n"
-	      "  --graphics, --nographic  default: graphics only with DISPLAY/WAYLAND_DISPLAY\n"
-	      "  --boot efi|bios|direct default: from the manifest, else the partition table\n"
-	      "  --kernel FILE --initrd FILE --append TEXT  direct kernel boot\n"
-	      "  --secure-boot          UEFI Secure Boot (q35, SMM, enrolled keys)\n"
-	      "  --tpm                  TPM 2.0 through swtpm\n"
-	      "  --disk-interface virtio|scsi|ide  (default virtio)\n"
-	      "  --host-certs           share the host CA bundle as tag certs\n"
-	      "  --bios-file FILE       an alternative BIOS for --boot bios / direct\n"
-	      "  --guest-agent          virtio-serial channel for the QEMU guest agent\n"
-	      "  --qemu PATH            QEMU binary (default qemu-system-x86_64)\n"
-	      "  --swtpm PATH           swtpm binary (default swtpm)\n"
-	      "  --accel auto|kvm|tcg   default auto: KVM when usable, else TCG\n"
-	      "  --kvm-device PATH      the KVM device to probe (default /dev/kvm)\n"
-	      "  --firmware-dir DIR     search only DIR for firmware descriptors (repeatable,\n"
-	      "                         lowest priority first); no known-path fallback\n"
-	      "  --serial-log FILE      copy of the console log\n"
-	      "  --expect TEXT          exit 0 once TEXT appears on the console\n"
-	      "  --timeout SECONDS      give up on --expect after this long (exit 1)\n"
-	      "  --stop-timeout SECONDS grace after ACPI power-down before quit (default 10)\n"
-	      "  --print-cmdline        print the QEMU command line and exit\n"
-	      "  --dry-run              say what would be created and chosen, then exit\n"
-	      "  -q, --quiet / -v, --verbose\n"
-	      "\n"
-	      "Environment: QEMU_OPTS, QEMU_NET_OPTS, QEMU_KERNEL_PARAMS, NIX_DISK_IMAGE,\n"
-	      "NIX_EFI_VARS, NIX_SWTPM_DIR, SHARED_DIR, TMPDIR, NIX_SSL_CERT_FILE.\n",
-	      f);
-}
-
-enum {
-	OPT_NAME = 256,
-	OPT_STATE_DIR,
-	OPT_EPHEMERAL,
-	OPT_FRESH,
-	OPT_STORE,
-	OPT_EMPTY,
-	OPT_SHARE,
-	OPT_MSIZE,
-	OPT_FORWARD,
-	OPT_GFORWARD,
-	OPT_RESTRICT,
-	OPT_VLAN,
-	OPT_VLAN_INDEX,
-	OPT_GRAPHICS,
-	OPT_NOGRAPHIC,
-	OPT_BOOT,
-	OPT_KERNEL,
-	OPT_INITRD,
-	OPT_APPEND,
-	OPT_SECURE,
-	OPT_TPM,
-	OPT_DISKIF,
-	OPT_CERTS,
-	OPT_BIOS,
-	OPT_QGA,
-	OPT_QEMU,
-	OPT_SWTPM,
-	OPT_ACCEL,
-	OPT_KVMDEV,
-	OPT_FWDIR,
-	OPT_SERIAL,
-	OPT_EXPECT,
-	OPT_TIMEOUT,
-	OPT_STOP,
-	OPT_PRINT,
-	OPT_DRY,
-	OPT_HELP,
-	OPT_VERSION,
-};
-
-static const struct option longopts[] = {
-	{ "name", required_argument, NULL, OPT_NAME },
-	{ "state-dir", required_argument, NULL, OPT_STATE_DIR },
-	{ "ephemeral", no_argument, NULL, OPT_EPHEMERAL },
-	{ "fresh", no_argument, NULL, OPT_FRESH },
-	{ "memory", required_argument, NULL, 'm' },
-	{ "cores", required_argument, NULL, 'c' },
-	{ "store-image", required_argument, NULL, OPT_STORE },
-	{ "empty-disk", required_argument, NULL, OPT_EMPTY },
-	{ "share", required_argument, NULL, OPT_SHARE },
-	{ "msize", required_argument, NULL, OPT_MSIZE },
-	{ "forward", required_argument, NULL, OPT_FORWARD },
-	{ "guest-forward", required_argument, NULL, OPT_GFORWARD },
-	{ "restrict-network", no_argument, NULL, OPT_RESTRICT },
-	{ "vlan", required_argument, NULL, OPT_VLAN },
-	{ "vlan-index", required_argument, NULL, OPT_VLAN_INDEX },
-	{ "graphics", no_argument, NULL, OPT_GRAPHICS },
-	{ "nographic", no_argument, NULL, OPT_NOGRAPHIC },
-	{ "boot", required_argument, NULL, OPT_BOOT },
-	{ "kernel", required_argument, NULL, OPT_KERNEL },
-	{ "initrd", required_argument, NULL, OPT_INITRD },
-	{ "append", required_argument, NULL, OPT_APPEND },
-	{ "secure-boot", no_argument, NULL, OPT_SECURE },
-	{ "tpm", no_argument, NULL, OPT_TPM },
-	{ "disk-interface", required_argument, NULL, OPT_DISKIF },
-	{ "host-certs", no_argument, NULL, OPT_CERTS },
-	{ "bios-file", required_argument, NULL, OPT_BIOS },
-	{ "guest-agent", no_argument, NULL, OPT_QGA },
-	{ "qemu", required_argument, NULL, OPT_QEMU },
-	{ "swtpm", required_argument, NULL, OPT_SWTPM },
-	{ "accel", required_argument, NULL, OPT_ACCEL },
-	{ "kvm-device", required_argument, NULL, OPT_KVMDEV },
-	{ "firmware-dir", required_argument, NULL, OPT_FWDIR },
-	{ "serial-log", required_argument, NULL, OPT_SERIAL },
-	{ "expect", required_argument, NULL, OPT_EXPECT },
-	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
-	{ "stop-timeout", required_argument, NULL, OPT_STOP },
-	{ "print-cmdline", no_argument, NULL, OPT_PRINT },
-	{ "dry-run", no_argument, NULL, OPT_DRY },
-	{ "quiet", no_argument, NULL, 'q' },
-	{ "verbose", no_argument, NULL, 'v' },
-	{ "help", no_argument, NULL, OPT_HELP },
-	{ "version", no_argument, NULL, OPT_VERSION },
-	{ NULL, 0, NULL, 0 },
-};
+#include "vmlaunch-opts.h"
 
 #define MAXN 64
 
@@ -309,12 +173,15 @@ int main(int argc, char **argv)
 	struct img_vm_info info;
 	struct termios tio;
 	int have_tio;
+	struct option *longopts;
+	char *shortopts;
 
 	tool_name = "vmlaunch";
 	if (argc == 4 && !strcmp(argv[1], "--relay"))
 		return relay(argv[2], argv[3]);
 	memset(&o, 0, sizeof(o));
-	while ((c = getopt_long(argc, argv, "+m:c:qv", longopts, NULL)) != -1) {
+	tool_getopt(&tool_doc, &longopts, &shortopts);
+	while ((c = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
 		switch (c) {
 		case OPT_NAME:
 			o.name = optarg;
@@ -485,13 +352,13 @@ int main(int argc, char **argv)
 			verbose = 1;
 			break;
 		case OPT_HELP:
-			usage(stdout);
+			tool_help(&tool_doc, stdout);
 			return 0;
 		case OPT_VERSION:
 			printf("vmlaunch (libimg) %s\n", IMG_VERSION);
 			return 0;
 		default:
-			usage(stderr);
+			fprintf(stderr, "Try 'vmlaunch --help'.\n");
 			return 2;
 		}
 	}

@@ -8,7 +8,10 @@ t_need cc pkg-config qemu-img
 DESTDIR="$T/dest" cmake --install "$BUILDDIR" --prefix /usr/local >"$T/install.log" 2>&1 ||
 	t_fail "cmake --install: $(tail -5 "$T/install.log")"
 P="$T/dest/usr/local"
-for f in include/img/image.h include/img/dev.h include/img/qcow2.h bin/mkvmimage bin/vmlaunch; do
+for f in include/img/image.h include/img/dev.h include/img/qcow2.h bin/mkvmimage bin/vmlaunch \
+	share/man/man1/mkvmimage.1 share/man/man1/vmlaunch.1 \
+	share/bash-completion/completions/mkvmimage share/bash-completion/completions/vmlaunch \
+	share/zsh/site-functions/_mkvmimage share/zsh/site-functions/_vmlaunch; do
 	[ -e "$P/$f" ] || t_fail "not installed: $f"
 done
 pc=$(find "$P" -name libimg.pc | head -1)
