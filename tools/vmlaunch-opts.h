@@ -16,7 +16,6 @@ enum {
 	OPT_STORE,
 	OPT_EMPTY,
 	OPT_SHARE,
-	OPT_MSIZE,
 	OPT_FORWARD,
 	OPT_GFORWARD,
 	OPT_RESTRICT,
@@ -60,7 +59,8 @@ static const struct tool_opt vmlaunch_opts[] = {
 	  .val = OPT_STATE_DIR,
 	  .arg = "DIR",
 	  .help = "the VM's state (default $XDG_STATE_HOME/vmlaunch/NAME)",
-	  .more = "Default: $XDG_STATE_HOME/vmlaunch/NAME. The overlay, EFI variables, TPM state, console log and sockets "
+	  .more = "Default: $XDG_STATE_HOME/vmlaunch/NAME. The overlay, EFI variables, TPM state, "
+	          "console log and sockets "
 	          "live; ~/.local/state/vmlaunch/NAME without XDG_STATE_HOME. Never the "
 	          "working directory.",
 	  .complete = TC_DIR },
@@ -170,18 +170,17 @@ static const struct tool_opt vmlaunch_opts[] = {
 	{ .name = "share",
 	  .val = OPT_SHARE,
 	  .arg = "TAG:SOURCE:TARGET[:MODEL]",
-	  .help = "9p share (repeatable)",
-	  .more = "Host directory SOURCE as mount tag TAG, mounted at TARGET; MODEL is "
-	          "passthrough, mapped-xattr, mapped-file or none." },
-	{ .name = "msize",
-	  .val = OPT_MSIZE,
-	  .arg = "BYTES",
-	  .help = "9p msize the guest mounts with (default 16384)",
-	  .more = "4096 to 512000." },
+	  .help = "9p share (repeatable); xchg and shared are always there",
+	  .more = "Host directory SOURCE as mount tag TAG; TARGET is where the guest's "
+	          "configuration mounts it. MODEL is passthrough, mapped-xattr (default), "
+	          "mapped-file or none. Every VM also gets the reference's shares: xchg "
+	          "(STATE/xchg) and shared (SHARED_DIR, else xchg), model none; those "
+	          "tags, certs and nix-store are vmlaunch's own." },
 	{ .name = "host-certs",
 	  .val = OPT_CERTS,
 	  .help = "share the host CA bundle as tag certs",
-	  .more = "NIX_SSL_CERT_FILE, else the system bundle." },
+	  .more = "A copy of NIX_SSL_CERT_FILE, else of the system bundle, in "
+	          "STATE/certs, readable by every guest user." },
 	{ .name = "forward",
 	  .val = OPT_FORWARD,
 	  .arg = "[tcp|udp:][HOSTADDR:]HOSTPORT:GUESTPORT",

@@ -220,10 +220,6 @@ int main(int argc, char **argv)
 			if (add(&shares, "--share", optarg) < 0)
 				return 2;
 			break;
-		case OPT_MSIZE:
-			if (parse_uint("--msize", optarg, 4096, 512000, &o.msize) < 0)
-				return 2;
-			break;
 		case OPT_FORWARD:
 			if (add(&fwds, "--forward", optarg) < 0)
 				return 2;

@@ -26,7 +26,7 @@ struct vm_guest_forward {
 
 struct vm_share {
 	char *tag, *source, *target, *model;
-	int readonly;
+	int ours; /* a directory of the state (xchg, certs): made by prepare */
 };
 
 struct img_vm {
@@ -64,7 +64,7 @@ struct img_vm {
 	int state_is_template; /* ephemeral, not made yet: ends in XXXXXX */
 	int state_created;     /* made by prepare: removed by free if ephemeral */
 	char *overlay, *overlay_id, *efi_vars, *swtpm_dir, *swtpm_sock, *swtpm_log;
-	char *console_log, *qmp_sock, *qga_sock, *certs_dir;
+	char *console_log, *qmp_sock, *qga_sock, *certs_dir, *xchg_dir;
 	char **empty_paths;
 
 	/* argv */

@@ -441,12 +441,13 @@ int vm_compute_paths(struct img_ctx *ctx, struct img_vm *vm)
 	vm->qmp_sock = vm_printf(vm, "%s/qmp.sock", s);
 	vm->qga_sock = vm_printf(vm, "%s/qga.sock", s);
 	vm->certs_dir = vm_printf(vm, "%s/certs", s);
+	vm->xchg_dir = vm_printf(vm, "%s/xchg", s);
 	vm->empty_paths = vm_keep(vm, img_malloc0(sizeof(char *) * (o->nempty_disks + 1)));
 	if (!vm->empty_paths)
 		return img_set_error(ctx, -ENOMEM, "out of memory");
 	for (size_t i = 0; i < o->nempty_disks; i++)
 		vm->empty_paths[i] = vm_printf(vm, "%s/empty%zu.qcow2", s, i);
-	if (!vm->qga_sock || !vm->certs_dir || !vm->swtpm_log)
+	if (!vm->qga_sock || !vm->certs_dir || !vm->xchg_dir || !vm->swtpm_log)
 		return img_set_error(ctx, -ENOMEM, "out of memory");
 	if ((r = check_sock(ctx, vm, vm->qmp_sock)) < 0)
 		return r;
@@ -454,10 +455,14 @@ int vm_compute_paths(struct img_ctx *ctx, struct img_vm *vm)
 		return r;
 	if (o->guest_agent && (r = check_sock(ctx, vm, vm->qga_sock)) < 0)
 		return r;
-	if (o->host_certs)
-		for (size_t i = 0; i < vm->nshares; i++)
-			if (!strcmp(vm->shares[i].tag, "certs"))
-				vm->shares[i].source = vm->certs_dir;
+	for (size_t i = 0; i < vm->nshares; i++) {
+		struct vm_share *sh = &vm->shares[i];
+
+		if (!strcmp(sh->tag, "certs"))
+			sh->source = vm->certs_dir;
+		else if (!strcmp(sh->tag, "xchg") || (!strcmp(sh->tag, "shared") && sh->ours))
+			sh->source = vm->xchg_dir;
+	}
 	return 0;
 }
 
@@ -511,17 +516,19 @@ int vm_resolve(struct img_ctx *ctx, struct img_vm *vm)
 	for (size_t i = 0; i < vm->nshares; i++) {
 		struct stat st;
 
+		char *abs;
+
+		if (vm->shares[i].ours)
+			continue;
 		if (stat(vm->shares[i].source, &st) < 0 || !S_ISDIR(st.st_mode))
 			return img_set_error(ctx, -ENOTDIR, "9p share '%s': %s is not a directory",
 			                     vm->shares[i].tag, vm->shares[i].source);
-	}
-	if (o->host_certs) {
-		vm->shares[vm->nshares].tag = "certs";
-		vm->shares[vm->nshares].source = ""; /* the state dir's copy, set with the paths */
-		vm->shares[vm->nshares].target = "/etc/ssl/certs";
-		vm->shares[vm->nshares].model = "none";
-		vm->shares[vm->nshares].readonly = 1;
-		vm->nshares++;
+		/* QEMU would resolve a relative path against its own directory. */
+		if (!(abs = absolute(vm, vm->shares[i].source)))
+			return img_set_error(ctx, -errno, "9p share '%s': %s: %s",
+			                     vm->shares[i].tag, vm->shares[i].source,
+			                     strerror(errno));
+		vm->shares[i].source = abs;
 	}
 
 	/* The name, and from it the MAC index on VLANs and the state dir. */
@@ -635,7 +642,27 @@ static int mkdir_p(struct img_ctx *ctx, const char *path)
 	return 0;
 }
 
-static int copy_file(struct img_ctx *ctx, const char *from, const char *to)
+/* A directory of the state that the VM sees through 9p: made with @mode if
+ * missing; an existing one must be a real directory of ours (never chmod'ed). */
+static int state_subdir(struct img_ctx *ctx, const char *path, mode_t mode)
+{
+	struct stat st;
+
+	if (mkdir(path, mode) == 0)
+		return chmod(path, mode) < 0
+		           ? img_set_error(ctx, -errno, "%s: %s", path, strerror(errno))
+		           : 0; /* past the umask: made just now */
+	if (errno != EEXIST)
+		return img_set_error(ctx, -errno, "%s: %s", path, strerror(errno));
+	if (lstat(path, &st) < 0 || !S_ISDIR(st.st_mode))
+		return img_set_error(ctx, -ENOTDIR, "%s: not a directory (a symlink?)", path);
+	if (st.st_uid != getuid())
+		return img_set_error(ctx, -EPERM, "%s: owned by uid %u, not by us", path,
+		                     (unsigned)st.st_uid);
+	return 0;
+}
+
+static int copy_file(struct img_ctx *ctx, const char *from, const char *to, mode_t mode)
 {
 	char buf[65536];
 	int in = open(from, O_RDONLY | O_CLOEXEC), out;
@@ -643,18 +670,21 @@ static int copy_file(struct img_ctx *ctx, const char *from, const char *to)
 
 	if (in < 0)
 		return img_set_error(ctx, -errno, "%s: %s", from, strerror(errno));
-	out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
 	if (out < 0) {
 		int e = errno;
 
 		close(in);
 		return img_set_error(ctx, -e, "%s: %s", to, strerror(e));
 	}
-	while ((n = read(in, buf, sizeof(buf))) > 0)
-		if (write(out, buf, (size_t)n) != n) {
-			n = -1;
-			break;
-		}
+	if (fchmod(out, mode) < 0) /* the umask may have taken bits */
+		n = -1;
+	else
+		while ((n = read(in, buf, sizeof(buf))) > 0)
+			if (write(out, buf, (size_t)n) != n) {
+				n = -1;
+				break;
+			}
 	if (n < 0 || fsync(out) < 0) {
 		int e = errno ? errno : EIO;
 
@@ -751,7 +781,7 @@ static int prepare_vars(struct img_ctx *ctx, struct img_vm *vm)
 	struct stat a, b;
 
 	if (stat(vm->efi_vars, &a) < 0)
-		return copy_file(ctx, vm->fw.vars, vm->efi_vars);
+		return copy_file(ctx, vm->fw.vars, vm->efi_vars, 0600);
 	/* Never mix a 2M-era store with 4M code: writes would silently vanish. */
 	if (stat(vm->fw.vars, &b) == 0 && a.st_size != b.st_size)
 		return img_set_error(ctx, -EINVAL,
@@ -873,13 +903,19 @@ int img_vm_prepare(struct img_ctx *ctx, struct img_vm *vm)
 	for (size_t i = 0; i < o->nempty_disks; i++)
 		if ((r = prepare_empty(ctx, vm->empty_paths[i], o->empty_disks[i])) < 0)
 			return r;
+	/* xchg: the guest writes there as it likes (security model none). */
+	if ((r = state_subdir(ctx, vm->xchg_dir, 0700)) < 0)
+		return r;
 	if (o->host_certs) {
 		char *dst = vm_printf(vm, "%s/ca-certificates.crt", vm->certs_dir);
 
-		if ((r = mkdir_p(ctx, vm->certs_dir)) < 0)
+		/* The guest sees these modes: every guest user may read the bundle
+		 * (the state directory, 0700, keeps it private on the host). */
+		if ((r = state_subdir(ctx, vm->certs_dir, 0755)) < 0)
 			return r;
-		unlink(dst);
-		if ((r = copy_file(ctx, o->host_certs, dst)) < 0)
+		if (unlink(dst) < 0 && errno != ENOENT)
+			return img_set_error(ctx, -errno, "%s: %s", dst, strerror(errno));
+		if ((r = copy_file(ctx, o->host_certs, dst, 0644)) < 0)
 			return r;
 	}
 	if ((r = create_log(ctx, vm->console_log)) < 0)

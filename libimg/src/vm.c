@@ -194,6 +194,10 @@ static int valid_tag(const char *t)
 	return 1;
 }
 
+/* The tags the reference's guest configuration mounts; vmlaunch provides
+ * them itself (xchg, shared, certs; nix-store in --system mode). */
+static const char *const reserved_tags[] = { "xchg", "shared", "certs", "nix-store" };
+
 /* "TAG:SOURCE:TARGET[:MODEL]" */
 static int parse_share(struct img_ctx *ctx, struct img_vm *vm, const char *spec, struct vm_share *s)
 {
@@ -216,6 +220,14 @@ static int parse_share(struct img_ctx *ctx, struct img_vm *vm, const char *spec,
 		                     "--share %s: tag '%s' must be 1-31 letters, digits, '-', '_' "
 		                     "or '.'",
 		                     spec, buf);
+	for (size_t i = 0; i < IMG_ARRAY_SIZE(reserved_tags); i++)
+		if (!strcmp(buf, reserved_tags[i]))
+			return img_set_error(
+			    ctx, -EINVAL,
+			    "--share %s: tag '%s' is vmlaunch's own (xchg, shared, "
+			    "certs and nix-store are the reference's shares; use "
+			    "SHARED_DIR for shared, --host-certs for certs)",
+			    spec, buf);
 	if (!*src || !*tgt || tgt[0] != '/')
 		return img_set_error(ctx, -EINVAL,
 		                     "--share %s: SOURCE must be given and TARGET absolute", spec);
@@ -229,21 +241,23 @@ static int parse_share(struct img_ctx *ctx, struct img_vm *vm, const char *spec,
 	s->source = src;
 	s->target = tgt;
 	s->model = model;
-	s->readonly = 0;
 	return 0;
 }
 
+/* @src NULL: a directory of the state, set once its path is known. */
 static int add_share(struct img_ctx *ctx, struct img_vm *vm, const char *tag, const char *src,
-                     const char *tgt, const char *model, int ro)
+                     const char *tgt, const char *model)
 {
+	struct vm_share *s = &vm->shares[vm->nshares];
+
 	for (size_t i = 0; i < vm->nshares; i++)
 		if (!strcmp(vm->shares[i].tag, tag))
 			return img_set_error(ctx, -EINVAL, "9p tag '%s' is used twice", tag);
-	vm->shares[vm->nshares].tag = vm_strdup(vm, tag);
-	vm->shares[vm->nshares].source = vm_strdup(vm, src);
-	vm->shares[vm->nshares].target = vm_strdup(vm, tgt);
-	vm->shares[vm->nshares].model = vm_strdup(vm, model);
-	vm->shares[vm->nshares].readonly = ro;
+	s->tag = vm_strdup(vm, tag);
+	s->source = src ? vm_strdup(vm, src) : NULL;
+	s->target = vm_strdup(vm, tgt);
+	s->model = vm_strdup(vm, model);
+	s->ours = !src;
 	vm->nshares++;
 	return 0;
 }
@@ -255,7 +269,7 @@ int vm_parse_specs(struct img_ctx *ctx, struct img_vm *vm)
 
 	vm->fwd = vm_keep(vm, img_malloc0(sizeof(*vm->fwd) * (o->nforwards + 1)));
 	vm->gfwd = vm_keep(vm, img_malloc0(sizeof(*vm->gfwd) * (o->nguest_forwards + 1)));
-	vm->shares = vm_keep(vm, img_malloc0(sizeof(*vm->shares) * (o->nshares + 3)));
+	vm->shares = vm_keep(vm, img_malloc0(sizeof(*vm->shares) * (o->nshares + 5)));
 	if (!vm->fwd || !vm->gfwd || !vm->shares)
 		return img_set_error(ctx, -ENOMEM, "out of memory");
 	for (size_t i = 0; i < o->nforwards; i++) {
@@ -291,11 +305,15 @@ int vm_parse_specs(struct img_ctx *ctx, struct img_vm *vm)
 
 		if ((r = parse_share(ctx, vm, o->shares[i], &s)) < 0)
 			return r;
-		if ((r = add_share(ctx, vm, s.tag, s.source, s.target, s.model, 0)) < 0)
+		if ((r = add_share(ctx, vm, s.tag, s.source, s.target, s.model)) < 0)
 			return r;
 	}
-	if (o->shared_dir &&
-	    (r = add_share(ctx, vm, "shared", o->shared_dir, "/tmp/shared", "none", 0)) < 0)
+	/* The reference's own shares, always: xchg (a directory of the state),
+	 * shared ($SHARED_DIR, else xchg), certs (a copy of the host bundle). */
+	if ((r = add_share(ctx, vm, "xchg", NULL, "/tmp/xchg", "none")) < 0 ||
+	    (r = add_share(ctx, vm, "shared", o->shared_dir, "/tmp/shared", "none")) < 0)
+		return r;
+	if (o->host_certs && (r = add_share(ctx, vm, "certs", NULL, "/etc/ssl/certs", "none")) < 0)
 		return r;
 	for (size_t i = 0; i < o->nvlans; i++) {
 		if (o->vlans[i] < 1 || o->vlans[i] > 255)
@@ -309,7 +327,7 @@ int vm_parse_specs(struct img_ctx *ctx, struct img_vm *vm)
 	return 0;
 }
 
-/* The certs share is added once its directory is known (vm-state.c). */
+/* The state's shares get their paths in vm_compute_paths() (vm-state.c). */
 
 /* ---- argv --------------------------------------------------------------------- */
 
@@ -393,6 +411,11 @@ static char *user_netdev(struct img_vm *vm)
 	if (s && vm->o.net_opts && *vm->o.net_opts)
 		s = vm_printf(vm, "%s,%s", s, vm->o.net_opts);
 	return s;
+}
+
+static int share_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct vm_share *)a)->tag, ((const struct vm_share *)b)->tag);
 }
 
 int vm_build_argv(struct img_ctx *ctx, struct img_vm *vm)
@@ -484,25 +507,15 @@ int vm_build_argv(struct img_ctx *ctx, struct img_vm *vm)
 		             vm->vlan_index));
 	}
 
-	/* 9p shares; where to mount them rides along in fw_cfg for the guest. */
-	if (vm->nshares) {
-		char *tab = vm_strdup(vm, "");
+	/* 9p shares as the reference passes them (one -virtfs each, in the
+	 * order of its attribute set: sorted by tag). Where the guest mounts
+	 * them is its own configuration (qemu-vm.nix's fileSystems). */
+	qsort(vm->shares, vm->nshares, sizeof(*vm->shares), share_cmp);
+	for (size_t i = 0; i < vm->nshares; i++) {
+		const struct vm_share *s = &vm->shares[i];
 
-		for (size_t i = 0; i < vm->nshares; i++) {
-			const struct vm_share *s = &vm->shares[i];
-
-			P2("-fsdev", vm_printf(vm, "local,id=fs%zu,path=%s,security_model=%s%s", i,
-			                       esc(vm, s->source), s->model,
-			                       s->readonly ? ",readonly=on" : ""));
-			P2("-device",
-			   vm_printf(vm, "virtio-9p-pci,fsdev=fs%zu,mount_tag=%s", i, s->tag));
-			tab = vm_printf(vm, "%s%s %s 9p trans=virtio,version=9p2000.L,msize=%u%s\n",
-			                tab, s->tag, s->target, o->msize, s->readonly ? ",ro" : "");
-			if (!tab)
-				goto nomem;
-		}
-		P2("-fw_cfg",
-		   vm_printf(vm, "name=opt/org.libimg.vmlaunch/fstab,string=%s", esc(vm, tab)));
+		P2("-virtfs", vm_printf(vm, "local,path=%s,security_model=%s,mount_tag=%s",
+		                        esc(vm, s->source), s->model, s->tag));
 	}
 
 	/* Serial console, always logged. */
@@ -560,7 +573,6 @@ fail:
 		return img_set_error(ctx, r,
 		                     "--disk-interface ide: q35's AHCI controller has 6 ports; "
 		                     "use virtio or scsi for more disks");
-nomem:
 	return img_set_error(ctx, -ENOMEM, "out of memory");
 }
 
@@ -636,8 +648,6 @@ static int copy_opts(struct img_vm *vm, const struct img_vm_opts *in)
 		o->memory_mib = 1024;
 	if (!o->cores)
 		o->cores = 1;
-	if (!o->msize)
-		o->msize = 16384;
 	if (!o->stop_timeout_s)
 		o->stop_timeout_s = 10;
 	return 0;
@@ -767,6 +777,7 @@ int img_vm_describe(const struct img_vm *vm, char **out)
 		file_line(f, "swtpm state", vm->swtpm_dir);
 	for (size_t i = 0; i < o->nempty_disks; i++)
 		file_line(f, "empty disk", vm->empty_paths[i]);
+	file_line(f, "9p xchg directory", vm->xchg_dir);
 	if (o->host_certs)
 		file_line(f, "CA bundle copy", vm->certs_dir);
 	fprintf(f, "  %-22s %s\n", "console log", vm->console_log);

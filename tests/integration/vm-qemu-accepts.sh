@@ -88,10 +88,10 @@ QEMU_NET_OPTS="hostname=vm" run_case network -- --boot efi --forward "$P1:22" --
 	--guest-forward 10.0.2.100:80:127.0.0.1:8000 --restrict-network "$T/disk.raw"
 # 7. VLANs without root.
 run_case vlans -- --boot efi --vlan 1 --vlan 7 --vlan-index 2 "$T/disk.raw"
-# 8. 9p shares, SHARED_DIR, host certs, msize.
+# 8. 9p shares, SHARED_DIR, host certs (and the xchg share every VM gets).
 SHARED_DIR=$T/shared NIX_SSL_CERT_FILE=$T/ca.pem run_case shares -- --boot efi \
 	--share "data:$T/share:/mnt/data" --share "ro:$T/share:/mnt/ro:none" --host-certs \
-	--msize 512000 "$T/disk.raw"
+	"$T/disk.raw"
 # 9. Guest agent, graphics devices (no display here: -display none after --).
 EXTRA=(-display none)
 run_case agent-graphics -- --boot efi --guest-agent --graphics "$T/disk.raw"

@@ -361,7 +361,6 @@ START_TEST(argv_shares)
 	shares[0] = P_SHARE;
 	o.shares = shares;
 	o.nshares = 2;
-	o.msize = 512000;
 	o.shared_dir = P_SHARED;
 	o.host_certs = P_CA;
 	golden("shares", &o);
@@ -812,9 +811,24 @@ START_TEST(state_prepare)
 	o.empty_disks = empty;
 	o.nempty_disks = 1;
 	o.tpm = 1;
+	o.host_certs = P_CA;
 	ck_assert_ok(img_vm_new(ctx, &o, &vm), ctx);
 	ck_assert_ok(img_vm_prepare(ctx, vm), ctx);
 	ck_assert_uint_eq(mode_of(P_STATE), 0700);
+	/* The reference's shares: xchg made (private), the bundle copied so that
+	 * every guest user may read it (9p model none shows host modes). */
+	sub(p, sizeof(p), "state/xchg");
+	ck_assert_uint_eq(mode_of(p), 0700);
+	sub(p, sizeof(p), "state/certs");
+	ck_assert_uint_eq(mode_of(p), 0755);
+	sub(p, sizeof(p), "state/certs/ca-certificates.crt");
+	ck_assert_uint_eq(mode_of(p), 0644);
+	{
+		struct stat cs;
+
+		ck_assert_int_eq(stat(p, &cs), 0);
+		ck_assert_int_eq(cs.st_size, 100);
+	}
 	sub(p, sizeof(p), "state/disk.qcow2");
 	ck_assert_uint_eq(mode_of(p), 0600);
 	ck_assert_ok(img_qcow2_probe(ctx, p, &qi), ctx);
@@ -839,7 +853,14 @@ START_TEST(state_prepare)
 		sub(p, sizeof(p), "state/empty0.qcow2");
 		ck_assert_int_eq(t_run(argv, NULL), 0);
 	}
-	/* Again: everything kept. */
+	/* Again: everything kept; an xchg replaced by a symlink is refused. */
+	sub(p, sizeof(p), "state/xchg");
+	ck_assert_int_eq(rmdir(p), 0);
+	ck_assert_int_eq(symlink(T, p), 0);
+	ck_assert_ok(img_vm_new(ctx, &o, &vm), ctx);
+	ck_assert_int_eq(img_vm_prepare(ctx, vm), -ENOTDIR);
+	img_vm_free(vm);
+	ck_assert_int_eq(unlink(p), 0);
 	ck_assert_ok(img_vm_new(ctx, &o, &vm), ctx);
 	ck_assert_ok(img_vm_prepare(ctx, vm), ctx);
 	img_vm_free(vm);

@@ -75,9 +75,12 @@ struct img_vm_opts {
 	const uint64_t *empty_disks; /* sizes in bytes */
 	size_t nempty_disks;
 
+	/* 9p shares. Always, as the reference: "xchg" (<state>/xchg), "shared"
+	 * (@shared_dir, else the xchg directory) and, with @host_certs, "certs"
+	 * (a copy of the bundle in <state>/certs). The guest mounts them as its
+	 * configuration says (qemu-vm.nix: /tmp/xchg, /tmp/shared, /etc/ssl/certs). */
 	const char *const *shares; /* "TAG:SOURCE:TARGET[:MODEL]" */
 	size_t nshares;
-	unsigned msize;         /* 9p msize the guest should mount with; default 16384 */
 	const char *shared_dir; /* $SHARED_DIR: shared as tag "shared" */
 	const char *host_certs; /* CA bundle to share as tag "certs" (NULL = off) */
 
