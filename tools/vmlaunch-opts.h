@@ -170,7 +170,7 @@ static const struct tool_opt vmlaunch_opts[] = {
 	{ .name = "share",
 	  .val = OPT_SHARE,
 	  .arg = "TAG:SOURCE:TARGET[:MODEL]",
-	  .help = "9p share (repeatable); xchg and shared are always there",
+	  .help = "9p share (repeatable; xchg, shared always)",
 	  .more = "Host directory SOURCE as mount tag TAG; TARGET is where the guest's "
 	          "configuration mounts it. MODEL is passthrough, mapped-xattr (default), "
 	          "mapped-file or none. Every VM also gets the reference's shares: xchg "
