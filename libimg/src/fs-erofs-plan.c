@@ -99,7 +99,7 @@ uint64_t img_erofs_inode_size(struct img_node *n)
 	case IMG_NODE_SYMLINK:
 		return n->size;
 	case IMG_NODE_DIR:
-		return n->scratch;
+		return img_node_priv(n)->scratch;
 	default:
 		return 0;
 	}
@@ -268,7 +268,7 @@ int img_erofs_plan(struct img_ctx *ctx, struct img_tree *tree, const struct img_
 		if (n->link)
 			continue;
 		if (n->type == IMG_NODE_DIR)
-			n->scratch = dir_size(n);
+			img_node_priv(n)->scratch = dir_size(n);
 		plan_inode(p, n, &root_end);
 		p->inode[i].ino = ino++;
 	}

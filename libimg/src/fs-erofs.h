@@ -25,7 +25,7 @@
 #ifndef IMG_FS_EROFS_H
 #define IMG_FS_EROFS_H
 
-#include "private.h"
+#include "tree-private.h"
 #include "ondisk/erofs.h"
 #include <img/fs.h>
 #include <img/tree.h>

@@ -528,7 +528,8 @@ static int dir_pack(struct ext4_writer *w, const struct img_node *dir, ext2_ino_
 		} else {
 			const struct img_node *c = dir->children[i - (is_root(dir) ? 1 : 0)];
 
-			cino = (ext2_ino_t)img_node_inode((struct img_node *)c)->scratch;
+			cino = (ext2_ino_t)img_node_priv(img_node_inode((struct img_node *)c))
+			           ->scratch;
 			ft = dir_file_type(c);
 		}
 		if ((size_t)(p - blk) + rec_len(len) > usable) {
@@ -594,7 +595,7 @@ static void dir_entry_target(const struct img_node *dir, size_t i, ext2_ino_t *i
 	} else {
 		const struct img_node *c = dir->children[i - (is_root(dir) ? 1 : 0)];
 
-		*ino = (ext2_ino_t)img_node_inode((struct img_node *)c)->scratch;
+		*ino = (ext2_ino_t)img_node_priv(img_node_inode((struct img_node *)c))->scratch;
 		*ft = dir_file_type(c);
 	}
 }
@@ -1079,7 +1080,7 @@ static int write_special(struct ext4_writer *w, const struct img_node *node, ext
 static int write_dir(struct ext4_writer *w, struct img_node *node, ext2_ino_t ino)
 {
 	struct ext2_inode_large in;
-	ext2_ino_t parent = node->parent ? (ext2_ino_t)node->parent->scratch : ino;
+	ext2_ino_t parent = node->parent ? (ext2_ino_t)img_node_priv(node->parent)->scratch : ino;
 	uint64_t nblocks = 0;
 	uint32_t links;
 	int r, linear;
@@ -1110,7 +1111,7 @@ static int write_dir(struct ext4_writer *w, struct img_node *node, ext2_ino_t in
 static int write_visit(void *user, struct img_node *node, unsigned depth)
 {
 	struct ext4_writer *w = user;
-	ext2_ino_t ino = (ext2_ino_t)node->scratch;
+	ext2_ino_t ino = (ext2_ino_t)img_node_priv(node)->scratch;
 	int r;
 
 	(void)depth;
@@ -1139,17 +1140,18 @@ static int number_visit(void *user, struct img_node *node, unsigned depth)
 
 	(void)depth;
 	if (node->link) {
-		node->scratch = node->link->scratch;
+		img_node_priv(node)->scratch = img_node_priv(node->link)->scratch;
 		return 0;
 	}
 	if (is_root(node)) {
-		node->scratch = EXT2_ROOT_INO;
+		img_node_priv(node)->scratch = EXT2_ROOT_INO;
 	} else {
 		if (w->next_ino > w->fs->super->s_inodes_count)
 			return img_set_error(w->ctx, -ENOSPC, "ext4: out of inodes");
-		node->scratch = w->next_ino++;
+		img_node_priv(node)->scratch = w->next_ino++;
 	}
-	ext2fs_inode_alloc_stats2(w->fs, (ext2_ino_t)node->scratch, +1, node->type == IMG_NODE_DIR);
+	ext2fs_inode_alloc_stats2(w->fs, (ext2_ino_t)img_node_priv(node)->scratch, +1,
+	                          node->type == IMG_NODE_DIR);
 	return 0;
 }
 

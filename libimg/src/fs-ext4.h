@@ -6,7 +6,7 @@
 
 #include <ext2fs/ext2fs.h>
 
-#include "private.h"
+#include "tree-private.h"
 #include <img/fs.h>
 #include <img/tree.h>
 

@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "private.h"
+#include "tree-private.h"
 #include "fs-fat32.h"
 #include "ondisk/fat.h"
 #include <img/repro.h>
@@ -297,7 +297,7 @@ static int name_error(struct img_ctx *ctx, const struct img_node *n, int err, co
 	return img_set_error(ctx, err, "fat32: /%s: %s", path, why);
 }
 
-/* Name the children of @dir; attach a struct fat_dir to dir->priv. */
+/* Name the children of @dir; attach a struct fat_dir to its writer scratch (priv). */
 static int name_dir(struct img_ctx *ctx, struct img_node *dir, int is_root)
 {
 	struct fat_dir *d = calloc(1, sizeof(*d));
@@ -403,7 +403,7 @@ static int name_dir(struct img_ctx *ctx, struct img_node *dir, int is_root)
 	set_free(&used);
 	set_free(&counters);
 	free(sorted);
-	dir->priv = d;
+	img_node_priv(dir)->priv = d;
 	return 0;
 oom:
 	r = img_set_error(ctx, -ENOMEM, "out of memory");
@@ -439,9 +439,9 @@ static int unname_visit(void *user, struct img_node *node, unsigned depth)
 {
 	(void)user;
 	(void)depth;
-	if (node->type == IMG_NODE_DIR && node->priv) {
-		free_dir(node->priv, node->nchildren);
-		node->priv = NULL;
+	if (node->type == IMG_NODE_DIR && img_node_priv(node)->priv) {
+		free_dir(img_node_priv(node)->priv, node->nchildren);
+		img_node_priv(node)->priv = NULL;
 	}
 	return 0;
 }
@@ -545,7 +545,7 @@ static int count_visit(void *user, struct img_node *node, unsigned depth)
 
 	(void)depth;
 	if (node->type == IMG_NODE_DIR) {
-		struct fat_dir *d = node->priv;
+		struct fat_dir *d = img_node_priv(node)->priv;
 
 		c->clusters += IMG_MAX(1, IMG_DIV_ROUND_UP(d->nentries * FAT_DIRENT, c->cs));
 	} else {
@@ -634,13 +634,13 @@ static int alloc_visit(void *user, struct img_node *node, unsigned depth)
 
 	(void)depth;
 	if (node->type == IMG_NODE_DIR) {
-		struct fat_dir *d = node->priv;
+		struct fat_dir *d = img_node_priv(node)->priv;
 
 		n = IMG_MAX(1, IMG_DIV_ROUND_UP(d->nentries * FAT_DIRENT, e->cs));
 	} else {
 		n = IMG_DIV_ROUND_UP(img_node_inode(node)->size, e->cs);
 	}
-	node->scratch = alloc_run(e, n);
+	img_node_priv(node)->scratch = alloc_run(e, n);
 	return 0;
 }
 
@@ -719,7 +719,7 @@ static void put_lfn(uint8_t *de, const struct fat_child *fc)
 
 static int emit_dir(struct emit *e, struct img_node *dir)
 {
-	struct fat_dir *d = dir->priv;
+	struct fat_dir *d = img_node_priv(dir)->priv;
 	uint64_t n = IMG_MAX(1, IMG_DIV_ROUND_UP(d->nentries * FAT_DIRENT, e->cs));
 	size_t len = (size_t)(n * e->cs);
 	uint8_t *de;
@@ -739,9 +739,11 @@ static int emit_dir(struct emit *e, struct img_node *dir)
 		de += FAT_DIRENT;
 	} else {
 		static const uint8_t dot[11] = ".          ", dotdot[11] = "..         ";
-		uint32_t parent = dir->parent->parent ? (uint32_t)dir->parent->scratch : 0;
+		uint32_t parent =
+		    dir->parent->parent ? (uint32_t)img_node_priv(dir->parent)->scratch : 0;
 
-		put_short(de, dot, FAT_ATTR_DIRECTORY, (uint32_t)dir->scratch, 0, dir->mtime);
+		put_short(de, dot, FAT_ATTR_DIRECTORY, (uint32_t)img_node_priv(dir)->scratch, 0,
+		          dir->mtime);
 		put_short(de + FAT_DIRENT, dotdot, FAT_ATTR_DIRECTORY, parent, 0,
 		          dir->parent->mtime);
 		de += 2 * FAT_DIRENT;
@@ -754,13 +756,13 @@ static int emit_dir(struct emit *e, struct img_node *dir)
 		put_lfn(de, fc);
 		de += fc->nlfn * FAT_DIRENT;
 		put_short(de, fc->shortname, isdir ? FAT_ATTR_DIRECTORY : FAT_ATTR_ARCHIVE,
-		          (uint32_t)c->scratch, isdir ? 0 : (uint32_t)img_node_inode(c)->size,
-		          c->mtime);
+		          (uint32_t)img_node_priv(c)->scratch,
+		          isdir ? 0 : (uint32_t)img_node_inode(c)->size, c->mtime);
 		de += FAT_DIRENT;
 	}
 	if ((uint64_t)(de - e->dirbuf) != d->nentries * FAT_DIRENT)
 		return img_set_error(e->ctx, -EIO, "fat32: directory size differs from the plan");
-	return img_dev_pwrite(e->dev, e->dirbuf, len, cluster_off(e, dir->scratch));
+	return img_dev_pwrite(e->dev, e->dirbuf, len, cluster_off(e, img_node_priv(dir)->scratch));
 }
 
 static int emit_visit(void *user, struct img_node *node, unsigned depth)
@@ -783,7 +785,7 @@ static int emit_visit(void *user, struct img_node *node, unsigned depth)
 		img_progress_add(e->ctx, 0, 1);
 		return 0;
 	}
-	off = cluster_off(e, node->scratch);
+	off = cluster_off(e, img_node_priv(node)->scratch);
 	r = img_node_copy_data(e->ctx, ino, 0, ino->size, e->dev, off);
 	if (r < 0)
 		return r;
@@ -916,7 +918,8 @@ static int fat_write(struct img_ctx *ctx, struct img_tree *tree, const struct im
 	e.fat[1] = FAT_ENTRY1;
 	e.next = FAT_FIRST_CLUSTER;
 	img_tree_walk(tree, alloc_visit, &e);
-	if (e.next - FAT_FIRST_CLUSTER != need || tree->root->scratch != FAT_FIRST_CLUSTER) {
+	if (e.next - FAT_FIRST_CLUSTER != need ||
+	    img_node_priv(tree->root)->scratch != FAT_FIRST_CLUSTER) {
 		r = img_set_error(ctx, -EIO, "fat32: allocation differs from the plan");
 		goto out;
 	}

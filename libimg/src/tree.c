@@ -15,9 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "private.h"
+#include "tree-private.h"
 #include <img/repro.h>
-#include <img/tree.h>
 
 #define TOMBSTONE ((struct img_node *)1)
 
@@ -26,12 +25,20 @@ struct pending_link {
 	char *target;          /* tree path of the entry it links to */
 };
 
+/* Every tree is allocated as one of these (img_tree_new); tree_priv() gets
+ * back from the public part. */
 struct tree_priv {
+	struct img_tree pub;     /* first */
 	struct img_node **slots; /* open addressing on (parent, name) */
 	size_t nslots, used;     /* used counts tombstones too */
 	struct pending_link *links;
 	size_t nlinks, caplinks;
 };
+
+static struct tree_priv *tree_priv(const struct img_tree *t)
+{
+	return (struct tree_priv *)t;
+}
 
 static uint64_t key_hash(const struct img_node *parent, const char *name, size_t len)
 {
@@ -139,9 +146,10 @@ static void subtree_free(struct tree_priv *p, struct img_node *n)
 			if (p) {
 				table_remove(p, n);
 				/* A pending hard link that is replaced is forgotten. */
-				if (n->scratch && n->scratch <= p->nlinks &&
-				    p->links[n->scratch - 1].node == n)
-					p->links[n->scratch - 1].node = NULL;
+				if (img_node_priv(n)->scratch &&
+				    img_node_priv(n)->scratch <= p->nlinks &&
+				    p->links[img_node_priv(n)->scratch - 1].node == n)
+					p->links[img_node_priv(n)->scratch - 1].node = NULL;
 			}
 			for (size_t i = 0; i < n->nchildren; i++) {
 				if (sp == cap) {
@@ -163,20 +171,19 @@ static void subtree_free(struct tree_priv *p, struct img_node *n)
 
 int img_tree_new(struct img_ctx *ctx, const struct img_tree_opts *opts, struct img_tree **out)
 {
-	struct img_tree *t = img_malloc0(sizeof(*t));
 	struct tree_priv *p = img_malloc0(sizeof(*p));
-	struct img_node *root = img_malloc0(sizeof(*root));
+	struct img_node *root = img_malloc0(sizeof(struct img_node_private));
+	struct img_tree *t;
 
-	if (!t || !p || !root || !(root->name = img_strdup(""))) {
-		free(t);
+	if (!p || !root || !(root->name = img_strdup(""))) {
 		free(p);
 		free(root);
 		return img_set_error(ctx, -ENOMEM, "out of memory");
 	}
+	t = &p->pub;
 	t->ctx = ctx;
 	if (opts)
 		t->opts = *opts;
-	t->priv = p;
 	root->type = IMG_NODE_DIR;
 	root->mode = 0755;
 	root->mtime = img_repro_epoch(ctx);
@@ -192,14 +199,13 @@ void img_tree_free(struct img_tree *t)
 
 	if (!t)
 		return;
-	p = t->priv;
+	p = tree_priv(t);
 	subtree_free(NULL, t->root);
 	for (size_t i = 0; i < p->nlinks; i++)
 		free(p->links[i].target);
 	free(p->links);
 	free(p->slots);
 	free(p);
-	free(t);
 }
 
 /* Split the next component off *path; 0 at the end, 1 with a component, <0 on error. */
@@ -241,7 +247,7 @@ static int next_component(struct img_tree *t, const char *full, const char **pat
 static struct img_node *child_lookup(struct img_tree *t, struct img_node *parent, const char *name,
                                      size_t len)
 {
-	struct tree_priv *p = t->priv;
+	struct tree_priv *p = tree_priv(t);
 	struct img_node **s;
 
 	if (!p->nslots)
@@ -252,18 +258,19 @@ static struct img_node *child_lookup(struct img_tree *t, struct img_node *parent
 
 static int child_append(struct img_tree *t, struct img_node *parent, struct img_node *n)
 {
-	if (parent->nchildren == parent->cap) {
-		size_t cap = parent->cap ? parent->cap * 2 : 4;
+	if (parent->nchildren == img_node_priv(parent)->cap) {
+		size_t cap = img_node_priv(parent)->cap ? img_node_priv(parent)->cap * 2 : 4;
 		struct img_node **c = realloc(parent->children, cap * sizeof(*c));
 
 		if (!c)
 			return img_set_error(t->ctx, -ENOMEM, "out of memory");
 		parent->children = c;
-		parent->cap = cap;
+		img_node_priv(parent)->cap = cap;
 	}
 	parent->children[parent->nchildren++] = n;
 	n->parent = parent;
-	return table_insert(t->priv, n) < 0 ? img_set_error(t->ctx, -ENOMEM, "out of memory") : 0;
+	return table_insert(tree_priv(t), n) < 0 ? img_set_error(t->ctx, -ENOMEM, "out of memory")
+	                                         : 0;
 }
 
 static void child_detach(struct img_node *parent, struct img_node *n)
@@ -279,7 +286,7 @@ static void child_detach(struct img_node *parent, struct img_node *n)
 
 static struct img_node *node_new(struct img_tree *t, const char *name, size_t len)
 {
-	struct img_node *n = img_malloc0(sizeof(*n));
+	struct img_node *n = img_malloc0(sizeof(struct img_node_private));
 
 	if (!n || !(n->name = img_strndup(name, len))) {
 		free(n);
@@ -455,7 +462,7 @@ int img_tree_add(struct img_tree *t, const char *path, const struct img_node_att
 	if (n) {
 		/* Last wins: the old entry (and anything under it) goes. */
 		child_detach(parent, n);
-		subtree_free(t->priv, n);
+		subtree_free(tree_priv(t), n);
 	}
 	n = node_new(t, name, len);
 	if (!n)
@@ -474,7 +481,7 @@ int img_tree_add(struct img_tree *t, const char *path, const struct img_node_att
 
 int img_tree_add_hardlink(struct img_tree *t, const char *path, const char *existing)
 {
-	struct tree_priv *p = t->priv;
+	struct tree_priv *p = tree_priv(t);
 	struct img_node_attr a = { .type = IMG_NODE_REG };
 	struct img_node *n;
 	int r;
@@ -499,7 +506,7 @@ int img_tree_add_hardlink(struct img_tree *t, const char *path, const char *exis
 		return img_set_error(t->ctx, -ENOMEM, "out of memory");
 	p->nlinks++;
 	/* Mark it: a link's own attributes come from its target at finish. */
-	n->scratch = p->nlinks;
+	img_node_priv(n)->scratch = p->nlinks;
 	return 0;
 }
 
@@ -529,7 +536,7 @@ int img_tree_remove(struct img_tree *t, const char *path)
 	if (n == t->root)
 		return img_set_error(t->ctx, -EINVAL, "cannot remove the root");
 	child_detach(n->parent, n);
-	subtree_free(t->priv, n);
+	subtree_free(tree_priv(t), n);
 	return 0;
 }
 
@@ -547,10 +554,10 @@ static int name_cmp(const void *a, const void *b)
 /* A node that is still a pending link (its scratch is its 1-based index). */
 static struct img_node *link_target(struct img_tree *t, struct img_node *n, int depth)
 {
-	struct tree_priv *p = t->priv;
+	struct tree_priv *p = tree_priv(t);
 
-	while (n && n->scratch && depth++ < 64) {
-		const struct pending_link *l = &p->links[n->scratch - 1];
+	while (n && img_node_priv(n)->scratch && depth++ < 64) {
+		const struct pending_link *l = &p->links[img_node_priv(n)->scratch - 1];
 
 		if (l->node != n)
 			break;
@@ -589,7 +596,7 @@ static int copy_inode(struct img_node *dst, const struct img_node *src)
 /* Resolve pending hard links: each link takes its target's inode. */
 static int resolve_links(struct img_tree *t)
 {
-	struct tree_priv *p = t->priv;
+	struct tree_priv *p = tree_priv(t);
 	int keep = (t->opts.flags & IMG_TREE_KEEP_HARDLINKS) != 0;
 
 	for (size_t i = 0; i < p->nlinks; i++) {
@@ -616,7 +623,7 @@ static int resolve_links(struct img_tree *t)
 	}
 	for (size_t i = 0; i < p->nlinks; i++)
 		if (p->links[i].node)
-			p->links[i].node->scratch = 0;
+			img_node_priv(p->links[i].node)->scratch = 0;
 	return 0;
 }
 
@@ -678,7 +685,7 @@ int img_tree_finish(struct img_tree *t)
 	/* Kept links: the first member of a group in canonical order holds the
 	 * inode, so writers meet the data at the first link they emit. */
 	if (t->opts.flags & IMG_TREE_KEEP_HARDLINKS) {
-		struct tree_priv *p = t->priv;
+		struct tree_priv *p = tree_priv(t);
 		struct img_node **roots = calloc(p->nlinks ? p->nlinks : 1, sizeof(*roots));
 
 		if (!roots) {
@@ -693,20 +700,20 @@ int img_tree_finish(struct img_tree *t)
 			while (g->link)
 				g = g->link;
 			roots[i] = g;
-			g->priv = g; /* the group's first member so far */
+			img_node_priv(g)->priv = g; /* the group's first member so far */
 		}
 		for (size_t i = 0; i < p->nlinks; i++) {
 			struct img_node *l = p->links[i].node, *g = roots[i];
 
-			if (g && l->seq < ((struct img_node *)g->priv)->seq)
-				g->priv = l;
+			if (g && l->seq < ((struct img_node *)img_node_priv(g)->priv)->seq)
+				img_node_priv(g)->priv = l;
 		}
 		for (size_t i = 0; i < p->nlinks; i++) {
 			struct img_node *g = roots[i], *h;
 
-			if (!g || !g->priv)
+			if (!g || !img_node_priv(g)->priv)
 				continue;
-			h = g->priv;
+			h = img_node_priv(g)->priv;
 			if (h != g) {
 				if (copy_inode(h, g) < 0) {
 					free(roots);
@@ -722,11 +729,11 @@ int img_tree_finish(struct img_tree *t)
 
 			if (!g)
 				continue;
-			l->link = l == g->priv ? NULL : g->priv;
+			l->link = l == img_node_priv(g)->priv ? NULL : img_node_priv(g)->priv;
 		}
 		for (size_t i = 0; i < p->nlinks; i++)
 			if (roots[i])
-				roots[i]->priv = NULL;
+				img_node_priv(roots[i])->priv = NULL;
 		free(roots);
 	}
 

@@ -79,11 +79,9 @@ struct img_node {
 	/* DIR: children sorted bytewise after img_tree_finish(). */
 	struct img_node **children;
 	size_t nchildren;
-	size_t cap;
 
-	uint64_t seq;     /* depth-first index after finish (root = 0) */
-	void *priv;       /* writer scratch; writers own it during a write */
-	uint64_t scratch; /* writer scratch */
+	uint64_t seq; /* depth-first index after finish (root = 0) */
+	              /* Only img_tree_add() makes nodes: the library keeps more behind this. */
 };
 
 #define IMG_TREE_KEEP_OWNER     0x1u /* keep uid/gid as given (default: 0:0) */
@@ -113,8 +111,8 @@ struct img_tree {
 	uint64_t nodes;      /* after finish: all nodes incl. root */
 	uint64_t inodes;     /* after finish: distinct inodes (links counted once) */
 	uint64_t data_bytes; /* after finish: sum of REG sizes over distinct inodes */
-	int finished;
-	void *priv; /* private bookkeeping */
+	int finished;        /* img_tree_finish() done */
+	/* Only img_tree_new() makes trees: the library keeps more behind this. */
 };
 
 int img_tree_new(struct img_ctx *ctx, const struct img_tree_opts *opts, struct img_tree **out);

@@ -1,0 +1,28 @@
+/*
+ * tree-private.h -- the parts of a tree node only libimg sees.
+ *
+ * img_tree_add() allocates every node as a struct img_node_private whose
+ * first member is the public struct img_node, so the library reaches the
+ * rest from a node pointer with img_node_priv(). A node made anywhere else
+ * (a struct img_node on the stack) has no private part: pass such nodes only
+ * to calls that read the public fields (the data readers).
+ */
+#ifndef IMG_TREE_PRIVATE_H
+#define IMG_TREE_PRIVATE_H
+
+#include "private.h"
+#include <img/tree.h>
+
+struct img_node_private {
+	struct img_node pub; /* first: a node pointer is a pointer to this */
+	size_t cap;          /* DIR: slots allocated in pub.children */
+	void *priv;          /* writer scratch; writers own it during a write */
+	uint64_t scratch;    /* writer scratch; also the tree's while links are pending */
+};
+
+static inline struct img_node_private *img_node_priv(const struct img_node *n)
+{
+	return (struct img_node_private *)n;
+}
+
+#endif
