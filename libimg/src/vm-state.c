@@ -617,11 +617,18 @@ void vm_rmrf(const char *path)
 	nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-static int mkdir_p(struct img_ctx *ctx, const char *path)
+/*
+ * Make the missing directories of @path, each 0700. A directory that
+ * exists is never changed (TMPDIR, the user's state dir, the directory of
+ * NIX_DISK_IMAGE: not ours to chmod). *@created: the last one was made here.
+ */
+static int mkdir_p(struct img_ctx *ctx, const char *path, int *created)
 {
 	char buf[PATH_MAX];
 	struct stat st;
 
+	if (created)
+		*created = 0;
 	if (strlen(path) >= sizeof(buf))
 		return img_set_error(ctx, -ENAMETOOLONG, "%s: path too long", path);
 	strcpy(buf, path);
@@ -633,12 +640,52 @@ static int mkdir_p(struct img_ctx *ctx, const char *path)
 			return img_set_error(ctx, -errno, "%s: %s", buf, strerror(errno));
 		*p = '/';
 	}
-	if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+	if (mkdir(buf, 0700) == 0) {
+		if (created)
+			*created = 1;
+	} else if (errno != EEXIST) {
 		return img_set_error(ctx, -errno, "%s: %s", buf, strerror(errno));
+	}
 	if (stat(buf, &st) < 0 || !S_ISDIR(st.st_mode))
 		return img_set_error(ctx, -ENOTDIR, "%s: not a directory", buf);
-	if ((st.st_mode & 077) && st.st_uid == getuid())
-		chmod(buf, 0700);
+	return 0;
+}
+
+/*
+ * A state directory we did not make (--state-dir, NIX_SWTPM_DIR, the
+ * default one from an earlier run) holds the VM's disk, sockets and logs:
+ * use it only if it is a real directory of the caller that nobody else can
+ * write into (as ssh checks ~/.ssh). Readable by others: said once.
+ */
+static int check_own_dir(struct img_ctx *ctx, const char *path, const char *what)
+{
+	struct stat st;
+
+	if (lstat(path, &st) < 0)
+		return img_set_error(ctx, -errno, "%s %s: %s", what, path, strerror(errno));
+	if (S_ISLNK(st.st_mode))
+		return img_set_error(ctx, -ELOOP,
+		                     "%s %s is a symbolic link; vmlaunch does not follow it (give "
+		                     "the directory itself)",
+		                     what, path);
+	if (!S_ISDIR(st.st_mode))
+		return img_set_error(ctx, -ENOTDIR, "%s %s: not a directory", what, path);
+	if (st.st_uid != geteuid())
+		return img_set_error(ctx, -EPERM,
+		                     "%s %s is owned by uid %u, not by you (uid %u); refusing to "
+		                     "use it",
+		                     what, path, (unsigned)st.st_uid, (unsigned)geteuid());
+	if (st.st_mode & 022)
+		return img_set_error(ctx, -EPERM,
+		                     "%s %s is writable by %s (mode %04o); refusing to use it "
+		                     "(chmod go-w it, or give another directory)",
+		                     what, path, st.st_mode & 002 ? "others" : "its group",
+		                     (unsigned)(st.st_mode & 07777));
+	if (st.st_mode & 077)
+		img_log(ctx, IMG_LOG_WARN,
+		        "%s %s is readable by others (mode %04o); the VM's disk and console log "
+		        "in it are too",
+		        what, path, (unsigned)(st.st_mode & 07777));
 	return 0;
 }
 
@@ -711,6 +758,18 @@ static char *identity(struct img_vm *vm)
 	                 (long long)st.st_size, (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
 }
 
+/* A new file of ours, 0600 from the start: never one that was there (or a
+ * symbolic link planted in its place). The writers then open it by name. */
+static int create_private(struct img_ctx *ctx, const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+
+	if (fd < 0)
+		return img_set_error(ctx, -errno, "%s: %s", path, strerror(errno));
+	close(fd);
+	return 0;
+}
+
 static int write_text(struct img_ctx *ctx, const char *path, const char *text)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -769,10 +828,11 @@ static int prepare_overlay(struct img_ctx *ctx, struct img_vm *vm)
 		}
 		return write_text(ctx, vm->overlay_id, id);
 	}
+	if ((r = create_private(ctx, vm->overlay)) < 0)
+		return r;
 	r = img_qcow2_create_overlay(ctx, vm->overlay, vm->image, vm->image_format);
 	if (r < 0)
 		return img_error_prefix(ctx, r, "creating the overlay %s", vm->overlay);
-	chmod(vm->overlay, 0600);
 	return write_text(ctx, vm->overlay_id, id);
 }
 
@@ -801,6 +861,8 @@ static int prepare_empty(struct img_ctx *ctx, const char *path, uint64_t size)
 
 	if (access(path, F_OK) == 0)
 		return 0;
+	if ((r = create_private(ctx, path)) < 0)
+		return r;
 	r = img_dev_qcow2_create(ctx, path, &qo, &dev);
 	if (r < 0)
 		return img_error_prefix(ctx, r, "empty disk %s", path);
@@ -810,7 +872,6 @@ static int prepare_empty(struct img_ctx *ctx, const char *path, uint64_t size)
 		unlink(path);
 		return img_error_prefix(ctx, r, "empty disk %s", path);
 	}
-	chmod(path, 0600);
 	return 0;
 }
 
@@ -820,7 +881,6 @@ static int create_log(struct img_ctx *ctx, const char *path)
 
 	if (fd < 0)
 		return img_set_error(ctx, -errno, "%s: %s", path, strerror(errno));
-	fchmod(fd, 0600);
 	close(fd);
 	return 0;
 }
@@ -865,7 +925,7 @@ int img_vm_prepare(struct img_ctx *ctx, struct img_vm *vm)
 	if (vm->state_is_template) {
 		char *parent = vm_strdup(vm, o->tmpdir);
 
-		if ((r = mkdir_p(ctx, parent)) < 0)
+		if ((r = mkdir_p(ctx, parent, NULL)) < 0)
 			return r;
 		if (!mkdtemp(vm->state_dir))
 			return img_set_error(ctx, -errno, "%s: %s", vm->state_dir, strerror(errno));
@@ -875,9 +935,12 @@ int img_vm_prepare(struct img_ctx *ctx, struct img_vm *vm)
 		if ((r = vm_compute_paths(ctx, vm)) < 0 || (r = vm_build_argv(ctx, vm)) < 0)
 			return r;
 	} else {
-		if (access(vm->state_dir, F_OK))
-			vm->state_created = 1;
-		if ((r = mkdir_p(ctx, vm->state_dir)) < 0)
+		int made;
+
+		if ((r = mkdir_p(ctx, vm->state_dir, &made)) < 0)
+			return r;
+		vm->state_created = made;
+		if (!made && (r = check_own_dir(ctx, vm->state_dir, "state directory")) < 0)
 			return r;
 	}
 	if (o->fresh) {
@@ -888,7 +951,7 @@ int img_vm_prepare(struct img_ctx *ctx, struct img_vm *vm)
 	if (o->disk_image) {
 		char *d = vm_strdup(vm, vm->overlay);
 
-		if ((r = mkdir_p(ctx, dirname(d))) < 0)
+		if ((r = mkdir_p(ctx, dirname(d), NULL)) < 0)
 			return r;
 	}
 	if ((r = prepare_overlay(ctx, vm)) < 0)
@@ -896,7 +959,11 @@ int img_vm_prepare(struct img_ctx *ctx, struct img_vm *vm)
 	if (vm->boot == IMG_VM_BOOT_EFI && (r = prepare_vars(ctx, vm)) < 0)
 		return r;
 	if (o->tpm) {
-		if ((r = mkdir_p(ctx, vm->swtpm_dir)) < 0)
+		int made;
+
+		if ((r = mkdir_p(ctx, vm->swtpm_dir, &made)) < 0)
+			return r;
+		if (!made && (r = check_own_dir(ctx, vm->swtpm_dir, "TPM state directory")) < 0)
 			return r;
 		unlink(vm->swtpm_sock); /* a stale socket from a killed run */
 	}
