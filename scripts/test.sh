@@ -7,6 +7,10 @@
 #  4. build-tsan/ : ThreadSanitizer build, the unit tests of the modules with
 #     threads (the dio writer thread, qcow2 compression workers) and their users
 #  5. build-fuzz/ : libFuzzer targets, each run for a bounded time
+#  6. nothing outside the test directories changed: /tmp is still 1777 and
+#     a decoy tree (files, a symlink, a FIFO, a device node) made here
+#     before the suite is bit-for-bit, mode, owner and mtime the same.
+#     Tests that plant symlinks point them into it ($IMG_DECOY).
 #
 # Environment: JOBS (default: nproc), FUZZ_SECONDS (default 20 per target),
 # SKIP_SETUP=1 to skip step 1, SKIP_ASAN=1 / SKIP_TSAN=1 / SKIP_FUZZ=1 to skip
@@ -18,6 +22,26 @@ FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 
 [ -n "${SKIP_SETUP:-}" ] || bash scripts/setup.sh
 status=0
+
+# The decoy: what a tool that follows a planted symlink, or removes what is
+# not its own, would damage. Outside build/ and every test's directory.
+IMG_DECOY=$(mktemp -d "${TMPDIR:-/tmp}/libimg-decoy.XXXXXX")
+export IMG_DECOY
+mkdir "$IMG_DECOY/sub"
+echo "a file no test may change" >"$IMG_DECOY/file"
+head -c 65536 /dev/urandom >"$IMG_DECOY/sub/disk.img"
+chmod 0640 "$IMG_DECOY/sub/disk.img"
+ln -s file "$IMG_DECOY/link"
+mkfifo "$IMG_DECOY/fifo"
+[ "$(id -u)" != 0 ] || mknod "$IMG_DECOY/null" c 1 3
+decoy_state() {
+	{
+		find "$IMG_DECOY" -printf '%p %y %m %U:%G %s %T@ %l\n' | sort
+		find "$IMG_DECOY" -type f -exec sha256sum {} + | sort
+	} | sha256sum
+}
+decoy_before=$(decoy_state)
+tmp_before=$(stat -c %a /tmp)
 
 echo "== build (-Werror)"
 cmake -S . -B build -DIMG_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
@@ -72,6 +96,19 @@ if [ -z "${SKIP_FUZZ:-}" ] && [ -f tests/fuzz/fuzz.cmake ]; then
 		fi
 		rm -rf "$work"
 	done
+fi
+
+echo "== nothing outside the test directories changed"
+if [ "$(stat -c %a /tmp)" != 1777 ]; then
+	echo "/tmp is mode $(stat -c %a /tmp) after the suite (was $tmp_before), not 1777"
+	status=1
+fi
+if [ "$(decoy_state)" != "$decoy_before" ]; then
+	echo "the decoy tree $IMG_DECOY changed during the suite:"
+	find "$IMG_DECOY" -printf '%p %y %m %U:%G %s %T@ %l\n' | sort
+	status=1
+else
+	rm -rf "$IMG_DECOY"
 fi
 
 if [ $status = 0 ]; then echo "== all tests passed"; else echo "== FAILURES"; fi
