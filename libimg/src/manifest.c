@@ -42,6 +42,28 @@ static int add_int(struct json_object *o, const char *key, int64_t val)
 	return 0;
 }
 
+static int add_verity(struct json_object *parent, const struct img_manifest_verity *v)
+{
+	struct json_object *o = json_object_new_object();
+	int r = 0;
+
+	if (!o || json_object_object_add(parent, "verity", o) < 0) {
+		json_object_put(o);
+		return -ENOMEM;
+	}
+	r |= add_str(o, "root_hash", v->root_hash);
+	r |= add_str(o, "hash_algorithm", v->hash_algorithm);
+	r |= add_int(o, "data_block_size", v->data_block_size);
+	r |= add_int(o, "hash_block_size", v->hash_block_size);
+	r |= add_int(o, "data_offset", (int64_t)v->data_offset);
+	r |= add_int(o, "data_blocks", (int64_t)v->data_blocks);
+	r |= add_int(o, "hash_offset", (int64_t)v->hash_offset);
+	r |= add_int(o, "hash_size", (int64_t)v->hash_size);
+	r |= add_str(o, "salt", v->salt);
+	r |= add_str(o, "uuid", v->uuid);
+	return r;
+}
+
 static int add_partition(struct json_object *arr, const struct img_manifest_partition *p)
 {
 	struct json_object *o = json_object_new_object();
@@ -59,6 +81,8 @@ static int add_partition(struct json_object *arr, const struct img_manifest_part
 	r |= add_str(o, "filesystem", p->filesystem);
 	r |= add_str(o, "label", p->label);
 	r |= add_str(o, "fs_uuid", p->fs_uuid);
+	if (p->verity)
+		r |= add_verity(o, p->verity);
 	if (r || json_object_array_add(arr, o) < 0) {
 		json_object_put(o);
 		return -ENOMEM;
@@ -192,6 +216,13 @@ static void free_part(struct img_manifest_partition *p)
 	free(p->filesystem);
 	free(p->label);
 	free(p->fs_uuid);
+	if (p->verity) {
+		free(p->verity->root_hash);
+		free(p->verity->hash_algorithm);
+		free(p->verity->salt);
+		free(p->verity->uuid);
+		free(p->verity);
+	}
 }
 
 void img_manifest_free(struct img_manifest *m)
@@ -217,8 +248,50 @@ void img_manifest_free(struct img_manifest *m)
 	free(m);
 }
 
+static int read_verity(struct rd *rd, struct json_object *o, struct img_manifest_partition *p)
+{
+	struct img_manifest_verity *v;
+	int64_t n;
+	int r;
+
+	if (!json_object_is_type(o, json_type_object))
+		return type_error(rd, "verity", "an object");
+	v = p->verity = calloc(1, sizeof(*v));
+	if (!v)
+		return img_set_error(rd->ctx, -ENOMEM, "out of memory");
+	if ((r = get_str(rd, o, "root_hash", &v->root_hash)) < 0 ||
+	    (r = get_str(rd, o, "hash_algorithm", &v->hash_algorithm)) < 0 ||
+	    (r = get_str(rd, o, "salt", &v->salt)) < 0 ||
+	    (r = get_str(rd, o, "uuid", &v->uuid)) < 0)
+		return r;
+	if ((r = get_int(rd, o, "data_block_size", 0, &n)) < 0)
+		return r;
+	if (n > UINT32_MAX)
+		return type_error(rd, "data_block_size", "a block size");
+	v->data_block_size = (uint32_t)n;
+	if ((r = get_int(rd, o, "hash_block_size", 0, &n)) < 0)
+		return r;
+	if (n > UINT32_MAX)
+		return type_error(rd, "hash_block_size", "a block size");
+	v->hash_block_size = (uint32_t)n;
+	if ((r = get_int(rd, o, "data_offset", 0, &n)) < 0)
+		return r;
+	v->data_offset = (uint64_t)n;
+	if ((r = get_int(rd, o, "data_blocks", 0, &n)) < 0)
+		return r;
+	v->data_blocks = (uint64_t)n;
+	if ((r = get_int(rd, o, "hash_offset", 0, &n)) < 0)
+		return r;
+	v->hash_offset = (uint64_t)n;
+	if ((r = get_int(rd, o, "hash_size", 0, &n)) < 0)
+		return r;
+	v->hash_size = (uint64_t)n;
+	return 0;
+}
+
 static int read_part(struct rd *rd, struct json_object *o, struct img_manifest_partition *p)
 {
+	struct json_object *vo;
 	int64_t v;
 	int r = 0;
 
@@ -243,6 +316,8 @@ static int read_part(struct rd *rd, struct json_object *o, struct img_manifest_p
 	    (r = get_str(rd, o, "label", &p->label)) < 0 ||
 	    (r = get_str(rd, o, "fs_uuid", &p->fs_uuid)) < 0)
 		return r;
+	if (json_object_object_get_ex(o, "verity", &vo) && !json_object_is_type(vo, json_type_null))
+		return read_verity(rd, vo, p);
 	return 0;
 }
 

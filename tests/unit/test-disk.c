@@ -354,6 +354,18 @@ START_TEST(manifest_roundtrip)
 {
 	struct img_ctx *ctx = t_ctx();
 	char *dir = t_tmpdir("disk-manifest"), path[4096], *text;
+	struct img_manifest_verity verity = {
+		.root_hash = "abcd",
+		.hash_algorithm = "sha256",
+		.data_block_size = 4096,
+		.hash_block_size = 4096,
+		.data_offset = 257 * MIB,
+		.data_blocks = 262144,
+		.hash_offset = 1281 * MIB,
+		.hash_size = 8458240,
+		.salt = "0102",
+		.uuid = "5f0e6d3c-0000-5000-8000-000000000002",
+	};
 	struct img_manifest_partition parts[2] = {
 		{ .number = 1,
 		  .role = "esp",
@@ -372,7 +384,8 @@ START_TEST(manifest_roundtrip)
 		  .offset = 257 * MIB,
 		  .size = 1024 * MIB,
 		  .filesystem = "ext4",
-		  .label = "nixos" },
+		  .label = "nixos",
+		  .verity = &verity },
 	};
 	struct img_manifest m = {
 		.generator = "mkvmimage 0.1.0",
@@ -423,7 +436,18 @@ START_TEST(manifest_roundtrip)
 	ck_assert_ptr_null(r->partitions[1].uuid);
 	ck_assert_uint_eq(r->partitions[1].offset, 257 * MIB);
 	ck_assert_str_eq(r->kernel_params, "console=ttyS0");
+	ck_assert_ptr_null(r->partitions[0].verity);
+	ck_assert_ptr_nonnull(r->partitions[1].verity);
+	ck_assert_str_eq(r->partitions[1].verity->root_hash, "abcd");
+	ck_assert_str_eq(r->partitions[1].verity->salt, "0102");
+	ck_assert_uint_eq(r->partitions[1].verity->data_blocks, 262144);
+	ck_assert_uint_eq(r->partitions[1].verity->hash_offset, 1281 * MIB);
+	ck_assert_uint_eq(r->partitions[1].verity->hash_size, 8458240);
+	ck_assert_uint_eq(r->partitions[1].verity->hash_block_size, 4096);
 	img_manifest_free(r);
+	t_write_file(path, "{\"manifest_version\":1,\"partitions\":[{\"verity\":3}]}", 50);
+	ck_assert_int_eq(img_manifest_read(ctx, path, &r), -EINVAL);
+	ck_assert(contains(img_ctx_error(ctx), "\"verity\""));
 
 	/* Unknown keys are ignored; unknown versions and bad types refused. */
 	t_write_file(path, "{\"manifest_version\":1,\"future\":[1,2],\"boot\":\"bios\"}\n", 52);

@@ -30,6 +30,23 @@ extern "C" {
 
 #define IMG_MANIFEST_VERSION 1
 
+/*
+ * A dm-verity hash tree over a partition's data (veritysetup's format,
+ * superblock at hash_offset). Offsets are bytes from the start of the image.
+ */
+struct img_manifest_verity {
+	char *root_hash;      /* hex */
+	char *hash_algorithm; /* "sha256" */
+	uint32_t data_block_size;
+	uint32_t hash_block_size;
+	uint64_t data_offset; /* the first data block */
+	uint64_t data_blocks;
+	uint64_t hash_offset; /* the verity superblock; the tree follows one hash block on */
+	uint64_t hash_size;   /* bytes from hash_offset: superblock block + tree */
+	char *salt;           /* hex */
+	char *uuid;           /* the verity superblock's UUID */
+};
+
 struct img_manifest_partition {
 	unsigned number;  /* 1-based table index; 0 for a bare file system */
 	char *role;       /* "esp" | "root" | "bios-boot" | "store" */
@@ -41,6 +58,7 @@ struct img_manifest_partition {
 	char *filesystem; /* "vfat" | "ext4" | "erofs", or NULL (BIOS boot partition) */
 	char *label;      /* file system label, or NULL */
 	char *fs_uuid;    /* as blkid prints it, or NULL */
+	struct img_manifest_verity *verity; /* or NULL */
 };
 
 struct img_manifest {
