@@ -11,6 +11,7 @@ PKGS=(
   libjson-c-dev libssl-dev check
   # oracles: programs we did not write
   qemu-utils qemu-system-x86 e2fsprogs erofs-utils dosfstools mtools gdisk fdisk
+  cryptsetup-bin
   # boot fixtures and the demo
   ovmf systemd-boot-efi linux-image-cloud-amd64 busybox-static swtpm swtpm-tools
   cpio grub-pc-bin kmod

@@ -31,6 +31,7 @@ enum {
 	OPT_GRUB,
 	OPT_KPARAMS,
 	OPT_KEEP_HARDLINKS,
+	OPT_VERITY,
 	OPT_SEED,
 	OPT_MANIFEST,
 	OPT_NO_MANIFEST,
@@ -156,6 +157,16 @@ static const struct tool_opt mkvmimage_opts[] = {
 	  .val = OPT_LABEL,
 	  .arg = "NAME",
 	  .help = "label of the root (or store) file system" },
+
+	T_SECTION("Store image"),
+	{ .name = "verity",
+	  .val = OPT_VERITY,
+	  .help = "append a dm-verity hash tree (SHA-256)",
+	  .more = "In veritysetup's format, superblock at the file system's size (the hash "
+	          "offset); salt and UUID from the seed. The EROFS bytes do not change. The "
+	          "manifest's store partition gets a verity object: root hash, algorithm, "
+	          "data and hash offsets, salt (docs/store-image.md). Only with "
+	          "--store-image." },
 
 	T_SECTION("Booting"),
 	{ .name = "system",

@@ -142,6 +142,9 @@ int main(int argc, char **argv)
 		case OPT_KPARAMS:
 			o.kernel_params = optarg;
 			break;
+		case OPT_VERITY:
+			o.verity = 1;
+			break;
 		case OPT_KEEP_HARDLINKS:
 			o.tree_flags |= IMG_TREE_KEEP_HARDLINKS;
 			break;
@@ -202,6 +205,8 @@ int main(int argc, char **argv)
 		                         ".qcow2 name)");
 	if (o.uki_stub)
 		o.uki = 1;
+	if (o.verity && o.mode != IMG_MODE_STORE)
+		return usage_error("%s", "--verity needs --store-image");
 
 	epoch_env = getenv("SOURCE_DATE_EPOCH");
 	if (epoch_env && *epoch_env) {

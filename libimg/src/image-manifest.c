@@ -100,7 +100,8 @@ int img_image_write_manifest(struct img_ctx *ctx, const struct img_build_opts *o
 
 int img_image_manifest_bare(struct img_ctx *ctx, const struct img_build_opts *o,
                             const struct img_closure *c, struct img_tree *t, const char *fs,
-                            const char *label, uint64_t size, const char *fs_uuid)
+                            const char *label, uint64_t size, const char *fs_uuid,
+                            struct img_manifest_verity *verity)
 {
 	struct img_manifest_partition p = { 0 };
 	struct img_manifest m = { 0 };
@@ -115,7 +116,8 @@ int img_image_manifest_bare(struct img_ctx *ctx, const struct img_build_opts *o,
 	p.filesystem = (char *)fs;
 	p.label = (char *)label;
 	p.fs_uuid = fs_uuid && *fs_uuid ? (char *)fs_uuid : NULL;
-	m.virtual_size = size;
+	p.verity = verity;
+	m.virtual_size = verity ? verity->hash_offset + verity->hash_size : size;
 	m.partitions = &p;
 	m.npartitions = 1;
 	if (system) {

@@ -76,6 +76,7 @@ uint64_t img_root_default_headroom(const struct img_tree *tree);
  * and epoch, and writes o->manifest. Does nothing when o->manifest is NULL.
  */
 struct img_manifest;
+struct img_manifest_verity;
 int img_image_write_manifest(struct img_ctx *ctx, const struct img_build_opts *o,
                              struct img_manifest *m);
 /*
@@ -87,7 +88,8 @@ int img_image_write_manifest(struct img_ctx *ctx, const struct img_build_opts *o
  */
 int img_image_manifest_bare(struct img_ctx *ctx, const struct img_build_opts *o,
                             const struct img_closure *c, struct img_tree *t, const char *fs,
-                            const char *label, uint64_t size, const char *fs_uuid);
+                            const char *label, uint64_t size, const char *fs_uuid,
+                            struct img_manifest_verity *verity);
 /* The ID blkid shows for the file system @fs ("vfat", "ext4", "erofs") at @off. */
 int img_image_fs_id(struct img_ctx *ctx, struct img_dev *dev, uint64_t off, const char *fs,
                     char *out, size_t len);

@@ -14,6 +14,11 @@
  *                        while reading, then copied in-kernel into place.
  * The image depends on the content only: the tree is canonical, so the
  * order of a tar stream's entries changes no byte.
+ *
+ * --verity appends a dm-verity hash tree (verity.c) right after the file
+ * system: the EROFS bytes are the same as without it, the superblock of the
+ * tree sits at the file system's size (the hash offset), and the root hash
+ * goes into the manifest.
  */
 #include <fcntl.h>
 #include <libgen.h>
@@ -24,6 +29,7 @@
 
 #include "fs-erofs.h"
 #include "image-private.h"
+#include "verity.h"
 #include <img/manifest.h>
 #include <img/repro.h>
 #include <img/source.h>
@@ -119,7 +125,8 @@ int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 	struct img_dev *dev = NULL;
 	char **paths = NULL, *outdir = NULL;
 	struct img_tar_inplace inplace = { .fd = -1 };
-	uint64_t size;
+	struct img_verity verity = { 0 };
+	uint64_t size, total;
 	int r;
 
 	r = img_tree_new(ctx, &to, &t);
@@ -202,20 +209,34 @@ int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 		}
 		size = o->size;
 	}
+	total = size;
+	if (o->verity) {
+		if (size % IMG_VERITY_BLOCK) {
+			r = img_set_error(ctx, -EINVAL,
+			                  "--size %llu: with --verity the file system size must be "
+			                  "a multiple of %u bytes",
+			                  (unsigned long long)size, IMG_VERITY_BLOCK);
+			goto out;
+		}
+		r = img_verity_init(ctx, &verity, 0, size, size);
+		if (r < 0)
+			goto out;
+		total = size + verity.hash_size;
+	}
 	if (inplace.fd >= 0) {
 		uint64_t in, st;
 
 		r = img_tar_source_settle(tar, t, place_check, plan);
-		if (r >= 0 && ftruncate(inplace.fd, (off_t)size) < 0)
+		if (r >= 0 && ftruncate(inplace.fd, (off_t)total) < 0)
 			r = img_set_error(ctx, -errno, "sizing %s: %s", o->output, strerror(errno));
 		if (r >= 0)
-			r = img_dev_raw_from_fd(ctx, inplace.fd, size, 0, &dev);
+			r = img_dev_raw_from_fd(ctx, inplace.fd, total, 0, &dev);
 		img_tar_source_stats(tar, &in, &st);
 		img_log(ctx, IMG_LOG_INFO,
 		        "tar stream: %llu bytes went straight into place, %llu staged",
 		        (unsigned long long)in, (unsigned long long)st);
 	} else {
-		r = img_image_create_output(ctx, o, size, &dev);
+		r = img_image_create_output(ctx, o, total, &dev);
 	}
 	if (r < 0)
 		goto out;
@@ -228,17 +249,36 @@ int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 		img_progress_phase(ctx, "decompressing file data into place", t->data_bytes, 0);
 		r = img_tar_source_replay(tar, t, replay_data, &rp);
 	}
+	/* The data are complete only now (a replay may have filled them in). */
+	if (r >= 0 && o->verity)
+		r = img_verity_write(ctx, dev, &verity);
 	if (r >= 0)
 		r = img_dev_finish(dev);
 	img_dev_unref(dev);
 	dev = NULL;
 	if (r >= 0) {
 		/* A store image boots nothing: no closure is passed, so no system. */
-		char uuid[37];
+		char uuid[37], vuuid[37], root[65], salt[65];
+		struct img_manifest_verity mv = {
+			.root_hash = root,
+			.hash_algorithm = IMG_VERITY_ALGORITHM,
+			.data_block_size = IMG_VERITY_BLOCK,
+			.hash_block_size = IMG_VERITY_BLOCK,
+			.data_offset = verity.data_offset,
+			.data_blocks = verity.data_blocks,
+			.hash_offset = verity.hash_offset,
+			.hash_size = verity.hash_size,
+			.salt = salt,
+			.uuid = vuuid,
+		};
 
 		img_uuid_unparse(plan->uuid, uuid);
+		img_uuid_unparse(verity.uuid, vuuid);
+		img_hex(verity.root, sizeof(verity.root), root);
+		img_hex(verity.salt, sizeof(verity.salt), salt);
 		r = img_image_manifest_bare(ctx, o, NULL, NULL, "erofs", plan->label,
-		                            img_erofs_plan_bytes(plan), uuid);
+		                            img_erofs_plan_bytes(plan), uuid,
+		                            o->verity ? &mv : NULL);
 	}
 out:
 	img_dev_unref(dev);

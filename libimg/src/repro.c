@@ -57,6 +57,20 @@ uint32_t img_repro_u32(const struct img_ctx *ctx, const char *role)
 	return v ? v : 1;
 }
 
+void img_repro_digest(const struct img_ctx *ctx, const char *role, uint8_t out[32])
+{
+	uint8_t buf[16 + 256];
+	size_t rl = strlen(role);
+	uuid_t ns;
+
+	/* Roles are short literals; a longer one is cut, never overrun. */
+	seed_namespace(ctx, ns);
+	memcpy(buf, ns, 16);
+	rl = IMG_MIN(rl, sizeof(buf) - 16);
+	memcpy(buf + 16, role, rl);
+	img_sha256(buf, 16 + rl, out);
+}
+
 int64_t img_repro_epoch(const struct img_ctx *ctx)
 {
 	return ctx->epoch;

@@ -147,6 +147,8 @@ kind hybrid-qcow2 hybrid.qcow2 --hybrid "${GRUB[@]}" --root @ROOT@ @CLOSURE@
 kind store-raw store.img --store-image --root @ROOT@ @CLOSURE_ALL@
 kind store-qcow2 store.qcow2 --store-image --root @ROOT@ @CLOSURE_ALL@
 kind store-zstd storez.qcow2 --store-image --compress zstd --root @ROOT@ @CLOSURE_ALL@
+kind store-verity storev.img --store-image --verity --root @ROOT@ @CLOSURE_ALL@
+kind store-verity-qcow2 storev.qcow2 --store-image --verity --root @ROOT@ @CLOSURE_ALL@
 
 # registration-order: conditions A, only the registration records reversed
 if [ -z "${REPRO_KINDS:-}" ] || [[ " $REPRO_KINDS " == *" registration-order "* ]]; then

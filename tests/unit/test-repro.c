@@ -126,6 +126,25 @@ START_TEST(crc32c_first_use_from_threads)
 }
 END_TEST
 
+START_TEST(digest_from_seed)
+{
+	struct img_ctx *a = t_ctx(), *b = t_ctx();
+	uint8_t x[32], y[32], z[32];
+
+	ck_assert_ok(img_ctx_set_seed(a, "one", 3), a);
+	ck_assert_ok(img_ctx_set_seed(b, "two", 3), b);
+	img_repro_digest(a, "verity-salt", x);
+	img_repro_digest(a, "verity-salt", y);
+	ck_assert(!memcmp(x, y, 32));
+	img_repro_digest(b, "verity-salt", z);
+	ck_assert(memcmp(x, z, 32)); /* the seed changes it */
+	img_repro_digest(a, "other-role", z);
+	ck_assert(memcmp(x, z, 32)); /* and the role */
+	img_ctx_free(a);
+	img_ctx_free(b);
+}
+END_TEST
+
 START_TEST(sha256_vector)
 {
 	uint8_t d[32];
@@ -147,6 +166,7 @@ Suite *img_test_suite(void)
 	tcase_add_test(tc, uuid_bits_and_stability);
 	tcase_add_test(tc, uuid_known_value);
 	tcase_add_test(tc, seed_changes_everything);
+	tcase_add_test(tc, digest_from_seed);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("epoch");
 	tcase_add_test(tc, epoch_default_and_set);

@@ -6,7 +6,9 @@
  *   IMG_MODE_EFI     GPT: ESP (FAT32) + root ext4, UEFI boot files
  *   IMG_MODE_BIOS    MBR: one bootable ext4 root partition at 1 MiB
  *   IMG_MODE_HYBRID  GPT: BIOS boot + ESP + root
- *   IMG_MODE_STORE   EROFS (label nix-store) whose root holds the store paths
+ *   IMG_MODE_STORE   EROFS (label nix-store) whose root holds the store paths;
+ *                    with opts->verity a dm-verity hash tree (veritysetup's
+ *                    format) follows the file system in the same file
  *
  * img_build() writes opts->output in place (the tool passes a temporary name
  * and renames it on success; the library removes nothing). The seed, when
@@ -63,6 +65,7 @@ struct img_build_opts {
 	const char *grub_dir;      /* --grub DIR */
 	const char *kernel_params; /* extra kernel parameters */
 	unsigned tree_flags;       /* IMG_TREE_* (keep hard links, ...) */
+	int verity;                /* --verity: a dm-verity hash tree after the store's EROFS */
 
 	const char *seed; /* --seed; NULL = derived from the inputs */
 	size_t seed_len;

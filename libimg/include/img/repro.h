@@ -26,6 +26,11 @@ void img_repro_uuid(const struct img_ctx *ctx, const char *role, uint8_t out[16]
 void img_repro_uuid_str(const struct img_ctx *ctx, const char *role, char out[37]);
 /* A 32-bit ID for @role (FAT volume ID, MBR signature): never 0. */
 uint32_t img_repro_u32(const struct img_ctx *ctx, const char *role);
+/*
+ * 32 bytes for @role that are not an ID but must come from the seed too
+ * (the dm-verity salt): SHA-256 of the seed's namespace UUID and @role.
+ */
+void img_repro_digest(const struct img_ctx *ctx, const char *role, uint8_t out[32]);
 /* The epoch (seconds since 1970) every timestamp takes. */
 int64_t img_repro_epoch(const struct img_ctx *ctx);
 
