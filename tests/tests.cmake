@@ -95,6 +95,7 @@ img_shell_test(integration qcow2-overlay)
 # The bad-input corpus (fixtures/bad/*.case); also runs in the ASan build.
 img_shell_test(bad corpus LABELS bad TIMEOUT 900)
 img_shell_test(integration install)
+img_shell_test(integration exports)
 img_shell_test(faults faults)
 
 # Boot tests: the fixture closure (fixtures/boot) booted under QEMU (TCG).

@@ -67,9 +67,9 @@ struct img_boot_esp {
  * Build the ESP tree for opts->system. Errors name what is missing and how
  * to supply it (--system, --bootloader, --uki-stub).
  */
-int img_boot_esp_build(struct img_ctx *ctx, const struct img_boot_opts *opts,
-                       struct img_boot_esp **out);
-void img_boot_esp_free(struct img_boot_esp *esp);
+IMG_EXPORT int img_boot_esp_build(struct img_ctx *ctx, const struct img_boot_opts *opts,
+                                  struct img_boot_esp **out);
+IMG_EXPORT void img_boot_esp_free(struct img_boot_esp *esp);
 
 /*
  * The kernel parameters of opts->system (its kernel-params file under
@@ -77,7 +77,8 @@ void img_boot_esp_free(struct img_boot_esp *esp);
  * appended; malloc'ed into *out. A system without kernel-params gives
  * opts->kernel_params (or "").
  */
-int img_boot_kernel_params_read(struct img_ctx *ctx, const struct img_boot_opts *opts, char **out);
+IMG_EXPORT int img_boot_kernel_params_read(struct img_ctx *ctx, const struct img_boot_opts *opts,
+                                           char **out);
 
 #ifdef __cplusplus
 }

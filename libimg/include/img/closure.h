@@ -41,12 +41,12 @@ struct img_closure {
 };
 
 /* Load a closure from @spec: a file, a closureInfo directory, or "-". */
-int img_closure_load(struct img_ctx *ctx, const char *spec, const struct img_closure_opts *opts,
-                     struct img_closure **out);
+IMG_EXPORT int img_closure_load(struct img_ctx *ctx, const char *spec,
+                                const struct img_closure_opts *opts, struct img_closure **out);
 /* Parse a store-paths list from memory; @name is used in messages. */
-int img_closure_parse(struct img_ctx *ctx, const char *name, const char *buf, size_t len,
-                      const struct img_closure_opts *opts, struct img_closure **out);
-void img_closure_free(struct img_closure *c);
+IMG_EXPORT int img_closure_parse(struct img_ctx *ctx, const char *name, const char *buf, size_t len,
+                                 const struct img_closure_opts *opts, struct img_closure **out);
+IMG_EXPORT void img_closure_free(struct img_closure *c);
 
 /*
  * The registration file in canonical form: records sorted by path, each
@@ -54,13 +54,14 @@ void img_closure_free(struct img_closure *c);
  * Nix wrote them in. Malformed records are an error naming file:line.
  * @out is malloc'ed; the caller frees it.
  */
-int img_closure_registration(struct img_ctx *ctx, const struct img_closure *c, char **out,
-                             size_t *outlen);
+IMG_EXPORT int img_closure_registration(struct img_ctx *ctx, const struct img_closure *c,
+                                        char **out, size_t *outlen);
 
 /* Is @name (the part after the store dir) a valid store path base name? */
-int img_store_name_valid(const char *name, size_t len);
+IMG_EXPORT int img_store_name_valid(const char *name, size_t len);
 /* The host path of store path @path: root + path, into @buf. */
-int img_closure_host_path(const struct img_closure *c, const char *path, char *buf, size_t len);
+IMG_EXPORT int img_closure_host_path(const struct img_closure *c, const char *path, char *buf,
+                                     size_t len);
 
 #ifdef __cplusplus
 }

@@ -27,6 +27,17 @@
 extern "C" {
 #endif
 
+/*
+ * Marks what libimg.so exports: the library is built with hidden visibility,
+ * so a function is part of the ABI exactly when a public header declares it
+ * with IMG_EXPORT (tests/integration/abi.sh checks the library against them).
+ */
+#if defined(__GNUC__)
+#define IMG_EXPORT __attribute__((visibility("default")))
+#else
+#define IMG_EXPORT
+#endif
+
 struct img_ctx;
 
 enum img_log_level {
@@ -49,46 +60,47 @@ typedef void (*img_log_fn)(void *user, enum img_log_level level, const char *msg
 typedef void (*img_progress_fn)(void *user, const struct img_progress *p);
 
 /* Create a context with default settings (seed "", epoch 1, no callbacks). */
-int img_ctx_new(struct img_ctx **out);
+IMG_EXPORT int img_ctx_new(struct img_ctx **out);
 /* Free a context. NULL is allowed. */
-void img_ctx_free(struct img_ctx *ctx);
+IMG_EXPORT void img_ctx_free(struct img_ctx *ctx);
 
 /*
  * The message of the last failure ("" when none). Valid until the next libimg
  * call on this context.
  */
-const char *img_ctx_error(const struct img_ctx *ctx);
+IMG_EXPORT const char *img_ctx_error(const struct img_ctx *ctx);
 /* The negative errno of the last failure (0 when none). */
-int img_ctx_errno(const struct img_ctx *ctx);
+IMG_EXPORT int img_ctx_errno(const struct img_ctx *ctx);
 /* Forget the last failure. */
-void img_ctx_clear_error(struct img_ctx *ctx);
+IMG_EXPORT void img_ctx_clear_error(struct img_ctx *ctx);
 
 /* Messages at or below @level go to @fn. Default: no log. */
-void img_ctx_set_log(struct img_ctx *ctx, enum img_log_level level, img_log_fn fn, void *user);
+IMG_EXPORT void img_ctx_set_log(struct img_ctx *ctx, enum img_log_level level, img_log_fn fn,
+                                void *user);
 /* Progress reports go to @fn, at most every few MiB or files. Default: none. */
-void img_ctx_set_progress(struct img_ctx *ctx, img_progress_fn fn, void *user);
+IMG_EXPORT void img_ctx_set_progress(struct img_ctx *ctx, img_progress_fn fn, void *user);
 
 /* The reproducibility seed: all IDs derive from (seed, role). Bytes are copied. */
-int img_ctx_set_seed(struct img_ctx *ctx, const void *seed, size_t len);
+IMG_EXPORT int img_ctx_set_seed(struct img_ctx *ctx, const void *seed, size_t len);
 /* The seed as set (borrowed, valid until the next set_seed). */
-const void *img_ctx_seed(const struct img_ctx *ctx, size_t *len);
+IMG_EXPORT const void *img_ctx_seed(const struct img_ctx *ctx, size_t *len);
 /* The epoch every timestamp takes (SOURCE_DATE_EPOCH); default 1. */
-void img_ctx_set_epoch(struct img_ctx *ctx, int64_t epoch);
+IMG_EXPORT void img_ctx_set_epoch(struct img_ctx *ctx, int64_t epoch);
 /*
  * Outputs made with this context write file data with O_DIRECT from a
  * writer thread (default, @on = 1), or through the page cache with
  * copy_file_range and a final fsync (@on = 0: where direct I/O is slow, or
  * to keep a fresh image cached for an immediate boot). Same bytes either way.
  */
-void img_ctx_set_direct_io(struct img_ctx *ctx, int on);
-int img_ctx_direct_io(const struct img_ctx *ctx);
+IMG_EXPORT void img_ctx_set_direct_io(struct img_ctx *ctx, int on);
+IMG_EXPORT int img_ctx_direct_io(const struct img_ctx *ctx);
 
 /*
  * Ask the running operation to stop (async-signal-safe: it only sets a flag).
  * Long loops check it and fail with -ECANCELED.
  */
-void img_ctx_cancel(struct img_ctx *ctx);
-int img_ctx_cancelled(const struct img_ctx *ctx);
+IMG_EXPORT void img_ctx_cancel(struct img_ctx *ctx);
+IMG_EXPORT int img_ctx_cancelled(const struct img_ctx *ctx);
 
 #ifdef __cplusplus
 }

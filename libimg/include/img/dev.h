@@ -63,60 +63,62 @@ struct img_dev_ops {
  * For backends: allocate a device of @priv_size extra bytes (reached with
  * img_dev_priv()), virtual size @size. Refcount 1.
  */
-int img_dev_new(struct img_ctx *ctx, const struct img_dev_ops *ops, uint64_t size, unsigned flags,
-                size_t priv_size, struct img_dev **out);
-void *img_dev_priv(struct img_dev *dev);
-struct img_ctx *img_dev_ctx(const struct img_dev *dev);
+IMG_EXPORT int img_dev_new(struct img_ctx *ctx, const struct img_dev_ops *ops, uint64_t size,
+                           unsigned flags, size_t priv_size, struct img_dev **out);
+IMG_EXPORT void *img_dev_priv(struct img_dev *dev);
+IMG_EXPORT struct img_ctx *img_dev_ctx(const struct img_dev *dev);
 
-struct img_dev *img_dev_ref(struct img_dev *dev);
+IMG_EXPORT struct img_dev *img_dev_ref(struct img_dev *dev);
 /* Drop a reference; the last one destroys the device. NULL allowed. */
-void img_dev_unref(struct img_dev *dev);
+IMG_EXPORT void img_dev_unref(struct img_dev *dev);
 
-uint64_t img_dev_size(const struct img_dev *dev);
-const char *img_dev_backend(const struct img_dev *dev);
-int img_dev_readonly(const struct img_dev *dev);
+IMG_EXPORT uint64_t img_dev_size(const struct img_dev *dev);
+IMG_EXPORT const char *img_dev_backend(const struct img_dev *dev);
+IMG_EXPORT int img_dev_readonly(const struct img_dev *dev);
 
 /* Read @len bytes at @off. Reads past the end fail with -EINVAL. */
-int img_dev_pread(struct img_dev *dev, void *buf, size_t len, uint64_t off);
-int img_dev_pwrite(struct img_dev *dev, const void *buf, size_t len, uint64_t off);
+IMG_EXPORT int img_dev_pread(struct img_dev *dev, void *buf, size_t len, uint64_t off);
+IMG_EXPORT int img_dev_pwrite(struct img_dev *dev, const void *buf, size_t len, uint64_t off);
 /* Make [off, off+len) read as zeros; backends keep it unallocated if they can. */
-int img_dev_write_zeroes(struct img_dev *dev, uint64_t off, uint64_t len);
+IMG_EXPORT int img_dev_write_zeroes(struct img_dev *dev, uint64_t off, uint64_t len);
 /*
  * File data from @buf (copied before return): like img_dev_pwrite, but the
  * backend may gather it with the data around it and write it behind (the
  * raw and qcow2 backends do, with O_DIRECT); reads of the device still see
  * it at once. For bytes written once, not for metadata rewritten in place.
  */
-int img_dev_write_data(struct img_dev *dev, const void *buf, size_t len, uint64_t off);
+IMG_EXPORT int img_dev_write_data(struct img_dev *dev, const void *buf, size_t len, uint64_t off);
 /*
  * Copy @len bytes from @fd at @src_off to the device at @dst_off: written
  * behind like img_dev_write_data where the backend can, else with
  * copy_file_range. A short source is an error (-EIO: "input changed while
  * reading").
  */
-int img_dev_copy_from_fd(struct img_dev *dev, int fd, uint64_t src_off, uint64_t len,
-                         uint64_t dst_off);
-int img_dev_flush(struct img_dev *dev);
+IMG_EXPORT int img_dev_copy_from_fd(struct img_dev *dev, int fd, uint64_t src_off, uint64_t len,
+                                    uint64_t dst_off);
+IMG_EXPORT int img_dev_flush(struct img_dev *dev);
 /* Complete the device (final metadata, fsync). Once only; then only unref. */
-int img_dev_finish(struct img_dev *dev);
+IMG_EXPORT int img_dev_finish(struct img_dev *dev);
 /* The first error any call on this device met (0 if none). */
-int img_dev_error(const struct img_dev *dev);
+IMG_EXPORT int img_dev_error(const struct img_dev *dev);
 
 /* Constructors. */
 
 /* Raw sparse file: created (truncated) at @path with @size bytes. */
-int img_dev_raw_create(struct img_ctx *ctx, const char *path, uint64_t size, struct img_dev **out);
+IMG_EXPORT int img_dev_raw_create(struct img_ctx *ctx, const char *path, uint64_t size,
+                                  struct img_dev **out);
 /* Raw file opened read-only (size = file size). */
-int img_dev_raw_open(struct img_ctx *ctx, const char *path, struct img_dev **out);
+IMG_EXPORT int img_dev_raw_open(struct img_ctx *ctx, const char *path, struct img_dev **out);
 /* Raw device over an fd the caller keeps owning (not closed by the device). */
-int img_dev_raw_from_fd(struct img_ctx *ctx, int fd, uint64_t size, unsigned flags,
-                        struct img_dev **out);
+IMG_EXPORT int img_dev_raw_from_fd(struct img_ctx *ctx, int fd, uint64_t size, unsigned flags,
+                                   struct img_dev **out);
 /* Memory device of @size zero bytes. */
-int img_dev_mem_new(struct img_ctx *ctx, uint64_t size, struct img_dev **out);
+IMG_EXPORT int img_dev_mem_new(struct img_ctx *ctx, uint64_t size, struct img_dev **out);
 /* The buffer behind a mem device (borrowed). */
-const uint8_t *img_dev_mem_data(const struct img_dev *dev);
+IMG_EXPORT const uint8_t *img_dev_mem_data(const struct img_dev *dev);
 /* A window [off, off+len) of @parent; takes a reference on the parent. */
-int img_dev_slice_new(struct img_dev *parent, uint64_t off, uint64_t len, struct img_dev **out);
+IMG_EXPORT int img_dev_slice_new(struct img_dev *parent, uint64_t off, uint64_t len,
+                                 struct img_dev **out);
 
 #ifdef __cplusplus
 }

@@ -77,7 +77,8 @@ struct img_disk_layout {
 };
 
 /* Append a partition of @role and at least @size bytes (planned later). */
-int img_disk_layout_add(struct img_disk_layout *l, enum img_part_role role, uint64_t size);
+IMG_EXPORT int img_disk_layout_add(struct img_disk_layout *l, enum img_part_role role,
+                                   uint64_t size);
 
 /*
  * Place the partitions: first at 1 MiB, each start and size a multiple of
@@ -86,14 +87,15 @@ int img_disk_layout_add(struct img_disk_layout *l, enum img_part_role role, uint
  * is -ENOSPC with a message saying what is needed. Fills types, names,
  * numbers and all IDs from the context's seed.
  */
-int img_disk_plan(struct img_ctx *ctx, struct img_disk_layout *l);
+IMG_EXPORT int img_disk_plan(struct img_ctx *ctx, struct img_disk_layout *l);
 
 /*
  * Write the planned partition table onto @dev (whose size must be l->size)
  * through libfdisk, on a staging memfd of the table regions, then copied
  * into @dev. Partition contents are not touched.
  */
-int img_disk_write(struct img_ctx *ctx, const struct img_disk_layout *l, struct img_dev *dev);
+IMG_EXPORT int img_disk_write(struct img_ctx *ctx, const struct img_disk_layout *l,
+                              struct img_dev *dev);
 
 /* What a disk's partition table says (img_disk_probe). */
 struct img_disk_info {
@@ -124,7 +126,7 @@ struct img_disk_info {
  * when there is no table (e.g. a bare file system); <0 only for I/O errors.
  * Untrusted input: every field is range-checked.
  */
-int img_disk_probe(struct img_ctx *ctx, struct img_dev *dev, struct img_disk_info *info);
+IMG_EXPORT int img_disk_probe(struct img_ctx *ctx, struct img_dev *dev, struct img_disk_info *info);
 
 #ifdef __cplusplus
 }

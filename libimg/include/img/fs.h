@@ -44,7 +44,7 @@ struct img_fs_ops {
 };
 
 /* The writer called @name, or NULL. */
-const struct img_fs_ops *img_fs_find(const char *name);
+IMG_EXPORT const struct img_fs_ops *img_fs_find(const char *name);
 
 #ifdef __cplusplus
 }

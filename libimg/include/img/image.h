@@ -72,7 +72,7 @@ struct img_build_opts {
 	const char *manifest; /* where to write the JSON manifest, or NULL */
 };
 
-int img_build(struct img_ctx *ctx, const struct img_build_opts *opts);
+IMG_EXPORT int img_build(struct img_ctx *ctx, const struct img_build_opts *opts);
 
 #ifdef __cplusplus
 }

@@ -86,7 +86,8 @@ struct img_manifest {
  * Write @m to @path (created or truncated, mode 0644). Strings are
  * borrowed. Fails with a message naming @path.
  */
-int img_manifest_write(struct img_ctx *ctx, const char *path, const struct img_manifest *m);
+IMG_EXPORT int img_manifest_write(struct img_ctx *ctx, const char *path,
+                                  const struct img_manifest *m);
 
 /*
  * Read the manifest at @path into a new struct (free with
@@ -95,10 +96,10 @@ int img_manifest_write(struct img_ctx *ctx, const char *path, const struct img_m
  * for malformed JSON, wrong types or an unknown manifest_version.
  * Missing optional keys read as NULL / 0.
  */
-int img_manifest_read(struct img_ctx *ctx, const char *path, struct img_manifest **out);
+IMG_EXPORT int img_manifest_read(struct img_ctx *ctx, const char *path, struct img_manifest **out);
 
 /* Free what img_manifest_read() returned. NULL allowed. */
-void img_manifest_free(struct img_manifest *m);
+IMG_EXPORT void img_manifest_free(struct img_manifest *m);
 
 #ifdef __cplusplus
 }

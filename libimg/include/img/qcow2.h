@@ -37,13 +37,14 @@ struct img_qcow2_opts {
 };
 
 /* Create @path (truncating it) and return a writable qcow2 device. */
-int img_dev_qcow2_create(struct img_ctx *ctx, const char *path, const struct img_qcow2_opts *opts,
-                         struct img_dev **out);
+IMG_EXPORT int img_dev_qcow2_create(struct img_ctx *ctx, const char *path,
+                                    const struct img_qcow2_opts *opts, struct img_dev **out);
 
 #define IMG_QCOW2_ALLOW_BACKING 0x1u
 
 /* Open an existing qcow2 read-only. */
-int img_dev_qcow2_open(struct img_ctx *ctx, const char *path, unsigned flags, struct img_dev **out);
+IMG_EXPORT int img_dev_qcow2_open(struct img_ctx *ctx, const char *path, unsigned flags,
+                                  struct img_dev **out);
 
 /* Facts about a qcow2 file, read without opening any backing file. */
 struct img_qcow2_info {
@@ -54,20 +55,21 @@ struct img_qcow2_info {
 	char backing_file[1024]; /* "" when none */
 	char backing_format[32];
 };
-int img_qcow2_probe(struct img_ctx *ctx, const char *path, struct img_qcow2_info *info);
+IMG_EXPORT int img_qcow2_probe(struct img_ctx *ctx, const char *path, struct img_qcow2_info *info);
 
 /*
  * Create an overlay @path backed by @backing (made absolute) of format
  * @backing_fmt ("qcow2" or "raw"), same virtual size as the backing image.
  */
-int img_qcow2_create_overlay(struct img_ctx *ctx, const char *path, const char *backing,
-                             const char *backing_fmt);
+IMG_EXPORT int img_qcow2_create_overlay(struct img_ctx *ctx, const char *path, const char *backing,
+                                        const char *backing_fmt);
 
 /*
  * Open any disk image read-only: qcow2 by its magic, otherwise raw.
  * @flags as for img_dev_qcow2_open().
  */
-int img_dev_open_image(struct img_ctx *ctx, const char *path, unsigned flags, struct img_dev **out);
+IMG_EXPORT int img_dev_open_image(struct img_ctx *ctx, const char *path, unsigned flags,
+                                  struct img_dev **out);
 
 #ifdef __cplusplus
 }

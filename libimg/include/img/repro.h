@@ -21,21 +21,21 @@ extern "C" {
 #endif
 
 /* A version-5 UUID for @role, as 16 raw bytes in RFC 4122 (big-endian) order. */
-void img_repro_uuid(const struct img_ctx *ctx, const char *role, uint8_t out[16]);
+IMG_EXPORT void img_repro_uuid(const struct img_ctx *ctx, const char *role, uint8_t out[16]);
 /* The same UUID as lower-case text (37 bytes with the NUL). */
-void img_repro_uuid_str(const struct img_ctx *ctx, const char *role, char out[37]);
+IMG_EXPORT void img_repro_uuid_str(const struct img_ctx *ctx, const char *role, char out[37]);
 /* A 32-bit ID for @role (FAT volume ID, MBR signature): never 0. */
-uint32_t img_repro_u32(const struct img_ctx *ctx, const char *role);
+IMG_EXPORT uint32_t img_repro_u32(const struct img_ctx *ctx, const char *role);
 /*
  * 32 bytes for @role that are not an ID but must come from the seed too
  * (the dm-verity salt): SHA-256 of the seed's namespace UUID and @role.
  */
-void img_repro_digest(const struct img_ctx *ctx, const char *role, uint8_t out[32]);
+IMG_EXPORT void img_repro_digest(const struct img_ctx *ctx, const char *role, uint8_t out[32]);
 /* The epoch (seconds since 1970) every timestamp takes. */
-int64_t img_repro_epoch(const struct img_ctx *ctx);
+IMG_EXPORT int64_t img_repro_epoch(const struct img_ctx *ctx);
 
 /* Format 16 raw bytes as lower-case UUID text. */
-void img_uuid_unparse(const uint8_t uuid[16], char out[37]);
+IMG_EXPORT void img_uuid_unparse(const uint8_t uuid[16], char out[37]);
 
 #ifdef __cplusplus
 }

@@ -57,8 +57,8 @@ struct img_tar_inplace {
 };
 
 /* Read every path of @closure from the host into @tree (metadata only). */
-int img_source_closure(struct img_ctx *ctx, const struct img_closure *closure,
-                       const struct img_source_opts *opts, struct img_tree *tree);
+IMG_EXPORT int img_source_closure(struct img_ctx *ctx, const struct img_closure *closure,
+                                  const struct img_source_opts *opts, struct img_tree *tree);
 
 /*
  * Read a tar stream into @tree (tar, GNU tar, pax, ustar; any compression
@@ -77,10 +77,11 @@ int img_source_closure(struct img_ctx *ctx, const struct img_closure *closure,
  * entries, truncated or corrupt streams, sizes the stream does not hold.
  */
 struct img_tar_source;
-int img_source_tar(struct img_ctx *ctx, const char *path, const struct img_source_opts *opts,
-                   struct img_tree *tree, struct img_tar_source **src);
+IMG_EXPORT int img_source_tar(struct img_ctx *ctx, const char *path,
+                              const struct img_source_opts *opts, struct img_tree *tree,
+                              struct img_tar_source **src);
 /* How many entries wait for img_tar_source_replay(). */
-uint64_t img_tar_source_pending(const struct img_tar_source *src);
+IMG_EXPORT uint64_t img_tar_source_pending(const struct img_tar_source *src);
 /*
  * Read the stream again and hand every pending entry's data to @fn in
  * pieces (@off = offset in the file), once for each tree node that shares
@@ -89,8 +90,8 @@ uint64_t img_tar_source_pending(const struct img_tar_source *src);
  */
 typedef int (*img_tar_data_fn)(void *user, struct img_node *node, uint64_t off, const void *buf,
                                size_t len);
-int img_tar_source_replay(struct img_tar_source *src, struct img_tree *tree, img_tar_data_fn fn,
-                          void *user);
+IMG_EXPORT int img_tar_source_replay(struct img_tar_source *src, struct img_tree *tree,
+                                     img_tar_data_fn fn, void *user);
 /*
  * For a pipe read with opts->inplace, once the layout is known: @fn is asked
  * for each tree node whose data was written in place (at @off, @span bytes)
@@ -100,11 +101,12 @@ int img_tar_source_replay(struct img_tar_source *src, struct img_tree *tree, img
  * every in-place range not kept is zeroed. Call before writing anything else.
  */
 typedef int (*img_tar_place_fn)(void *user, struct img_node *node, uint64_t off, uint64_t span);
-int img_tar_source_settle(struct img_tar_source *src, struct img_tree *tree, img_tar_place_fn fn,
-                          void *user);
+IMG_EXPORT int img_tar_source_settle(struct img_tar_source *src, struct img_tree *tree,
+                                     img_tar_place_fn fn, void *user);
 /* Bytes written in place and bytes staged (for logs and tests). */
-void img_tar_source_stats(const struct img_tar_source *src, uint64_t *inplace, uint64_t *staged);
-void img_tar_source_free(struct img_tar_source *src);
+IMG_EXPORT void img_tar_source_stats(const struct img_tar_source *src, uint64_t *inplace,
+                                     uint64_t *staged);
+IMG_EXPORT void img_tar_source_free(struct img_tar_source *src);
 
 #ifdef __cplusplus
 }

@@ -80,8 +80,8 @@ struct img_node {
 	struct img_node **children;
 	size_t nchildren;
 
+	/* Only img_tree_add() makes nodes: the library keeps more behind this. */
 	uint64_t seq; /* depth-first index after finish (root = 0) */
-	              /* Only img_tree_add() makes nodes: the library keeps more behind this. */
 };
 
 #define IMG_TREE_KEEP_OWNER     0x1u /* keep uid/gid as given (default: 0:0) */
@@ -115,8 +115,9 @@ struct img_tree {
 	/* Only img_tree_new() makes trees: the library keeps more behind this. */
 };
 
-int img_tree_new(struct img_ctx *ctx, const struct img_tree_opts *opts, struct img_tree **out);
-void img_tree_free(struct img_tree *tree);
+IMG_EXPORT int img_tree_new(struct img_ctx *ctx, const struct img_tree_opts *opts,
+                            struct img_tree **out);
+IMG_EXPORT void img_tree_free(struct img_tree *tree);
 
 /*
  * Add or replace the entry at @path (relative, components separated by '/',
@@ -127,17 +128,17 @@ void img_tree_free(struct img_tree *tree);
  * Errors: -EINVAL for bad names (message names @path), -ENOTDIR when a
  * parent is not a directory, -ENAMETOOLONG for components over 255 bytes.
  */
-int img_tree_add(struct img_tree *tree, const char *path, const struct img_node_attr *attr,
-                 struct img_node **out);
+IMG_EXPORT int img_tree_add(struct img_tree *tree, const char *path,
+                            const struct img_node_attr *attr, struct img_node **out);
 /* A hard link at @path to the existing entry @existing (both tree paths). */
-int img_tree_add_hardlink(struct img_tree *tree, const char *path, const char *existing);
+IMG_EXPORT int img_tree_add_hardlink(struct img_tree *tree, const char *path, const char *existing);
 /* Remove @path (and its subtree). -ENOENT if absent. */
-int img_tree_remove(struct img_tree *tree, const char *path);
+IMG_EXPORT int img_tree_remove(struct img_tree *tree, const char *path);
 /* Find the node at @path, or NULL. */
-struct img_node *img_tree_lookup(struct img_tree *tree, const char *path);
+IMG_EXPORT struct img_node *img_tree_lookup(struct img_tree *tree, const char *path);
 
 /* Sort, resolve hard links, number nodes depth first, count. Once. */
-int img_tree_finish(struct img_tree *tree);
+IMG_EXPORT int img_tree_finish(struct img_tree *tree);
 
 /*
  * Depth-first walk in canonical order (parent before children, children
@@ -145,10 +146,10 @@ int img_tree_finish(struct img_tree *tree);
  * stop with that error.
  */
 typedef int (*img_tree_visit_fn)(void *user, struct img_node *node, unsigned depth);
-int img_tree_walk(struct img_tree *tree, img_tree_visit_fn fn, void *user);
+IMG_EXPORT int img_tree_walk(struct img_tree *tree, img_tree_visit_fn fn, void *user);
 
 /* The node's path from the root into @buf ("" for the root); -ERANGE if small. */
-int img_node_path(const struct img_node *node, char *buf, size_t len);
+IMG_EXPORT int img_node_path(const struct img_node *node, char *buf, size_t len);
 /* The node whose data and inode this one shares (itself unless a kept link). */
 static inline struct img_node *img_node_inode(struct img_node *n)
 {
@@ -160,11 +161,12 @@ static inline struct img_node *img_node_inode(struct img_node *n)
  * @dst_off, in-kernel where possible. Fails with a message naming the input
  * if the source is shorter than the tree says ("changed while reading").
  */
-int img_node_copy_data(struct img_ctx *ctx, const struct img_node *node, uint64_t src_off,
-                       uint64_t len, struct img_dev *dev, uint64_t dst_off);
+IMG_EXPORT int img_node_copy_data(struct img_ctx *ctx, const struct img_node *node,
+                                  uint64_t src_off, uint64_t len, struct img_dev *dev,
+                                  uint64_t dst_off);
 /* Read @len bytes of the node's data at @off into @buf (small reads). */
-int img_node_read_data(struct img_ctx *ctx, const struct img_node *node, uint64_t off, void *buf,
-                       size_t len);
+IMG_EXPORT int img_node_read_data(struct img_ctx *ctx, const struct img_node *node, uint64_t off,
+                                  void *buf, size_t len);
 
 /*
  * The node's data opened once for many reads and copies (one open and one
@@ -179,15 +181,16 @@ struct img_node_reader {
 	uint64_t base; /* where the node's data starts in fd */
 	int owned;     /* fd was opened here */
 };
-int img_node_reader_open(struct img_ctx *ctx, const struct img_node *node,
-                         struct img_node_reader *rd);
+IMG_EXPORT int img_node_reader_open(struct img_ctx *ctx, const struct img_node *node,
+                                    struct img_node_reader *rd);
 /* Exactly @len bytes at @off; a shorter source is an error naming it. */
-int img_node_reader_pread(struct img_ctx *ctx, const struct img_node_reader *rd, void *buf,
-                          size_t len, uint64_t off);
+IMG_EXPORT int img_node_reader_pread(struct img_ctx *ctx, const struct img_node_reader *rd,
+                                     void *buf, size_t len, uint64_t off);
 /* As img_node_copy_data(), through the open reader. */
-int img_node_reader_copy(struct img_ctx *ctx, const struct img_node_reader *rd, uint64_t src_off,
-                         uint64_t len, struct img_dev *dev, uint64_t dst_off);
-void img_node_reader_close(struct img_node_reader *rd);
+IMG_EXPORT int img_node_reader_copy(struct img_ctx *ctx, const struct img_node_reader *rd,
+                                    uint64_t src_off, uint64_t len, struct img_dev *dev,
+                                    uint64_t dst_off);
+IMG_EXPORT void img_node_reader_close(struct img_node_reader *rd);
 
 #ifdef __cplusplus
 }

@@ -145,16 +145,16 @@ struct img_vm;
  * table, firmware descriptors, /dev/kvm) and build the argv. Writes nothing.
  * Errors name the input and say what to do.
  */
-int img_vm_new(struct img_ctx *ctx, const struct img_vm_opts *o, struct img_vm **out);
+IMG_EXPORT int img_vm_new(struct img_ctx *ctx, const struct img_vm_opts *o, struct img_vm **out);
 /* Free; removes an ephemeral state directory img_vm_prepare() made. NULL ok. */
-void img_vm_free(struct img_vm *vm);
+IMG_EXPORT void img_vm_free(struct img_vm *vm);
 
 /* The QEMU argv, NULL-terminated; argv[0] is the binary. Valid until free. */
-char *const *img_vm_argv(const struct img_vm *vm);
+IMG_EXPORT char *const *img_vm_argv(const struct img_vm *vm);
 /* The argv shell-quoted on one line (malloc'ed, newline at the end). */
-int img_vm_cmdline(const struct img_vm *vm, char **out);
+IMG_EXPORT int img_vm_cmdline(const struct img_vm *vm, char **out);
 /* --dry-run text: files to create, firmware, accelerator, boot mode (malloc'ed). */
-int img_vm_describe(const struct img_vm *vm, char **out);
+IMG_EXPORT int img_vm_describe(const struct img_vm *vm, char **out);
 
 /* Facts chosen by img_vm_new() (borrowed strings, valid until free). */
 struct img_vm_info {
@@ -170,10 +170,10 @@ struct img_vm_info {
 	const char *console_log;
 	const char *qmp_socket;
 };
-void img_vm_get_info(const struct img_vm *vm, struct img_vm_info *info);
+IMG_EXPORT void img_vm_get_info(const struct img_vm *vm, struct img_vm_info *info);
 
 /* Create the state: 0700 dirs, 0600 files; overlay, EFI vars, empty disks, log. */
-int img_vm_prepare(struct img_ctx *ctx, struct img_vm *vm);
+IMG_EXPORT int img_vm_prepare(struct img_ctx *ctx, struct img_vm *vm);
 
 struct img_vm_result {
 	int exit_status;   /* QEMU's exit status (128+sig if killed) */
@@ -189,7 +189,7 @@ struct img_vm_result {
  * quit, then SIGKILL), reap every child. Returns 0 when QEMU ran (see @res),
  * <0 when something could not be started.
  */
-int img_vm_run(struct img_ctx *ctx, struct img_vm *vm, struct img_vm_result *res);
+IMG_EXPORT int img_vm_run(struct img_ctx *ctx, struct img_vm *vm, struct img_vm_result *res);
 
 /*
  * Firmware discovery, public for tests and --dry-run. Pick the first
@@ -204,12 +204,12 @@ struct img_vm_firmware {
 	char *vars, *vars_format;
 	int requires_smm, secure_boot, enrolled_keys;
 };
-int img_vm_firmware_find(struct img_ctx *ctx, const char *const *dirs, size_t ndirs,
-                         int secure_boot, struct img_vm_firmware *fw);
+IMG_EXPORT int img_vm_firmware_find(struct img_ctx *ctx, const char *const *dirs, size_t ndirs,
+                                    int secure_boot, struct img_vm_firmware *fw);
 /* Parse one descriptor; -EINVAL with a message for bad JSON, 1 if it does not fit. */
-int img_vm_firmware_parse(struct img_ctx *ctx, const char *path, const char *json, size_t len,
-                          int secure_boot, struct img_vm_firmware *fw);
-void img_vm_firmware_release(struct img_vm_firmware *fw);
+IMG_EXPORT int img_vm_firmware_parse(struct img_ctx *ctx, const char *path, const char *json,
+                                     size_t len, int secure_boot, struct img_vm_firmware *fw);
+IMG_EXPORT void img_vm_firmware_release(struct img_vm_firmware *fw);
 
 #ifdef __cplusplus
 }
