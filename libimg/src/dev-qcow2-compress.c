@@ -27,7 +27,8 @@
 #include <zlib.h>
 #include <zstd.h>
 
-#include "dev-qcow2.h"
+#include "dev-qcow2-compress.h"
+#include "dev-qcow2-writer.h"
 
 struct qcow2_codec {
 	int type;

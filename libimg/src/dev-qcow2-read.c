@@ -16,7 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "dev-qcow2.h"
+#include "dev-qcow2-compress.h"
+#include "dev-qcow2-header.h"
 
 #define L2_CACHE 32
 

@@ -22,7 +22,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "dev-qcow2.h"
+#include "dev-qcow2-compress.h"
+#include "dev-qcow2-header.h"
+#include "dev-qcow2-writer.h"
 #include "dio.h"
 
 static struct qcow2_w *W(struct img_dev *dev)

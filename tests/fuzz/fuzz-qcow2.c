@@ -1,7 +1,7 @@
 /*
  * fuzz-qcow2.c -- libFuzzer target for the qcow2 reader (dev-qcow2-read.c,
- * dev-qcow2.c): probe and open the input (through a memfd, since the
- * reader takes a path), then read the virtual disk, bounded: the first
+ * dev-qcow2-header.c, dev-qcow2.c): probe and open the input (through a
+ * memfd, since the reader takes a path), then read the virtual disk, bounded: the first
  * 4 MiB, and one cluster at the start of each of the first 64 L2 ranges.
  * Backing files are never allowed here. Error messages must name the file.
  */

@@ -5,7 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "dev-qcow2.h"
+#include "dev-qcow2-header.h"
 #include "testutil.h"
 
 static uint64_t file_size(const char *path)

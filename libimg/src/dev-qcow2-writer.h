@@ -1,0 +1,43 @@
+/*
+ * dev-qcow2-writer.h -- the qcow2 writer's state, shared by the writer
+ * (dev-qcow2-write.c) and its compression pass (dev-qcow2-compress.c), and
+ * the writer's entry for overlays. Internal to libimg.
+ */
+#ifndef IMG_DEV_QCOW2_WRITER_H
+#define IMG_DEV_QCOW2_WRITER_H
+
+#include "dev-qcow2-header.h"
+
+struct qcow2_w {
+	int fd;
+	char *path;
+	struct qcow2_hdr hdr;
+	unsigned cb;         /* cluster_bits */
+	uint64_t cs;         /* cluster size */
+	uint64_t l2_entries; /* entries per L2 table */
+	/*
+	 * Per L1 index: the L2 table in memory (NULL = none). Before finish an
+	 * entry is the host byte offset of the data cluster (0 = unallocated);
+	 * finish turns them into on-disk entries (flags included).
+	 */
+	uint64_t **l2;
+	uint64_t data_start; /* first data cluster: after header and L1 */
+	uint64_t next_free;  /* bump allocator for data clusters */
+	uint64_t *rev;       /* data cluster k (from data_start) -> guest cluster */
+	uint64_t rev_n, rev_cap;
+	/* Set by the compression pass: refcount per data-area host cluster. */
+	uint16_t *dref;
+	uint64_t data_end; /* end of the data area after finish's data pass */
+	enum img_qcow2_compression compression;
+	uint8_t *zbuf;       /* one cluster, for telling zero clusters of a source */
+	struct img_dio *dio; /* direct writes of copied data (dio.h), or NULL */
+	int level;
+	unsigned threads;
+};
+
+/* img_dev_qcow2_create() with a backing file name and format (overlays). */
+int qcow2_create_with_backing(struct img_ctx *ctx, const char *path,
+                              const struct img_qcow2_opts *opts, const char *backing,
+                              const char *backing_fmt, struct img_dev **out);
+
+#endif
