@@ -7,6 +7,8 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <libgen.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,12 +29,113 @@ static int ends_with(const char *s, const char *suffix)
 	return a >= b && !strcmp(s + a - b, suffix);
 }
 
-static int usage_error(const char *fmt, const char *arg)
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
 {
-	fprintf(stderr, "%s: ", tool_name);
-	fprintf(stderr, fmt, arg);
-	fprintf(stderr, "\nTry 'mkvmimage --help'.\n");
+	va_list ap;
+
+	va_start(ap, fmt);
+	tool_verr("", fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "Try 'mkvmimage --help'.\n");
 	return 2;
+}
+
+/*
+ * Is @out (the output or the manifest, looked at without following a final
+ * symlink: the rename replaces that name, not what it points to) the same
+ * file as the input @in (followed: it is read through its links)?
+ */
+static int is_input(const char *out, const char *in)
+{
+	struct stat so, si;
+
+	return lstat(out, &so) == 0 && stat(in, &si) == 0 && so.st_dev == si.st_dev &&
+	       so.st_ino == si.st_ino;
+}
+
+/* Do two output names name one file, whether or not it exists yet? */
+static int same_name(const char *x, const char *y)
+{
+	struct stat sx, sy;
+	char *a, *b, *da, *db;
+	int ex = lstat(x, &sx) == 0, ey = lstat(y, &sy) == 0, same;
+
+	if (ex || ey)
+		return ex && ey && sx.st_dev == sy.st_dev && sx.st_ino == sy.st_ino;
+	a = strdup(x);
+	b = strdup(y);
+	da = strdup(x);
+	db = strdup(y);
+	if (!a || !b || !da || !db)
+		abort();
+	same = !strcmp(basename(a), basename(b)) && stat(dirname(da), &sx) == 0 &&
+	       stat(dirname(db), &sy) == 0 && sx.st_dev == sy.st_dev && sx.st_ino == sy.st_ino;
+	free(a);
+	free(b);
+	free(da);
+	free(db);
+	return same;
+}
+
+/*
+ * The output and the manifest are written to temporaries and renamed over
+ * their names: a name that is one of the inputs would lose that input (and
+ * a manifest named like the image would replace the image). Refuse before
+ * anything is created. Returns 0, or 2 (message printed).
+ */
+static int check_outputs(const struct img_build_opts *o, const char *manifest)
+{
+	struct {
+		const char *what, *path;
+	} in[8];
+	size_t n = 0;
+	char *sp = NULL, *reg = NULL, *bimg = NULL, *cimg = NULL;
+	struct stat st;
+	int r = 0;
+
+	if (o->closure && strcmp(o->closure, "-")) {
+		in[n++] = (typeof(in[0])){ "the closure", o->closure };
+		if (stat(o->closure, &st) == 0 && S_ISDIR(st.st_mode)) {
+			if (asprintf(&sp, "%s/store-paths", o->closure) < 0 ||
+			    asprintf(&reg, "%s/registration", o->closure) < 0)
+				abort();
+			in[n++] = (typeof(in[0])){ "the closure's store-paths", sp };
+			in[n++] = (typeof(in[0])){ "the closure's registration", reg };
+		}
+	}
+	if (o->tar && strcmp(o->tar, "-"))
+		in[n++] = (typeof(in[0])){ "the --tar input", o->tar };
+	if (o->bootloader)
+		in[n++] = (typeof(in[0])){ "the --bootloader file", o->bootloader };
+	if (o->uki_stub)
+		in[n++] = (typeof(in[0])){ "the --uki-stub file", o->uki_stub };
+	if (o->grub_dir) {
+		if (asprintf(&bimg, "%s/boot.img", o->grub_dir) < 0 ||
+		    asprintf(&cimg, "%s/core.img", o->grub_dir) < 0)
+			abort();
+		in[n++] = (typeof(in[0])){ "--grub's boot.img", bimg };
+		in[n++] = (typeof(in[0])){ "--grub's core.img", cimg };
+	}
+	for (size_t i = 0; i < n && !r; i++) {
+		if (is_input(o->output, in[i].path))
+			r = usage_error("-o %s is %s (%s): it would be replaced; choose another "
+			                "output name",
+			                o->output, in[i].what, in[i].path);
+		else if (manifest && is_input(manifest, in[i].path))
+			r = usage_error("--manifest %s is %s (%s): it would be replaced; choose "
+			                "another manifest name",
+			                manifest, in[i].what, in[i].path);
+	}
+	if (!r && manifest && same_name(manifest, o->output))
+		r = usage_error("--manifest %s is the output image %s: the manifest would replace "
+		                "it; choose another name",
+		                manifest, o->output);
+	free(sp);
+	free(reg);
+	free(bimg);
+	free(cimg);
+	return r;
 }
 
 int main(int argc, char **argv)
@@ -48,10 +151,17 @@ int main(int argc, char **argv)
 	int64_t epoch = 1;
 	struct option *long_opts;
 	char *short_opts;
+	static char colon_opts[256];
 
 	tool_name = "mkvmimage";
 	tool_getopt(&tool_doc, &long_opts, &short_opts);
-	while ((c = getopt_long(argc, argv, short_opts, long_opts, NULL)) != -1) {
+	/* ':' first: a missing argument is told apart from an unknown option,
+	 * and getopt prints nothing itself (it would print the option raw). */
+	if ((size_t)snprintf(colon_opts, sizeof(colon_opts), ":%s", short_opts) >=
+	    sizeof(colon_opts))
+		abort();
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, colon_opts, long_opts, NULL)) != -1) {
 		switch (c) {
 		case OPT_EFI:
 		case OPT_BIOS:
@@ -173,9 +283,13 @@ int main(int argc, char **argv)
 		case OPT_VERSION:
 			printf("mkvmimage (libimg) %s\n", IMG_VERSION);
 			return 0;
+		case ':':
+			return usage_error("option '%s' needs an argument", argv[optind - 1]);
 		default:
-			fprintf(stderr, "Try 'mkvmimage --help'.\n");
-			return 2;
+			/* getopt's own message would print the option raw */
+			if (optopt > 0 && optopt < 256)
+				return usage_error("unknown option '-%c'", optopt);
+			return usage_error("unknown option '%s'", argv[optind - 1]);
 		}
 	}
 
@@ -207,6 +321,16 @@ int main(int argc, char **argv)
 		o.uki = 1;
 	if (o.verity && o.mode != IMG_MODE_STORE)
 		return usage_error("%s", "--verity needs --store-image");
+	if (!no_manifest && !manifest) {
+		if (asprintf(&default_manifest, "%s.json", o.output) < 0)
+			abort();
+		manifest = default_manifest;
+	}
+	r = check_outputs(&o, no_manifest ? NULL : manifest);
+	if (r) {
+		free(default_manifest);
+		return r;
+	}
 
 	epoch_env = getenv("SOURCE_DATE_EPOCH");
 	if (epoch_env && *epoch_env) {
@@ -242,11 +366,6 @@ int main(int argc, char **argv)
 	o.output_name = out.final;
 	o.output = out.tmp;
 	if (!no_manifest) {
-		if (!manifest) {
-			if (asprintf(&default_manifest, "%s.json", out.final) < 0)
-				abort();
-			manifest = default_manifest;
-		}
 		if (tool_output_begin(&mout, manifest) < 0) {
 			tool_output_abort(&out);
 			img_ctx_free(ctx);

@@ -20,26 +20,39 @@
 
 const char *tool_name = "libimg";
 
+/* One line on stderr; what it quotes of the input is escaped (img_escape). */
+static void print_line(const char *prefix, const char *msg)
+{
+	char safe[4096];
+
+	img_escape(msg, strlen(msg), safe, sizeof(safe));
+	fprintf(stderr, "%s: %s%s\n", tool_name, prefix, safe);
+}
+
+void tool_verr(const char *prefix, const char *fmt, va_list ap)
+{
+	char raw[4096];
+
+	vsnprintf(raw, sizeof(raw), fmt, ap);
+	print_line(prefix, raw);
+}
+
 void tool_err(const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "%s: ", tool_name);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	tool_verr("", fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 }
 
 void tool_warn(const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "%s: warning: ", tool_name);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	tool_verr("warning: ", fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 }
 
 int tool_parse_size(const char *what, const char *s, uint64_t *out)
@@ -142,11 +155,7 @@ void tool_log_cb(void *user, enum img_log_level level, const char *msg)
 
 	if (p)
 		tool_progress_done(p);
-	if (level <= IMG_LOG_WARN)
-		fprintf(stderr, "%s: %s%s\n", tool_name, level == IMG_LOG_WARN ? "warning: " : "",
-		        msg);
-	else
-		fprintf(stderr, "%s: %s\n", tool_name, msg);
+	print_line(level == IMG_LOG_WARN ? "warning: " : "", msg);
 }
 
 /* Temporaries the signal handler removes. Plain arrays: handler-safe. */

@@ -2,12 +2,15 @@
 #ifndef TOOL_UTIL_H
 #define TOOL_UTIL_H
 
+#include <stdarg.h>
 #include <stdint.h>
 #include <img/context.h>
 
 extern const char *tool_name;
 
-/* "mkvmimage: <msg>" on stderr. */
+/* "mkvmimage: <msg>" on stderr, passed through img_escape(): input bytes
+ * quoted in a message never reach the terminal raw. */
+void tool_verr(const char *prefix, const char *fmt, va_list ap);
 void tool_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void tool_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

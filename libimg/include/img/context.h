@@ -56,6 +56,18 @@ struct img_progress {
 	uint64_t files_total;
 };
 
+/*
+ * Make input bytes safe to show on a terminal: control bytes (0x00-0x1f,
+ * 0x7f), C1 controls (U+0080-U+009F), bidirectional overrides and line
+ * separators (U+202A-U+202E, U+2066-U+2069, U+2028, U+2029) and every byte
+ * that is not part of valid UTF-8 become "\xNN", one per byte; everything
+ * else is copied. A backslash is kept as is, so escaping twice changes
+ * nothing (the library escapes its messages and the tools escape what they
+ * print). Writes at most @outsize bytes including the NUL, never cutting an
+ * escape or a character in two; returns the length written.
+ */
+IMG_EXPORT size_t img_escape(const char *in, size_t len, char *out, size_t outsize);
+
 typedef void (*img_log_fn)(void *user, enum img_log_level level, const char *msg);
 typedef void (*img_progress_fn)(void *user, const struct img_progress *p);
 
@@ -66,7 +78,9 @@ IMG_EXPORT void img_ctx_free(struct img_ctx *ctx);
 
 /*
  * The message of the last failure ("" when none). Valid until the next libimg
- * call on this context.
+ * call on this context. Messages (and log lines) are passed through
+ * img_escape(): they hold no control byte and no invalid UTF-8, whatever
+ * names or lines of the input they quote.
  */
 IMG_EXPORT const char *img_ctx_error(const struct img_ctx *ctx);
 /* The negative errno of the last failure (0 when none). */
