@@ -64,9 +64,12 @@ int img_image_create_output(struct img_ctx *ctx, const struct img_build_opts *o,
 int img_image_load_closure(struct img_ctx *ctx, const struct img_build_opts *o,
                            struct img_closure **out)
 {
+	/* With a tar the contents come from the stream: the paths need not
+	 * exist on this host (no host store at all is fine). */
 	struct img_closure_opts co = {
 		.store_dir = o->store_dir,
 		.root = o->root,
+		.no_check_exists = o->tar != NULL,
 	};
 
 	if (!o->closure)

@@ -82,6 +82,10 @@ fsck.erofs "$T/abs.img" >/dev/null || t_fail "fsck.erofs on abs.img"
 # closure + tar: the tar must hold exactly the closure
 M --root "$T/root" "$T/closure" --tar "$T/s.tar" -o "$T/both.img" || t_fail "closure + tar"
 cmp "$T/disk.img" "$T/both.img" || t_fail "closure + tar differs"
+# ... and with no --root: nothing of the closure exists on this host
+[ ! -e "/nix/store/${A##*/}" ] || t_fail "the test store path exists on the host"
+M "$T/closure" --tar "$T/s.tar" -o "$T/noroot.img" || t_fail "closure + tar, no host store"
+cmp "$T/disk.img" "$T/noroot.img" || t_fail "closure + tar without --root differs"
 echo "/nix/store/${A##*/}" >"$T/closure1"
 t_expect_exit 1 "$MKVMIMAGE" -q --store-image --root "$T/root" "$T/closure1" --tar "$T/s.tar" -o "$T/no.img"
 [ ! -e "$T/no.img" ] || t_fail "output left after a closure/tar mismatch"
