@@ -71,9 +71,10 @@ LC_ALL=C sort -u "$root/store-paths.unsorted" >"$root/store-paths"
 rm -f "$root/store-paths.unsorted"
 
 # A registration in the shape of closureInfo's (path, hash, size, deriver, refs);
-# the image only stores it, so placeholder hashes are enough.
+# the image only stores it, so placeholder hashes are enough (of the right
+# shape: sha256: and 52 nix-base32 characters, as mkvmimage checks).
 while read -r p; do
-	printf '%s\nsha256:%s\n%s\n\n0\n' "$p" "$(store_hash "$p$p")" \
+	printf '%s\nsha256:%s%s\n%s\n\n0\n' "$p" "$(store_hash "$p$p")" "$(store_hash "$p" | cut -c1-20)" \
 		"$(du -s --apparent-size -B1 "$root$p" | cut -f1)"
 done <"$root/store-paths" >"$root/registration"
 

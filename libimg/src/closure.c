@@ -97,9 +97,20 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/*
+ * A line of a file that was reached through a symlink is not quoted in
+ * messages: a closure or registration "file" that is a link to /etc/shadow
+ * must not have its first line printed. The file and line number still say
+ * where the problem is.
+ */
+#define HIDDEN          "(not shown: the file is reached through a symlink)"
+#define QUOTE_LEN(q, l) ((q) ? (int)(l) : (int)strlen(HIDDEN))
+#define QUOTE(q, s)     ((q) ? (s) : HIDDEN)
+
 /* Check one line (without its newline) and append it to @c. */
 static int check_line(struct img_ctx *ctx, struct img_closure *c, const char *name, size_t lineno,
-                      const char *line, size_t len, const struct img_closure_opts *o, size_t *cap)
+                      const char *line, size_t len, const struct img_closure_opts *o, size_t *cap,
+                      int quote)
 {
 	size_t sd = strlen(c->store_dir);
 	const char *base, *slash;
@@ -117,10 +128,11 @@ static int check_line(struct img_ctx *ctx, struct img_closure *c, const char *na
 		                     lineno, len);
 	if (line[0] != '/')
 		return img_set_error(ctx, -EINVAL, "%s:%zu: not a store path (not absolute): %.*s",
-		                     name, lineno, (int)len, line);
+		                     name, lineno, QUOTE_LEN(quote, len), QUOTE(quote, line));
 	if (len <= sd + 1 || memcmp(line, c->store_dir, sd) || line[sd] != '/')
 		return img_set_error(ctx, -EINVAL, "%s:%zu: not a store path (not under %s): %.*s",
-		                     name, lineno, c->store_dir, (int)len, line);
+		                     name, lineno, c->store_dir, QUOTE_LEN(quote, len),
+		                     QUOTE(quote, line));
 	base = line + sd + 1;
 	slash = memchr(base, '/', len - sd - 1);
 	if (slash) {
@@ -130,13 +142,14 @@ static int check_line(struct img_ctx *ctx, struct img_closure *c, const char *na
 			return img_set_error(ctx, -EINVAL,
 			                     "%s:%zu: not a store path (a path inside store path "
 			                     "%.*s): %.*s",
-			                     name, lineno, (int)(slash - line), line, (int)len,
-			                     line);
+			                     name, lineno, QUOTE_LEN(quote, (size_t)(slash - line)),
+			                     QUOTE(quote, line), QUOTE_LEN(quote, len),
+			                     QUOTE(quote, line));
 	}
 	if (!img_store_name_valid(base, (size_t)(line + len - base)))
 		return img_set_error(ctx, -EINVAL,
 		                     "%s:%zu: not a store path (bad hash or name): %.*s", name,
-		                     lineno, (int)len, line);
+		                     lineno, QUOTE_LEN(quote, len), QUOTE(quote, line));
 	if (!o->no_check_exists) {
 		int n = snprintf(host, sizeof(host), "%s%.*s", c->root, (int)len, line);
 
@@ -209,8 +222,8 @@ static int closure_new(struct img_ctx *ctx, const char *name, const struct img_c
 	return 0;
 }
 
-int img_closure_parse(struct img_ctx *ctx, const char *name, const char *buf, size_t len,
-                      const struct img_closure_opts *opts, struct img_closure **out)
+static int parse(struct img_ctx *ctx, const char *name, const char *buf, size_t len,
+                 const struct img_closure_opts *opts, int quote, struct img_closure **out)
 {
 	struct img_closure_opts none = { 0 };
 	struct img_closure *c = NULL;
@@ -229,7 +242,8 @@ int img_closure_parse(struct img_ctx *ctx, const char *name, const char *buf, si
 		lineno++;
 		/* Empty lines carry nothing (closureInfo ends with one). */
 		if (end > pos) {
-			r = check_line(ctx, c, name, lineno, buf + pos, end - pos, opts, &cap);
+			r = check_line(ctx, c, name, lineno, buf + pos, end - pos, opts, &cap,
+			               quote);
 			if (r < 0) {
 				img_closure_free(c);
 				return r;
@@ -244,6 +258,20 @@ int img_closure_parse(struct img_ctx *ctx, const char *name, const char *buf, si
 	sort_unique(c);
 	*out = c;
 	return 0;
+}
+
+int img_closure_parse(struct img_ctx *ctx, const char *name, const char *buf, size_t len,
+                      const struct img_closure_opts *opts, struct img_closure **out)
+{
+	return parse(ctx, name, buf, len, opts, 1, out);
+}
+
+/* Was @path's last component a symlink? (Its content is then not quoted.) */
+static int is_link(const char *path)
+{
+	struct stat st;
+
+	return lstat(path, &st) == 0 && S_ISLNK(st.st_mode);
 }
 
 /* Read all of @fd (a file or a pipe) into a malloc'ed buffer. */
@@ -317,7 +345,7 @@ static int load_file(struct img_ctx *ctx, const char *path, const char *name,
 	close(fd);
 	if (r < 0)
 		return r;
-	r = img_closure_parse(ctx, name, buf, len, o, out);
+	r = parse(ctx, name, buf, len, o, !is_link(path), out);
 	free(buf);
 	return r;
 }
@@ -363,6 +391,7 @@ int img_closure_load(struct img_ctx *ctx, const char *spec, const struct img_clo
 	r = load_file(ctx, sp, sp, opts, out);
 	if (r < 0)
 		goto out;
+	(*out)->info_dir = 1;
 	if (stat(reg, &st) == 0) {
 		if (!S_ISREG(st.st_mode)) {
 			img_closure_free(*out);
@@ -424,6 +453,76 @@ static int ref_cmp(const void *x, const void *y)
 	return bytes_cmp(a->s, a->len, b->s, b->len);
 }
 
+/* Is @s (@len bytes, not NUL-terminated) a store path under c's store dir? */
+static int store_path_ok(const struct img_closure *c, const char *s, size_t len)
+{
+	size_t sd = strlen(c->store_dir);
+
+	return len > sd + 1 && !memcmp(s, c->store_dir, sd) && s[sd] == '/' &&
+	       img_store_name_valid(s + sd + 1, len - sd - 1);
+}
+
+static int bytes_str_cmp(const void *key, const void *elem)
+{
+	const struct ref_item *k = key;
+	const char *e = *(char *const *)elem;
+	size_t el = strlen(e);
+	int c = memcmp(k->s, e, IMG_MIN(k->len, el));
+
+	return c ? c : (k->len > el) - (k->len < el);
+}
+
+/* Is @s one of the closure's paths (which are sorted bytewise)? */
+static int in_closure(const struct img_closure *c, const char *s, size_t len)
+{
+	struct ref_item k = { s, len };
+
+	return bsearch(&k, c->paths, c->npaths, sizeof(*c->paths), bytes_str_cmp) != NULL;
+}
+
+static int all_of(const char *s, size_t len, const char *set)
+{
+	for (size_t i = 0; i < len; i++)
+		if (!s[i] || !strchr(set, s[i]))
+			return 0;
+	return 1;
+}
+
+/* What Nix's hash parser takes for a SHA-256 NAR hash: "sha256:" with
+ * nix-base32, base16 or base64, or the SRI form "sha256-<base64>". */
+static int nar_hash_ok(const char *s, size_t len)
+{
+	static const char b64[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	const char *h = s + 7;
+	size_t n = len - 7;
+
+	if (len < 7 || (memcmp(s, "sha256:", 7) && memcmp(s, "sha256-", 7)))
+		return 0;
+	if (n == 44 && all_of(h, 43, b64) && h[43] == '=')
+		return 1;
+	if (s[6] == '-')
+		return 0;
+	return (n == 52 && all_of(h, n, "0123456789abcdfghijklmnpqrsvwxyz")) ||
+	       (n == 64 && all_of(h, n, "0123456789abcdefABCDEF"));
+}
+
+/* 1 to 20 decimal digits that fit 64 bits. */
+static int decimal_ok(const char *s, size_t len)
+{
+	char num[24];
+	unsigned long long v;
+
+	if (!len || len > 20 || !all_of(s, len, "0123456789"))
+		return 0;
+	memcpy(num, s, len);
+	num[len] = '\0';
+	errno = 0;
+	v = strtoull(num, NULL, 10);
+	(void)v;
+	return errno == 0;
+}
+
 int img_closure_registration(struct img_ctx *ctx, const struct img_closure *c, char **out,
                              size_t *outlen)
 {
@@ -434,7 +533,7 @@ int img_closure_registration(struct img_ctx *ctx, const struct img_closure *c, c
 	char *buf = NULL, *res = NULL;
 	size_t reslen = 0;
 	FILE *f = NULL;
-	int fd, r = 0;
+	int fd, r = 0, quote = !is_link(name);
 
 	*out = NULL;
 	*outlen = 0;
@@ -468,6 +567,7 @@ int img_closure_registration(struct img_ctx *ctx, const struct img_closure *c, c
 	while (pos < len) {
 		struct reg_record *rec;
 		unsigned long long n;
+		size_t first;
 		char num[32];
 
 		if (nrec == caprec) {
@@ -486,15 +586,47 @@ int img_closure_registration(struct img_ctx *ctx, const struct img_closure *c, c
 		for (int i = 0; i < 5; i++)
 			NEXT_LINE(rec->line[i], rec->len[i]);
 		nrec++;
-		if (!rec->len[0] || rec->line[0][0] != '/') {
+		first = lineno - 4;
+		if (!store_path_ok(c, rec->line[0], rec->len[0])) {
 			r = img_set_error(ctx, -EINVAL, "%s:%zu: not a store path: %.*s", name,
-			                  lineno - 4, (int)IMG_MIN(rec->len[0], 200), rec->line[0]);
+			                  first, QUOTE_LEN(quote, IMG_MIN(rec->len[0], 200)),
+			                  QUOTE(quote, rec->line[0]));
 			goto out;
 		}
-		if (!rec->len[4] || rec->len[4] >= sizeof(num) ||
-		    strspn(rec->line[4], "0123456789") < rec->len[4]) {
+		if (!in_closure(c, rec->line[0], rec->len[0])) {
+			r = img_set_error(ctx, -EINVAL,
+			                  "%s:%zu: registers %.*s, which is not in the closure %s",
+			                  name, first, QUOTE_LEN(quote, rec->len[0]),
+			                  QUOTE(quote, rec->line[0]), c->source);
+			goto out;
+		}
+		if (!nar_hash_ok(rec->line[1], rec->len[1])) {
+			r = img_set_error(
+			    ctx, -EINVAL,
+			    "%s:%zu: not a NAR hash (sha256: and 52 nix-base32, 64 hex "
+			    "or 44 base64 characters): %.*s",
+			    name, first + 1, QUOTE_LEN(quote, IMG_MIN(rec->len[1], 200)),
+			    QUOTE(quote, rec->line[1]));
+			goto out;
+		}
+		if (!decimal_ok(rec->line[2], rec->len[2])) {
+			r = img_set_error(ctx, -EINVAL, "%s:%zu: not a NAR size: %.*s", name,
+			                  first + 2, QUOTE_LEN(quote, IMG_MIN(rec->len[2], 200)),
+			                  QUOTE(quote, rec->line[2]));
+			goto out;
+		}
+		if (rec->len[3] && !store_path_ok(c, rec->line[3], rec->len[3])) {
+			r = img_set_error(
+			    ctx, -EINVAL,
+			    "%s:%zu: the deriver is neither empty nor a store path: %.*s", name,
+			    first + 3, QUOTE_LEN(quote, IMG_MIN(rec->len[3], 200)),
+			    QUOTE(quote, rec->line[3]));
+			goto out;
+		}
+		if (!decimal_ok(rec->line[4], rec->len[4])) {
 			r = img_set_error(ctx, -EINVAL, "%s:%zu: not a reference count: %.*s", name,
-			                  lineno, (int)IMG_MIN(rec->len[4], 200), rec->line[4]);
+			                  lineno, QUOTE_LEN(quote, IMG_MIN(rec->len[4], 200)),
+			                  QUOTE(quote, rec->line[4]));
 			goto out;
 		}
 		memcpy(num, rec->line[4], rec->len[4]);
@@ -513,8 +645,22 @@ int img_closure_registration(struct img_ctx *ctx, const struct img_closure *c, c
 			r = img_set_error(ctx, -ENOMEM, "out of memory");
 			goto out;
 		}
-		for (size_t i = 0; i < rec->nref; i++)
+		for (size_t i = 0; i < rec->nref; i++) {
 			NEXT_LINE(rec->ref[i], rec->reflen[i]);
+			/* A reference to something the image does not hold would
+			 * make the guest's Nix believe in a path it does not have. */
+			if (!store_path_ok(c, rec->ref[i], rec->reflen[i]) ||
+			    !in_closure(c, rec->ref[i], rec->reflen[i])) {
+				r = img_set_error(
+				    ctx, -EINVAL,
+				    "%s:%zu: reference %.*s of %.*s is not a store path "
+				    "of the closure %s",
+				    name, lineno, QUOTE_LEN(quote, IMG_MIN(rec->reflen[i], 200)),
+				    QUOTE(quote, rec->ref[i]), QUOTE_LEN(quote, rec->len[0]),
+				    QUOTE(quote, rec->line[0]), c->source);
+				goto out;
+			}
+		}
 	}
 #undef NEXT_LINE
 
@@ -522,9 +668,34 @@ int img_closure_registration(struct img_ctx *ctx, const struct img_closure *c, c
 	for (size_t i = 1; i < nrec; i++)
 		if (!rec_cmp(&recs[i - 1], &recs[i])) {
 			r = img_set_error(ctx, -EINVAL, "%s: two records for %.*s", name,
-			                  (int)recs[i].len[0], recs[i].line[0]);
+			                  QUOTE_LEN(quote, recs[i].len[0]),
+			                  QUOTE(quote, recs[i].line[0]));
 			goto out;
 		}
+	/* Paths the registration leaves out: the guest's Nix will not know
+	 * they are valid (and may collect them). Said once, not refused. */
+	{
+		size_t missing = 0, k = 0;
+		const char *first = NULL;
+
+		for (size_t i = 0; i < c->npaths; i++) {
+			while (k < nrec &&
+			       bytes_str_cmp(&(struct ref_item){ recs[k].line[0], recs[k].len[0] },
+			                     &c->paths[i]) < 0)
+				k++;
+			if (k < nrec &&
+			    !bytes_str_cmp(&(struct ref_item){ recs[k].line[0], recs[k].len[0] },
+			                   &c->paths[i]))
+				continue;
+			if (!missing++)
+				first = c->paths[i];
+		}
+		if (missing)
+			img_log(ctx, IMG_LOG_WARN,
+			        "%s: %zu store path(s) of the closure have no record (first: %s); "
+			        "the image's Nix will not know them as valid",
+			        name, missing, first);
+	}
 	f = open_memstream(&res, &reslen);
 	if (!f) {
 		r = img_set_error(ctx, -ENOMEM, "out of memory");

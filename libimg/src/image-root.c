@@ -153,6 +153,11 @@ static int root_tree(struct img_ctx *ctx, const struct img_build_opts *o,
 	/* the store directory keeps its mode whatever the source says */
 	if (r >= 0)
 		r = add_dir(t, "nix/store", 01775);
+	if (r >= 0 && c && c->info_dir && !c->registration)
+		img_log(ctx, IMG_LOG_WARN,
+		        "%s: no registration file: the image's Nix will not know its store paths "
+		        "(nix-store --load-db has nothing to load)",
+		        o->closure ? o->closure : c->source);
 	if (r >= 0 && c && c->registration) {
 		struct img_node_attr a = { .type = IMG_NODE_REG, .mode = 0644 };
 		char *reg;

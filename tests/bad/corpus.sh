@@ -2,7 +2,8 @@
 # corpus.sh -- the bad-input corpus (issue 7): every fixtures/bad/*.case runs
 # one tool on one hostile input and must fail cleanly: the expected exit
 # status, a message on stderr matching the case's pattern (which names the
-# input), no output file, no temporary left behind, no sanitizer report.
+# input), no raw control byte on stderr (input bytes come back escaped), no
+# output file, no temporary left behind, no sanitizer report.
 #
 # A case file holds `key: value` lines:
 #   tool:   mkvmimage | vmlaunch
@@ -10,6 +11,8 @@
 #           @OUT@ = the output path the tool must not leave behind
 #   expect: an extended regular expression stderr must match (empty: stderr
 #           must be empty)
+#   reject: an extended regular expression stderr must NOT match (what must
+#           never be quoted, such as a secret a symlinked input points at)
 #   exit:   the expected status (default 1)
 #   stdin:  a file (under @GEN@) fed on standard input
 # Run with CASES="name ..." to run a subset.
@@ -29,6 +32,7 @@ for case in "$SRCDIR"/fixtures/bad/*.case; do
 	tool=$(sed -n 's/^tool: *//p' "$case")
 	args=$(sed -n 's/^args: *//p' "$case")
 	expect=$(sed -n 's/^expect: *//p' "$case")
+	reject=$(sed -n 's/^reject: *//p' "$case")
 	want=$(sed -n 's/^exit: *//p' "$case")
 	stdin=$(sed -n 's/^stdin: *//p' "$case")
 	want=${want:-1}
@@ -61,6 +65,12 @@ for case in "$SRCDIR"/fixtures/bad/*.case; do
 		problem="${problem:+$problem; }unexpected message"
 	fi
 	grep -qE 'Sanitizer|runtime error:' "$T/out/$name/stderr" && problem="${problem:+$problem; }sanitizer report"
+	if [ -n "$reject" ] && grep -qE -- "$reject" "$T/out/$name/stderr"; then
+		problem="${problem:+$problem; }stderr matches /$reject/, which must not be shown"
+	fi
+	# every byte a terminal would act on (C0 but newline, DEL) must be escaped
+	LC_ALL=C grep -q $'[\x01-\x09\x0b-\x1f\x7f]' "$T/out/$name/stderr" &&
+		problem="${problem:+$problem; }raw control byte on stderr"
 	if [ "$want" != 0 ]; then
 		[ ! -e "$out" ] || problem="${problem:+$problem; }output left behind"
 		[ ! -e "$out.json" ] || problem="${problem:+$problem; }manifest left behind"

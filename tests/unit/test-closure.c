@@ -9,6 +9,10 @@
 #include <img/closure.h>
 
 #define H "0aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+/* NAR hashes in the forms Nix writes and reads */
+#define HA "sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s"
+#define HB "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+#define HS "sha256-n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg="
 
 START_TEST(store_names)
 {
@@ -179,7 +183,9 @@ END_TEST
 
 static char *canonical(struct img_ctx *ctx, const char *dir, const char *text, int *r)
 {
-	struct img_closure c = { 0 };
+	static char pa[] = "/nix/store/" H "-a", pb[] = "/nix/store/" H "-b", sd[] = "/nix/store";
+	static char *paths[] = { pa, pb };
+	struct img_closure c = { .store_dir = sd, .paths = paths, .npaths = 2, .source = sd };
 	char path[4096], *out = NULL;
 	size_t len = 0;
 
@@ -198,11 +204,11 @@ START_TEST(registration_canonical)
 	char *dir = t_tmpdir("closure-reg"), *a, *b;
 	int r;
 	/* Two records, references unsorted, then the same in the other order. */
-	static const char one[] = "/nix/store/" H "-b\nsha256:bb\n20\n\n2\n/nix/store/" H "-b\n"
+	static const char one[] = "/nix/store/" H "-b\n" HB "\n20\n\n2\n/nix/store/" H "-b\n"
 	                          "/nix/store/" H "-a\n"
-	                          "/nix/store/" H "-a\nsha256:aa\n10\n/nix/store/x.drv\n0\n";
-	static const char two[] = "/nix/store/" H "-a\nsha256:aa\n10\n/nix/store/x.drv\n0\n"
-	                          "/nix/store/" H "-b\nsha256:bb\n20\n\n2\n/nix/store/" H "-a\n"
+	                          "/nix/store/" H "-a\n" HA "\n10\n/nix/store/" H "-x.drv\n0\n";
+	static const char two[] = "/nix/store/" H "-a\n" HA "\n10\n/nix/store/" H "-x.drv\n0\n"
+	                          "/nix/store/" H "-b\n" HB "\n20\n\n2\n/nix/store/" H "-a\n"
 	                          "/nix/store/" H "-b";
 
 	a = canonical(ctx, dir, one, &r);
@@ -210,26 +216,90 @@ START_TEST(registration_canonical)
 	b = canonical(ctx, dir, two, &r);
 	ck_assert_ok(r, ctx);
 	ck_assert_str_eq(a, b);
-	ck_assert_str_eq(a, "/nix/store/" H "-a\nsha256:aa\n10\n/nix/store/x.drv\n0\n"
-	                    "/nix/store/" H "-b\nsha256:bb\n20\n\n2\n/nix/store/" H "-a\n"
+	ck_assert_str_eq(a, "/nix/store/" H "-a\n" HA "\n10\n/nix/store/" H "-x.drv\n0\n"
+	                    "/nix/store/" H "-b\n" HB "\n20\n\n2\n/nix/store/" H "-a\n"
 	                    "/nix/store/" H "-b\n");
 	free(a);
 	free(b);
 	/* Broken records: each an error naming file:line. */
-	ck_assert_ptr_null(canonical(ctx, dir, "/nix/store/" H "-a\nsha\n1\n\n", &r));
+	ck_assert_ptr_null(canonical(ctx, dir, "/nix/store/" H "-a\n" HA "\n1\n\n", &r));
 	ck_assert_int_eq(r, -EINVAL);
 	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "registration:5: record cut short"));
-	ck_assert_ptr_null(canonical(ctx, dir, "/nix/store/" H "-a\nsha\n1\n\nmany\n", &r));
+	ck_assert_ptr_null(canonical(ctx, dir, "/nix/store/" H "-a\n" HA "\n1\n\nmany\n", &r));
 	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "registration:5: not a reference count"));
-	ck_assert_ptr_null(canonical(ctx, dir, "/nix/store/" H "-a\nsha\n1\n\n3\n/x\n", &r));
-	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "cut short"));
-	ck_assert_ptr_null(canonical(ctx, dir, "junk\nsha\n1\n\n0\n", &r));
+	ck_assert_ptr_null(canonical(ctx, dir, "/nix/store/" H "-a\n" HA "\n1\n\n3\n/x\n", &r));
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "registration:6: reference /x"));
+	ck_assert_ptr_null(canonical(ctx, dir, "junk\n" HA "\n1\n\n0\n", &r));
 	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "registration:1: not a store path"));
 	ck_assert_ptr_null(canonical(
-	    ctx, dir, "/nix/store/" H "-a\ns\n1\n\n0\n/nix/store/" H "-a\ns\n1\n\n0\n", &r));
+	    ctx, dir, "/nix/store/" H "-a\n" HA "\n1\n\n0\n/nix/store/" H "-a\n" HA "\n1\n\n0\n",
+	    &r));
 	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "two records"));
-	ck_assert_ptr_null(canonical(ctx, dir, "/nix/store/" H "-a\ns\n1\n\n99999999999999\n", &r));
+	ck_assert_ptr_null(
+	    canonical(ctx, dir, "/nix/store/" H "-a\n" HA "\n1\n\n99999999999999\n", &r));
 	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "more than the file holds"));
+	/* Checked against the closure: registered paths and references. */
+	ck_assert_ptr_null(canonical(ctx, dir, "/nix/store/" H "-c\n" HA "\n1\n\n0\n", &r));
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "registration:1: registers /nix/store/" H
+	                                                 "-c, which is not in the closure"));
+	ck_assert_ptr_null(canonical(
+	    ctx, dir, "/nix/store/" H "-a\n" HA "\n1\n\n2\n/nix/store/" H "-b\n/etc/passwd\n", &r));
+	ck_assert_ptr_nonnull(
+	    strstr(img_ctx_error(ctx), "registration:7: reference /etc/passwd of"));
+	ck_assert_ptr_null(
+	    canonical(ctx, dir, "/nix/store/" H "-a\n" HA "\n1\n\n1\n/nix/store/" H "-zzz\n", &r));
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "registration:6: reference"));
+	/* Well-formed fields: hash, size, deriver. */
+	ck_assert_ptr_null(canonical(ctx, dir, "/nix/store/" H "-a\nsha256:aa\n1\n\n0\n", &r));
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "registration:2: not a NAR hash"));
+	ck_assert_ptr_null(canonical(ctx, dir, "/nix/store/" H "-a\nmd5:" H "\n1\n\n0\n", &r));
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "registration:2: not a NAR hash"));
+	ck_assert_ptr_null(canonical(ctx, dir, "/nix/store/" H "-a\n" HA "\n-1\n\n0\n", &r));
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "registration:3: not a NAR size"));
+	ck_assert_ptr_null(
+	    canonical(ctx, dir, "/nix/store/" H "-a\n" HA "\n99999999999999999999\n\n0\n", &r));
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "registration:3: not a NAR size"));
+	ck_assert_ptr_null(
+	    canonical(ctx, dir, "/nix/store/" H "-a\n" HA "\n1\n/etc/x.drv\n0\n", &r));
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "registration:4: the deriver"));
+	/* A registration that is a symlink (to a secret): its lines are not quoted. */
+	{
+#define SHADOW                                                                                     \
+	"root:$y$SECRETHASH:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n"                     \
+	"bin:*:19000:0:99999:7:::\nsys:*:19000:0:99999:7:::\nsync:*:19000:0:99999:7:::\n"
+		char secret[4096], link[4096];
+
+		snprintf(secret, sizeof(secret), "%s/shadow", dir);
+		t_write_file(secret, SHADOW, strlen(SHADOW));
+		snprintf(link, sizeof(link), "%s/registration", dir);
+		free(canonical(ctx, dir, "", &r)); /* an empty registration is no error */
+		ck_assert_ok(r, ctx);
+		unlink(link);
+		ck_assert_int_eq(symlink(secret, link), 0);
+		{
+			static char pa[] = "/nix/store/" H "-a", sd[] = "/nix/store";
+			static char *paths[] = { pa };
+			struct img_closure c = {
+				.store_dir = sd, .paths = paths, .npaths = 1, .source = sd
+			};
+			char *o = NULL;
+			size_t l;
+
+			c.registration = link;
+			ck_assert_int_eq(img_closure_registration(ctx, &c, &o, &l), -EINVAL);
+			ck_assert_ptr_nonnull(
+			    strstr(img_ctx_error(ctx), "registration:1: not a store path"));
+			ck_assert_ptr_null(strstr(img_ctx_error(ctx), "SECRET"));
+			ck_assert_ptr_null(strstr(img_ctx_error(ctx), "root:"));
+		}
+		unlink(link);
+	}
+	/* every hash form Nix reads */
+	a = canonical(ctx, dir,
+	              "/nix/store/" H "-a\n" HS "\n1\n\n0\n/nix/store/" H "-b\n" HB "\n1\n\n0\n",
+	              &r);
+	ck_assert_ok(r, ctx);
+	free(a);
 	t_rmrf(dir);
 	free(dir);
 	img_ctx_free(ctx);

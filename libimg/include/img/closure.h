@@ -37,6 +37,7 @@ struct img_closure {
 	char **paths;    /* absolute store paths, sorted bytewise, unique */
 	size_t npaths;
 	char *registration; /* host path of the registration file, or NULL */
+	int info_dir;       /* loaded from a closureInfo directory */
 	char *source;       /* what was loaded, for messages */
 };
 
@@ -51,8 +52,14 @@ IMG_EXPORT void img_closure_free(struct img_closure *c);
 /*
  * The registration file in canonical form: records sorted by path, each
  * record's references sorted, so the image does not depend on the order
- * Nix wrote them in. Malformed records are an error naming file:line.
- * @out is malloc'ed; the caller frees it.
+ * Nix wrote them in. Checked against the closure, each an error naming
+ * file:line: every registered path and every reference is a store path of
+ * @c, the NAR hash is a well-formed SHA-256 (sha256: with nix-base32, hex or
+ * base64, or SRI), the NAR size and the count are decimal numbers, the
+ * deriver is empty or a store path, no path is registered twice. Closure
+ * paths without a record are one warning. A registration reached through a
+ * symlink has no line quoted in messages. @out is malloc'ed; the caller
+ * frees it.
  */
 IMG_EXPORT int img_closure_registration(struct img_ctx *ctx, const struct img_closure *c,
                                         char **out, size_t *outlen);
