@@ -61,6 +61,7 @@ endif()
 # Integration tests: run the tools, validate with programs we did not write.
 img_shell_test(integration empty)
 img_shell_test(integration cli-docs)
+img_shell_test(integration vdisk)
 # partitioned system disks (--efi, --bios, --hybrid): sgdisk/sfdisk, fsck.fat, mtools, e2fsck.
 img_shell_test(integration disk-efi)
 img_shell_test(integration disk-layouts)
@@ -111,6 +112,7 @@ img_shell_test(boot sigterm TIMEOUT 600)
 img_shell_test(boot uki TIMEOUT 600)
 img_shell_test(boot scsi TIMEOUT 600)
 img_shell_test(boot hybrid TIMEOUT 600)
+img_shell_test(boot formats TIMEOUT 900)
 
 # Reproducibility: every output kind built under three sets of conditions.
 img_shell_test(repro repro TIMEOUT 900)

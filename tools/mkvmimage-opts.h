@@ -15,6 +15,8 @@ enum {
 	OPT_STORE,
 	OPT_EMPTY,
 	OPT_FORMAT,
+	OPT_VPC_SUB,
+	OPT_VMDK_SUB,
 	OPT_COMPRESS,
 	OPT_CLUSTER,
 	OPT_TAR,
@@ -78,11 +80,30 @@ static const struct tool_opt mkvmimage_opts[] = {
 	{ .name = "format",
 	  .val = OPT_FORMAT,
 	  .arg = "FORMAT",
-	  .help = "raw or qcow2 (default: from FILE's suffix, else raw)",
-	  .more = "qcow2 when FILE ends in .qcow2. Every format is written directly, without "
-	          "a conversion pass.",
+	  .help = "raw, qcow2, vpc, vdi, vmdk (default: by FILE's suffix)",
+	  .more = "qcow2 for .qcow2, vpc (VHD) for .vhd and .vpc, vdi for .vdi, vmdk for "
+	          ".vmdk, raw otherwise. Every format is written directly, without a "
+	          "conversion pass; streamOptimized VMDK deflates its grains when the "
+	          "image is complete.",
 	  .complete = TC_WORDS,
-	  .words = "raw qcow2" },
+	  .words = "raw qcow2 vpc vdi vmdk" },
+	{ .name = "vpc-subformat",
+	  .val = OPT_VPC_SUB,
+	  .arg = "KIND",
+	  .help = "VHD kind: fixed (default; Azure, Hyper-V) or dynamic",
+	  .more = "A VHD's virtual size is rounded up to a whole MiB, as Azure requires; "
+	          "a partitioned disk is planned in whole MiB already.",
+	  .complete = TC_WORDS,
+	  .words = "fixed dynamic" },
+	{ .name = "vmdk-subformat",
+	  .val = OPT_VMDK_SUB,
+	  .arg = "KIND",
+	  .help = "monolithicSparse (default) or streamOptimized (OVA)",
+	  .more = "monolithicSparse runs in place (VMware Workstation, VirtualBox, qemu); "
+	          "streamOptimized is the compressed form OVF/OVA imports (ESXi, vSphere) "
+	          "take.",
+	  .complete = TC_WORDS,
+	  .words = "monolithicSparse streamOptimized" },
 	{ .name = "compress",
 	  .val = OPT_COMPRESS,
 	  .arg = "ALG",

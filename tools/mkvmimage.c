@@ -29,6 +29,19 @@ static int ends_with(const char *s, const char *suffix)
 	return a >= b && !strcmp(s + a - b, suffix);
 }
 
+static int format_of(const char *s, enum img_format *f)
+{
+	static const char *const names[] = { "raw", "qcow2", "vpc", "vdi", "vmdk" };
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (!strcmp(s, names[i])) {
+			*f = (enum img_format)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int usage_error(const char *fmt, ...)
 {
@@ -144,6 +157,7 @@ int main(int argc, char **argv)
 	const char *format = NULL, *manifest = NULL, *epoch_env;
 	int mode_set = 0, quiet = 0, verbose = 0, no_manifest = 0, direct_io = 1, c, r;
 	uint64_t cluster = 0;
+	enum img_vdisk_format vpc_sub = 0, vmdk_sub = 0;
 	struct tool_output out = { 0 }, mout = { 0 };
 	struct tool_progress prog;
 	struct img_ctx *ctx;
@@ -183,9 +197,29 @@ int main(int argc, char **argv)
 			o.output = optarg;
 			break;
 		case OPT_FORMAT:
-			if (strcmp(optarg, "raw") && strcmp(optarg, "qcow2"))
-				return usage_error("--format: '%s' is not raw or qcow2", optarg);
+			if (format_of(optarg, &o.format) < 0)
+				return usage_error(
+				    "--format: '%s' is not raw, qcow2, vpc, vdi or vmdk", optarg);
 			format = optarg;
+			break;
+		case OPT_VPC_SUB:
+			if (!strcmp(optarg, "fixed"))
+				vpc_sub = IMG_VDISK_VPC_FIXED;
+			else if (!strcmp(optarg, "dynamic"))
+				vpc_sub = IMG_VDISK_VPC_DYNAMIC;
+			else
+				return usage_error("--vpc-subformat: '%s' is not fixed or dynamic",
+				                   optarg);
+			break;
+		case OPT_VMDK_SUB:
+			if (!strcmp(optarg, "monolithicSparse"))
+				vmdk_sub = IMG_VDISK_VMDK_SPARSE;
+			else if (!strcmp(optarg, "streamOptimized"))
+				vmdk_sub = IMG_VDISK_VMDK_STREAM;
+			else
+				return usage_error("--vmdk-subformat: '%s' is not monolithicSparse "
+				                   "or streamOptimized",
+				                   optarg);
 			break;
 		case OPT_COMPRESS:
 			if (!strcmp(optarg, "zstd"))
@@ -310,10 +344,20 @@ int main(int argc, char **argv)
 	}
 	if (o.closure && o.tar && !strcmp(o.closure, "-") && !strcmp(o.tar, "-"))
 		return usage_error("%s", "the closure and --tar cannot both be stdin");
-	if (format)
-		o.format = !strcmp(format, "qcow2") ? IMG_FORMAT_QCOW2 : IMG_FORMAT_RAW;
-	else
-		o.format = ends_with(o.output, ".qcow2") ? IMG_FORMAT_QCOW2 : IMG_FORMAT_RAW;
+	if (!format)
+		o.format = ends_with(o.output, ".qcow2") ? IMG_FORMAT_QCOW2
+		           : ends_with(o.output, ".vhd") || ends_with(o.output, ".vpc")
+		               ? IMG_FORMAT_VPC
+		           : ends_with(o.output, ".vdi")  ? IMG_FORMAT_VDI
+		           : ends_with(o.output, ".vmdk") ? IMG_FORMAT_VMDK
+		                                          : IMG_FORMAT_RAW;
+	if (vpc_sub && o.format != IMG_FORMAT_VPC)
+		return usage_error("%s", "--vpc-subformat needs VHD output (--format vpc or a .vhd "
+		                         "name)");
+	if (vmdk_sub && o.format != IMG_FORMAT_VMDK)
+		return usage_error("%s", "--vmdk-subformat needs VMDK output (--format vmdk or a "
+		                         ".vmdk name)");
+	o.vdisk = o.format == IMG_FORMAT_VPC ? vpc_sub : vmdk_sub;
 	if (o.compression && o.format != IMG_FORMAT_QCOW2)
 		return usage_error("%s", "--compress needs qcow2 output (--format qcow2 or a "
 		                         ".qcow2 name)");

@@ -276,12 +276,11 @@ static const struct tool_doc tool_doc = {
 	.name = "vmlaunch",
 	.synopsis = "[OPTIONS] IMAGE [-- QEMU-ARGS...]",
 	.summary = "start QEMU on a VM disk image",
-	.description = "Start QEMU on IMAGE (qcow2 or raw). IMAGE is never written: the VM writes "
-	               "to\n"
-	               "an overlay in its state directory.\n"
+	.description = "Start QEMU on IMAGE (qcow2, raw, VHD, VDI or VMDK). IMAGE is never\n"
+	               "written: the VM writes to an overlay in its state directory.\n"
 	               "\n"
 	               "Arguments after -- are appended to QEMU's command line. IMAGE may be "
-	               "made by mkvmimage or be any qcow2 or raw disk; its manifest, when "
+	               "made by mkvmimage or by another tool; its manifest, when "
 	               "there is one beside it, says how it boots.",
 	.shortopts_prefix = "+",
 	.opts = vmlaunch_opts,

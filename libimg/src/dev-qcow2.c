@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <img/vdisk.h>
+
 #include "dev-qcow2-header.h"
 #include "dev-qcow2-writer.h"
 
@@ -53,11 +55,27 @@ static int has_qcow2_magic(struct img_ctx *ctx, const char *path)
 
 int img_dev_open_image(struct img_ctx *ctx, const char *path, unsigned flags, struct img_dev **out)
 {
+	enum img_vdisk_format vf;
 	int r = has_qcow2_magic(ctx, path);
 
 	if (r < 0)
 		return r;
-	return r ? img_dev_qcow2_open(ctx, path, flags, out) : img_dev_raw_open(ctx, path, out);
+	if (r)
+		return img_dev_qcow2_open(ctx, path, flags, out);
+	if ((r = img_vdisk_probe(ctx, path, &vf, NULL)) < 0)
+		return r;
+	return vf ? img_dev_vdisk_open(ctx, path, out) : img_dev_raw_open(ctx, path, out);
+}
+
+/* Backing formats an overlay may name: ours, and what vdisk.h reads. */
+static int backing_format_known(const char *f)
+{
+	static const char *const known[] = { "qcow2", "raw", "vpc", "vdi", "vmdk" };
+
+	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+		if (!strcmp(f, known[i]))
+			return 1;
+	return 0;
 }
 
 int img_qcow2_create_overlay(struct img_ctx *ctx, const char *path, const char *backing,
@@ -82,8 +100,9 @@ int img_qcow2_create_overlay(struct img_ctx *ctx, const char *path, const char *
 	is_qcow2 = r;
 	if (!backing_fmt)
 		backing_fmt = is_qcow2 ? "qcow2" : "raw";
-	if (strcmp(backing_fmt, "qcow2") && strcmp(backing_fmt, "raw")) {
-		r = img_set_error(ctx, -EINVAL, "backing format '%s' is not qcow2 or raw",
+	if (!backing_format_known(backing_fmt)) {
+		r = img_set_error(ctx, -EINVAL,
+		                  "backing format '%s' is not qcow2, raw, vpc, vdi or vmdk",
 		                  backing_fmt);
 		goto out;
 	}
@@ -92,9 +111,21 @@ int img_qcow2_create_overlay(struct img_ctx *ctx, const char *path, const char *
 		goto out;
 	}
 	/* The size comes from the backing image as qemu would read it. */
-	r = !strcmp(backing_fmt, "qcow2")
-	        ? img_dev_qcow2_open(ctx, abs, IMG_QCOW2_ALLOW_BACKING, &dev)
-	        : img_dev_raw_open(ctx, abs, &dev);
+	if (!strcmp(backing_fmt, "qcow2")) {
+		r = img_dev_qcow2_open(ctx, abs, IMG_QCOW2_ALLOW_BACKING, &dev);
+	} else if (!strcmp(backing_fmt, "raw")) {
+		r = img_dev_raw_open(ctx, abs, &dev);
+	} else {
+		enum img_vdisk_format vf;
+		const char *name = NULL;
+
+		r = img_vdisk_probe(ctx, abs, &vf, &name);
+		if (r == 0 && (!vf || strcmp(name, backing_fmt)))
+			r = img_set_error(ctx, -EINVAL, "backing image %s is not a %s image", abs,
+			                  backing_fmt);
+		if (r == 0)
+			r = img_dev_vdisk_open(ctx, abs, &dev);
+	}
 	if (r < 0) {
 		r = img_error_prefix(ctx, r, "backing image");
 		goto out;

@@ -79,7 +79,7 @@ int img_image_write_manifest(struct img_ctx *ctx, const struct img_build_opts *o
 	m->manifest_version = IMG_MANIFEST_VERSION;
 	m->generator = gen;
 	m->image = (char *)(o->output_name ? o->output_name : o->output);
-	m->format = o->format == IMG_FORMAT_QCOW2 ? "qcow2" : "raw";
+	m->format = (char *)img_image_format_name(o);
 	m->compression = o->compression == IMG_QCOW2_COMPRESS_ZSTD   ? "zstd"
 	                 : o->compression == IMG_QCOW2_COMPRESS_ZLIB ? "zlib"
 	                                                             : "none";

@@ -15,7 +15,15 @@
  */
 int img_image_set_seed(struct img_ctx *ctx, const struct img_build_opts *o,
                        const char *const *paths, size_t npaths);
-/* Create the output device of @size bytes in the requested format. */
+/* qemu's name of the output format ("raw", "qcow2", "vpc", "vdi", "vmdk"). */
+const char *img_image_format_name(const struct img_build_opts *o);
+/* The vdisk.h format of a VPC, VDI or VMDK output (0 for raw and qcow2). */
+enum img_vdisk_format img_image_vdisk_format(const struct img_build_opts *o);
+/*
+ * Create the output device of @size bytes in the requested format. VPC
+ * rounds a bare file system's size up to 1 MiB (VDI, VMDK: 512 bytes); a
+ * partitioned disk must have that size already.
+ */
 int img_image_create_output(struct img_ctx *ctx, const struct img_build_opts *o, uint64_t size,
                             struct img_dev **out);
 /* Load opts->closure with opts->root / opts->store_dir. */

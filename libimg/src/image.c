@@ -44,6 +44,29 @@ int img_image_set_seed(struct img_ctx *ctx, const struct img_build_opts *o,
 	return img_ctx_set_seed(ctx, hex, 32);
 }
 
+enum img_vdisk_format img_image_vdisk_format(const struct img_build_opts *o)
+{
+	switch (o->format) {
+	case IMG_FORMAT_VPC:
+		return o->vdisk == IMG_VDISK_VPC_DYNAMIC ? IMG_VDISK_VPC_DYNAMIC
+		                                         : IMG_VDISK_VPC_FIXED;
+	case IMG_FORMAT_VDI:
+		return IMG_VDISK_VDI;
+	case IMG_FORMAT_VMDK:
+		return o->vdisk == IMG_VDISK_VMDK_STREAM ? IMG_VDISK_VMDK_STREAM
+		                                         : IMG_VDISK_VMDK_SPARSE;
+	default:
+		return 0;
+	}
+}
+
+const char *img_image_format_name(const struct img_build_opts *o)
+{
+	static const char *const names[] = { "raw", "qcow2", "vpc", "vdi", "vmdk" };
+
+	return (unsigned)o->format < sizeof(names) / sizeof(names[0]) ? names[o->format] : "raw";
+}
+
 int img_image_create_output(struct img_ctx *ctx, const struct img_build_opts *o, uint64_t size,
                             struct img_dev **out)
 {
@@ -58,6 +81,24 @@ int img_image_create_output(struct img_ctx *ctx, const struct img_build_opts *o,
 	}
 	if (o->compression != IMG_QCOW2_COMPRESS_NONE)
 		return img_set_error(ctx, -EINVAL, "compression needs the qcow2 format");
+	if (o->format == IMG_FORMAT_VPC || o->format == IMG_FORMAT_VDI ||
+	    o->format == IMG_FORMAT_VMDK) {
+		struct img_vdisk_opts v = { .format = img_image_vdisk_format(o) };
+		const char *name = o->output_name ? o->output_name : o->output;
+		uint64_t align = o->format == IMG_FORMAT_VPC ? 1u << 20 : 512;
+
+		/* A partition table's backup GPT sits at the very end: a disk
+		 * is planned in whole MiB; a bare file system may be padded. */
+		if (size % align && (o->mode == IMG_MODE_EFI || o->mode == IMG_MODE_BIOS ||
+		                     o->mode == IMG_MODE_HYBRID))
+			return img_set_error(
+			    ctx, -EINVAL, "a %s disk needs a size in whole %s (--size %llu)",
+			    img_vdisk_qemu_name(v.format), align == 512 ? "sectors" : "MiB",
+			    (unsigned long long)size);
+		v.size = IMG_ALIGN_UP(size, align);
+		v.extent_name = strrchr(name, '/') ? strrchr(name, '/') + 1 : name;
+		return img_dev_vdisk_create(ctx, o->output, &v, out);
+	}
 	return img_dev_raw_create(ctx, o->output, size, out);
 }
 

@@ -26,6 +26,7 @@
 #include <img/disk.h>
 #include <img/manifest.h>
 #include <img/qcow2.h>
+#include <img/vdisk.h>
 
 #include "vm-private.h"
 
@@ -205,6 +206,23 @@ static int probe_format(struct img_ctx *ctx, const char *path, const char *what,
 		*format = vm_strdup(vm, "qcow2");
 		*size = img_get_be64(h + 24);
 		return 0;
+	}
+	if (S_ISREG(st.st_mode)) {
+		/* VHD, VDI, VMDK: qemu reads them as the overlay's backing file. */
+		enum img_vdisk_format vf;
+		const char *name;
+		struct img_dev *dev;
+
+		if ((r = img_vdisk_probe(ctx, path, &vf, &name)) < 0)
+			return img_error_prefix(ctx, r, "%s", what);
+		if (vf) {
+			if ((r = img_dev_vdisk_open(ctx, path, &dev)) < 0)
+				return img_error_prefix(ctx, r, "%s", what);
+			*size = img_dev_size(dev);
+			img_dev_unref(dev);
+			*format = vm_strdup(vm, name);
+			return 0;
+		}
 	}
 	if (S_ISREG(st.st_mode) && (st.st_size < 512 || st.st_size % 512))
 		return img_set_error(ctx, -EINVAL,

@@ -138,6 +138,12 @@ kind root-zstd rz.qcow2 --compress zstd --root @ROOT@ @CLOSURE@
 kind efi-raw efi.img --efi --root @ROOT@ @CLOSURE@
 kind efi-qcow2 efi.qcow2 --efi --root @ROOT@ @CLOSURE@
 kind efi-zstd efiz.qcow2 --efi --compress zstd --root @ROOT@ @CLOSURE@
+# VHD, VDI, VMDK: their timestamps and UUIDs come from the epoch and the seed
+kind efi-vhd efi.vhd --efi --root @ROOT@ @CLOSURE@
+kind efi-vhd-dynamic efid.vhd --efi --vpc-subformat dynamic --root @ROOT@ @CLOSURE@
+kind efi-vdi efi.vdi --efi --root @ROOT@ @CLOSURE@
+kind efi-vmdk efi.vmdk --efi --root @ROOT@ @CLOSURE@
+kind efi-vmdk-stream efis.vmdk --efi --vmdk-subformat streamOptimized --root @ROOT@ @CLOSURE@
 GRUB=()
 [ -z "$GRUB_DIR" ] || GRUB=(--grub "$GRUB_DIR")
 kind bios-raw bios.img --bios "${GRUB[@]}" --root @ROOT@ @CLOSURE@

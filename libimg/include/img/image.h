@@ -21,6 +21,7 @@
 #include <stdint.h>
 #include <img/context.h>
 #include <img/qcow2.h>
+#include <img/vdisk.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -38,6 +39,9 @@ enum img_mode {
 enum img_format {
 	IMG_FORMAT_RAW = 0,
 	IMG_FORMAT_QCOW2,
+	IMG_FORMAT_VPC,  /* VHD; virtual size rounded up to 1 MiB (Azure) */
+	IMG_FORMAT_VDI,  /* VirtualBox, dynamic */
+	IMG_FORMAT_VMDK, /* VMware */
 };
 
 struct img_build_opts {
@@ -47,6 +51,9 @@ struct img_build_opts {
 	enum img_format format;
 	enum img_qcow2_compression compression;
 	unsigned cluster_bits; /* qcow2; 0 = default */
+	/* VPC: IMG_VDISK_VPC_FIXED (0 means it) or _DYNAMIC; VMDK:
+	 * IMG_VDISK_VMDK_SPARSE (0 means it) or _STREAM (vdisk.h). */
+	enum img_vdisk_format vdisk;
 
 	const char *closure;   /* CLOSURE spec (file, closureInfo dir, "-"), or NULL */
 	const char *tar;       /* --tar FILE or "-", or NULL */

@@ -65,7 +65,7 @@ struct img_manifest {
 	int manifest_version;  /* IMG_MANIFEST_VERSION */
 	char *generator;       /* "mkvmimage 0.1.0" */
 	char *image;           /* the image file's name as given to the tool */
-	char *format;          /* "raw" | "qcow2" */
+	char *format;          /* "raw" | "qcow2" | "vpc" | "vdi" | "vmdk" */
 	char *compression;     /* "none" | "zstd" | "zlib" */
 	uint64_t virtual_size; /* bytes */
 	char *mode;            /* "root" | "empty" | "efi" | "bios" | "hybrid" | "store" */

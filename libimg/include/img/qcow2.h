@@ -59,13 +59,15 @@ IMG_EXPORT int img_qcow2_probe(struct img_ctx *ctx, const char *path, struct img
 
 /*
  * Create an overlay @path backed by @backing (made absolute) of format
- * @backing_fmt ("qcow2" or "raw"), same virtual size as the backing image.
+ * @backing_fmt ("qcow2", "raw", or a vdisk.h format: "vpc", "vdi", "vmdk"),
+ * same virtual size as the backing image.
  */
 IMG_EXPORT int img_qcow2_create_overlay(struct img_ctx *ctx, const char *path, const char *backing,
                                         const char *backing_fmt);
 
 /*
- * Open any disk image read-only: qcow2 by its magic, otherwise raw.
+ * Open any disk image read-only: qcow2 or a vdisk.h format by its magic,
+ * otherwise raw.
  * @flags as for img_dev_qcow2_open().
  */
 IMG_EXPORT int img_dev_open_image(struct img_ctx *ctx, const char *path, unsigned flags,
