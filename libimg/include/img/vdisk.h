@@ -44,22 +44,22 @@ struct img_vdisk_opts {
 };
 
 /* Create @path (truncated) as @o->format. */
-int img_dev_vdisk_create(struct img_ctx *ctx, const char *path, const struct img_vdisk_opts *o,
-                         struct img_dev **out);
+IMG_EXPORT int img_dev_vdisk_create(struct img_ctx *ctx, const char *path,
+                                    const struct img_vdisk_opts *o, struct img_dev **out);
 
 /*
  * What @path is, from its magic: *format set (0 when none of these) and,
  * when it is one, *qemu_name to qemu's driver name ("vpc", "vdi", "vmdk").
  * Negative errno only when the file cannot be read.
  */
-int img_vdisk_probe(struct img_ctx *ctx, const char *path, enum img_vdisk_format *format,
-                    const char **qemu_name);
+IMG_EXPORT int img_vdisk_probe(struct img_ctx *ctx, const char *path, enum img_vdisk_format *format,
+                               const char **qemu_name);
 
 /* Open @path, one of these formats, read-only (virtual size from its header). */
-int img_dev_vdisk_open(struct img_ctx *ctx, const char *path, struct img_dev **out);
+IMG_EXPORT int img_dev_vdisk_open(struct img_ctx *ctx, const char *path, struct img_dev **out);
 
 /* qemu's name for @f ("vpc", "vdi", "vmdk"). */
-const char *img_vdisk_qemu_name(enum img_vdisk_format f);
+IMG_EXPORT const char *img_vdisk_qemu_name(enum img_vdisk_format f);
 
 #ifdef __cplusplus
 }
