@@ -80,6 +80,7 @@ img_shell_test(integration vm-bad-input LABELS vm)
 img_shell_test(integration vm-supervise LABELS vm)
 img_shell_test(integration vm-state LABELS vm)
 img_shell_test(integration vm-own-paths LABELS vm)
+img_shell_test(integration vm-state-hostile LABELS vm)
 img_shell_test(integration vm-vlan LABELS vm)
 # ext4 root file system (default mode): tree, bad closures, reproducibility.
 img_shell_test(integration root-tree)

@@ -339,7 +339,7 @@ int main(int argc, char **argv)
 			print = 1;
 			break;
 		case OPT_DRY:
-			dry = 1;
+			dry = o.dry_run = 1;
 			break;
 		case 'q':
 			quiet = 1;

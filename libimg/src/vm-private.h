@@ -4,6 +4,7 @@
 #ifndef IMG_VM_PRIVATE_H
 #define IMG_VM_PRIVATE_H
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "private.h"
@@ -27,6 +28,18 @@ struct vm_guest_forward {
 struct vm_share {
 	char *tag, *source, *target, *model;
 	int ours; /* a directory of the state (xchg, certs): made by prepare */
+};
+
+/* A directory of the state, held open; names in it are reached relative to
+ * fd and never through a symbolic link (vm-dir.c). */
+struct vm_dir {
+	int fd;           /* -1: not open (absent, or not needed) */
+	const char *path; /* for messages */
+};
+
+enum vm_dir_kind {
+	VM_DIR_OWN,    /* state dir, TPM dir: the caller's, writable by nobody else */
+	VM_DIR_HOLDER, /* the directory of a NIX_* file: may be shared if sticky */
 };
 
 struct img_vm {
@@ -66,6 +79,12 @@ struct img_vm {
 	char *overlay, *overlay_id, *efi_vars, *swtpm_dir, *swtpm_sock, *swtpm_log;
 	char *console_log, *qmp_sock, *qga_sock, *certs_dir, *xchg_dir;
 	char **empty_paths;
+	/* Held from img_vm_prepare() to img_vm_free(): the directories (disk_dir,
+	 * vars_dir and tpm_dir point at state unless a NIX_* variable moved the
+	 * file), the lock on the state dir, the --serial-log file. */
+	struct vm_dir tmp, state, disk, vars, tpm, *disk_dir, *vars_dir, *tpm_dir;
+	const char *overlay_name, *overlay_id_name, *vars_name;
+	int lock_fd, serial_fd;
 
 	/* argv */
 	char **argv;
@@ -74,6 +93,8 @@ struct img_vm {
 
 /* The fd the control QMP connection has inside QEMU (socketpair end). */
 #define VM_CTL_FD 3
+/* The state dir's lock, inherited by QEMU and swtpm: held while any runs. */
+#define VM_LOCK_FD 4
 
 /* Pool helpers: the VM frees these at img_vm_free(). */
 void *vm_keep(struct img_vm *vm, void *p);
@@ -89,6 +110,43 @@ int vm_resolve(struct img_ctx *ctx, struct img_vm *vm);
 int vm_compute_paths(struct img_ctx *ctx, struct img_vm *vm);
 int vm_probe_accel(struct img_ctx *ctx, struct img_vm *vm);
 int vm_check_ports(struct img_ctx *ctx, const struct img_vm *vm);
-void vm_rmrf(const char *path);
+/* --dry-run: what img_vm_prepare() would refuse, logged as warnings. */
+int vm_check_state(struct img_ctx *ctx, struct img_vm *vm);
+
+/* vm-dir.c */
+const char *vm_file_kind(mode_t m);
+void vm_dir_init(struct vm_dir *d);
+void vm_dir_close(struct vm_dir *d);
+char *vm_dir_name(struct img_vm *vm, const struct vm_dir *d, const char *name);
+/* Open (with @created: make what is missing, 0700) and check a directory. */
+int vm_dir_open(struct img_ctx *ctx, const char *path, const char *what, enum vm_dir_kind kind,
+                int *created, struct vm_dir *d);
+/* The same checks on @path without opening or making it (--dry-run). */
+int vm_dir_check(struct img_ctx *ctx, const char *path, const char *what, enum vm_dir_kind kind);
+/* A subdirectory of ours in @d, made with @mode if missing. */
+int vm_dir_subdir(struct img_ctx *ctx, const struct vm_dir *d, const char *name, mode_t mode,
+                  const char *path, struct vm_dir *sub);
+/* Take the state dir's lock (-EBUSY naming the holder's pid), or only test it. */
+int vm_dir_lock(struct img_ctx *ctx, struct img_vm *vm, const struct vm_dir *d, int *fd);
+int vm_dir_probe_lock(struct img_ctx *ctx, const struct vm_dir *d);
+/* 1 and *@st: @name exists (not followed); 0: absent; <0 error. */
+int vm_dir_lstat(struct img_ctx *ctx, struct img_vm *vm, const struct vm_dir *d, const char *name,
+                 struct stat *st);
+/* @st is a @type (S_IFREG, S_IFSOCK) of the caller's, else refuse to @doing it. */
+int vm_check_mine(struct img_ctx *ctx, const char *path, const struct stat *st, mode_t type,
+                  const char *doing);
+/* Open an existing regular file of the caller's (never a link, device, FIFO). */
+int vm_dir_open_file(struct img_ctx *ctx, struct img_vm *vm, const struct vm_dir *d,
+                     const char *name, int flags, int *fd);
+/* Create @name (O_EXCL: nothing may be there), read-write. */
+int vm_dir_create(struct img_ctx *ctx, struct img_vm *vm, const struct vm_dir *d, const char *name,
+                  mode_t mode, int *fd);
+/* Remove @name if it still is the file @fd is open on. */
+void vm_dir_unlink_fd(const struct vm_dir *d, const char *name, int fd);
+/* Remove @name if it is a @type of the caller's; absent is fine; else refuse. */
+int vm_dir_remove(struct img_ctx *ctx, struct img_vm *vm, const struct vm_dir *d, const char *name,
+                  mode_t type);
+/* Remove everything in @d, then @d itself if @parent still names it @name. */
+void vm_dir_rmrf(struct vm_dir *parent, struct vm_dir *d, const char *name);
 
 #endif

@@ -93,11 +93,13 @@ static void stop_child(struct child *c, double grace)
 
 /*
  * fork + exec @argv. The child gets /dev/null (or the terminal) on stdin,
- * @keep_fd as VM_CTL_FD, nothing else; exec failure comes back through a
- * close-on-exec pipe as an errno.
+ * @keep_fd as VM_CTL_FD, the state dir's lock @lock_fd as VM_LOCK_FD (so
+ * the lock outlives a killed vmlaunch until its children are gone too),
+ * nothing else; exec failure comes back through a close-on-exec pipe as an
+ * errno.
  */
 static int spawn(struct img_ctx *ctx, char *const *argv, int own_pgrp, int stdin_null, int keep_fd,
-                 int out_fd, struct child *c)
+                 int lock_fd, int out_fd, struct child *c)
 {
 	int pfd[2], err = 0;
 	ssize_t n;
@@ -115,7 +117,7 @@ static int spawn(struct img_ctx *ctx, char *const *argv, int own_pgrp, int stdin
 	}
 	if (pid == 0) {
 		sigset_t none;
-		int e;
+		int e, errfd;
 
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
@@ -140,19 +142,24 @@ static int spawn(struct img_ctx *ctx, char *const *argv, int own_pgrp, int stdin
 			dup2(out_fd, 1);
 			dup2(out_fd, 2);
 		}
-		if (keep_fd >= 0) {
-			if (keep_fd == VM_CTL_FD)
-				fcntl(keep_fd, F_SETFD, 0);
-			else
-				dup2(keep_fd, VM_CTL_FD);
-		}
+		/* Out of the way of 3 and 4 first, then into place. */
+		errfd = fcntl(pfd[1], F_DUPFD_CLOEXEC, 10);
+		if (keep_fd >= 0)
+			keep_fd = fcntl(keep_fd, F_DUPFD, 10);
+		if (lock_fd >= 0)
+			lock_fd = fcntl(lock_fd, F_DUPFD, 10);
+		if (keep_fd >= 0)
+			dup2(keep_fd, VM_CTL_FD);
+		if (lock_fd >= 0)
+			dup2(lock_fd, VM_LOCK_FD);
 		/* Nothing else leaks into the child (the error pipe is CLOEXEC). */
-		for (int fd = keep_fd >= 0 ? VM_CTL_FD + 1 : 3; fd < 1024; fd++)
-			if (fd != pfd[1])
+		for (int fd = 3; fd < 1024; fd++)
+			if (fd != errfd && !(fd == VM_CTL_FD && keep_fd >= 0) &&
+			    !(fd == VM_LOCK_FD && lock_fd >= 0))
 				close(fd);
 		execvp(argv[0], argv);
 		e = errno;
-		(void)!write(pfd[1], &e, sizeof(e));
+		(void)!write(errfd, &e, sizeof(e));
 		_exit(127);
 	}
 	close(pfd[1]);
@@ -228,6 +235,16 @@ static void tail_step(struct tail *t)
 
 /* ---- the run ---------------------------------------------------------------------- */
 
+/* A socket QEMU or swtpm made in the state: nothing else is removed. */
+static void unlink_sock(const struct vm_dir *d, const char *name)
+{
+	struct stat st;
+
+	if (d->fd >= 0 && fstatat(d->fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    S_ISSOCK(st.st_mode) && st.st_uid == geteuid())
+		unlinkat(d->fd, name, 0);
+}
+
 static int start_swtpm(struct img_ctx *ctx, struct img_vm *vm, struct child *tpm)
 {
 	char *argv[16];
@@ -250,14 +267,15 @@ static int start_swtpm(struct img_ctx *ctx, struct img_vm *vm, struct child *tpm
 	argv[i] = NULL;
 	if (!state || !ctrl || !log)
 		return img_set_error(ctx, -ENOMEM, "out of memory");
-	if ((r = spawn(ctx, argv, 1, 1, -1, -1, tpm)) < 0)
+	if ((r = spawn(ctx, argv, 1, 1, -1, vm->lock_fd, -1, tpm)) < 0)
 		return r;
 	/* Wait for the control socket; do not connect (that would be QEMU's). */
 	end = now_s() + 10;
 	for (;;) {
 		struct stat st;
 
-		if (stat(vm->swtpm_sock, &st) == 0 && S_ISSOCK(st.st_mode))
+		if (fstatat(vm->tpm_dir->fd, "swtpm.ctrl", &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISSOCK(st.st_mode))
 			return 0;
 		if (poll_child(tpm))
 			return img_set_error(
@@ -310,16 +328,16 @@ int img_vm_run(struct img_ctx *ctx, struct img_vm *vm, struct img_vm_result *res
 	double deadline = 0;
 
 	memset(res, 0, sizeof(*res));
-	if (vm->state_is_template)
+	if (vm->state_is_template || vm->state.fd < 0)
 		return img_set_error(ctx, -EINVAL, "img_vm_run before img_vm_prepare");
 	if ((r = img_check_cancel(ctx)) < 0)
 		return r; /* a signal came while the state was prepared: start nothing */
 	if (o->tpm && (r = start_swtpm(ctx, vm, &tpm)) < 0)
 		goto out;
 
-	t.fd = open(vm->console_log, O_RDONLY | O_CLOEXEC);
-	if (o->serial_log)
-		t.copy_fd = open(o->serial_log, O_WRONLY | O_APPEND | O_CLOEXEC);
+	t.fd = openat(vm->state.fd, "console.log", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (vm->serial_fd >= 0)
+		t.copy_fd = fcntl(vm->serial_fd, F_DUPFD_CLOEXEC, 3);
 	if (o->expect && *o->expect) {
 		t.want = o->expect;
 		t.wlen = strlen(o->expect);
@@ -337,7 +355,7 @@ int img_vm_run(struct img_ctx *ctx, struct img_vm *vm, struct img_vm_result *res
 	 * only us, and we stop the VM properly. On the stdio console QEMU keeps
 	 * the terminal (its chardev has signal=off). */
 	r = spawn(ctx, vm->argv, o->console != IMG_VM_CONSOLE_STDIO,
-	          o->console != IMG_VM_CONSOLE_STDIO, sp[1], -1, &qemu);
+	          o->console != IMG_VM_CONSOLE_STDIO, sp[1], vm->lock_fd, -1, &qemu);
 	close(sp[1]);
 	sp[1] = -1;
 	if (r < 0)
@@ -405,9 +423,9 @@ out:
 		close(t.copy_fd);
 	free(t.keep);
 	/* Sockets are only meaningful while the VM runs. */
-	unlink(vm->qmp_sock);
-	unlink(vm->qga_sock);
+	unlink_sock(&vm->state, "qmp.sock");
+	unlink_sock(&vm->state, "qga.sock");
 	if (o->tpm)
-		unlink(vm->swtpm_sock);
+		unlink_sock(vm->tpm_dir, "swtpm.ctrl");
 	return r;
 }

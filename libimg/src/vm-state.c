@@ -7,7 +7,6 @@
  * IMAGE itself is only ever opened read-only.
  */
 #include <fcntl.h>
-#include <ftw.h>
 #include <libgen.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -27,6 +26,8 @@
 #include <img/manifest.h>
 #include <img/qcow2.h>
 #include <img/vdisk.h>
+
+#include "dev-qcow2-header.h"
 
 #include "vm-private.h"
 
@@ -450,8 +451,13 @@ int vm_compute_paths(struct img_ctx *ctx, struct img_vm *vm)
 	vm->overlay =
 	    o->disk_image ? vm_strdup(vm, o->disk_image) : vm_printf(vm, "%s/disk.qcow2", s);
 	vm->overlay_id = vm_printf(vm, "%s.base-id", vm->overlay);
+	vm->overlay_name =
+	    o->disk_image ? vm_strdup(vm, basename(vm_strdup(vm, vm->overlay))) : "disk.qcow2";
+	vm->overlay_id_name = vm_printf(vm, "%s.base-id", vm->overlay_name);
 	vm->efi_vars =
 	    o->efi_vars ? vm_strdup(vm, o->efi_vars) : vm_printf(vm, "%s/efi-vars.fd", s);
+	vm->vars_name =
+	    o->efi_vars ? vm_strdup(vm, basename(vm_strdup(vm, vm->efi_vars))) : "efi-vars.fd";
 	vm->swtpm_dir = o->swtpm_dir ? vm_strdup(vm, o->swtpm_dir) : vm_printf(vm, "%s/swtpm", s);
 	vm->swtpm_sock = vm_printf(vm, "%s/swtpm.ctrl", vm->swtpm_dir);
 	vm->swtpm_log = vm_printf(vm, "%s/swtpm.log", vm->swtpm_dir);
@@ -621,147 +627,13 @@ int vm_resolve(struct img_ctx *ctx, struct img_vm *vm)
 
 /* ---- preparing the state ---------------------------------------------------------- */
 
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	remove(p);
-	return 0;
-}
-
-void vm_rmrf(const char *path)
-{
-	nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 /*
- * Make the missing directories of @path, each 0700. A directory that
- * exists is never changed (TMPDIR, the user's state dir, the directory of
- * NIX_DISK_IMAGE: not ours to chmod). *@created: the last one was made here.
+ * Everything below reaches the state through the directories held in
+ * struct img_vm (vm-dir.c): no path is followed, no existing directory is
+ * changed, and a file is reused or removed only when it is a regular file
+ * of the caller's that carries our mark. @dry (--dry-run): check the same
+ * way, change nothing.
  */
-static int mkdir_p(struct img_ctx *ctx, const char *path, int *created)
-{
-	char buf[PATH_MAX];
-	struct stat st;
-
-	if (created)
-		*created = 0;
-	if (strlen(path) >= sizeof(buf))
-		return img_set_error(ctx, -ENAMETOOLONG, "%s: path too long", path);
-	strcpy(buf, path);
-	for (char *p = buf + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(buf, 0700) < 0 && errno != EEXIST)
-			return img_set_error(ctx, -errno, "%s: %s", buf, strerror(errno));
-		*p = '/';
-	}
-	if (mkdir(buf, 0700) == 0) {
-		if (created)
-			*created = 1;
-	} else if (errno != EEXIST) {
-		return img_set_error(ctx, -errno, "%s: %s", buf, strerror(errno));
-	}
-	if (stat(buf, &st) < 0 || !S_ISDIR(st.st_mode))
-		return img_set_error(ctx, -ENOTDIR, "%s: not a directory", buf);
-	return 0;
-}
-
-/*
- * A state directory we did not make (--state-dir, NIX_SWTPM_DIR, the
- * default one from an earlier run) holds the VM's disk, sockets and logs:
- * use it only if it is a real directory of the caller that nobody else can
- * write into (as ssh checks ~/.ssh). Readable by others: said once.
- */
-static int check_own_dir(struct img_ctx *ctx, const char *path, const char *what)
-{
-	struct stat st;
-
-	if (lstat(path, &st) < 0)
-		return img_set_error(ctx, -errno, "%s %s: %s", what, path, strerror(errno));
-	if (S_ISLNK(st.st_mode))
-		return img_set_error(ctx, -ELOOP,
-		                     "%s %s is a symbolic link; vmlaunch does not follow it (give "
-		                     "the directory itself)",
-		                     what, path);
-	if (!S_ISDIR(st.st_mode))
-		return img_set_error(ctx, -ENOTDIR, "%s %s: not a directory", what, path);
-	if (st.st_uid != geteuid())
-		return img_set_error(ctx, -EPERM,
-		                     "%s %s is owned by uid %u, not by you (uid %u); refusing to "
-		                     "use it",
-		                     what, path, (unsigned)st.st_uid, (unsigned)geteuid());
-	if (st.st_mode & 022)
-		return img_set_error(ctx, -EPERM,
-		                     "%s %s is writable by %s (mode %04o); refusing to use it "
-		                     "(chmod go-w it, or give another directory)",
-		                     what, path, st.st_mode & 002 ? "others" : "its group",
-		                     (unsigned)(st.st_mode & 07777));
-	if (st.st_mode & 077)
-		img_log(ctx, IMG_LOG_WARN,
-		        "%s %s is readable by others (mode %04o); the VM's disk and console log "
-		        "in it are too",
-		        what, path, (unsigned)(st.st_mode & 07777));
-	return 0;
-}
-
-/* A directory of the state that the VM sees through 9p: made with @mode if
- * missing; an existing one must be a real directory of ours (never chmod'ed). */
-static int state_subdir(struct img_ctx *ctx, const char *path, mode_t mode)
-{
-	struct stat st;
-
-	if (mkdir(path, mode) == 0)
-		return chmod(path, mode) < 0
-		           ? img_set_error(ctx, -errno, "%s: %s", path, strerror(errno))
-		           : 0; /* past the umask: made just now */
-	if (errno != EEXIST)
-		return img_set_error(ctx, -errno, "%s: %s", path, strerror(errno));
-	if (lstat(path, &st) < 0 || !S_ISDIR(st.st_mode))
-		return img_set_error(ctx, -ENOTDIR, "%s: not a directory (a symlink?)", path);
-	if (st.st_uid != getuid())
-		return img_set_error(ctx, -EPERM, "%s: owned by uid %u, not by us", path,
-		                     (unsigned)st.st_uid);
-	return 0;
-}
-
-static int copy_file(struct img_ctx *ctx, const char *from, const char *to, mode_t mode)
-{
-	char buf[65536];
-	int in = open(from, O_RDONLY | O_CLOEXEC), out;
-	ssize_t n;
-
-	if (in < 0)
-		return img_set_error(ctx, -errno, "%s: %s", from, strerror(errno));
-	out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
-	if (out < 0) {
-		int e = errno;
-
-		close(in);
-		return img_set_error(ctx, -e, "%s: %s", to, strerror(e));
-	}
-	if (fchmod(out, mode) < 0) /* the umask may have taken bits */
-		n = -1;
-	else
-		while ((n = read(in, buf, sizeof(buf))) > 0)
-			if (write(out, buf, (size_t)n) != n) {
-				n = -1;
-				break;
-			}
-	if (n < 0 || fsync(out) < 0) {
-		int e = errno ? errno : EIO;
-
-		close(in);
-		close(out);
-		unlink(to);
-		return img_set_error(ctx, -e, "copying %s to %s: %s", from, to, strerror(e));
-	}
-	close(in);
-	close(out);
-	return 0;
-}
 
 /* What identifies the base image: if any of it changes, the overlay's
  * clusters sit on top of a different disk. */
@@ -776,90 +648,310 @@ static char *identity(struct img_vm *vm)
 	                 (long long)st.st_size, (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
 }
 
-/* A new file of ours, 0600 from the start: never one that was there (or a
- * symbolic link planted in its place). The writers then open it by name. */
-static int create_private(struct img_ctx *ctx, const char *path)
+/* Up to @len - 1 bytes of @fd from its start, NUL-terminated; -1 on error. */
+static ssize_t read_head(int fd, char *buf, size_t len)
 {
-	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	ssize_t n = pread(fd, buf, len - 1, 0);
 
-	if (fd < 0)
-		return img_set_error(ctx, -errno, "%s: %s", path, strerror(errno));
+	buf[n > 0 ? n : 0] = '\0';
+	return n;
+}
+
+/* Our record of the base image (identity() above). */
+static int is_record(const char *s)
+{
+	return !strncmp(s, "image=/", 7) && strstr(s, "\ndev=") && strstr(s, "\nino=") &&
+	       strstr(s, "\nmtime=");
+}
+
+/* A UEFI variable store: a firmware volume ("_FVH" at byte 40 of its
+ * header, PI spec vol. 3, EFI_FIRMWARE_VOLUME_HEADER) or a copy the size
+ * of this firmware's template. */
+static int is_vars(struct img_vm *vm, int fd, const struct stat *st)
+{
+	struct stat t;
+	char sig[4];
+
+	if (pread(fd, sig, 4, 40) == 4 && !memcmp(sig, "_FVH", 4))
+		return 1;
+	return vm->have_fw && stat(vm->fw.vars, &t) == 0 && t.st_size == st->st_size;
+}
+
+/* A qcow2 overlay: the magic, and a record beside it or a backing file. */
+static int is_overlay(struct img_ctx *ctx, struct img_vm *vm, int fd)
+{
+	struct qcow2_hdr h;
+	struct stat st;
+	uint8_t m[4];
+	int r;
+
+	if (pread(fd, m, 4, 0) != 4 || memcmp(m, "QFI\xfb", 4))
+		return 0;
+	if (vm_dir_lstat(ctx, vm, vm->disk_dir, vm->overlay_id_name, &st) == 1 &&
+	    S_ISREG(st.st_mode))
+		return 1;
+	r = qcow2_read_header(ctx, vm->overlay, fd, &h);
+	img_ctx_clear_error(ctx);
+	return r == 0 && h.backing_file[0];
+}
+
+/* --fresh: may @name go? A regular file of ours that @ours() recognises. */
+static int fresh_check(struct img_ctx *ctx, struct img_vm *vm, const struct vm_dir *d,
+                       const char *name, const char *what, int kind)
+{
+	char *path = vm_dir_name(vm, d, name), buf[256];
+	struct stat st;
+	int fd, r, ok;
+
+	if (d->fd < 0 || (r = vm_dir_lstat(ctx, vm, d, name, &st)) == 0)
+		return 0;
+	if (r < 0)
+		return r;
+	if ((r = vm_check_mine(ctx, path, &st, S_IFREG, "remove")) < 0 ||
+	    (r = vm_dir_open_file(ctx, vm, d, name, O_RDONLY, &fd)) < 0)
+		return img_error_prefix(ctx, r, "--fresh");
+	ok = kind == 0   ? is_overlay(ctx, vm, fd)
+	     : kind == 1 ? read_head(fd, buf, sizeof(buf)) > 0 && is_record(buf)
+	                 : is_vars(vm, fd, &st);
 	close(fd);
+	if (!ok)
+		return img_set_error(ctx, -EPERM,
+		                     "--fresh: %s is not %s vmlaunch made (%s); refusing to remove "
+		                     "it",
+		                     path, what,
+		                     kind == 0   ? "no qcow2 overlay header, no base-id record"
+		                     : kind == 1 ? "not a base-id record"
+		                                 : "no firmware volume header, not the size of "
+		                                   "the firmware's template");
+	return 1;
+}
+
+static int fresh(struct img_ctx *ctx, struct img_vm *vm, int dry)
+{
+	int a, b, c = 0;
+
+	/* All checked before any is removed: a refusal leaves everything. */
+	if ((a = fresh_check(ctx, vm, vm->disk_dir, vm->overlay_name, "an overlay", 0)) < 0 ||
+	    (b = fresh_check(ctx, vm, vm->disk_dir, vm->overlay_id_name, "a base-id record", 1)) <
+	        0 ||
+	    (vm->boot == IMG_VM_BOOT_EFI && (c = fresh_check(ctx, vm, vm->vars_dir, vm->vars_name,
+	                                                     "an EFI variable store", 2)) < 0))
+		return a < 0 ? a : b < 0 ? b : c;
+	if (dry)
+		return 0;
+	if ((a && unlinkat(vm->disk_dir->fd, vm->overlay_name, 0) < 0) ||
+	    (b && unlinkat(vm->disk_dir->fd, vm->overlay_id_name, 0) < 0) ||
+	    (c && unlinkat(vm->vars_dir->fd, vm->vars_name, 0) < 0))
+		return img_set_error(ctx, -errno, "--fresh: %s", strerror(errno));
 	return 0;
 }
 
-static int write_text(struct img_ctx *ctx, const char *path, const char *text)
+/*
+ * Copy @from into the new file @name of @d. Firmware templates and CA
+ * bundles are the host's: read as given.
+ */
+static int copy_file(struct img_ctx *ctx, struct img_vm *vm, const char *from,
+                     const struct vm_dir *d, const char *name, mode_t mode)
 {
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	int r;
+	char buf[65536];
+	int in = open(from, O_RDONLY | O_CLOEXEC), out, r;
+	ssize_t n;
 
-	if (fd < 0)
-		return img_set_error(ctx, -errno, "%s: %s", path, strerror(errno));
-	r = img_pwrite_full(fd, text, strlen(text), 0);
-	close(fd);
-	return r < 0 ? img_set_error(ctx, r, "%s: %s", path, strerror(-r)) : 0;
+	if (in < 0)
+		return img_set_error(ctx, -errno, "%s: %s", from, strerror(errno));
+	if ((r = vm_dir_create(ctx, vm, d, name, mode, &out)) < 0) {
+		close(in);
+		return r;
+	}
+	while ((n = read(in, buf, sizeof(buf))) > 0)
+		if (write(out, buf, (size_t)n) != n) {
+			n = -1;
+			break;
+		}
+	if (n < 0 || fsync(out) < 0) {
+		int e = errno ? errno : EIO;
+
+		vm_dir_unlink_fd(d, name, out);
+		close(in);
+		close(out);
+		return img_set_error(ctx, -e, "copying %s to %s: %s", from,
+		                     vm_dir_name(vm, d, name), strerror(e));
+	}
+	close(in);
+	close(out);
+	return 0;
 }
 
-static int prepare_overlay(struct img_ctx *ctx, struct img_vm *vm)
+/* A new file with @text (the old one, if a regular file of ours, replaced). */
+static int write_text(struct img_ctx *ctx, struct img_vm *vm, const struct vm_dir *d,
+                      const char *name, const char *text)
 {
-	char *id = identity(vm), *old = NULL;
-	struct stat st;
+	int fd, r;
+
+	if ((r = vm_dir_remove(ctx, vm, d, name, S_IFREG)) < 0 ||
+	    (r = vm_dir_create(ctx, vm, d, name, 0600, &fd)) < 0)
+		return r;
+	r = img_pwrite_full(fd, text, strlen(text), 0);
+	if (r < 0)
+		vm_dir_unlink_fd(d, name, fd);
+	close(fd);
+	return r < 0 ? img_set_error(ctx, r, "%s: %s", vm_dir_name(vm, d, name), strerror(-r)) : 0;
+}
+
+/*
+ * A new qcow2 @name in @d: an overlay of IMAGE, or empty of @size. The
+ * file is made here (O_EXCL, 0600); the writer opens it as
+ * /proc/self/fd/N, so it writes into exactly that file whatever the name
+ * points to by then.
+ */
+static int create_qcow2(struct img_ctx *ctx, struct img_vm *vm, const struct vm_dir *d,
+                        const char *name, int overlay, uint64_t size)
+{
+	char *path = vm_dir_name(vm, d, name), *proc;
+	int fd, r;
+
+	if ((r = vm_dir_create(ctx, vm, d, name, 0600, &fd)) < 0)
+		return r;
+	proc = vm_printf(vm, "/proc/self/fd/%d", fd);
+	if (!proc) {
+		r = img_set_error(ctx, -ENOMEM, "out of memory");
+	} else if (overlay) {
+		r = img_qcow2_create_overlay(ctx, proc, vm->image, vm->image_format);
+	} else {
+		struct img_qcow2_opts qo = { .size = size };
+		struct img_dev *dev;
+
+		r = img_dev_qcow2_create(ctx, proc, &qo, &dev);
+		if (r == 0) {
+			r = img_dev_finish(dev);
+			img_dev_unref(dev);
+		}
+	}
+	if (r < 0) {
+		vm_dir_unlink_fd(d, name, fd);
+		r = img_error_prefix(ctx, r, "creating %s", path);
+	}
+	close(fd);
+	return r;
+}
+
+/*
+ * An existing overlay is QEMU's writable disk: check it on every start.
+ * Ours = a sound qcow2 header, backed by exactly IMAGE (its absolute path)
+ * in IMAGE's format and nothing else (no external data file, which
+ * qcow2_read_header refuses), tables inside the file.
+ */
+static int check_overlay(struct img_ctx *ctx, struct img_vm *vm, int fd)
+{
+	const char *fix = "; start with --fresh to make a new one (discards the VM's disk "
+	                  "changes and EFI variables)";
+	struct qcow2_hdr h;
+	struct img_dev *dev;
+	uint8_t m[4];
+	char *proc;
 	int r;
+
+	if (pread(fd, m, 4, 0) != 4 || memcmp(m, "QFI\xfb", 4))
+		return img_set_error(
+		    ctx, -EINVAL,
+		    "overlay %s is not a qcow2 image: vmlaunch did not make it and "
+		    "does not replace it (move it away, or name another file)",
+		    vm->overlay);
+	if ((r = qcow2_read_header(ctx, vm->overlay, fd, &h)) < 0)
+		return img_set_error(ctx, r, "%s%s", vm_strdup(vm, img_ctx_error(ctx)), fix);
+	if (!h.backing_file[0])
+		return img_set_error(ctx, -ESTALE,
+		                     "overlay %s has no backing file: not an overlay of "
+		                     "IMAGE %s%s",
+		                     vm->overlay, vm->image, fix);
+	if (strcmp(h.backing_file, vm->image))
+		return img_set_error(ctx, -ESTALE,
+		                     "overlay %s is backed by '%s', not by IMAGE %s%s", vm->overlay,
+		                     h.backing_file, vm->image, fix);
+	if (strcmp(h.backing_format, vm->image_format))
+		return img_set_error(ctx, -ESTALE,
+		                     "overlay %s names its backing file's format as '%s', but "
+		                     "IMAGE %s is %s%s",
+		                     vm->overlay, h.backing_format[0] ? h.backing_format : "(none)",
+		                     vm->image, vm->image_format, fix);
+	/* The L1 table too, through the file we hold. */
+	proc = vm_printf(vm, "/proc/self/fd/%d", fd);
+	if (!proc)
+		return img_set_error(ctx, -ENOMEM, "out of memory");
+	r = img_dev_qcow2_open(ctx, proc, IMG_QCOW2_ALLOW_BACKING, &dev);
+	if (r < 0)
+		return img_set_error(ctx, r, "overlay %s: %s%s", vm->overlay,
+		                     vm_strdup(vm, img_ctx_error(ctx)), fix);
+	img_dev_unref(dev);
+	return 0;
+}
+
+static int prepare_overlay(struct img_ctx *ctx, struct img_vm *vm, int dry)
+{
+	struct vm_dir *d = vm->disk_dir;
+	char *id = identity(vm), old[4096];
+	struct stat st;
+	int r, fd;
 
 	if (!id)
 		return img_set_error(ctx, -errno, "IMAGE %s: %s", vm->image, strerror(errno));
-	if (stat(vm->overlay, &st) == 0) {
-		int fd = open(vm->overlay_id, O_RDONLY | O_CLOEXEC);
-		char buf[4096];
-		ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
-
-		if (fd >= 0)
-			close(fd);
-		if (n >= 0) {
-			buf[n] = '\0';
-			old = vm_strdup(vm, buf);
-		}
-		if (old && !strcmp(old, id))
-			return 0;
-		if (old)
-			return img_set_error(
-			    ctx, -ESTALE,
-			    "IMAGE %s changed since the overlay %s was made on it "
-			    "(identity in %s differs); the VM's writes belong to the "
-			    "old image. Start again with --fresh (discards the VM's "
-			    "disk changes and EFI variables)",
-			    vm->image, vm->overlay, vm->overlay_id);
-		/* An overlay without a record (e.g. NIX_DISK_IMAGE from the NixOS
-		 * runner): adopt it only if it is backed by this very image. */
-		{
-			struct img_qcow2_info qi;
-
-			r = img_qcow2_probe(ctx, vm->overlay, &qi);
-			if (r < 0)
-				return img_error_prefix(ctx, r, "overlay %s", vm->overlay);
-			if (strcmp(qi.backing_file, vm->image))
-				return img_set_error(
-				    ctx, -ESTALE,
-				    "overlay %s is backed by '%s', not by IMAGE %s; "
-				    "use --fresh to replace it",
-				    vm->overlay, qi.backing_file, vm->image);
-		}
-		return write_text(ctx, vm->overlay_id, id);
-	}
-	if ((r = create_private(ctx, vm->overlay)) < 0)
+	if (d->fd < 0)
+		return 0; /* --dry-run, not made yet */
+	if ((r = vm_dir_lstat(ctx, vm, d, vm->overlay_name, &st)) < 0)
 		return r;
-	r = img_qcow2_create_overlay(ctx, vm->overlay, vm->image, vm->image_format);
+	if (r == 0) {
+		if (dry)
+			return 0;
+		if ((r = create_qcow2(ctx, vm, d, vm->overlay_name, 1, 0)) < 0)
+			return r;
+		return write_text(ctx, vm, d, vm->overlay_id_name, id);
+	}
+	if ((r = vm_dir_open_file(ctx, vm, d, vm->overlay_name, O_RDONLY, &fd)) < 0)
+		return r;
+	if (st.st_nlink != 1) {
+		close(fd);
+		return img_set_error(ctx, -EPERM,
+		                     "overlay %s has %lu hard links; one vmlaunch made has one, "
+		                     "refusing to let the VM write into it",
+		                     vm->overlay, (unsigned long)st.st_nlink);
+	}
+	r = check_overlay(ctx, vm, fd);
+	close(fd);
 	if (r < 0)
-		return img_error_prefix(ctx, r, "creating the overlay %s", vm->overlay);
-	return write_text(ctx, vm->overlay_id, id);
+		return r;
+	if ((r = vm_dir_lstat(ctx, vm, d, vm->overlay_id_name, &st)) < 0)
+		return r;
+	if (r == 0) /* no record (e.g. made by the NixOS runner): backed by IMAGE, adopt it */
+		return dry ? 0 : write_text(ctx, vm, d, vm->overlay_id_name, id);
+	if ((r = vm_dir_open_file(ctx, vm, d, vm->overlay_id_name, O_RDONLY, &fd)) < 0)
+		return r;
+	read_head(fd, old, sizeof(old));
+	close(fd);
+	if (!strcmp(old, id))
+		return 0;
+	return img_set_error(ctx, -ESTALE,
+	                     "IMAGE %s changed since the overlay %s was made on it (identity "
+	                     "in %s differs); the VM's writes belong to the old image. Start "
+	                     "again with --fresh (discards the VM's disk changes and EFI "
+	                     "variables)",
+	                     vm->image, vm->overlay, vm->overlay_id);
 }
 
-static int prepare_vars(struct img_ctx *ctx, struct img_vm *vm)
+static int prepare_vars(struct img_ctx *ctx, struct img_vm *vm, int dry)
 {
+	struct vm_dir *d = vm->vars_dir;
 	struct stat a, b;
+	int r, fd;
 
-	if (stat(vm->efi_vars, &a) < 0)
-		return copy_file(ctx, vm->fw.vars, vm->efi_vars, 0600);
+	if (d->fd < 0)
+		return 0;
+	if ((r = vm_dir_lstat(ctx, vm, d, vm->vars_name, &a)) < 0)
+		return r;
+	if (r == 0)
+		return dry ? 0 : copy_file(ctx, vm, vm->fw.vars, d, vm->vars_name, 0600);
+	if ((r = vm_dir_open_file(ctx, vm, d, vm->vars_name, O_RDONLY, &fd)) < 0)
+		return r;
+	close(fd);
 	/* Never mix a 2M-era store with 4M code: writes would silently vanish. */
 	if (stat(vm->fw.vars, &b) == 0 && a.st_size != b.st_size)
 		return img_set_error(ctx, -EINVAL,
@@ -871,36 +963,112 @@ static int prepare_vars(struct img_ctx *ctx, struct img_vm *vm)
 	return 0;
 }
 
-static int prepare_empty(struct img_ctx *ctx, const char *path, uint64_t size)
+/* An empty disk of an earlier run is kept if it is one of ours. */
+static int prepare_empty(struct img_ctx *ctx, struct img_vm *vm, const char *name, uint64_t size,
+                         int dry)
 {
-	struct img_qcow2_opts qo = { .size = size };
-	struct img_dev *dev;
-	int r;
+	struct qcow2_hdr h;
+	struct stat st;
+	int r, fd;
 
-	if (access(path, F_OK) == 0)
+	if (vm->state.fd < 0)
 		return 0;
-	if ((r = create_private(ctx, path)) < 0)
+	if ((r = vm_dir_lstat(ctx, vm, &vm->state, name, &st)) < 0)
 		return r;
-	r = img_dev_qcow2_create(ctx, path, &qo, &dev);
-	if (r < 0)
-		return img_error_prefix(ctx, r, "empty disk %s", path);
-	r = img_dev_finish(dev);
-	img_dev_unref(dev);
-	if (r < 0) {
-		unlink(path);
-		return img_error_prefix(ctx, r, "empty disk %s", path);
+	if (r == 0)
+		return dry ? 0 : create_qcow2(ctx, vm, &vm->state, name, 0, size);
+	if ((r = vm_dir_open_file(ctx, vm, &vm->state, name, O_RDONLY, &fd)) < 0)
+		return r;
+	r = qcow2_read_header(ctx, vm_dir_name(vm, &vm->state, name), fd, &h);
+	close(fd);
+	if (r == 0 && h.backing_file[0])
+		r = img_set_error(ctx, -EPERM, "empty disk %s has a backing file '%s'; refusing it",
+		                  vm_dir_name(vm, &vm->state, name), h.backing_file);
+	return r;
+}
+
+/* A log QEMU appends to: a new file (an old regular one of ours replaced). */
+static int prepare_log(struct img_ctx *ctx, struct img_vm *vm, const struct vm_dir *d,
+                       const char *name, int dry)
+{
+	struct stat st;
+	int r, fd;
+
+	if (d->fd < 0)
+		return 0;
+	if (dry) {
+		r = vm_dir_lstat(ctx, vm, d, name, &st);
+		return r <= 0
+		           ? r
+		           : vm_check_mine(ctx, vm_dir_name(vm, d, name), &st, S_IFREG, "replace");
 	}
+	if ((r = vm_dir_remove(ctx, vm, d, name, S_IFREG)) < 0 ||
+	    (r = vm_dir_create(ctx, vm, d, name, 0600, &fd)) < 0)
+		return r;
+	close(fd);
 	return 0;
 }
 
-static int create_log(struct img_ctx *ctx, const char *path)
+/*
+ * --serial-log FILE: the user's output, truncated like a shell's '>' when
+ * it is a regular file of theirs with one link; never a link, device or
+ * FIFO, never chmodded. Kept open for vm-run.c.
+ */
+static int prepare_serial_log(struct img_ctx *ctx, struct img_vm *vm, int dry)
 {
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	const char *p = vm->o.serial_log;
+	struct stat st;
+	int fd;
 
-	if (fd < 0)
-		return img_set_error(ctx, -errno, "%s: %s", path, strerror(errno));
-	close(fd);
+	if (dry) {
+		if (lstat(p, &st) < 0)
+			return 0;
+		if (vm_check_mine(ctx, p, &st, S_IFREG, "write") < 0)
+			return img_error_prefix(ctx, -EPERM, "--serial-log");
+		return 0;
+	}
+	fd = open(p, O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		if ((errno == ELOOP || errno == ENXIO) && lstat(p, &st) == 0)
+			return img_error_prefix(ctx, vm_check_mine(ctx, p, &st, S_IFREG, "write"),
+			                        "--serial-log");
+		return img_set_error(ctx, -errno, "--serial-log %s: %s", p, strerror(errno));
+	}
+	if (fstat(fd, &st) < 0 || vm_check_mine(ctx, p, &st, S_IFREG, "write") < 0) {
+		close(fd);
+		return img_error_prefix(ctx, -EPERM, "--serial-log");
+	}
+	if (st.st_nlink != 1) {
+		close(fd);
+		return img_set_error(ctx, -EPERM,
+		                     "--serial-log %s has %lu hard links; refusing to truncate it",
+		                     p, (unsigned long)st.st_nlink);
+	}
+	if (ftruncate(fd, 0) < 0) {
+		int e = errno;
+
+		close(fd);
+		return img_set_error(ctx, -e, "--serial-log %s: %s", p, strerror(e));
+	}
+	fcntl(fd, F_SETFL, O_APPEND);
+	vm->serial_fd = fd;
 	return 0;
+}
+
+/* A stale socket of a killed run goes; anything else there is refused
+ * (QEMU and swtpm would unlink whatever is in the way of their socket). */
+static int prepare_sock(struct img_ctx *ctx, struct img_vm *vm, const struct vm_dir *d,
+                        const char *name, int dry)
+{
+	struct stat st;
+	int r;
+
+	if (d->fd < 0)
+		return 0;
+	if (!dry)
+		return vm_dir_remove(ctx, vm, d, name, S_IFSOCK);
+	r = vm_dir_lstat(ctx, vm, d, name, &st);
+	return r <= 0 ? r : vm_check_mine(ctx, vm_dir_name(vm, d, name), &st, S_IFSOCK, "remove");
 }
 
 int vm_check_ports(struct img_ctx *ctx, const struct img_vm *vm)
@@ -932,18 +1100,29 @@ int vm_check_ports(struct img_ctx *ctx, const struct img_vm *vm)
 	return 0;
 }
 
-int img_vm_prepare(struct img_ctx *ctx, struct img_vm *vm)
+/* A directory that may not exist yet (--dry-run): open it if it does. */
+static int open_existing(struct img_ctx *ctx, const char *path, const char *what,
+                         enum vm_dir_kind kind, struct vm_dir *d)
+{
+	struct stat st;
+
+	vm_dir_init(d);
+	d->path = path;
+	if (lstat(path, &st) < 0 && errno == ENOENT)
+		return 0;
+	return vm_dir_open(ctx, path, what, kind, NULL, d);
+}
+
+/* Open (making what is missing) and check the directories, take the lock. */
+static int open_dirs(struct img_ctx *ctx, struct img_vm *vm, int dry)
 {
 	const struct img_vm_opts *o = &vm->o;
-	int r;
+	int r, made;
 
-	/* Refuse before anything is created. */
-	if ((r = vm_check_ports(ctx, vm)) < 0)
-		return r;
 	if (vm->state_is_template) {
-		char *parent = vm_strdup(vm, o->tmpdir);
-
-		if ((r = mkdir_p(ctx, parent, NULL)) < 0)
+		if (dry)
+			return vm_dir_check(ctx, o->tmpdir, "TMPDIR", VM_DIR_HOLDER);
+		if ((r = vm_dir_open(ctx, o->tmpdir, "TMPDIR", VM_DIR_HOLDER, &made, &vm->tmp)) < 0)
 			return r;
 		if (!mkdtemp(vm->state_dir))
 			return img_set_error(ctx, -errno, "%s: %s", vm->state_dir, strerror(errno));
@@ -952,62 +1131,172 @@ int img_vm_prepare(struct img_ctx *ctx, struct img_vm *vm)
 		/* Same length as the template, so the socket checks still hold. */
 		if ((r = vm_compute_paths(ctx, vm)) < 0 || (r = vm_build_argv(ctx, vm)) < 0)
 			return r;
+		r = vm_dir_open(ctx, vm->state_dir, "state directory", VM_DIR_OWN, NULL,
+		                &vm->state);
+	} else if (dry) {
+		r = open_existing(ctx, vm->state_dir, "state directory", VM_DIR_OWN, &vm->state);
 	} else {
-		int made;
-
-		if ((r = mkdir_p(ctx, vm->state_dir, &made)) < 0)
-			return r;
-		vm->state_created = made;
-		if (!made && (r = check_own_dir(ctx, vm->state_dir, "state directory")) < 0)
-			return r;
+		r = vm_dir_open(ctx, vm->state_dir, "state directory", VM_DIR_OWN, &made,
+		                &vm->state);
+		vm->state_created = r == 0 && made;
 	}
-	if (o->fresh) {
-		unlink(vm->overlay);
-		unlink(vm->overlay_id);
-		unlink(vm->efi_vars);
-	}
+	if (r < 0)
+		return r;
+	/* Before anything in it is looked at: one vmlaunch per state dir. */
+	if (vm->state.fd >= 0 && (r = dry ? vm_dir_probe_lock(ctx, &vm->state)
+	                                  : vm_dir_lock(ctx, vm, &vm->state, &vm->lock_fd)) < 0)
+		return r;
 	if (o->disk_image) {
-		char *d = vm_strdup(vm, vm->overlay);
+		char *dir = vm_strdup(vm, vm->overlay);
 
-		if ((r = mkdir_p(ctx, dirname(d), NULL)) < 0)
+		dir = vm_strdup(vm, dirname(dir));
+		r = dry ? open_existing(ctx, dir, "NIX_DISK_IMAGE", VM_DIR_HOLDER, &vm->disk)
+		        : vm_dir_open(ctx, dir, "NIX_DISK_IMAGE", VM_DIR_HOLDER, &made, &vm->disk);
+		if (r < 0)
 			return r;
+		vm->disk_dir = &vm->disk;
 	}
-	if ((r = prepare_overlay(ctx, vm)) < 0)
-		return r;
-	if (vm->boot == IMG_VM_BOOT_EFI && (r = prepare_vars(ctx, vm)) < 0)
-		return r;
+	if (o->efi_vars && vm->boot == IMG_VM_BOOT_EFI) {
+		char *dir = vm_strdup(vm, vm->efi_vars);
+
+		dir = vm_strdup(vm, dirname(dir));
+		r = dry ? open_existing(ctx, dir, "NIX_EFI_VARS", VM_DIR_HOLDER, &vm->vars)
+		        : vm_dir_open(ctx, dir, "NIX_EFI_VARS", VM_DIR_HOLDER, &made, &vm->vars);
+		if (r < 0)
+			return r;
+		vm->vars_dir = &vm->vars;
+	}
 	if (o->tpm) {
-		int made;
+		const char *what =
+		    o->swtpm_dir ? "TPM state directory (NIX_SWTPM_DIR)" : "TPM state directory";
 
-		if ((r = mkdir_p(ctx, vm->swtpm_dir, &made)) < 0)
+		if (dry || o->swtpm_dir)
+			r = dry ? open_existing(ctx, vm->swtpm_dir, what, VM_DIR_OWN, &vm->tpm)
+			        : vm_dir_open(ctx, vm->swtpm_dir, what, VM_DIR_OWN, &made,
+			                      &vm->tpm);
+		else
+			r = vm_dir_subdir(ctx, &vm->state, "swtpm", 0700, vm->swtpm_dir, &vm->tpm);
+		if (r < 0)
 			return r;
-		if (!made && (r = check_own_dir(ctx, vm->swtpm_dir, "TPM state directory")) < 0)
-			return r;
-		unlink(vm->swtpm_sock); /* a stale socket from a killed run */
+		vm->tpm_dir = &vm->tpm;
 	}
-	for (size_t i = 0; i < o->nempty_disks; i++)
-		if ((r = prepare_empty(ctx, vm->empty_paths[i], o->empty_disks[i])) < 0)
-			return r;
-	/* xchg: the guest writes there as it likes (security model none). */
-	if ((r = state_subdir(ctx, vm->xchg_dir, 0700)) < 0)
-		return r;
-	if (o->host_certs) {
-		char *dst = vm_printf(vm, "%s/ca-certificates.crt", vm->certs_dir);
-
-		/* The guest sees these modes: every guest user may read the bundle
-		 * (the state directory, 0700, keeps it private on the host). */
-		if ((r = state_subdir(ctx, vm->certs_dir, 0755)) < 0)
-			return r;
-		if (unlink(dst) < 0 && errno != ENOENT)
-			return img_set_error(ctx, -errno, "%s: %s", dst, strerror(errno));
-		if ((r = copy_file(ctx, o->host_certs, dst, 0644)) < 0)
-			return r;
-	}
-	if ((r = create_log(ctx, vm->console_log)) < 0)
-		return r;
-	if (o->serial_log && (r = create_log(ctx, o->serial_log)) < 0)
-		return r;
-	unlink(vm->qmp_sock);
-	unlink(vm->qga_sock);
 	return 0;
+}
+
+/* A subdirectory of the state the guest sees through 9p (xchg, certs). */
+static int prepare_subdir(struct img_ctx *ctx, struct img_vm *vm, const char *name,
+                          const char *path, mode_t mode, const char *file, const char *from,
+                          int dry)
+{
+	struct vm_dir sub;
+	struct stat st;
+	int r;
+
+	if (vm->state.fd < 0)
+		return 0;
+	if (dry) {
+		r = vm_dir_lstat(ctx, vm, &vm->state, name, &st);
+		if (r > 0 && (!S_ISDIR(st.st_mode) || st.st_uid != geteuid()))
+			return img_set_error(ctx, -EPERM,
+			                     "%s is a %s of uid %u, not a directory vmlaunch made",
+			                     path, vm_file_kind(st.st_mode), (unsigned)st.st_uid);
+		return r < 0 ? r : 0;
+	}
+	if ((r = vm_dir_subdir(ctx, &vm->state, name, mode, path, &sub)) < 0)
+		return r;
+	if (file && ((r = vm_dir_remove(ctx, vm, &sub, file, S_IFREG)) < 0 ||
+	             (r = copy_file(ctx, vm, from, &sub, file, 0644)) < 0)) {
+		vm_dir_close(&sub);
+		return r;
+	}
+	vm_dir_close(&sub);
+	return 0;
+}
+
+/*
+ * The whole state, in order; with @dry every refusal a start would meet is
+ * logged as a warning instead, and nothing is made or changed.
+ */
+static int prepare(struct img_ctx *ctx, struct img_vm *vm, int dry)
+{
+	const struct img_vm_opts *o = &vm->o;
+	int r = 0;
+
+#define STEP(call)                                                                                 \
+	do {                                                                                       \
+		if ((r = (call)) < 0) {                                                            \
+			if (!dry)                                                                  \
+				return r;                                                          \
+			img_log(ctx, IMG_LOG_WARN, "a start would refuse: %s",                     \
+			        img_ctx_error(ctx));                                               \
+			img_ctx_clear_error(ctx);                                                  \
+		}                                                                                  \
+	} while (0)
+
+	vm->disk_dir = vm->vars_dir = vm->tpm_dir = &vm->state;
+	if ((r = open_dirs(ctx, vm, dry)) < 0) {
+		if (!dry)
+			return r;
+		img_log(ctx, IMG_LOG_WARN, "a start would refuse: %s", img_ctx_error(ctx));
+		img_ctx_clear_error(ctx);
+		return 0;
+	}
+	if (o->fresh)
+		STEP(fresh(ctx, vm, dry));
+	STEP(prepare_overlay(ctx, vm, dry));
+	if (vm->boot == IMG_VM_BOOT_EFI)
+		STEP(prepare_vars(ctx, vm, dry));
+	if (o->tpm) {
+		STEP(prepare_sock(ctx, vm, vm->tpm_dir, "swtpm.ctrl", dry));
+		if (vm->tpm_dir->fd >= 0) {
+			struct stat st;
+
+			r = vm_dir_lstat(ctx, vm, vm->tpm_dir, "swtpm.log", &st);
+			STEP(r <= 0
+			         ? r
+			         : vm_check_mine(ctx, vm->swtpm_log, &st, S_IFREG, "hand swtpm"));
+		}
+	}
+	for (size_t i = 0; i < o->nempty_disks; i++) {
+		char *name = vm_printf(vm, "empty%zu.qcow2", i);
+
+		STEP(prepare_empty(ctx, vm, name, o->empty_disks[i], dry));
+	}
+	/* xchg: the guest writes there as it likes (security model none). */
+	STEP(prepare_subdir(ctx, vm, "xchg", vm->xchg_dir, 0700, NULL, NULL, dry));
+	/* The guest sees these modes: every guest user may read the bundle
+	 * (the state directory, 0700, keeps it private on the host). */
+	if (o->host_certs)
+		STEP(prepare_subdir(ctx, vm, "certs", vm->certs_dir, 0755, "ca-certificates.crt",
+		                    o->host_certs, dry));
+	STEP(prepare_log(ctx, vm, &vm->state, "console.log", dry));
+	if (o->serial_log)
+		STEP(prepare_serial_log(ctx, vm, dry));
+	STEP(prepare_sock(ctx, vm, &vm->state, "qmp.sock", dry));
+	STEP(prepare_sock(ctx, vm, &vm->state, "qga.sock", dry));
+#undef STEP
+	return 0;
+}
+
+int vm_check_state(struct img_ctx *ctx, struct img_vm *vm)
+{
+	int r = prepare(ctx, vm, 1);
+
+	vm_dir_close(&vm->state);
+	vm_dir_close(&vm->disk);
+	vm_dir_close(&vm->vars);
+	vm_dir_close(&vm->tpm);
+	return r;
+}
+
+int img_vm_prepare(struct img_ctx *ctx, struct img_vm *vm)
+{
+	int r;
+
+	if (vm->state.fd >= 0)
+		return img_set_error(ctx, -EINVAL, "img_vm_prepare called twice");
+	/* Refuse before anything is created. */
+	if ((r = vm_check_ports(ctx, vm)) < 0)
+		return r;
+	return prepare(ctx, vm, 0);
 }

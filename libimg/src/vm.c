@@ -11,8 +11,10 @@
  * escaping); nothing is ever joined into a shell string.
  */
 #include <arpa/inet.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "vm-private.h"
@@ -664,9 +666,17 @@ int img_vm_new(struct img_ctx *ctx, const struct img_vm_opts *in, struct img_vm 
 	vm = img_malloc0(sizeof(*vm));
 	if (!vm)
 		return img_set_error(ctx, -ENOMEM, "out of memory");
+	vm_dir_init(&vm->tmp);
+	vm_dir_init(&vm->state);
+	vm_dir_init(&vm->disk);
+	vm_dir_init(&vm->vars);
+	vm_dir_init(&vm->tpm);
+	vm->disk_dir = vm->vars_dir = vm->tpm_dir = &vm->state;
+	vm->lock_fd = vm->serial_fd = -1;
 	copy_opts(vm, in);
 	if ((r = vm_parse_specs(ctx, vm)) < 0 || (r = vm_resolve(ctx, vm)) < 0 ||
-	    (r = vm_build_argv(ctx, vm)) < 0) {
+	    (r = vm_build_argv(ctx, vm)) < 0 ||
+	    (in->dry_run && (r = vm_check_state(ctx, vm)) < 0)) {
 		img_vm_free(vm);
 		return r;
 	}
@@ -678,8 +688,23 @@ void img_vm_free(struct img_vm *vm)
 {
 	if (!vm)
 		return;
-	if (vm->o.ephemeral && vm->state_created && vm->state_dir)
-		vm_rmrf(vm->state_dir);
+	/* The ephemeral state: emptied through the fd we made it with, removed
+	 * by its name in the TMPDIR we hold, never by following a path. */
+	if (vm->o.ephemeral && vm->state_created && vm->state.fd >= 0 && vm->tmp.fd >= 0) {
+		char *b = vm_strdup(vm, vm->state_dir);
+
+		if (b)
+			vm_dir_rmrf(&vm->tmp, &vm->state, basename(b));
+	}
+	vm_dir_close(&vm->tpm);
+	vm_dir_close(&vm->vars);
+	vm_dir_close(&vm->disk);
+	vm_dir_close(&vm->state);
+	vm_dir_close(&vm->tmp);
+	if (vm->serial_fd >= 0)
+		close(vm->serial_fd);
+	if (vm->lock_fd >= 0)
+		close(vm->lock_fd); /* the lock goes with the last holder (QEMU has ended) */
 	img_vm_firmware_release(&vm->fw);
 	for (size_t i = 0; i < vm->npool; i++)
 		free(vm->pool[i]);
@@ -732,9 +757,20 @@ int img_vm_cmdline(const struct img_vm *vm, char **out)
 
 static const char *const boot_name[] = { "auto", "efi", "bios", "direct" };
 
-static void file_line(FILE *f, const char *what, const char *path)
+/* What a start does with @path; the full checks (owner, marks, the lock)
+ * are vm_check_state()'s warnings. */
+static void file_line(FILE *f, const char *what, const char *path, mode_t type, int fresh)
 {
-	fprintf(f, "  %-22s %s%s\n", what, path, access(path, F_OK) ? " (new)" : " (exists, kept)");
+	struct stat st;
+
+	if (lstat(path, &st) < 0)
+		fprintf(f, "  %-22s %s (new)\n", what, path);
+	else if ((st.st_mode & S_IFMT) != type)
+		fprintf(f, "  %-22s %s (exists, a %s: a start refuses it)\n", what, path,
+		        vm_file_kind(st.st_mode));
+	else
+		fprintf(f, "  %-22s %s (exists, %s)\n", what, path,
+		        fresh ? "removed by --fresh if vmlaunch made it" : "kept");
 }
 
 int img_vm_describe(const struct img_vm *vm, char **out)
@@ -769,17 +805,17 @@ int img_vm_describe(const struct img_vm *vm, char **out)
 	if (vm->state_is_template)
 		fprintf(f, "  %-22s %s (new)\n", "state directory", vm->state_dir);
 	else
-		file_line(f, "state directory", vm->state_dir);
-	file_line(f, "overlay (qcow2)", vm->overlay);
+		file_line(f, "state directory", vm->state_dir, S_IFDIR, 0);
+	file_line(f, "overlay (qcow2)", vm->overlay, S_IFREG, o->fresh);
 	if (vm->boot == IMG_VM_BOOT_EFI)
-		file_line(f, "EFI variables", vm->efi_vars);
+		file_line(f, "EFI variables", vm->efi_vars, S_IFREG, o->fresh);
 	if (o->tpm)
-		file_line(f, "swtpm state", vm->swtpm_dir);
+		file_line(f, "swtpm state", vm->swtpm_dir, S_IFDIR, 0);
 	for (size_t i = 0; i < o->nempty_disks; i++)
-		file_line(f, "empty disk", vm->empty_paths[i]);
-	file_line(f, "9p xchg directory", vm->xchg_dir);
+		file_line(f, "empty disk", vm->empty_paths[i], S_IFREG, 0);
+	file_line(f, "9p xchg directory", vm->xchg_dir, S_IFDIR, 0);
 	if (o->host_certs)
-		file_line(f, "CA bundle copy", vm->certs_dir);
+		file_line(f, "CA bundle copy", vm->certs_dir, S_IFDIR, 0);
 	fprintf(f, "  %-22s %s\n", "console log", vm->console_log);
 	fprintf(f, "  %-22s %s\n", "QMP socket", vm->qmp_sock);
 	if (o->guest_agent)

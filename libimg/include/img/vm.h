@@ -66,7 +66,9 @@ struct img_vm_opts {
 	const char *state_home; /* $XDG_STATE_HOME, else ~/.local/state (tool resolves) */
 	const char *tmpdir;     /* for --ephemeral (default /tmp) */
 	int ephemeral;          /* state in <tmpdir>/vmlaunch-<name>.XXXXXX, removed by free */
-	int fresh;              /* discard overlay and EFI vars first */
+	int fresh;              /* discard overlay and EFI vars first (only files of ours) */
+	int dry_run;            /* img_vm_new() also checks the state as img_vm_prepare()
+	                           would, logging what a start refuses as warnings */
 
 	unsigned memory_mib; /* default 1024 */
 	unsigned cores;      /* default 1 */
@@ -172,7 +174,14 @@ struct img_vm_info {
 };
 IMG_EXPORT void img_vm_get_info(const struct img_vm *vm, struct img_vm_info *info);
 
-/* Create the state: 0700 dirs, 0600 files; overlay, EFI vars, empty disks, log. */
+/*
+ * Create the state: 0700 dirs, 0600 files; overlay, EFI vars, empty disks,
+ * log. Takes the state directory's lock (held until img_vm_free(), and by
+ * QEMU and swtpm while they run): -EBUSY naming the holder if another
+ * vmlaunch has it. Never follows a symbolic link in the state, never
+ * changes a directory it did not make, reuses or removes only regular
+ * files of the caller's that carry vmlaunch's marks; see docs/vm-state.md.
+ */
 IMG_EXPORT int img_vm_prepare(struct img_ctx *ctx, struct img_vm *vm);
 
 struct img_vm_result {
