@@ -1,7 +1,10 @@
 /*
  * dev-raw.c -- raw sparse file backend. Unwritten ranges stay holes;
- * write_zeroes punches holes; copy_from_fd goes through the direct writer
- * (dio.c) where the file system takes O_DIRECT, else one copy_file_range.
+ * write_zeroes punches holes (a new file's are holes already). Every write
+ * goes through the writer (dio.c): direct where the file system takes
+ * O_DIRECT, and hashed on the way while it comes in order, so finish knows
+ * the file's SHA-256 without reading it; with img_ctx_set_direct_io(ctx, 0)
+ * writes go straight to the file (copy_file_range for copies).
  */
 #include <fcntl.h>
 #include <stdlib.h>
@@ -15,7 +18,9 @@ struct raw {
 	int fd;
 	int owns_fd;
 	char *path;
-	struct img_dio *dio; /* NULL: no direct writes (read-only, or not supported) */
+	struct img_dio *dio; /* NULL: no writer (read-only, or direct I/O off) */
+	bool have_sha;       /* finish hashed the file as it was written */
+	uint8_t sha[32];
 };
 
 static int raw_err(struct img_dev *dev, int err, const char *what)
@@ -29,12 +34,13 @@ static int raw_err(struct img_dev *dev, int err, const char *what)
 static int raw_pread(struct img_dev *dev, void *buf, size_t len, uint64_t off)
 {
 	struct raw *r = img_dev_priv(dev);
-	int e = img_dio_fence(r->dio, off, len);
+	int e = img_dio_read_fence(r->dio, off, len);
 
 	if (e < 0)
 		return e;
 	e = img_pread_full(r->fd, buf, len, off);
-
+	if (e == 0)
+		img_dio_read_overlay(r->dio, buf, len, off);
 	if (e == -EIO) {
 		/* Past the end of a file shorter than the device: zeros. */
 		struct stat st;
@@ -43,7 +49,10 @@ static int raw_pread(struct img_dev *dev, void *buf, size_t len, uint64_t off)
 			uint64_t have = (uint64_t)st.st_size > off ? (uint64_t)st.st_size - off : 0;
 
 			memset((uint8_t *)buf + have, 0, len - have);
-			return have ? img_pread_full(r->fd, buf, (size_t)have, off) : 0;
+			e = have ? img_pread_full(r->fd, buf, (size_t)have, off) : 0;
+			if (e == 0)
+				img_dio_read_overlay(r->dio, buf, len, off);
+			return e < 0 ? raw_err(dev, e, "reading") : 0;
 		}
 	}
 	return e < 0 ? raw_err(dev, e, "reading") : 0;
@@ -52,10 +61,10 @@ static int raw_pread(struct img_dev *dev, void *buf, size_t len, uint64_t off)
 static int raw_pwrite(struct img_dev *dev, const void *buf, size_t len, uint64_t off)
 {
 	struct raw *r = img_dev_priv(dev);
-	int e = img_dio_fence(r->dio, off, len);
+	int e;
 
-	if (e < 0)
-		return e;
+	if (r->dio)
+		return img_dio_pwrite(r->dio, buf, len, off);
 	e = img_pwrite_full(r->fd, buf, len, off);
 	return e < 0 ? raw_err(dev, e, "writing") : 0;
 }
@@ -72,10 +81,10 @@ static int raw_write_data(struct img_dev *dev, const void *buf, size_t len, uint
 static int raw_write_zeroes(struct img_dev *dev, uint64_t off, uint64_t len)
 {
 	struct raw *r = img_dev_priv(dev);
-	int e = img_dio_fence(r->dio, off, len);
+	int e = img_dio_zero(r->dio, off, len);
 
-	if (e < 0)
-		return e;
+	if (e != 0)
+		return e < 0 ? e : 0;
 	if (fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) ==
 	    0)
 		return 0;
@@ -124,11 +133,25 @@ static int raw_finish(struct img_dev *dev)
 
 	if (img_dev_readonly(dev))
 		return 0;
-	e = img_dio_drain(r->dio);
+	e = img_dio_digest(r->dio, img_dev_size(dev), r->sha);
+	if (e == -ENODATA)
+		e = img_dio_drain(r->dio);
+	else
+		r->have_sha = e == 0;
 	if (e < 0)
 		return e;
 	if (fsync(r->fd) < 0 && errno != EINVAL && errno != EROFS)
 		return raw_err(dev, -errno, "syncing");
+	return 0;
+}
+
+static int raw_sha256(struct img_dev *dev, uint8_t out[32])
+{
+	struct raw *r = img_dev_priv(dev);
+
+	if (!r->have_sha)
+		return -ENODATA;
+	memcpy(out, r->sha, 32);
 	return 0;
 }
 
@@ -152,6 +175,7 @@ static const struct img_dev_ops raw_ops = {
 	.write_data = raw_write_data,
 	.finish = raw_finish,
 	.destroy = raw_destroy,
+	.sha256 = raw_sha256,
 };
 
 static int raw_wrap(struct img_ctx *ctx, int fd, int owns, const char *path, uint64_t size,

@@ -280,3 +280,10 @@ int img_dev_finish(struct img_dev *dev)
 	dev->finished = 1;
 	return sticky(dev, r);
 }
+
+int img_dev_sha256(struct img_dev *dev, uint8_t out[32])
+{
+	if (!dev || !dev->finished || dev->error || !dev->ops->sha256)
+		return -ENODATA;
+	return dev->ops->sha256(dev, out);
+}

@@ -3,10 +3,12 @@
  *
  * Spec: Linux Documentation/filesystems/erofs.rst, ../shared/docs/formats.md
  * section 1 (superblock 1.2, checksum 1.3, inodes 1.5, directories 1.7,
- * special files 1.8). One pass in block order: file data (in-kernel copies),
- * directory and symlink blocks, metadata blocks (inodes with inline tails),
- * and block 0 last, because its checksum covers the root inode after the
- * superblock. Every byte not written here reads as zero (the device is new).
+ * special files 1.8). One pass in block order, so the device sees the
+ * output go out in file order (and hashes it on the way): block 0 (the
+ * superblock, whose checksum covers the root inode after it: the plan knows
+ * both up front), file data (in-kernel copies), directory and symlink
+ * blocks, metadata blocks (inodes with inline tails). Every byte not written
+ * here reads as zero (the device is new).
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -344,6 +346,25 @@ int img_erofs_emit(struct img_ctx *ctx, struct img_erofs_plan *p, struct img_dev
 		goto out;
 	}
 
+	/*
+	 * 0. Block 0: the superblock and what shares the block with it (the
+	 * root inode, placed right after it), checksummed, first.
+	 */
+	for (size_t j = 0; j < p->ninodes; j++) {
+		struct img_node *n = p->nodes[p->meta_order[j]];
+		uint64_t off = p->inode[n->seq].nid * EROFS_SLOT;
+
+		if (off >= EROFS_BLKSZ)
+			break; /* meta_order is in nid order */
+		r = put_meta(&em, n, blk0 + off);
+		if (r < 0)
+			goto out;
+	}
+	put_super(p, blk0);
+	r = img_dev_write_data(dev, blk0, EROFS_BLKSZ, 0);
+	if (r < 0)
+		goto out;
+
 	/* 1. File data, canonical order = block order. */
 	img_progress_phase(ctx, "writing file data", p->tree->data_bytes, p->ninodes);
 	for (uint64_t i = 0; i < nnodes && !(flags & IMG_EROFS_EMIT_NO_DATA); i++) {
@@ -374,34 +395,28 @@ int img_erofs_emit(struct img_ctx *ctx, struct img_erofs_plan *p, struct img_dev
 			goto out;
 	}
 
-	/* Metadata blocks in nid order; block 0 is kept for last. */
+	/* Metadata blocks in nid order (block 0 is out already). */
 	for (size_t j = 0; j < p->ninodes; j++) {
 		struct img_node *n = p->nodes[p->meta_order[j]];
 		uint64_t off = p->inode[n->seq].nid * EROFS_SLOT, b = off / EROFS_BLKSZ;
-		uint8_t *dst;
 
+		if (b == 0)
+			continue;
 		if (b != cur) {
-			if (cur != UINT64_MAX && cur != 0 &&
+			if (cur != UINT64_MAX &&
 			    (r = img_dev_write_data(dev, blk, EROFS_BLKSZ, cur * EROFS_BLKSZ)) < 0)
 				goto out;
-			if (b != 0)
-				memset(blk, 0, EROFS_BLKSZ);
+			memset(blk, 0, EROFS_BLKSZ);
 			cur = b;
 		}
-		dst = (b == 0 ? blk0 : blk) + off % EROFS_BLKSZ;
-		r = put_meta(&em, n, dst);
+		r = put_meta(&em, n, blk + off % EROFS_BLKSZ);
 		if (r < 0)
 			goto out;
 	}
-	if (cur != UINT64_MAX && cur != 0 &&
+	if (cur != UINT64_MAX &&
 	    (r = img_dev_write_data(dev, blk, EROFS_BLKSZ, cur * EROFS_BLKSZ)) < 0)
 		goto out;
-
-	/* 4. Superblock and checksum over the finished block 0. */
-	put_super(p, blk0);
-	r = img_dev_pwrite(dev, blk0, EROFS_BLKSZ, 0);
-	if (r >= 0)
-		r = img_dev_error(dev);
+	r = img_dev_error(dev);
 out:
 	free(blk0);
 	free(blk);

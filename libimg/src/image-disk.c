@@ -323,7 +323,7 @@ static int write_manifest(struct disk_build *b)
 			return r;
 		m.kernel_params = params;
 	}
-	r = img_image_write_manifest(b->ctx, o, &m);
+	r = img_image_write_manifest(b->ctx, o, b->dev, &m);
 	free(params);
 	return r;
 }

@@ -56,8 +56,24 @@ int img_image_fs_id(struct img_ctx *ctx, struct img_dev *dev, uint64_t off, cons
 	return 0;
 }
 
+/*
+ * The output's SHA-256: taken as it was written when the device saw it go
+ * out in order, else read back from the file (docs/manifest.md).
+ */
+static int output_sha256(struct img_ctx *ctx, const struct img_build_opts *o, struct img_dev *dev,
+                         uint8_t digest[32])
+{
+	if (img_dev_sha256(dev, digest) == 0) {
+		img_log(ctx, IMG_LOG_INFO, "sha256 of %s: taken as it was written", o->output);
+		return 0;
+	}
+	img_log(ctx, IMG_LOG_INFO, "sha256 of %s: reading it back (not written in order)",
+	        o->output);
+	return img_sha256_file(ctx, o->output, digest);
+}
+
 int img_image_write_manifest(struct img_ctx *ctx, const struct img_build_opts *o,
-                             struct img_manifest *m)
+                             struct img_dev *dev, struct img_manifest *m)
 {
 	char gen[64], sha[65], *seed;
 	uint8_t digest[32];
@@ -67,7 +83,7 @@ int img_image_write_manifest(struct img_ctx *ctx, const struct img_build_opts *o
 
 	if (!o->manifest)
 		return 0;
-	r = img_sha256_file(ctx, o->output, digest);
+	r = output_sha256(ctx, o, dev, digest);
 	if (r < 0)
 		return r;
 	img_hex(digest, 32, sha);
@@ -99,8 +115,8 @@ int img_image_write_manifest(struct img_ctx *ctx, const struct img_build_opts *o
 }
 
 int img_image_manifest_bare(struct img_ctx *ctx, const struct img_build_opts *o,
-                            const struct img_closure *c, struct img_tree *t, const char *fs,
-                            const char *label, uint64_t size, const char *fs_uuid,
+                            struct img_dev *dev, const struct img_closure *c, struct img_tree *t,
+                            const char *fs, const char *label, uint64_t size, const char *fs_uuid,
                             struct img_manifest_verity *verity)
 {
 	struct img_manifest_partition p = { 0 };
@@ -136,7 +152,7 @@ int img_image_manifest_bare(struct img_ctx *ctx, const struct img_build_opts *o,
 		m.kernel_params = params;
 		m.bootloader = "none";
 	}
-	r = img_image_write_manifest(ctx, o, &m);
+	r = img_image_write_manifest(ctx, o, dev, &m);
 	free(params);
 	return r;
 }

@@ -80,13 +80,15 @@ uint64_t img_root_default_headroom(const struct img_tree *tree);
  * The manifest (image-manifest.c). Fill @m with what the recipe knows (mode,
  * boot, partition_table, disk_guid, partitions, system, kernel_params,
  * bootloader, virtual_size); this adds generator, image, format,
- * compression, the sha256 of o->output (call it after img_dev_finish), seed
- * and epoch, and writes o->manifest. Does nothing when o->manifest is NULL.
+ * compression, the sha256 of o->output (call it after img_dev_finish of
+ * @dev, the output's device: its hash as written, else the file read
+ * back), seed and epoch, and writes o->manifest. Does nothing when
+ * o->manifest is NULL.
  */
 struct img_manifest;
 struct img_manifest_verity;
 int img_image_write_manifest(struct img_ctx *ctx, const struct img_build_opts *o,
-                             struct img_manifest *m);
+                             struct img_dev *dev, struct img_manifest *m);
 /*
  * The manifest of a bare file system (no partition table): one partition
  * entry numbered 0 at offset 0; system, kernel_params and bootloader "none"
@@ -95,8 +97,8 @@ int img_image_write_manifest(struct img_ctx *ctx, const struct img_build_opts *o
  * @fs_uuid as img_image_fs_id() read it.
  */
 int img_image_manifest_bare(struct img_ctx *ctx, const struct img_build_opts *o,
-                            const struct img_closure *c, struct img_tree *t, const char *fs,
-                            const char *label, uint64_t size, const char *fs_uuid,
+                            struct img_dev *dev, const struct img_closure *c, struct img_tree *t,
+                            const char *fs, const char *label, uint64_t size, const char *fs_uuid,
                             struct img_manifest_verity *verity);
 /* The ID blkid shows for the file system @fs ("vfat", "ext4", "erofs") at @off. */
 int img_image_fs_id(struct img_ctx *ctx, struct img_dev *dev, uint64_t off, const char *fs,

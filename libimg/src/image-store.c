@@ -254,8 +254,6 @@ int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 		r = img_verity_write(ctx, dev, &verity);
 	if (r >= 0)
 		r = img_dev_finish(dev);
-	img_dev_unref(dev);
-	dev = NULL;
 	if (r >= 0) {
 		/* A store image boots nothing: no closure is passed, so no system. */
 		char uuid[37], vuuid[37], root[65], salt[65];
@@ -276,7 +274,7 @@ int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 		img_uuid_unparse(verity.uuid, vuuid);
 		img_hex(verity.root, sizeof(verity.root), root);
 		img_hex(verity.salt, sizeof(verity.salt), salt);
-		r = img_image_manifest_bare(ctx, o, NULL, NULL, "erofs", plan->label,
+		r = img_image_manifest_bare(ctx, o, dev, NULL, NULL, "erofs", plan->label,
 		                            img_erofs_plan_bytes(plan), uuid,
 		                            o->verity ? &mv : NULL);
 	}

@@ -1,7 +1,9 @@
 /*
  * test-dio.c -- the direct writer (dio.c) under the raw and qcow2 backends:
  * random mixes of copies, writes, zeros and reads against a model in memory,
- * O_DIRECT really in use, failures reported.
+ * O_DIRECT really in use, failures reported; random plans written in file
+ * order hashed as they go out (the SHA-256 the model has), and a hash never
+ * claimed for an output written out of order.
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -242,6 +244,16 @@ static void model_run(enum kind k, uint64_t seed, int direct)
 		}
 	}
 	ck_assert_ok(img_dev_finish(dev), ctx);
+	{
+		/* A hash, if the device claims one, is the model's. */
+		uint8_t got[32], want[32];
+
+		if (img_dev_sha256(dev, got) == 0) {
+			ck_assert_int_eq(k, RAW);
+			img_sha256(model, DEV_SIZE, want);
+			ck_assert_mem_eq(got, want, 32);
+		}
+	}
 	img_dev_unref(dev);
 	/* What is on disk now, read by another reader than the writer. */
 	if (k == RAW) {
@@ -273,6 +285,102 @@ END_TEST
 START_TEST(qcow2_model)
 {
 	model_run(QCOW2, 0x7654321 + (uint64_t)_i, _i < 3);
+}
+END_TEST
+
+/*
+ * A random plan written in file order, as the one-pass writers do: copies,
+ * file data from memory, metadata and zeros at increasing offsets with
+ * gaps of every size between them (none, inside a page, short enough to be
+ * written as zeros, long enough to stay a hole, across a buffer), reads of
+ * anything written so far in between. The device's SHA-256 is the model's,
+ * the file is the model. Loop 3 ends with one write behind the frontier:
+ * then no hash may be claimed. Loop 4: direct I/O off, no writer: no hash.
+ */
+static void ordered_run(int loop)
+{
+	struct fix f;
+	uint8_t *model = calloc(1, DEV_SIZE), *back = malloc(DEV_SIZE), small[9000];
+	uint8_t got[32], want[32];
+	uint64_t at = 0;
+	struct img_dev *dev;
+	int rfd, op;
+
+	rnd_state = 0xabcdef + (uint64_t)loop;
+	fix_open(&f, "dio-ordered", SRC_SIZE, rnd_state);
+	img_ctx_set_direct_io(f.ctx, loop != 4);
+	dev = make_dev(f.ctx, RAW, f.out);
+	for (op = 0; op < 400; op++) {
+		static const uint64_t gaps[] = { 0,    0,     0,     1,     100,      4095,
+			                         4096, 30000, 65536, 70000, 1u << 20, 5u << 20 };
+		uint64_t len, s, gap = gaps[rnd(IMG_ARRAY_SIZE(gaps))];
+		unsigned what = (unsigned)rnd(100);
+
+		if (what < 40)
+			len = rnd(4) ? 1 + rnd(200000) : 1 + rnd(6u << 20);
+		else
+			len = 1 + rnd(sizeof(small));
+		if (at + gap + len > DEV_SIZE)
+			break;
+		at += gap;
+		s = rnd(SRC_SIZE - len);
+		if (what < 40) {
+			ck_assert_ok(img_dev_copy_from_fd(dev, f.fd, s, len, at), f.ctx);
+			memcpy(model + at, f.data + s, len);
+		} else if (what < 60) {
+			ck_assert_ok(img_dev_write_data(dev, f.data + s, len, at), f.ctx);
+			memcpy(model + at, f.data + s, len);
+		} else if (what < 80) {
+			t_fill(small, len, rnd_state);
+			ck_assert_ok(img_dev_pwrite(dev, small, len, at), f.ctx);
+			memcpy(model + at, small, len);
+		} else if (what < 90) {
+			ck_assert_ok(img_dev_write_zeroes(dev, at, len), f.ctx);
+		} else {
+			uint64_t off = rnd(at + 1), n = IMG_MIN(1 + rnd(1u << 20), DEV_SIZE - off);
+
+			ck_assert_ok(img_dev_pread(dev, back, n, off), f.ctx);
+			if (memcmp(back, model + off, n))
+				ck_abort_msg("op %d: read [%llu, +%llu) differs from the model", op,
+				             (unsigned long long)off, (unsigned long long)n);
+			continue;
+		}
+		at += len;
+	}
+	ck_assert_int_gt(op, 20);
+	if (loop == 3) { /* one write behind the frontier */
+		uint64_t off = rnd(at);
+
+		t_fill(small, 100, 3);
+		ck_assert_ok(img_dev_pwrite(dev, small, 100, off), f.ctx);
+		memcpy(model + off, small, 100);
+	}
+	ck_assert_ok(img_dev_finish(dev), f.ctx);
+	img_sha256(model, DEV_SIZE, want);
+	if (loop >= 3) {
+		ck_assert_int_eq(img_dev_sha256(dev, got), -ENODATA);
+	} else {
+		ck_assert_int_eq(img_dev_sha256(dev, got), 0);
+		ck_assert_mem_eq(got, want, 32);
+	}
+	img_dev_unref(dev);
+	rfd = open(f.out, O_RDONLY);
+	ck_assert_int_ge(rfd, 0);
+	ck_assert_int_eq(img_pread_full(rfd, back, DEV_SIZE, 0), 0);
+	close(rfd);
+	for (uint64_t i = 0; i < DEV_SIZE; i += 4096)
+		if (memcmp(back + i, model + i, 4096))
+			ck_abort_msg("page at %llu differs from the model", (unsigned long long)i);
+	ck_assert_ok(img_sha256_file(f.ctx, f.out, got), f.ctx);
+	ck_assert_mem_eq(got, want, 32);
+	free(model);
+	free(back);
+	fix_close(&f);
+}
+
+START_TEST(ordered_model)
+{
+	ordered_run(_i);
 }
 END_TEST
 
@@ -335,6 +443,9 @@ Suite *img_test_suite(void)
 	suite_add_tcase(s, tc);
 	tc = tcase_create("qcow2_model");
 	tcase_add_loop_test(tc, qcow2_model, 0, 4);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("ordered_model");
+	tcase_add_loop_test(tc, ordered_model, 0, 5);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("short_source");
 	tcase_add_loop_test(tc, short_source, 0, 4);

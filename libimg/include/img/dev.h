@@ -16,6 +16,7 @@
  *   img_dev_pwrite(dev, buf, len, off); ...          any order, any offsets
  *   img_dev_copy_from_fd(dev, fd, src_off, len, off); file data, in-kernel
  *   img_dev_finish(dev);                             final metadata + fsync
+ *   img_dev_sha256(dev, digest);                     the file's hash, if known
  *   img_dev_unref(dev);
  * A device dropped without img_dev_finish() may be incomplete: the caller
  * removes the file.
@@ -54,6 +55,9 @@ struct img_dev_ops {
 	int (*finish)(struct img_dev *dev);
 	/* Release everything the backend holds. */
 	void (*destroy)(struct img_dev *dev);
+	/* After finish: the file's SHA-256, taken as it was written. NULL or
+	 * -ENODATA: the backend did not see every byte go out in order. */
+	int (*sha256)(struct img_dev *dev, uint8_t out[32]);
 };
 
 /* Flags for img_dev_new(). */
@@ -99,6 +103,13 @@ IMG_EXPORT int img_dev_copy_from_fd(struct img_dev *dev, int fd, uint64_t src_of
 IMG_EXPORT int img_dev_flush(struct img_dev *dev);
 /* Complete the device (final metadata, fsync). Once only; then only unref. */
 IMG_EXPORT int img_dev_finish(struct img_dev *dev);
+/*
+ * After img_dev_finish(): the SHA-256 of the output file, taken on the bytes
+ * as they were written (holes as zeros), so nobody has to read it back. 0;
+ * -ENODATA when the backend cannot say (it wrote out of order, or has no
+ * file): hash the file instead. No message is set.
+ */
+IMG_EXPORT int img_dev_sha256(struct img_dev *dev, uint8_t out[32]);
 /* The first error any call on this device met (0 if none). */
 IMG_EXPORT int img_dev_error(const struct img_dev *dev);
 
