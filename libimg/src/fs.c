@@ -1,6 +1,7 @@
 /*
- * fs.c -- the table of file system writers (fs.h). One row per format; a
- * format whose writer is not linked in (weak symbol left NULL) is skipped.
+ * fs.c -- the table of file system writers (fs.h). One row per format. ext4
+ * is always there; erofs and fat32 are weak references, so a build that
+ * leaves their writer out still links (the row is then NULL and skipped).
  */
 #include "private.h"
 #include <img/fs.h>

@@ -10,8 +10,10 @@
 #include <img/tree.h>
 
 /*
- * Set the context's seed: opts->seed if given, else a hash of the mode, the
- * options that change the output and the sorted store paths @paths.
+ * Set the context's seed: opts->seed if given, else a hash of the label and
+ * the sorted store paths @paths (with no paths, --empty, the size instead).
+ * Never the mode: a root file system keeps its UUID bare, in --efi or in
+ * --hybrid (image.c says why).
  */
 int img_image_set_seed(struct img_ctx *ctx, const struct img_build_opts *o,
                        const char *const *paths, size_t npaths);

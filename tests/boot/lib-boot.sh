@@ -5,19 +5,20 @@
 # boot_fixture           build (once per build directory) and load the fixture:
 #                        sets the variables of fixtures/boot/build.sh's
 #                        `expected` file (ROOT, CLOSURE, SYSTEM, KERNEL, ...)
-# boot_tool CMD...       run one of our tools; if it says a feature is not
-#                        written yet ("... not built yet"), skip the
-#                        test with its message; any other failure fails it
+# boot_tool CMD...       run one of our tools (output in $T/tool.out and
+#                        $T/tool.err); a failure fails the test with its
+#                        exit status and stderr
 # boot_efi_image OUT     mkvmimage --efi of the system closure
 # boot_store_image OUT   mkvmimage --store-image of the store closure
 # boot_root_image OUT    mkvmimage (ext4 root, no partition table)
 # boot_vm LOG ARGS...    vmlaunch --ephemeral --accel tcg --serial-log LOG ARGS,
 #                        TMPDIR inside the test directory; checks that the
-#                        ephemeral state is gone afterwards
+#                        ephemeral state is gone afterwards (boot_state_gone)
 # boot_check_marker LOG TPM
 #                        the marker line with the fixture's checksums (and
 #                        tpm=yes|no) must be in LOG
-# boot_no_strays         no process left whose command line names the test dir
+# boot_no_strays         no process left whose command line names the test
+#                        dir (boot_strays lists them)
 PATH="$PATH:/usr/sbin:/sbin"
 : "${VMLAUNCH:?}" "${BUILDDIR:?}"
 

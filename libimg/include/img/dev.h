@@ -35,11 +35,13 @@ extern "C" {
 struct img_dev;
 
 /*
- * The backend ops table. pread/pwrite/flush/size are required; the others
+ * The backend ops table. pread, pwrite and flush are required; the others
  * may be NULL and dev.c falls back (write_zeroes -> pwrite of zeros,
- * copy_from_fd -> pread from the fd + pwrite). Offsets and lengths are
- * already range-checked by dev.c. Return 0 or a negative errno, and put the
- * detail on dev->ctx with img_set_error().
+ * copy_from_fd -> pread from the fd + pwrite, write_data -> pwrite,
+ * finish -> flush, destroy -> nothing). The size is not an op: it is given
+ * to img_dev_new(). Offsets and lengths are already range-checked by dev.c.
+ * Return 0 or a negative errno, and put the detail on the device's context
+ * (img_dev_ctx()) with img_set_error().
  */
 struct img_dev_ops {
 	const char *name;
