@@ -16,7 +16,7 @@ PKGS=(
   ovmf systemd-boot-efi linux-image-cloud-amd64 busybox-static swtpm swtpm-tools
   cpio grub-pc-bin kmod
   # tests, benchmarks
-  zstd xz-utils gzip tar python3 time hyperfine faketime jq procps
+  zstd xz-utils gzip tar python3 time hyperfine faketime jq procps strace util-linux bsdutils
   # man page lint, completion syntax check
   mandoc zsh
   # bench/setup-erofs-utils.sh builds erofs-utils 1.8 (mkfs.erofs --tar) from source

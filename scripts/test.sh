@@ -12,9 +12,15 @@
 #     before the suite is bit-for-bit, mode, owner and mtime the same.
 #     Tests that plant symlinks point them into it ($IMG_DECOY).
 #
+# Skips fail the run: step 1 installs every program a test or check needs, so
+# a test CTest reports skipped, or a check that said "SKIPPED: <reason>"
+# (tests/lib.sh records those in <build dir>/skipped.log), means CI did not
+# test what it claims. ALLOW_SKIPS=1 lists them without failing (a machine
+# that lacks something on purpose).
+#
 # Environment: JOBS (default: nproc), FUZZ_SECONDS (default 20 per target),
 # SKIP_SETUP=1 to skip step 1, SKIP_ASAN=1 / SKIP_TSAN=1 / SKIP_FUZZ=1 to skip
-# 3 / 4 / 5.
+# 3 / 4 / 5, ALLOW_SKIPS=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS=${JOBS:-$(nproc)}
@@ -22,6 +28,29 @@ FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 
 [ -n "${SKIP_SETUP:-}" ] || bash scripts/setup.sh
 status=0
+skips=()
+
+# skipped WHAT: a test or check did not run.
+skipped() {
+	echo "SKIPPED: $*"
+	skips+=("$*")
+}
+# run_ctest DIR ARGS...: ctest in DIR; the skips it and the tests report are noted.
+run_ctest() {
+	local dir=$1 rc=0 t
+	shift
+	rm -f "$dir/skipped.log"
+	(cd "$dir" && ctest "$@") 2>&1 | tee "$dir/ctest.out" || rc=$?
+	while read -r t; do
+		skipped "$dir: test $t"
+	done < <(sed -n 's/.*Test *#[0-9]*: \([^ ]*\) .*\*\*\*Skipped.*/\1/p' "$dir/ctest.out")
+	if [ -f "$dir/skipped.log" ]; then
+		while read -r t; do
+			skipped "$dir: $t"
+		done <"$dir/skipped.log"
+	fi
+	return $rc
+}
 
 # The decoy: what a tool that follows a planted symlink, or removes what is
 # not its own, would damage. Outside build/ and every test's directory.
@@ -47,7 +76,9 @@ echo "== build (-Werror)"
 cmake -S . -B build -DIMG_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$JOBS"
 echo "== format check"
-if command -v clang-format >/dev/null; then
+if ! command -v clang-format >/dev/null; then
+	skipped "format check: clang-format not installed"
+else
 	bad=$(git ls-files '*.c' '*.h' | xargs clang-format --dry-run 2>&1 | grep -c warning || true)
 	if [ "$bad" != 0 ]; then
 		echo "clang-format: $bad places differ from .clang-format"
@@ -56,15 +87,15 @@ if command -v clang-format >/dev/null; then
 	fi
 fi
 echo "== tests"
-(cd build && ctest -j"$JOBS" --output-on-failure --timeout 900) || status=1
+run_ctest build -j"$JOBS" --output-on-failure --timeout 900 || status=1
 
 if [ -z "${SKIP_ASAN:-}" ]; then
 	echo "== ASan+UBSan: unit tests and bad inputs"
 	cmake -S . -B build-asan -DIMG_WERROR=ON -DIMG_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug \
 		-DCMAKE_C_COMPILER=gcc >/dev/null
 	cmake --build build-asan -j"$JOBS"
-	(cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-		ctest -j"$JOBS" --output-on-failure -L 'unit|bad' --timeout 900) || status=1
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		run_ctest build-asan -j"$JOBS" --output-on-failure -L 'unit|bad' --timeout 900 || status=1
 fi
 
 if [ -z "${SKIP_TSAN:-}" ]; then
@@ -73,9 +104,9 @@ if [ -z "${SKIP_TSAN:-}" ]; then
 		-DCMAKE_C_COMPILER=gcc >/dev/null
 	cmake --build build-tsan -j"$JOBS"
 	# A report makes the process exit 66 (the test fails) and stops it there.
-	(cd build-tsan && TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1" \
-		ctest -j"$JOBS" --output-on-failure -L unit -R '^(dio|qcow2|ext4|erofs|repro)/' \
-		--timeout 900) || status=1
+	TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1" \
+		run_ctest build-tsan -j"$JOBS" --output-on-failure -L unit \
+		-R '^(dio|qcow2|ext4|erofs|repro)/' --timeout 900 || status=1
 fi
 
 if [ -z "${SKIP_FUZZ:-}" ] && [ -f tests/fuzz/fuzz.cmake ]; then
@@ -111,5 +142,13 @@ else
 	rm -rf "$IMG_DECOY"
 fi
 
+if [ ${#skips[@]} != 0 ]; then
+	echo "== ${#skips[@]} tests or checks skipped:"
+	printf '  %s\n' "${skips[@]}"
+	if [ -z "${ALLOW_SKIPS:-}" ]; then
+		echo "skips fail the run (scripts/setup.sh installs what they need; ALLOW_SKIPS=1 to allow)"
+		status=1
+	fi
+fi
 if [ $status = 0 ]; then echo "== all tests passed"; else echo "== FAILURES"; fi
 exit $status

@@ -17,9 +17,38 @@ t_fail() {
 	T_KEEP=1
 	exit 1
 }
+# Skips are never silent: each says "SKIPPED: <test>: <reason>" on stderr and
+# is recorded in $BUILDDIR/skipped.log, which scripts/test.sh reads (it fails
+# on any skip: CI's scripts/setup.sh installs everything the tests need).
+T_NAME=$(basename "$0" .sh)
+t_skip_record() {
+	echo "SKIPPED: $T_NAME: $*" >&2
+	[ -z "${BUILDDIR:-}" ] || echo "$T_NAME: $*" >>"$BUILDDIR/skipped.log"
+}
+# t_skip REASON: the whole test cannot run here (exit 77: CTest says skipped).
 t_skip() {
-	echo "SKIP: $*" >&2
+	t_skip_record "$*"
 	exit 77
+}
+# t_can WHAT NEED...: can the check WHAT run here? NEED is cmd:PROGRAM or
+# file:PATH (readable). If not, say SKIPPED for that check (the test goes on)
+# and return 1: `if t_can "label by blkid" cmd:blkid; then ...; fi`.
+t_can() {
+	local what=$1 n
+	shift
+	for n in "$@"; do
+		case $n in
+		cmd:*) command -v "${n#cmd:}" >/dev/null 2>&1 || {
+			t_skip_record "$what: ${n#cmd:} not installed"
+			return 1
+		} ;;
+		file:*) [ -r "${n#file:}" ] || {
+			t_skip_record "$what: ${n#file:} missing or unreadable"
+			return 1
+		} ;;
+		*) t_fail "t_can: bad need '$n'" ;;
+		esac
+	done
 }
 t_pass() {
 	echo "PASS"

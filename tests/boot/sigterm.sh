@@ -9,7 +9,7 @@ boot_fixture
 
 boot_root_image "$T/root.qcow2"
 tpm=()
-command -v swtpm >/dev/null && tpm=(--tpm)
+t_can "--tpm (swtpm stopped too)" cmd:swtpm && tpm=(--tpm)
 mkdir -p "$T/tmp"
 # the guest never prints this and does not power off (libimg.hold), so only
 # the signal ends the run

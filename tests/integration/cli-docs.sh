@@ -93,7 +93,7 @@ for tool in mkvmimage vmlaunch; do
 	diff -u "$T/$tool.table" "$T/$tool.zsh-opts" >&2 ||
 		t_fail "$tool: the zsh completion differs from getopt's table"
 	head -1 "$zshc" | grep -qx "#compdef $tool" || t_fail "_$tool: no #compdef line"
-	if command -v zsh >/dev/null; then
+	if t_can "zsh -n _$tool" cmd:zsh; then
 		zsh -n "$zshc" || t_fail "_$tool: zsh cannot parse it"
 	fi
 done

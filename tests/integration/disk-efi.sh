@@ -62,7 +62,7 @@ sha=$(sha256sum "$T/d.img" | cut -d' ' -f1)
 disk_part "$T/d.img" 1 "$T/esp"
 fsck.fat -n "$T/esp" >"$T/fsck" 2>&1 || t_fail "fsck.fat: $(cat "$T/fsck")"
 grep -qi "differ\|wrong\|invalid" "$T/fsck" && t_fail "fsck.fat: $(cat "$T/fsck")"
-if command -v blkid >/dev/null; then
+if t_can "ESP UUID and label by blkid" cmd:blkid; then
 	id=$(blkid -o value -s UUID "$T/esp")
 	[ "$id" = "$(disk_json "$M" 'm["partitions"][0]["fs_uuid"]')" ] || t_fail "ESP fs_uuid $id"
 	[ "$(blkid -o value -s LABEL "$T/esp")" = ESP ] || t_fail "ESP label"
@@ -108,7 +108,7 @@ debugfs -R "cat $D/a-file-with-a-rather-long-name-for-fat.txt" "$T/root.img" 2>/
 	grep -qx hello || t_fail "root content"
 debugfs -R "ls -l $D/many" "$T/root.img" 2>/dev/null | grep -c entry- | grep -qx 1000 ||
 	t_fail "root: 1000 entries"
-if command -v blkid >/dev/null; then
+if t_can "root UUID and label by blkid" cmd:blkid; then
 	[ "$(blkid -o value -s LABEL "$T/root.img")" = nixos ] || t_fail "root label"
 	[ "$(blkid -o value -s UUID "$T/root.img")" = "$(disk_json "$M" 'm["partitions"][1]["fs_uuid"]')" ] ||
 		t_fail "root fs_uuid"

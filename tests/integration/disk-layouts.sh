@@ -67,7 +67,7 @@ e2fsck -fn "$T/broot" >/dev/null 2>&1 || t_fail "e2fsck bios root"
 t_expect_exit 1 "$MKVMIMAGE" -q --bios --uki --root "$R" -o "$T/x.img" "$T/closure"
 
 # GRUB from --grub DIR: boot.img in LBA 0 pointing at core.img in the MBR gap
-if command -v grub-mkimage >/dev/null && [ -r /usr/lib/grub/i386-pc/boot.img ]; then
+if t_can "GRUB from --grub DIR" cmd:grub-mkimage file:/usr/lib/grub/i386-pc/boot.img; then
 	mkdir "$T/grub"
 	cp /usr/lib/grub/i386-pc/boot.img "$T/grub/"
 	grub-mkimage -O i386-pc -o "$T/grub/core.img" -p '(hd0,msdos1)/boot/grub' \

@@ -58,7 +58,7 @@ cmp -s "$T/src.raw" "$T/copy.raw" || t_fail "copy: raw backend differs from the 
 # call per cluster (the clusters are allocated contiguously): big O_DIRECT
 # writes of 4 MiB gathered by pread where the file system takes O_DIRECT,
 # else a few big copy_file_range calls.
-if command -v strace >/dev/null; then
+if t_can "write-behind system calls (strace)" cmd:strace; then
 	"$TOOL" write "$T/big.raw" --format raw --size 100663296 data 0 100663296 12 || t_fail big
 	strace -f -qq -e trace=openat,copy_file_range,pread64,pwrite64 -o "$T/strace" \
 		"$TOOL" write "$T/big.qcow2" --size 134217728 copy "$T/big.raw" 0 || t_fail "big copy"

@@ -31,7 +31,7 @@ check deep.tar "at most 4095"
 check not-a-tar.tar "not a tar stream"
 # A symlink loop is only data (links are never followed): accepted, valid.
 "$MKVMIMAGE" -q --store-image --tar "$F/symlink-loop.tar" -o "$T/loop.img" || t_fail "symlink loop refused"
-if command -v fsck.erofs >/dev/null; then
+if t_can "fsck.erofs on the symlink loop" cmd:fsck.erofs; then
 	fsck.erofs "$T/loop.img" >/dev/null || t_fail "fsck.erofs on loop.img"
 fi
 t_pass

@@ -93,7 +93,7 @@ t_expect_exit 1 "$MKVMIMAGE" -q --store-image --root "$T/root" "$T/closure1" --t
 # qcow2 holds the same image; label and UUID as blkid sees them.
 M --tar "$T/s.tar" -o "$T/q.qcow2" || t_fail "qcow2"
 qemu-img compare -q "$T/disk.img" "$T/q.qcow2" || t_fail "qcow2 content differs"
-if command -v blkid >/dev/null; then
+if t_can "label and type by blkid" cmd:blkid; then
 	blkid -p -o value -s LABEL "$T/disk.img" | grep -qx nix-store || t_fail "label"
 	blkid -p -o value -s TYPE "$T/disk.img" | grep -qx erofs || t_fail "type"
 fi

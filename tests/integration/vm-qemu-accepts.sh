@@ -104,13 +104,13 @@ NIX_DISK_IMAGE=$T/nix/root.qcow2 NIX_EFI_VARS=$T/nix/vars.fd NIX_SWTPM_DIR=$T/ni
 	run_case nix-env -- --boot efi --tpm "$T/disk.raw"
 [ -f "$T/nix/root.qcow2" ] && [ -f "$T/nix/vars.fd" ] && [ -d "$T/nix/tpm" ] ||
 	t_fail "NIX_DISK_IMAGE / NIX_EFI_VARS / NIX_SWTPM_DIR not used"
-# 12. Direct kernel boot, if a kernel is readable here.
+# 12. Direct kernel boot (a kernel readable here: linux-image-cloud-amd64).
 K=$(ls /boot/vmlinuz-* 2>/dev/null | head -1)
-if [ -n "$K" ] && [ -r "$K" ]; then
+if t_can "direct kernel boot" "file:${K:-/boot/vmlinuz-*}"; then
 	QEMU_KERNEL_PARAMS="quiet" run_case direct -- --kernel "$K" --append "root=LABEL=nixos" "$T/disk.raw"
 fi
 # 13. The interactive console (a terminal: serial + monitor muxed on stdio, logged).
-if command -v script >/dev/null; then
+if t_can "the interactive console" cmd:script; then
 	st=$T/s-stdio
 	script -qec "'$VMLAUNCH' --accel tcg --boot efi --state-dir '$st' --stop-timeout 1 '$T/disk.raw' -- -S" \
 		/dev/null >"$T/stdio.out" 2>&1 </dev/null &

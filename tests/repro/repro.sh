@@ -45,7 +45,7 @@ done
 [ "$(cat "$T/b/closure/store-paths")" != "$(cat "$CLOSURE/store-paths")" ] || t_fail "shuffle did nothing"
 
 FAKETIME=()
-command -v faketime >/dev/null && FAKETIME=(faketime)
+t_can "the moved clocks of conditions B and C" cmd:faketime && FAKETIME=(faketime)
 
 # run_as X ARGS...: run mkvmimage under condition X, in X/work/sub
 run_as() {
@@ -145,7 +145,11 @@ kind efi-vdi efi.vdi --efi --root @ROOT@ @CLOSURE@
 kind efi-vmdk efi.vmdk --efi --root @ROOT@ @CLOSURE@
 kind efi-vmdk-stream efis.vmdk --efi --vmdk-subformat streamOptimized --root @ROOT@ @CLOSURE@
 GRUB=()
-[ -z "$GRUB_DIR" ] || GRUB=(--grub "$GRUB_DIR")
+if [ -n "$GRUB_DIR" ]; then
+	GRUB=(--grub "$GRUB_DIR")
+else
+	t_skip_record "bios and hybrid kinds with --grub: the fixture has no GRUB (grub-pc-bin)"
+fi
 kind bios-raw bios.img --bios "${GRUB[@]}" --root @ROOT@ @CLOSURE@
 kind bios-qcow2 bios.qcow2 --bios "${GRUB[@]}" --root @ROOT@ @CLOSURE@
 kind hybrid-raw hybrid.img --hybrid "${GRUB[@]}" --root @ROOT@ @CLOSURE@
