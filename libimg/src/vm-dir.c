@@ -20,6 +20,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/file.h>
@@ -486,12 +487,25 @@ int vm_dir_remove(struct img_ctx *ctx, struct img_vm *vm, const struct vm_dir *d
 
 /* ---- removing an ephemeral state ------------------------------------------------ */
 
+/* The mount @name in @dir is on (statx's mount id), 0 if the kernel does
+ * not say; with the device number this tells a bind mount of the same
+ * filesystem too. */
+static uint64_t mount_id(int dir, const char *name)
+{
+	struct statx sx;
+
+	if (statx(dir, name, AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH, STATX_MNT_ID, &sx) < 0 ||
+	    !(sx.stx_mask & STATX_MNT_ID))
+		return 0;
+	return sx.stx_mnt_id;
+}
+
 /*
  * Empty the directory @fd (which it closes): every entry relative to it,
- * subdirectories opened with O_NOFOLLOW and only on the same filesystem,
+ * subdirectories opened with O_NOFOLLOW and only on the same mount,
  * symbolic links removed themselves, never followed.
  */
-static void empty_dir(int fd, dev_t dev, int depth)
+static void empty_dir(int fd, dev_t dev, uint64_t mnt, int depth)
 {
 	DIR *dir = fdopendir(fd);
 	struct dirent *e;
@@ -517,7 +531,11 @@ static void empty_dir(int fd, dev_t dev, int depth)
 		sub = openat(fd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (sub < 0)
 			continue;
-		empty_dir(sub, dev, depth + 1);
+		if (mount_id(sub, "") != mnt) {
+			close(sub); /* a bind mount: not ours to empty */
+			continue;
+		}
+		empty_dir(sub, dev, mnt, depth + 1);
 		unlinkat(fd, e->d_name, AT_REMOVEDIR);
 	}
 	closedir(dir);
@@ -532,7 +550,7 @@ void vm_dir_rmrf(struct vm_dir *parent, struct vm_dir *d, const char *name)
 		return;
 	fd = dup(d->fd);
 	if (fd >= 0)
-		empty_dir(fd, a.st_dev, 0);
+		empty_dir(fd, a.st_dev, mount_id(d->fd, ""), 0);
 	/* The directory itself, by its name in the parent we hold, and only if
 	 * that name still is the directory we emptied. */
 	if (parent && parent->fd >= 0 && fstatat(parent->fd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 &&

@@ -12,6 +12,8 @@
 #  4. an existing overlay is checked on every start: backed by another file,
 #     in another format, with an external data file, or corrupt -> refused
 #     with a hint to use --fresh, which then works.
+# And the removal of an --ephemeral state with links planted in it stays
+# inside it.
 # Victims of a followed link are files here and, under scripts/test.sh, the
 # decoy tree ($IMG_DECOY); each must be unchanged. QEMU is fake-qemu.sh.
 . "$SRCDIR/tests/lib.sh"
@@ -233,5 +235,44 @@ qemu-img check -q "$O" || t_fail "qemu-img check after --fresh"
 	t_fail "new overlay not backed by IMAGE: $(qemu-img info "$O")"
 t_expect_exit 0 "${V[@]}" --state-dir "$T/st5" --expect "FAKE QEMU UP" "$IMG"
 echo "ok: --fresh after a refused overlay"
+# ---- the ephemeral state's removal follows no link and stays inside ----
+mkdir -p "$T/outside/sub"
+echo keep >"$T/outside/sub/file"
+echo keep >"$T/outside/file"
+OUT_BEFORE=$(find "$T/outside" -printf '%p %y %m %s %T@\n' | sort)
+rm -f "$T/qemu.pid"
+FAKE_QEMU_PIDFILE=$T/qemu.pid "${V[@]}" --ephemeral "$IMG" </dev/null >"$T/eph.out" 2>&1 &
+EPH=$!
+for _ in $(seq 300); do [ -s "$T/qemu.pid" ] && break; sleep 0.1; done
+ST=$(ls -d "$TMPDIR"/vmlaunch-disk.* 2>/dev/null)
+[ -d "$ST" ] || t_fail "no ephemeral state: $(cat "$T/eph.out")"
+# What the guest (through xchg) or anyone with the user's rights could leave.
+ln -s "$T/outside" "$ST/xchg/dirlink"
+ln -s "$T/outside/file" "$ST/xchg/filelink"
+ln -s "${VICTIMS[-1]}" "$ST/victimlink"
+mkdir -p "$ST/xchg/deep/er"
+ln -s ../../../../outside "$ST/xchg/deep/er/up"
+mkfifo "$ST/xchg/deep/fifo"
+# A bind mount of the same filesystem (root only): not entered either.
+MNT=
+if [ "$(id -u)" = 0 ] && mkdir "$ST/xchg/mnt" && mount --bind "$T/outside" "$ST/xchg/mnt" 2>/dev/null; then
+	MNT=$ST/xchg/mnt
+	trap 'umount "$MNT" 2>/dev/null; t_cleanup' EXIT
+fi
+kill -TERM $EPH
+wait $EPH 2>/dev/null
+[ "$(find "$T/outside" -printf '%p %y %m %s %T@\n' | sort)" = "$OUT_BEFORE" ] ||
+	t_fail "removing the ephemeral state reached outside it"
+if [ -n "$MNT" ]; then
+	# Only the way to the mount point is left.
+	[ -f "$MNT/file" ] && [ -f "$MNT/sub/file" ] || t_fail "the bind mount was emptied"
+	[ "$(cd "$ST" && find . -path ./xchg/mnt -prune -o -print | sort | tr '\n' ' ')" = ". ./xchg " ] ||
+		t_fail "around the bind mount: $(cd "$ST" && find . -path ./xchg/mnt -prune -o -print)"
+	umount "$MNT"
+	rm -rf "$ST"
+	echo "ok: a bind mount in the ephemeral state was not entered"
+fi
+[ ! -e "$ST" ] || t_fail "ephemeral state left: $(ls -laR "$ST")"
+echo "ok: ephemeral state removed without following its links"
 victims_intact end
 t_pass
