@@ -101,6 +101,7 @@ img_shell_test(integration qcow2-overlay)
 img_shell_test(bad corpus LABELS bad TIMEOUT 900)
 img_shell_test(integration install)
 img_shell_test(integration exports)
+img_shell_test(integration layers)
 img_shell_test(faults faults)
 
 # Boot tests: the fixture closure (fixtures/boot) booted under QEMU (TCG).
