@@ -56,14 +56,17 @@ int vdisk_pread(struct vdisk *v, void *buf, size_t len, uint64_t off)
 	return e < 0 ? io_err(v, e, "reading") : 0;
 }
 
-/* Host offset of virtual @off, allocating its block if @alloc; 0: none. */
+/*
+ * Host offset of virtual @off, allocating its block if @alloc: 1 and
+ * *host set when the block is mapped, 0 when it is not, or -errno.
+ */
 static int host_of(struct vdisk *v, uint64_t off, int alloc, uint64_t *host)
 {
 	uint64_t b, slot;
 
 	if (!v->bs) {
 		*host = off;
-		return 0;
+		return 1;
 	}
 	b = off / v->bs;
 	if (!v->map[b] && alloc) {
@@ -79,7 +82,7 @@ static int host_of(struct vdisk *v, uint64_t off, int alloc, uint64_t *host)
 		}
 	}
 	*host = v->map[b] ? v->map[b] + off % v->bs : 0;
-	return 0;
+	return v->map[b] != 0;
 }
 
 /* The bytes of [off, off+len) that lie in one block. */
@@ -101,7 +104,7 @@ static int vd_pread(struct img_dev *dev, void *buf, size_t len, uint64_t off)
 
 		if (e < 0)
 			return e;
-		if (!host) {
+		if (!e) {
 			memset(p, 0, n);
 		} else if (v->compressed) {
 			uint64_t b = off / v->bs;
@@ -112,6 +115,7 @@ static int vd_pread(struct img_dev *dev, void *buf, size_t len, uint64_t off)
 		} else if ((e = vdisk_pread(v, p, n, host)) < 0) {
 			return e;
 		}
+		e = 0;
 		p += n;
 		off += n;
 		len -= n;
@@ -199,7 +203,7 @@ static int vd_write_zeroes(struct img_dev *dev, uint64_t off, uint64_t len)
 
 		if (e < 0)
 			return e;
-		if (host) {
+		if (e) {
 			if ((e = img_dio_fence(v->dio, host, n)) < 0)
 				return e;
 			if (fallocate(v->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,

@@ -2,8 +2,9 @@
  * qcow2-tool.c -- a small driver of libimg's devices for the qcow2 tests
  * and the benchmark (built only with the tests).
  *
- *   qcow2-tool write OUT [options] OP...    write through a raw or qcow2 device
- *     --format raw|qcow2  --size BYTES  --cluster-bits N
+ *   qcow2-tool write OUT [options] OP...    write through a raw, qcow2 or vdisk device
+ *     --format raw|qcow2|vpc|vpc-dynamic|vdi|vmdk|vmdk-stream  --size BYTES
+ *     --cluster-bits N
  *     --compress zstd|zlib  --level N  --threads N
  *     OPs, applied in order:
  *       pattern SEED COUNT MAXLEN  random writes: data, zeros, write_zeroes, text
@@ -28,6 +29,7 @@
 #include <unistd.h>
 
 #include <img/context.h>
+#include <img/vdisk.h>
 #include <img/dev.h>
 #include <img/qcow2.h>
 
@@ -171,6 +173,17 @@ static void op_convert(struct img_dev *dev, const char *file)
 	close(fd);
 }
 
+/* The vdisk.h formats by a short name; 0 for raw and qcow2. */
+static enum img_vdisk_format vdisk_format(const char *f)
+{
+	return !strcmp(f, "vpc")           ? IMG_VDISK_VPC_FIXED
+	       : !strcmp(f, "vpc-dynamic") ? IMG_VDISK_VPC_DYNAMIC
+	       : !strcmp(f, "vdi")         ? IMG_VDISK_VDI
+	       : !strcmp(f, "vmdk")        ? IMG_VDISK_VMDK_SPARSE
+	       : !strcmp(f, "vmdk-stream") ? IMG_VDISK_VMDK_STREAM
+	                                   : 0;
+}
+
 static int cmd_write(int argc, char **argv)
 {
 	struct img_qcow2_opts o = { 0 };
@@ -199,9 +212,15 @@ static int cmd_write(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (!strcmp(format, "raw") ? img_dev_raw_create(ctx, out, o.size, &dev) < 0
-	                           : img_dev_qcow2_create(ctx, out, &o, &dev) < 0)
+	if (vdisk_format(format)) {
+		struct img_vdisk_opts v = { .format = vdisk_format(format), .size = o.size };
+
+		if (img_dev_vdisk_create(ctx, out, &v, &dev) < 0)
+			fail("create");
+	} else if (!strcmp(format, "raw") ? img_dev_raw_create(ctx, out, o.size, &dev) < 0
+	                                  : img_dev_qcow2_create(ctx, out, &o, &dev) < 0) {
 		fail("create");
+	}
 	while (i < argc) {
 		const char *op = argv[i];
 

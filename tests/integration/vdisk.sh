@@ -60,6 +60,21 @@ for c in "${cases[@]}"; do
 	d=$("$VMLAUNCH" --state-dir "$T/st-$name" --dry-run "$T/$name" 2>&1) || t_fail "vmlaunch --dry-run $name: $d"
 	grep -q "($fmt, never written)" <<<"$d" || t_fail "vmlaunch sees $name as: $(grep image: <<<"$d")"
 done
+# random writes through the device (partial blocks, rewrites, zeroes,
+# write_zeroes) on each format and on raw: qemu-img and our reader agree
+TOOL=$BUILDDIR/qcow2-tool
+for f in vpc:vpc vpc-dynamic:vpc vdi:vdi vmdk:vmdk vmdk-stream:vmdk; do
+	tf=${f%%:*} qf=${f#*:}
+	"$TOOL" write "$T/p.raw" --format raw --size 50331648 pattern 7 300 400000 data 0 70000 3 ||
+		t_fail "pattern raw"
+	"$TOOL" write "$T/p.$tf" --format "$tf" --size 50331648 pattern 7 300 400000 data 0 70000 3 ||
+		t_fail "pattern $tf"
+	out=$(qemu-img compare -f raw -F "$qf" "$T/p.raw" "$T/p.$tf" 2>&1) || t_fail "pattern $tf: $out"
+	"$TOOL" dump "$T/p.$tf" "$T/p.back" || t_fail "pattern $tf: our reader"
+	cmp -s "$T/p.raw" "$T/p.back" || t_fail "pattern $tf: our reader differs"
+	rm -f "$T/p.$tf" "$T/p.back"
+done
+
 # sparse formats hold only what was written; the stream is compressed
 for n in dyn.vhd d.vdi sparse.vmdk stream.vmdk; do
 	[ "$(stat -c %s "$T/$n")" -lt $((size / 4)) ] || t_fail "$n is not sparse: $(stat -c %s "$T/$n") bytes"
