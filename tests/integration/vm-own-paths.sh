@@ -177,9 +177,13 @@ chmod 0777 "$T/ww"
 chmod 0770 "$T/gw"
 refuse "$T/ww" "is writable by others (mode 0777)"
 refuse "$T/gw" "is writable by its group (mode 0770)"
-mkdir -m 0700 "$T/foreign"
-chown nobody "$T/foreign"
-refuse "$T/foreign" "is owned by uid $(id -u nobody), not by you"
+if [ "$(id -u)" = 0 ]; then
+	mkdir -m 0700 "$T/foreign"
+	chown nobody "$T/foreign"
+	refuse "$T/foreign" "is owned by uid $(id -u nobody), not by you"
+else
+	t_skip_record "a state dir of another user: chown needs root"
+fi
 mkdir -m 0700 "$T/real"
 ln -s "$T/real" "$T/link"
 refuse "$T/link" "is a symbolic link"

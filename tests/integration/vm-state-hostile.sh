@@ -85,7 +85,7 @@ if [ "$(id -u)" = 0 ]; then
 	done
 	echo "ok: device nodes as NIX_DISK_IMAGE kept, --dry-run warns"
 else
-	echo "skipped: device nodes (needs root for mknod)"
+	t_skip_record "device nodes as NIX_DISK_IMAGE: mknod needs root"
 fi
 mkfifo "$T/fifo"
 NIX_DISK_IMAGE=$T/fifo refused "$T/fifo is a FIFO" "${V[@]}" --fresh --state-dir "$T/st1" "$IMG"
@@ -144,17 +144,21 @@ refused "$T/st2/console.log is a FIFO" "${V[@]}" "${EFI[@]}" --state-dir "$T/st2
 rm "$T/st2/console.log"
 t_expect_exit 0 "${V[@]}" "${EFI[@]}" --state-dir "$T/st2" --expect "FAKE QEMU UP" "$IMG"
 echo "ok: state usable again once the plants are gone"
-# The state of another user: refused before anything in it is read.
-fresh_state "$T/st3"
-ln -sf "${VICTIMS[-1]}" "$T/st3/console.log"
-chown -R nobody "$T/st3"
-refused "is owned by uid $(id -u nobody), not by you" "${V[@]}" --state-dir "$T/st3" "$IMG"
-# A state dir of ours inside a directory another user owns (they could swap it).
-mkdir -m 0755 "$T/theirs"
-mkdir -m 0700 "$T/theirs/st"
-chown nobody "$T/theirs"
-refused "the directory $T/theirs above it is owned by uid $(id -u nobody)" \
-	"${V[@]}" --state-dir "$T/theirs/st" "$IMG"
+if [ "$(id -u)" = 0 ]; then
+	# The state of another user: refused before anything in it is read.
+	fresh_state "$T/st3"
+	ln -sf "${VICTIMS[-1]}" "$T/st3/console.log"
+	chown -R nobody "$T/st3"
+	refused "is owned by uid $(id -u nobody), not by you" "${V[@]}" --state-dir "$T/st3" "$IMG"
+	# A state dir of ours inside a directory another user owns (they could swap it).
+	mkdir -m 0755 "$T/theirs"
+	mkdir -m 0700 "$T/theirs/st"
+	chown nobody "$T/theirs"
+	refused "the directory $T/theirs above it is owned by uid $(id -u nobody)" \
+		"${V[@]}" --state-dir "$T/theirs/st" "$IMG"
+else
+	t_skip_record "state of another user: chown needs root"
+fi
 mkdir -m 0777 "$T/open"
 chmod 0777 "$T/open"
 refused "the directory $T/open above it is writable by everyone and not sticky" \
@@ -258,6 +262,8 @@ MNT=
 if [ "$(id -u)" = 0 ] && mkdir "$ST/xchg/mnt" && mount --bind "$T/outside" "$ST/xchg/mnt" 2>/dev/null; then
 	MNT=$ST/xchg/mnt
 	trap 'umount "$MNT" 2>/dev/null; t_cleanup' EXIT
+else
+	t_skip_record "a bind mount in the ephemeral state: mount --bind needs root"
 fi
 kill -TERM $EPH
 wait $EPH 2>/dev/null
