@@ -113,14 +113,22 @@ int vm_probe_accel(struct img_ctx *ctx, struct img_vm *vm)
 {
 	const char *dev = vm->o.kvm_device;
 	int fd, ver = -1, err = 0;
+	struct stat st;
 
 	if (vm->o.accel == IMG_VM_ACCEL_TCG) {
 		vm->accel = IMG_VM_ACCEL_TCG;
 		vm->accel_reason = vm_strdup(vm, "asked for with --accel tcg");
 		return 0;
 	}
-	/* Existence is not enough: open it read-write and ask (as QEMU will). */
-	fd = open(dev, O_RDWR | O_CLOEXEC);
+	/* Existence is not enough: open it read-write and ask (as QEMU will).
+	 * KVM is a character device; anything else (a disk, a FIFO) is not
+	 * even opened. */
+	if (stat(dev, &st) == 0 && !S_ISCHR(st.st_mode)) {
+		fd = -1;
+		errno = ENODEV;
+	} else {
+		fd = open(dev, O_RDWR | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	}
 	if (fd < 0) {
 		err = errno;
 	} else {
