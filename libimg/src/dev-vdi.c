@@ -24,7 +24,7 @@
 #define VDI_ZERO        0xfffffffeu
 #define VDI_MAX_SIZE    (512ull << 40)
 
-int vdi_layout(struct vdisk *v)
+static int vdi_layout(struct vdisk *v)
 {
 	if (v->vsize > VDI_MAX_SIZE)
 		return img_set_error(v->ctx, -EFBIG, "%s: VDI holds at most 512 TiB", v->path);
@@ -48,7 +48,7 @@ static void guid(const struct vdisk *v, const char *role, uint8_t *out)
 	memcpy(out + 8, u + 8, 8);
 }
 
-int vdi_finish(struct vdisk *v)
+static int vdi_finish(struct vdisk *v)
 {
 	static const char text[] = "<<< libimg VDI Disk Image >>>\n";
 	uint64_t maplen = v->data_start - VDI_BMAP_OFF;
@@ -92,7 +92,7 @@ static int bad(struct vdisk *v, const char *why)
 	return img_set_error(v->ctx, -EINVAL, "%s: not a valid VDI image: %s", v->path, why);
 }
 
-int vdi_open(struct vdisk *v)
+static int vdi_open(struct vdisk *v)
 {
 	uint8_t h[512], *map;
 	uint64_t bmap, data;
@@ -145,3 +145,9 @@ int vdi_open(struct vdisk *v)
 	free(map);
 	return e;
 }
+
+const struct vdisk_format vdisk_vdi = {
+	.layout = vdi_layout,
+	.finish = vdi_finish,
+	.open = vdi_open,
+};

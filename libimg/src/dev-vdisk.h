@@ -3,6 +3,10 @@
  * the block engine; dev-vpc.c, dev-vdi.c, dev-vmdk.c the on-disk formats).
  * Internal to libimg.
  *
+ * dev-vdisk.c is the front door (create, open, probe); it picks the format
+ * and hands the engine its table of functions, so the engine never names
+ * a format and the formats call only the engine.
+ *
  * All five layouts are "virtual block -> host offset": fixed VHD maps every
  * block to itself; the others allocate a host slot on a block's first
  * write, in write order, after metadata whose size the virtual size alone
@@ -26,6 +30,7 @@ struct vdisk {
 	char *path;
 	struct img_dio *dio; /* direct writes of file data, or NULL */
 	enum img_vdisk_format fmt;
+	const struct vdisk_format *format;
 	uint64_t vsize;
 	uint64_t bs;           /* bytes per block; 0: identity mapping (fixed VHD) */
 	uint64_t nblocks;      /* blocks covering vsize */
@@ -43,21 +48,26 @@ struct vdisk {
 	uint64_t file_size;
 };
 
-/* Per format: lay out the metadata (set bs, data_start, stride, ...). */
-int vpc_layout(struct vdisk *v);
-int vdi_layout(struct vdisk *v);
-int vmdk_layout(struct vdisk *v);
-/* Per format: write the final metadata from v->map; set v->end to the file size. */
-int vpc_finish(struct vdisk *v);
-int vdi_finish(struct vdisk *v);
-int vmdk_finish(struct vdisk *v);
-/* Per format: parse a header read-only, fill v (vsize, bs, map, ...). */
-int vpc_open(struct vdisk *v);
-int vdi_open(struct vdisk *v);
-int vmdk_open(struct vdisk *v);
-/* VMDK stream: inflate grain @b (at host offset @host) into v->grain. */
-int vmdk_read_grain(struct vdisk *v, uint64_t b, uint64_t host);
+/* A format's half (dev-vpc.c, dev-vdi.c, dev-vmdk.c). */
+struct vdisk_format {
+	/* Lay out the metadata for writing (set bs, data_start, stride, end). */
+	int (*layout)(struct vdisk *v);
+	/* Write the final metadata from v->map; set v->end to the file size. */
+	int (*finish)(struct vdisk *v);
+	/* Parse a header read-only and fill v (vsize, bs, map, ...). */
+	int (*open)(struct vdisk *v);
+	/* Compressed images: inflate block @b (at host offset @host) into v->grain. */
+	int (*read_grain)(struct vdisk *v, uint64_t b, uint64_t host);
+};
+extern const struct vdisk_format vdisk_vpc, vdisk_vdi, vdisk_vmdk;
 
+/* The engine (dev-vdisk-engine.c). */
+/* Wrap @v (taken over, also on failure) in a device. */
+int vdisk_dev_new(struct vdisk *v, unsigned flags, struct img_dev **out);
+/* Free what @v holds (not @v). */
+void vdisk_release(struct vdisk *v);
+/* "<what> <path>: <strerror>", set on the context; returns @err. */
+int vdisk_io_err(struct vdisk *v, int err, const char *what);
 /* Writing metadata: past direct writes, message set on failure. */
 int vdisk_pwrite(struct vdisk *v, const void *buf, size_t len, uint64_t off);
 int vdisk_pread(struct vdisk *v, void *buf, size_t len, uint64_t off);

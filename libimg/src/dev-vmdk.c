@@ -58,7 +58,7 @@ static uint64_t stream_grain_max(void)
 	return IMG_ALIGN_UP(12 + compressBound(VMDK_GRAIN), 512);
 }
 
-int vmdk_layout(struct vdisk *v)
+static int vmdk_layout(struct vdisk *v)
 {
 	uint64_t gd_sect, n;
 
@@ -320,7 +320,7 @@ out:
 	return e;
 }
 
-int vmdk_finish(struct vdisk *v)
+static int vmdk_finish(struct vdisk *v)
 {
 	return v->fmt == IMG_VDISK_VMDK_STREAM ? stream_finish(v) : sparse_finish(v);
 }
@@ -330,7 +330,7 @@ static int bad(struct vdisk *v, const char *why)
 	return img_set_error(v->ctx, -EINVAL, "%s: not a valid VMDK image: %s", v->path, why);
 }
 
-int vmdk_read_grain(struct vdisk *v, uint64_t b, uint64_t host)
+static int vmdk_read_grain(struct vdisk *v, uint64_t b, uint64_t host)
 {
 	uint8_t m[12], *z;
 	uLongf len = (uLongf)v->bs;
@@ -355,7 +355,7 @@ int vmdk_read_grain(struct vdisk *v, uint64_t b, uint64_t host)
 	return e;
 }
 
-int vmdk_open(struct vdisk *v)
+static int vmdk_open(struct vdisk *v)
 {
 	uint8_t h[512], *gd = NULL, *gt = NULL;
 	uint64_t gd_off, n, grain_sect;
@@ -437,3 +437,10 @@ out:
 	free(gt);
 	return e;
 }
+
+const struct vdisk_format vdisk_vmdk = {
+	.layout = vmdk_layout,
+	.finish = vmdk_finish,
+	.open = vmdk_open,
+	.read_grain = vmdk_read_grain,
+};

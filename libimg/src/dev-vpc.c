@@ -45,7 +45,7 @@ static uint32_t vhd_checksum(const uint8_t *p, size_t n)
 	return ~s;
 }
 
-int vpc_layout(struct vdisk *v)
+static int vpc_layout(struct vdisk *v)
 {
 	if (v->vsize > VHD_MAX_SIZE)
 		return img_set_error(v->ctx, -EFBIG, "%s: VHD holds at most 2040 GiB", v->path);
@@ -86,7 +86,7 @@ static void encode_footer(const struct vdisk *v, uint8_t *f)
 	img_put_be32(f + 64, vhd_checksum(f, VHD_FOOTER));
 }
 
-int vpc_finish(struct vdisk *v)
+static int vpc_finish(struct vdisk *v)
 {
 	uint8_t foot[VHD_FOOTER], dyn[VHD_DYN_HDR], bitmap[512];
 	uint64_t batlen, tail;
@@ -140,7 +140,7 @@ static int bad(struct vdisk *v, const char *why)
 	return img_set_error(v->ctx, -EINVAL, "%s: not a valid VHD image: %s", v->path, why);
 }
 
-int vpc_open(struct vdisk *v)
+static int vpc_open(struct vdisk *v)
 {
 	uint8_t f[VHD_FOOTER], dyn[VHD_DYN_HDR];
 	uint32_t sum, type, entries;
@@ -212,3 +212,9 @@ int vpc_open(struct vdisk *v)
 	free(bat);
 	return e;
 }
+
+const struct vdisk_format vdisk_vpc = {
+	.layout = vpc_layout,
+	.finish = vpc_finish,
+	.open = vpc_open,
+};

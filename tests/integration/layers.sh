@@ -17,7 +17,6 @@ LIB=$BUILDDIR/libimg_static.a
 [ -f "$LIB" ] || t_fail "no $LIB"
 
 KNOWN='
-dev-vdi.c dev-vdisk.c dev-vmdk.c dev-vpc.c
 image-disk.c image-manifest.c image-root.c image-store.c image.c
 vm-dir.c vm-state.c vm.c
 '

@@ -1,0 +1,275 @@
+/*
+ * dev-vdisk-engine.c -- the block engine behind the VHD, VDI and VMDK
+ * backends (dev-vdisk.h): block allocation on first write, reads and
+ * writes split at block boundaries, file data through the direct writer
+ * (dio.c), and the ops table. The formats are reached only through
+ * v->format (their files call this one, never the other way).
+ *
+ * Allocation is in the order blocks are first written, which the writers
+ * keep deterministic (as the qcow2 backend relies on too): the same calls
+ * give the same bytes. A slot is never moved or freed.
+ */
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "dev-vdisk.h"
+#include "dio.h"
+
+int vdisk_io_err(struct vdisk *v, int err, const char *what)
+{
+	return img_set_error(v->ctx, err, "%s %s: %s", what, v->path, strerror(-err));
+}
+
+int vdisk_pwrite(struct vdisk *v, const void *buf, size_t len, uint64_t off)
+{
+	int e = img_dio_fence(v->dio, off, len);
+
+	if (e < 0)
+		return e;
+	e = img_pwrite_full(v->fd, buf, len, off);
+	return e < 0 ? vdisk_io_err(v, e, "writing") : 0;
+}
+
+int vdisk_pread(struct vdisk *v, void *buf, size_t len, uint64_t off)
+{
+	int e = img_dio_fence(v->dio, off, len);
+
+	if (e < 0)
+		return e;
+	e = img_pread_full(v->fd, buf, len, off);
+	return e < 0 ? vdisk_io_err(v, e, "reading") : 0;
+}
+
+/*
+ * Host offset of virtual @off, allocating its block if @alloc: 1 and
+ * *host set when the block is mapped, 0 when it is not, or -errno.
+ */
+static int host_of(struct vdisk *v, uint64_t off, int alloc, uint64_t *host)
+{
+	uint64_t b, slot;
+
+	if (!v->bs) {
+		*host = off;
+		return 1;
+	}
+	b = off / v->bs;
+	if (!v->map[b] && alloc) {
+		slot = v->data_start + v->nalloc * v->stride;
+		v->map[b] = slot + v->data_in_slot;
+		v->nalloc++;
+		/* The file covers every slot handed out, so reads inside one
+		 * never run past its end. Only ever grows. */
+		if (slot + v->stride > v->end) {
+			v->end = slot + v->stride;
+			if (ftruncate(v->fd, (off_t)v->end) < 0)
+				return vdisk_io_err(v, -errno, "growing");
+		}
+	}
+	*host = v->map[b] ? v->map[b] + off % v->bs : 0;
+	return v->map[b] != 0;
+}
+
+/* The bytes of [off, off+len) that lie in one block. */
+static uint64_t chunk(const struct vdisk *v, uint64_t off, uint64_t len)
+{
+	if (!v->bs)
+		return len;
+	return IMG_MIN(len, v->bs - off % v->bs);
+}
+
+static int vd_pread(struct img_dev *dev, void *buf, size_t len, uint64_t off)
+{
+	struct vdisk *v = img_dev_priv(dev);
+	uint8_t *p = buf;
+
+	while (len) {
+		uint64_t n = chunk(v, off, len), host;
+		int e = host_of(v, off, 0, &host);
+
+		if (e < 0)
+			return e;
+		if (!e) {
+			memset(p, 0, n);
+		} else if (v->compressed) {
+			uint64_t b = off / v->bs;
+
+			if (v->grain_block != b && (e = v->format->read_grain(v, b, v->map[b])) < 0)
+				return e;
+			memcpy(p, v->grain + off % v->bs, n);
+		} else if ((e = vdisk_pread(v, p, n, host)) < 0) {
+			return e;
+		}
+		e = 0;
+		p += n;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static int vd_pwrite(struct img_dev *dev, const void *buf, size_t len, uint64_t off)
+{
+	struct vdisk *v = img_dev_priv(dev);
+	const uint8_t *p = buf;
+
+	while (len) {
+		uint64_t n = chunk(v, off, len), host;
+		int e = host_of(v, off, 1, &host);
+
+		if (e < 0 || (e = vdisk_pwrite(v, p, n, host)) < 0)
+			return e;
+		p += n;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static int vd_write_data(struct img_dev *dev, const void *buf, size_t len, uint64_t off)
+{
+	struct vdisk *v = img_dev_priv(dev);
+	const uint8_t *p = buf;
+
+	if (!v->dio)
+		return vd_pwrite(dev, buf, len, off);
+	while (len) {
+		uint64_t n = chunk(v, off, len), host;
+		int e = host_of(v, off, 1, &host);
+
+		if (e < 0 || (e = img_dio_write(v->dio, p, n, host)) < 0)
+			return e;
+		p += n;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static int vd_copy_from_fd(struct img_dev *dev, int fd, uint64_t src, uint64_t len, uint64_t off)
+{
+	struct vdisk *v = img_dev_priv(dev);
+
+	while (len) {
+		uint64_t n = chunk(v, off, len), host;
+		int e = host_of(v, off, 1, &host);
+
+		if (e < 0)
+			return e;
+		if (v->dio) {
+			e = img_dio_copy(v->dio, fd, src, n, host);
+		} else {
+			e = img_copy_fd_range(fd, src, v->fd, host, n);
+			if (e == -ENODATA)
+				e = img_set_error(v->ctx, -EIO,
+				                  "input changed while reading "
+				                  "(shorter than expected)");
+			else if (e < 0)
+				e = vdisk_io_err(v, e, "copying into");
+		}
+		if (e < 0)
+			return e;
+		src += n;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* Zeros: an unallocated block already reads as zeros; an allocated one gets a hole. */
+static int vd_write_zeroes(struct img_dev *dev, uint64_t off, uint64_t len)
+{
+	static const uint8_t z[65536];
+	struct vdisk *v = img_dev_priv(dev);
+
+	while (len) {
+		uint64_t n = chunk(v, off, len), host;
+		int e = host_of(v, off, 0, &host);
+
+		if (e < 0)
+			return e;
+		if (e) {
+			if ((e = img_dio_fence(v->dio, host, n)) < 0)
+				return e;
+			if (fallocate(v->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			              (off_t)host, (off_t)n) < 0) {
+				for (uint64_t k = 0; k < n; k += sizeof(z)) {
+					e = vdisk_pwrite(v, z, (size_t)IMG_MIN(sizeof(z), n - k),
+					                 host + k);
+					if (e < 0)
+						return e;
+				}
+			}
+		}
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static int vd_flush(struct img_dev *dev)
+{
+	return img_dio_drain(((struct vdisk *)img_dev_priv(dev))->dio);
+}
+
+static int vd_finish(struct img_dev *dev)
+{
+	struct vdisk *v = img_dev_priv(dev);
+	int e;
+
+	if (img_dev_readonly(dev))
+		return 0;
+	if ((e = img_dio_drain(v->dio)) < 0)
+		return e;
+	e = v->format->finish(v);
+	if (e < 0)
+		return e;
+	if (ftruncate(v->fd, (off_t)v->end) < 0)
+		return vdisk_io_err(v, -errno, "sizing");
+	if (fsync(v->fd) < 0 && errno != EINVAL && errno != EROFS)
+		return vdisk_io_err(v, -errno, "syncing");
+	return 0;
+}
+
+void vdisk_release(struct vdisk *v)
+{
+	img_dio_free(v->dio);
+	if (v->fd >= 0)
+		close(v->fd);
+	free(v->path);
+	free(v->map);
+	free(v->extent_name);
+	free(v->grain);
+}
+
+static void vd_destroy(struct img_dev *dev)
+{
+	vdisk_release(img_dev_priv(dev));
+}
+
+static const struct img_dev_ops vdisk_ops = {
+	.name = "vdisk",
+	.pread = vd_pread,
+	.pwrite = vd_pwrite,
+	.write_zeroes = vd_write_zeroes,
+	.copy_from_fd = vd_copy_from_fd,
+	.flush = vd_flush,
+	.write_data = vd_write_data,
+	.finish = vd_finish,
+	.destroy = vd_destroy,
+};
+
+int vdisk_dev_new(struct vdisk *v, unsigned flags, struct img_dev **out)
+{
+	struct img_dev *dev;
+	int e = img_dev_new(v->ctx, &vdisk_ops, v->vsize, flags, sizeof(*v), &dev);
+
+	if (e < 0) {
+		vdisk_release(v);
+		return e;
+	}
+	memcpy(img_dev_priv(dev), v, sizeof(*v));
+	*out = dev;
+	return 0;
+}
