@@ -664,7 +664,8 @@ int img_closure_registration(struct img_ctx *ctx, const struct img_closure *c, c
 	}
 #undef NEXT_LINE
 
-	qsort(recs, nrec, sizeof(*recs), rec_cmp);
+	if (nrec > 1) /* recs is NULL for an empty registration */
+		qsort(recs, nrec, sizeof(*recs), rec_cmp);
 	for (size_t i = 1; i < nrec; i++)
 		if (!rec_cmp(&recs[i - 1], &recs[i])) {
 			r = img_set_error(ctx, -EINVAL, "%s: two records for %.*s", name,
