@@ -182,7 +182,7 @@ if [ "$(id -u)" = 0 ]; then
 	chown nobody "$T/foreign"
 	refuse "$T/foreign" "is owned by uid $(id -u nobody), not by you"
 else
-	t_skip_record "a state dir of another user: chown needs root"
+	t_skip_env "a state dir of another user" "chown needs root"
 fi
 mkdir -m 0700 "$T/real"
 ln -s "$T/real" "$T/link"

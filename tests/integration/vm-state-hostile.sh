@@ -85,7 +85,7 @@ if [ "$(id -u)" = 0 ]; then
 	done
 	echo "ok: device nodes as NIX_DISK_IMAGE kept, --dry-run warns"
 else
-	t_skip_record "device nodes as NIX_DISK_IMAGE: mknod needs root"
+	t_skip_env "device nodes as NIX_DISK_IMAGE" "mknod needs root"
 fi
 mkfifo "$T/fifo"
 NIX_DISK_IMAGE=$T/fifo refused "$T/fifo is a FIFO" "${V[@]}" --fresh --state-dir "$T/st1" "$IMG"
@@ -157,7 +157,7 @@ if [ "$(id -u)" = 0 ]; then
 	refused "the directory $T/theirs above it is owned by uid $(id -u nobody)" \
 		"${V[@]}" --state-dir "$T/theirs/st" "$IMG"
 else
-	t_skip_record "state of another user: chown needs root"
+	t_skip_env "state of another user" "chown needs root"
 fi
 mkdir -m 0777 "$T/open"
 chmod 0777 "$T/open"
@@ -263,7 +263,7 @@ if [ "$(id -u)" = 0 ] && mkdir "$ST/xchg/mnt" && mount --bind "$T/outside" "$ST/
 	MNT=$ST/xchg/mnt
 	trap 'umount "$MNT" 2>/dev/null; t_cleanup' EXIT
 else
-	t_skip_record "a bind mount in the ephemeral state: mount --bind needs root"
+	t_skip_env "a bind mount in the ephemeral state" "mount --bind needs root"
 fi
 kill -TERM $EPH
 wait $EPH 2>/dev/null
