@@ -703,6 +703,23 @@ static int is_overlay(struct img_ctx *ctx, struct img_vm *vm, int fd)
 	return r == 0 && h.backing_file[0];
 }
 
+/*
+ * Is a QEMU using the disk @fd is open on? QEMU's image locking takes
+ * open-file-description locks on bytes 100.. and 200.. of every image it
+ * opens; a lock test over the whole file sees them, whichever state dir (or
+ * other launcher) that QEMU belongs to.
+ */
+static int in_use(struct img_ctx *ctx, const char *path, int fd)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+
+	if (fcntl(fd, F_OFD_GETLK, &fl) < 0 || fl.l_type == F_UNLCK)
+		return 0;
+	return img_set_error(ctx, -EBUSY,
+	                     "%s is in use: a running QEMU holds a lock on it; stop that VM first",
+	                     path);
+}
+
 /* --fresh: may @name go? A regular file of ours that @ours() recognises. */
 static int fresh_check(struct img_ctx *ctx, struct img_vm *vm, const struct vm_dir *d,
                        const char *name, const char *what, int kind)
@@ -721,7 +738,10 @@ static int fresh_check(struct img_ctx *ctx, struct img_vm *vm, const struct vm_d
 	ok = kind == 0   ? is_overlay(ctx, vm, fd)
 	     : kind == 1 ? read_head(fd, buf, sizeof(buf)) > 0 && is_record(buf)
 	                 : is_vars(vm, fd, &st);
+	r = ok && kind != 1 ? in_use(ctx, path, fd) : 0;
 	close(fd);
+	if (r < 0)
+		return img_error_prefix(ctx, r, "--fresh");
 	if (!ok)
 		return img_set_error(ctx, -EPERM,
 		                     "--fresh: %s is not %s vmlaunch made (%s); refusing to remove "
@@ -924,6 +944,8 @@ static int prepare_overlay(struct img_ctx *ctx, struct img_vm *vm, int dry)
 		                     vm->overlay, (unsigned long)st.st_nlink);
 	}
 	r = check_overlay(ctx, vm, fd);
+	if (r == 0)
+		r = in_use(ctx, vm->overlay, fd);
 	close(fd);
 	if (r < 0)
 		return r;

@@ -1,7 +1,8 @@
 # vm-state.sh -- the state directory across runs: the overlay is a qcow2
 # backed by IMAGE (checked with qemu-img), IMAGE is never written, state is
 # reused, a replaced IMAGE is refused with a hint to use --fresh, --fresh
-# starts over; XDG_STATE_HOME default location; modes 0700/0600.
+# starts over; XDG_STATE_HOME default location; modes 0700/0600; a disk a
+# running QEMU has locked is neither replaced by --fresh nor used twice.
 . "$SRCDIR/tests/lib.sh"
 t_begin vm-state
 t_need qemu-system-x86_64 qemu-img python3
@@ -60,4 +61,24 @@ echo "ok: replaced IMAGE refused, --fresh starts over"
 
 [ "$(sha256sum "$IMG")" = "$before" ] || t_fail "IMAGE was written"
 echo "ok: IMAGE never written"
+
+# A disk a running QEMU of another state dir uses (a shared NIX_DISK_IMAGE):
+# --fresh and a start on it are refused and it is kept. QEMU's own image
+# lock tells, so this holds for a QEMU vmlaunch did not start too.
+NIX_DISK_IMAGE=$T/shared.qcow2 "$VMLAUNCH" --accel tcg --boot efi --stop-timeout 1 -q \
+	--state-dir "$T/A" "$IMG" -- -S </dev/null >"$T/a.out" 2>&1 &
+APID=$!
+for _ in $(seq 300); do [ -S "$T/A/qmp.sock" ] && break; sleep 0.1; done
+[ -S "$T/A/qmp.sock" ] || t_fail "VM A did not start: $(cat "$T/a.out")"
+disk=$(stat -c '%i %s %y' "$T/shared.qcow2")
+for how in --fresh --quiet; do
+	NIX_DISK_IMAGE=$T/shared.qcow2 t_expect_exit 1 "$VMLAUNCH" --accel tcg --boot efi $how \
+		--state-dir "$T/B" "$IMG"
+	grep -q "$T/shared.qcow2 is in use: a running QEMU holds a lock on it" "$T/stderr" ||
+		t_fail "$how on a disk in use: $(cat "$T/stderr")"
+done
+[ "$(stat -c '%i %s %y' "$T/shared.qcow2")" = "$disk" ] || t_fail "a disk in use was replaced"
+python3 "$QMP" "$T/A/qmp.sock" quit >/dev/null 2>&1
+wait $APID || t_fail "VM A: $(cat "$T/a.out")"
+echo "ok: a disk another QEMU uses is refused"
 t_pass
