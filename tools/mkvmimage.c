@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <img/bootspec.h>
 #include <img/context.h>
 #include <img/image.h>
 #include <img/tree.h>
@@ -266,6 +267,9 @@ int main(int argc, char **argv)
 				                   optarg);
 			break;
 		case OPT_LABEL:
+			if (!img_bootspec_text_ok(optarg))
+				return usage_error("%s", "--label: holds a control character (a "
+				                         "newline, a tab, ...)");
 			o.label = optarg;
 			break;
 		case OPT_SYSTEM:
@@ -284,7 +288,19 @@ int main(int argc, char **argv)
 			o.grub_dir = optarg;
 			break;
 		case OPT_KPARAMS:
+			/* one line of a boot entry: a newline would start another */
+			if (!img_bootspec_text_ok(optarg))
+				return usage_error("%s",
+				                   "--kernel-params: holds a control character "
+				                   "(a newline, a tab, ...): boot entries take "
+				                   "one line");
 			o.kernel_params = optarg;
+			break;
+		case OPT_SPECIALISATION:
+			if (!*optarg || !img_bootspec_text_ok(optarg) || strchr(optarg, '/'))
+				return usage_error("%s",
+				                   "--specialisation: not a specialisation name");
+			o.specialisation = optarg;
 			break;
 		case OPT_VERITY:
 			o.verity = 1;
@@ -333,6 +349,9 @@ int main(int argc, char **argv)
 		return usage_error("unexpected argument '%s'", argv[optind]);
 	if (!o.output)
 		return usage_error("%s", "no output file: give -o FILE");
+	if (o.specialisation && o.mode != IMG_MODE_EFI && o.mode != IMG_MODE_BIOS &&
+	    o.mode != IMG_MODE_HYBRID)
+		return usage_error("%s", "--specialisation needs --efi, --bios or --hybrid");
 	if (o.mode == IMG_MODE_EMPTY) {
 		if (o.closure || o.tar)
 			return usage_error("%s", "--empty takes no closure");

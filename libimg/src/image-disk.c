@@ -26,6 +26,7 @@
  * and qcow2.
  */
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -265,13 +266,96 @@ static int write_part(struct disk_build *b, const struct img_disk_part *p,
 	return r;
 }
 
+/* How the root tree's store is read for GRUB's plan (the tree itself). */
+static struct img_boot_opts grub_boot_opts(const struct img_build_opts *o,
+                                           const struct img_closure *c, struct img_tree *t,
+                                           const char *system, const char *tree_name)
+{
+	struct img_boot_opts bo = {
+		.system = system,
+		.store_dir = c ? c->store_dir : o->store_dir,
+		.paths = c ? (const char *const *)c->paths : NULL,
+		.npaths = c ? c->npaths : 0,
+		.kernel_params = o->kernel_params,
+		.specialisation = o->specialisation,
+		.tree = t,
+		.tree_name = tree_name,
+	};
+
+	return bo;
+}
+
+int img_image_grub_cfg(struct img_ctx *ctx, const struct img_build_opts *o,
+                       const struct img_closure *c, struct img_tree *t, const char *system)
+{
+	struct img_node_attr a = { .type = IMG_NODE_REG, .mode = 0644 };
+	char name[PATH_MAX + 32];
+	struct img_boot_opts bo;
+	struct img_boot_plan *p;
+	char *cfg = NULL;
+	int r;
+
+	if (o->tar)
+		snprintf(name, sizeof(name), "the tar stream %s",
+		         strcmp(o->tar, "-") ? o->tar : "on stdin");
+	else
+		snprintf(name, sizeof(name), "the closure %s", c ? c->source : "");
+	bo = grub_boot_opts(o, c, t, system, name);
+	r = img_boot_plan_build(ctx, &bo, &p);
+	if (r < 0)
+		return r;
+	r = img_boot_grub_cfg(ctx, p, o->label ? o->label : ROOT_LABEL, &cfg);
+	img_boot_plan_free(p);
+	if (r < 0)
+		return r;
+	a.size = strlen(cfg);
+	a.data.kind = IMG_DATA_MEM;
+	a.data.mem = cfg;
+	r = img_tree_add(t, "boot/grub/grub.cfg", &a, NULL); /* copies the bytes */
+	free(cfg);
+	return r;
+}
+
+/* The manifest's view of @p's entries for @loader, appended to @m. */
+static int manifest_entries(struct img_manifest *m, const struct img_boot_plan *p,
+                            const char *loader, const struct img_boot_esp *esp,
+                            struct img_manifest_entry *out, char **owned)
+{
+	for (size_t i = 0; i < p->nentries; i++) {
+		const struct img_boot_entry *e = &p->entries[i];
+		struct img_manifest_entry *me = &out[m->nentries++];
+		int grub = !strcmp(loader, "grub");
+
+		me->id = e->id;
+		me->title = grub ? e->grub_title : e->title;
+		me->specialisation = e->specialisation;
+		me->loader = (char *)loader;
+		if (grub)
+			me->path = "boot/grub/grub.cfg";
+		else if (esp->uki_paths[i])
+			me->path = esp->uki_paths[i];
+		else if (img_asprintf(&owned[i], "loader/entries/%s.conf", e->id) < 0)
+			return -ENOMEM;
+		else
+			me->path = owned[i];
+		me->kernel = e->kernel;
+		me->initrd = e->initrd;
+		me->options = e->options;
+		me->is_default = i == p->default_entry;
+	}
+	return 0;
+}
+
 static int write_manifest(struct disk_build *b)
 {
 	const struct img_build_opts *o = b->o;
 	struct img_manifest_partition mp[IMG_DISK_MAX_PARTS];
 	struct img_manifest m = { 0 };
-	char *params = NULL;
-	int r;
+	struct img_boot_plan *gp = NULL;
+	struct img_manifest_entry *me = NULL;
+	char **owned = NULL;
+	size_t n = 0;
+	int r = 0;
 
 	memset(mp, 0, sizeof(mp));
 	for (size_t i = 0; i < b->l.nparts; i++) {
@@ -304,27 +388,50 @@ static int write_manifest(struct disk_build *b)
 	else
 		m.boot = "efi"; /* --hybrid boots both ways; EFI is what it was built for first */
 	m.system = (char *)b->system;
+	if (b->system && o->mode != IMG_MODE_EFI) {
+		/* the entries of the grub.cfg image-root.c put into the root */
+		struct img_boot_opts bo = grub_boot_opts(o, b->c, b->root, b->system, b->tree_name);
+
+		r = img_boot_plan_build(b->ctx, &bo, &gp);
+		if (r < 0)
+			return r;
+	}
+	if (b->esp)
+		n += b->esp->plan->nentries;
+	if (gp)
+		n += gp->nentries;
+	me = calloc(n ? n : 1, sizeof(*me));
+	owned = calloc(n ? n : 1, sizeof(*owned));
+	if (!me || !owned) {
+		r = img_set_error(b->ctx, -ENOMEM, "out of memory");
+		goto out;
+	}
+	m.entries = me;
 	if (b->esp) {
 		m.kernel_params = b->esp->kernel_params;
 		m.bootloader = (char *)b->esp->bootloader;
-	} else if (b->system) {
-		struct img_boot_opts bo = {
-			.system = b->system,
-			.root = b->c ? b->c->root : o->root,
-			.store_dir = o->store_dir,
-			.kernel_params = o->kernel_params,
-			.tree = b->tar ? b->root : NULL,
-			.tree_name = b->tree_name,
-		};
-
+		m.boot_source = (char *)b->esp->plan->source;
+		r = manifest_entries(&m, b->esp->plan, b->esp->bootloader, b->esp, me, owned);
+	} else if (gp) {
 		m.bootloader = b->have_grub ? "grub" : "none";
-		r = img_boot_kernel_params_read(b->ctx, &bo, &params);
-		if (r < 0)
-			return r;
-		m.kernel_params = params;
+		m.kernel_params = gp->entries[0].kernel_params;
+		m.boot_source = (char *)gp->source;
+	}
+	/* GRUB's entries when there is a GRUB to show them */
+	if (r >= 0 && gp && b->have_grub)
+		r = manifest_entries(&m, gp, "grub", NULL, me,
+		                     owned + (b->esp ? b->esp->plan->nentries : 0));
+	if (r < 0) {
+		r = img_set_error(b->ctx, -ENOMEM, "out of memory");
+		goto out;
 	}
 	r = img_image_write_manifest(b->ctx, o, b->dev, &m);
-	free(params);
+out:
+	for (size_t i = 0; owned && i < n; i++)
+		free(owned[i]);
+	free(owned);
+	free(me);
+	img_boot_plan_free(gp);
 	return r;
 }
 
@@ -413,6 +520,7 @@ int img_build_disk(struct img_ctx *ctx, const struct img_build_opts *o)
 			.uki = o->uki,
 			.uki_stub = o->uki_stub,
 			.kernel_params = o->kernel_params,
+			.specialisation = o->specialisation,
 			.tree = b.tar ? b.root : NULL,
 			.tree_name = b.tree_name,
 		};

@@ -107,6 +107,14 @@ int img_image_fs_id(struct img_ctx *ctx, struct img_dev *dev, uint64_t off, cons
                     char *out, size_t len);
 
 /* The recipes, one per file. */
+/*
+ * --bios, --hybrid (image-disk.c): add boot/grub/grub.cfg, the menu of
+ * @system's boot entries (img_boot_grub_cfg), to the root tree @t before
+ * it is finished. Store paths are read from @t itself.
+ */
+int img_image_grub_cfg(struct img_ctx *ctx, const struct img_build_opts *o,
+                       const struct img_closure *c, struct img_tree *t, const char *system);
+
 int img_build_root(struct img_ctx *ctx, const struct img_build_opts *o);  /* ROOT, EMPTY */
 int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o); /* STORE */
 int img_build_disk(struct img_ctx *ctx, const struct img_build_opts *o);  /* EFI, BIOS, HYBRID */

@@ -179,6 +179,9 @@ static int root_tree(struct img_ctx *ctx, const struct img_build_opts *o,
 			r = add_symlink(t, ROOT_SYSTEM_LINK, system);
 		if (r >= 0 && system)
 			r = add_symlink(t, "nix/var/nix/profiles/system", "system-1-link");
+		/* --bios, --hybrid: GRUB's menu in /boot/grub (image-disk.c) */
+		if (r >= 0 && system && (o->mode == IMG_MODE_BIOS || o->mode == IMG_MODE_HYBRID))
+			r = img_image_grub_cfg(ctx, o, c, t, system);
 		free(system);
 	}
 	if (r >= 0)

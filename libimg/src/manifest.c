@@ -90,6 +90,38 @@ static int add_partition(struct json_object *arr, const struct img_manifest_part
 	return 0;
 }
 
+static int add_entry(struct json_object *arr, const struct img_manifest_entry *e)
+{
+	struct json_object *o = json_object_new_object(), *b;
+	int r = 0;
+
+	if (!o)
+		return -ENOMEM;
+	r |= add_str(o, "id", e->id);
+	r |= add_str(o, "title", e->title);
+	if (!e->specialisation) {
+		if (json_object_object_add(o, "specialisation", NULL) < 0)
+			r = -ENOMEM;
+	} else {
+		r |= add_str(o, "specialisation", e->specialisation);
+	}
+	r |= add_str(o, "loader", e->loader);
+	r |= add_str(o, "path", e->path);
+	r |= add_str(o, "kernel", e->kernel);
+	r |= add_str(o, "initrd", e->initrd);
+	r |= add_str(o, "options", e->options);
+	b = json_object_new_boolean(e->is_default);
+	if (!b || json_object_object_add(o, "default", b) < 0) {
+		json_object_put(b);
+		r = -ENOMEM;
+	}
+	if (r || json_object_array_add(arr, o) < 0) {
+		json_object_put(o);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
 static struct json_object *build(const struct img_manifest *m)
 {
 	struct json_object *o = json_object_new_object(), *arr;
@@ -120,6 +152,17 @@ static struct json_object *build(const struct img_manifest *m)
 	if (m->system)
 		r |= add_str(o, "kernel_params", m->kernel_params ? m->kernel_params : "");
 	r |= add_str(o, "bootloader", m->bootloader);
+	r |= add_str(o, "boot_source", m->boot_source);
+	if (m->nentries) {
+		arr = json_object_new_array();
+		if (!arr || json_object_object_add(o, "entries", arr) < 0) {
+			json_object_put(arr);
+			json_object_put(o);
+			return NULL;
+		}
+		for (size_t i = 0; i < m->nentries; i++)
+			r |= add_entry(arr, &m->entries[i]);
+	}
 	r |= add_str(o, "sha256", m->sha256);
 	r |= add_str(o, "seed", m->seed);
 	r |= add_int(o, "epoch", m->epoch);
@@ -225,10 +268,26 @@ static void free_part(struct img_manifest_partition *p)
 	}
 }
 
+static void free_entry(struct img_manifest_entry *e)
+{
+	free(e->id);
+	free(e->title);
+	free(e->specialisation);
+	free(e->loader);
+	free(e->path);
+	free(e->kernel);
+	free(e->initrd);
+	free(e->options);
+}
+
 void img_manifest_free(struct img_manifest *m)
 {
 	if (!m)
 		return;
+	for (size_t i = 0; i < m->nentries; i++)
+		free_entry(&m->entries[i]);
+	free(m->entries);
+	free(m->boot_source);
 	for (size_t i = 0; i < m->npartitions; i++)
 		free_part(&m->partitions[i]);
 	free(m->partitions);
@@ -321,6 +380,57 @@ static int read_part(struct rd *rd, struct json_object *o, struct img_manifest_p
 	return 0;
 }
 
+static int read_entry(struct rd *rd, struct json_object *o, struct img_manifest_entry *e)
+{
+	struct json_object *v;
+	int r;
+
+	if (!json_object_is_type(o, json_type_object))
+		return type_error(rd, "entries", "an array of objects");
+	if ((r = get_str(rd, o, "id", &e->id)) < 0 ||
+	    (r = get_str(rd, o, "title", &e->title)) < 0 ||
+	    (r = get_str(rd, o, "specialisation", &e->specialisation)) < 0 ||
+	    (r = get_str(rd, o, "loader", &e->loader)) < 0 ||
+	    (r = get_str(rd, o, "path", &e->path)) < 0 ||
+	    (r = get_str(rd, o, "kernel", &e->kernel)) < 0 ||
+	    (r = get_str(rd, o, "initrd", &e->initrd)) < 0 ||
+	    (r = get_str(rd, o, "options", &e->options)) < 0)
+		return r;
+	if (json_object_object_get_ex(o, "default", &v) &&
+	    !json_object_is_type(v, json_type_null)) {
+		if (!json_object_is_type(v, json_type_boolean))
+			return type_error(rd, "default", "a boolean");
+		e->is_default = json_object_get_boolean(v);
+	}
+	return 0;
+}
+
+static int read_entries(struct rd *rd, struct json_object *o, struct img_manifest *m)
+{
+	struct json_object *arr;
+	size_t n;
+	int r;
+
+	if (!json_object_object_get_ex(o, "entries", &arr) ||
+	    json_object_is_type(arr, json_type_null))
+		return 0;
+	if (!json_object_is_type(arr, json_type_array))
+		return type_error(rd, "entries", "an array");
+	n = json_object_array_length(arr);
+	if (n > 1024)
+		return type_error(rd, "entries", "an array of at most 1024 entries");
+	m->entries = calloc(n ? n : 1, sizeof(*m->entries));
+	if (!m->entries)
+		return img_set_error(rd->ctx, -ENOMEM, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		m->nentries = i + 1;
+		r = read_entry(rd, json_object_array_get_idx(arr, i), &m->entries[i]);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 static int read_obj(struct rd *rd, struct json_object *o, struct img_manifest *m)
 {
 	struct json_object *arr;
@@ -355,8 +465,9 @@ static int read_obj(struct rd *rd, struct json_object *o, struct img_manifest *m
 	    (r = get_str(rd, o, "system", &m->system)) < 0 ||
 	    (r = get_str(rd, o, "kernel_params", &m->kernel_params)) < 0 ||
 	    (r = get_str(rd, o, "bootloader", &m->bootloader)) < 0 ||
+	    (r = get_str(rd, o, "boot_source", &m->boot_source)) < 0 ||
 	    (r = get_str(rd, o, "sha256", &m->sha256)) < 0 ||
-	    (r = get_str(rd, o, "seed", &m->seed)) < 0)
+	    (r = get_str(rd, o, "seed", &m->seed)) < 0 || (r = read_entries(rd, o, m)) < 0)
 		return r;
 	if (!json_object_object_get_ex(o, "partitions", &arr) ||
 	    json_object_is_type(arr, json_type_null))

@@ -8,7 +8,8 @@
 # A case file holds `key: value` lines:
 #   tool:   mkvmimage | vmlaunch
 #   args:   the arguments; @GEN@ = generated inputs (fixtures/bad/gen.py),
-#           @OUT@ = the output path the tool must not leave behind
+#           @OUT@ = the output path the tool must not leave behind, @CR@ = a
+#           carriage return (a control byte word splitting keeps)
 #   expect: an extended regular expression stderr must match (empty: stderr
 #           must be empty)
 #   reject: an extended regular expression stderr must NOT match (what must
@@ -41,6 +42,7 @@ for case in "$SRCDIR"/fixtures/bad/*.case; do
 	mkdir -p "$T/out/$name"
 	args=${args//@GEN@/$GEN}
 	args=${args//@OUT@/$out}
+	args=${args//@CR@/$'\r'}
 	stdin=${stdin//@GEN@/$GEN}
 	case $tool in
 	mkvmimage) bin=$MKVMIMAGE ;;

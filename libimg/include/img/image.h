@@ -63,16 +63,17 @@ struct img_build_opts {
 	uint64_t size;             /* --size; 0 = computed */
 	uint64_t additional_space; /* --additional-space */
 	int additional_space_set;
-	uint64_t boot_size;        /* --boot-size; 0 = 256 MiB */
-	const char *label;         /* --label; NULL = mode default */
-	const char *system;        /* --system toplevel store path, or NULL */
-	const char *bootloader;    /* --bootloader FILE (systemd-boot EFI binary) */
-	int uki;                   /* --uki */
-	const char *uki_stub;      /* --uki-stub FILE */
-	const char *grub_dir;      /* --grub DIR */
-	const char *kernel_params; /* extra kernel parameters */
-	unsigned tree_flags;       /* IMG_TREE_* (keep hard links, ...) */
-	int verity;                /* --verity: a dm-verity hash tree after the store's EROFS */
+	uint64_t boot_size;         /* --boot-size; 0 = 256 MiB */
+	const char *label;          /* --label; NULL = mode default */
+	const char *system;         /* --system toplevel store path, or NULL */
+	const char *bootloader;     /* --bootloader FILE (systemd-boot EFI binary) */
+	int uki;                    /* --uki */
+	const char *uki_stub;       /* --uki-stub FILE */
+	const char *grub_dir;       /* --grub DIR */
+	const char *kernel_params;  /* extra kernel parameters */
+	const char *specialisation; /* --specialisation NAME: the default boot entry */
+	unsigned tree_flags;        /* IMG_TREE_* (keep hard links, ...) */
+	int verity;                 /* --verity: a dm-verity hash tree after the store's EROFS */
 
 	const char *seed; /* --seed; NULL = derived from the inputs */
 	size_t seed_len;

@@ -61,6 +61,19 @@ struct img_manifest_partition {
 	struct img_manifest_verity *verity; /* or NULL */
 };
 
+/* One boot entry the image offers (docs/manifest.md). */
+struct img_manifest_entry {
+	char *id;             /* "nixos-generation-1[-specialisation-NAME]" */
+	char *title;          /* as the boot menu shows it */
+	char *specialisation; /* NAME, or NULL for the system itself */
+	char *loader;         /* "systemd-boot" | "uki" | "grub" */
+	char *path;           /* where the entry is on the image ("loader/entries/x.conf") */
+	char *kernel;         /* store path of the kernel */
+	char *initrd;         /* store path of the initrd */
+	char *options;        /* the kernel command line ("init=... params") */
+	int is_default;       /* booted when nobody chooses */
+};
+
 struct img_manifest {
 	int manifest_version;  /* IMG_MANIFEST_VERSION */
 	char *generator;       /* "mkvmimage 0.1.0" */
@@ -77,9 +90,12 @@ struct img_manifest {
 	char *system;        /* NixOS toplevel, or NULL */
 	char *kernel_params; /* NULL when there is no system */
 	char *bootloader;    /* "systemd-boot" | "uki" | "grub" | "none", or NULL */
-	char *sha256;        /* hex of the output file, or NULL */
-	char *seed;          /* the seed as text, or NULL */
-	int64_t epoch;       /* SOURCE_DATE_EPOCH used */
+	char *boot_source;   /* "bootspec" (boot.json) | "files" (kernel, initrd, ...), or NULL */
+	struct img_manifest_entry *entries;
+	size_t nentries;
+	char *sha256;  /* hex of the output file, or NULL */
+	char *seed;    /* the seed as text, or NULL */
+	int64_t epoch; /* SOURCE_DATE_EPOCH used */
 };
 
 /*
