@@ -102,9 +102,9 @@ struct img_boot_plan {
  * control character in any text that goes into an entry (opts->kernel_params
  * included).
  */
-int img_boot_plan_build(struct img_ctx *ctx, const struct img_boot_opts *opts,
-                        struct img_boot_plan **out);
-void img_boot_plan_free(struct img_boot_plan *plan);
+IMG_EXPORT int img_boot_plan_build(struct img_ctx *ctx, const struct img_boot_opts *opts,
+                                   struct img_boot_plan **out);
+IMG_EXPORT void img_boot_plan_free(struct img_boot_plan *plan);
 
 /*
  * The grub.cfg for @plan, as install-grub.pl lays it out for a first
@@ -114,8 +114,8 @@ void img_boot_plan_free(struct img_boot_plan *plan);
  * from the store on the file system with label @label (search --label).
  * malloc'ed into *out.
  */
-int img_boot_grub_cfg(struct img_ctx *ctx, const struct img_boot_plan *plan, const char *label,
-                      char **out);
+IMG_EXPORT int img_boot_grub_cfg(struct img_ctx *ctx, const struct img_boot_plan *plan,
+                                 const char *label, char **out);
 
 struct img_boot_esp {
 	struct img_tree *tree;      /* the finished ESP tree */

@@ -64,15 +64,16 @@ struct img_bootspec {
  * under @store_dir (NULL = "/nix/store"). -EINVAL with a message naming
  * @file and the field for anything malformed.
  */
-int img_bootspec_parse(struct img_ctx *ctx, const char *text, size_t len, const char *file,
-                       const char *store_dir, struct img_bootspec **out);
-void img_bootspec_free(struct img_bootspec *bs);
+IMG_EXPORT int img_bootspec_parse(struct img_ctx *ctx, const char *text, size_t len,
+                                  const char *file, const char *store_dir,
+                                  struct img_bootspec **out);
+IMG_EXPORT void img_bootspec_free(struct img_bootspec *bs);
 
 /*
  * 1 if @s holds no control byte (0x00-0x1F, 0x7F): safe to put into one line
  * of a boot entry or configuration file. Tools check option values with it.
  */
-int img_bootspec_text_ok(const char *s);
+IMG_EXPORT int img_bootspec_text_ok(const char *s);
 
 #ifdef __cplusplus
 }
