@@ -31,7 +31,7 @@ before=$(sha256sum "$IMG")
 ST=$T/xdg/vmlaunch/base
 run_once "$ST" "$IMG" || t_fail "first run: $(cat "$T/run.out")"
 [ "$(stat -c %a "$ST")" = 700 ] || t_fail "state dir not 0700"
-for f in disk.qcow2 efi-vars.fd console.log disk.qcow2.base-id; do
+for f in disk.qcow2 efi-vars.fd console.log disk.qcow2.base-id vmlaunch.lock; do
 	[ "$(stat -c %a "$ST/$f")" = 600 ] || t_fail "$f not 0600"
 done
 info=$(qemu-img info --output=json -U "$ST/disk.qcow2")

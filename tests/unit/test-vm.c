@@ -923,6 +923,39 @@ START_TEST(state_ephemeral)
 }
 END_TEST
 
+/* One vmlaunch per state dir: a second prepare is refused naming the
+ * holder's pid, a --fresh too (the overlay kept); after free the lock is gone. */
+START_TEST(state_lock)
+{
+	struct img_ctx *ctx = t_ctx();
+	struct img_vm_opts o = base();
+	struct img_vm *a, *b;
+	struct stat before, after;
+	char want[64], p[4096];
+
+	ck_assert_ok(img_vm_new(ctx, &o, &a), ctx);
+	ck_assert_ok(img_vm_prepare(ctx, a), ctx);
+	sub(p, sizeof(p), "state/disk.qcow2");
+	ck_assert_int_eq(stat(p, &before), 0);
+	snprintf(want, sizeof(want), "in use by vmlaunch (pid %ld)", (long)getpid());
+	for (int fresh = 0; fresh < 2; fresh++) {
+		o.fresh = fresh;
+		ck_assert_ok(img_vm_new(ctx, &o, &b), ctx);
+		ck_assert_int_eq(img_vm_prepare(ctx, b), -EBUSY);
+		ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), want));
+		img_vm_free(b);
+	}
+	ck_assert_int_eq(stat(p, &after), 0);
+	ck_assert_int_eq(before.st_ino, after.st_ino);
+	ck_assert_int_eq(before.st_mtim.tv_nsec, after.st_mtim.tv_nsec);
+	img_vm_free(a);
+	ck_assert_ok(img_vm_new(ctx, &o, &b), ctx);
+	ck_assert_ok(img_vm_prepare(ctx, b), ctx);
+	img_vm_free(b);
+	img_ctx_free(ctx);
+}
+END_TEST
+
 START_TEST(state_port_in_use)
 {
 	struct img_ctx *ctx = t_ctx();
@@ -1015,7 +1048,8 @@ Suite *img_test_suite(void)
 		                    firmware_parse_rules };
 	const TTest *err_tests[] = { errors_bad_input, errors_specs };
 	const TTest *boot_tests[] = { boot_detect, accel_auto };
-	const TTest *state_tests[] = { state_prepare, state_ephemeral, state_port_in_use };
+	const TTest *state_tests[] = { state_prepare, state_ephemeral, state_port_in_use,
+		                       state_lock };
 
 	suite_add_tcase(s, tc(tcase_create("argv"), argv_tests, IMG_ARRAY_SIZE(argv_tests)));
 	suite_add_tcase(s, tc(tcase_create("firmware"), fw_tests, IMG_ARRAY_SIZE(fw_tests)));
