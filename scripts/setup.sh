@@ -8,15 +8,20 @@ PKGS=(
   # build
   build-essential cmake pkg-config clang llvm libclang-rt-14-dev clang-format
   libarchive-dev libext2fs-dev libfdisk-dev libzstd-dev uuid-dev zlib1g-dev
-  libjson-c-dev libssl-dev check
+  libjson-c-dev libssl-dev libsqlite3-dev check
   # oracles: programs we did not write
   qemu-utils qemu-system-x86 e2fsprogs erofs-utils dosfstools mtools gdisk fdisk
   cryptsetup-bin
   # boot fixtures and the demo
   ovmf systemd-boot-efi linux-image-cloud-amd64 busybox-static swtpm swtpm-tools
+  # the generic kernel has 9p (the cloud one does not): the --system boot test
+  linux-image-amd64
   cpio grub-pc-bin kmod
   # tests, benchmarks
   zstd xz-utils gzip tar python3 time hyperfine faketime jq procps strace util-linux bsdutils
+  # a test oracle only: the real nix-store --load-db makes the Nix databases
+  # vmlaunch --system reads in the tests (never a build dependency)
+  nix-bin sqlite3
   # man page lint, completion syntax check
   mandoc zsh
   # bench/setup-erofs-utils.sh builds erofs-utils 1.8 (mkfs.erofs --tar) from source

@@ -248,7 +248,10 @@ int img_erofs_plan(struct img_ctx *ctx, struct img_tree *tree, const struct img_
 	p->tree = tree;
 	p->epoch = img_repro_epoch(ctx);
 	snprintf(p->label, sizeof(p->label), "%s", label);
-	img_repro_uuid(ctx, opts && opts->id_role ? opts->id_role : "erofs-uuid", p->uuid);
+	if (opts && opts->uuid)
+		memcpy(p->uuid, opts->uuid, 16);
+	else
+		img_repro_uuid(ctx, opts && opts->id_role ? opts->id_role : "erofs-uuid", p->uuid);
 	p->nodes = calloc(nnodes, sizeof(*p->nodes));
 	p->inode = calloc(nnodes, sizeof(*p->inode));
 	p->meta_order = calloc(tree->inodes ? tree->inodes : 1, sizeof(*p->meta_order));

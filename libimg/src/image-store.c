@@ -21,6 +21,7 @@
  * goes into the manifest.
  */
 #include <fcntl.h>
+#include <uuid/uuid.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,8 +128,14 @@ int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 	struct img_tar_inplace inplace = { .fd = -1 };
 	struct img_verity verity = { 0 };
 	uint64_t size, total;
+	uint8_t fixed_uuid[16];
 	int r;
 
+	if (o->uuid) {
+		if (uuid_parse(o->uuid, fixed_uuid) != 0)
+			return img_set_error(ctx, -EINVAL, "UUID '%s' is not a UUID", o->uuid);
+		fo.uuid = fixed_uuid;
+	}
 	r = img_tree_new(ctx, &to, &t);
 	if (r < 0)
 		return r;

@@ -158,7 +158,11 @@ int img_vm_firmware_parse(struct img_ctx *ctx, const char *path, const char *jso
 	fw->requires_smm = has_string(features, "requires-smm");
 	fw->secure_boot = has_string(features, "secure-boot");
 	fw->enrolled_keys = has_string(features, "enrolled-keys");
-	if (secure_boot ? !(fw->secure_boot && fw->enrolled_keys) : fw->secure_boot)
+	/* IMG_VM_SB_SETUP: the reference's OVMF with secureBoot (no keys, setup
+	 * mode: unsigned loaders boot); IMG_VM_SB_ENROLLED: keys enrolled. */
+	if (secure_boot
+	        ? !fw->secure_boot || fw->enrolled_keys != (secure_boot == IMG_VM_SB_ENROLLED)
+	        : fw->secure_boot)
 		goto out;
 	if (get_file(mapping, "executable", &fw->code, &fw->code_format) < 0 ||
 	    get_file(mapping, "nvram-template", &fw->vars, &fw->vars_format) < 0) {
@@ -319,7 +323,9 @@ int img_vm_firmware_find(struct img_ctx *ctx, const char *const *dirs, size_t nd
 	r = found ? 0 : -ENOENT;
 	if (!found)
 		img_set_error(ctx, r, "no UEFI firmware descriptor fits (x86_64, q35, flash%s)",
-		              secure_boot ? ", secure-boot with enrolled-keys" : "");
+		              secure_boot == IMG_VM_SB_ENROLLED ? ", secure-boot with enrolled-keys"
+		              : secure_boot ? ", secure-boot without enrolled keys"
+		                            : "");
 out:
 	for (size_t i = 0; i < n; i++)
 		free(ents[i].path);

@@ -52,7 +52,7 @@ struct img_vm {
 	char *image_format; /* "qcow2" | "raw" */
 	uint64_t image_size;
 	char *store_format;
-	char *manifest_system, *manifest_params;
+	char *manifest_system, *manifest_params, *manifest_path;
 
 	/* decisions */
 	enum img_vm_boot boot;
@@ -72,6 +72,19 @@ struct img_vm {
 	size_t nshares;
 	unsigned vlan_index;
 
+	/* --system (vm-system.c) */
+	char *root, *store_dir, *store_host, *nix_db; /* root "" for "/" */
+	char *sys_path, *sys_host;                    /* logical and host toplevel */
+	char **clo_paths;                             /* its closure, sorted */
+	size_t nclo;
+	char *registration, *closure_id, *reg_host;
+	size_t reg_len;
+	char *root_disk, *root_disk_format, *store_cache;
+	int root_disk_created, store_cached;
+
+	/* --drive FILE[,OPTS], split */
+	char **drive_files, **drive_formats, **drive_opts;
+
 	/* state */
 	char *state_dir;
 	int state_is_template; /* ephemeral, not made yet: ends in XXXXXX */
@@ -83,6 +96,7 @@ struct img_vm {
 	 * vars_dir and tpm_dir point at state unless a NIX_* variable moved the
 	 * file), the lock on the state dir, the --serial-log file. */
 	struct vm_dir tmp, state, disk, vars, tpm, *disk_dir, *vars_dir, *tpm_dir;
+	struct vm_dir xchg; /* only with USE_TMPDIR (o.xchg_dir); else a subdir of state */
 	const char *overlay_name, *overlay_id_name, *vars_name;
 	int lock_fd, serial_fd;
 
@@ -104,6 +118,8 @@ char *vm_printf(struct img_vm *vm, const char *fmt, ...) IMG_PRINTF(2, 3);
 /* vm.c */
 int vm_build_argv(struct img_ctx *ctx, struct img_vm *vm);
 int vm_parse_specs(struct img_ctx *ctx, struct img_vm *vm);
+int vm_add_share(struct img_ctx *ctx, struct img_vm *vm, const char *tag, const char *src,
+                 const char *tgt, const char *model);
 
 /* vm-state.c */
 int vm_resolve(struct img_ctx *ctx, struct img_vm *vm);
@@ -148,5 +164,16 @@ int vm_dir_remove(struct img_ctx *ctx, struct img_vm *vm, const struct vm_dir *d
                   mode_t type);
 /* Remove everything in @d, then @d itself if @parent still names it @name. */
 void vm_dir_rmrf(struct vm_dir *parent, struct vm_dir *d, const char *name);
+int vm_probe_format(struct img_ctx *ctx, struct img_vm *vm, const char *path, const char *what,
+                    char **format, uint64_t *size);
+
+int vm_write_text(struct img_ctx *ctx, struct img_vm *vm, const struct vm_dir *d, const char *name,
+                  const char *text);
+
+/* vm-system.c */
+char *vm_readlink_f(struct img_vm *vm, const char *path);
+int vm_resolve_system(struct img_ctx *ctx, struct img_vm *vm);
+int vm_system_paths(struct img_ctx *ctx, struct img_vm *vm);
+int vm_prepare_system(struct img_ctx *ctx, struct img_vm *vm, int dry);
 
 #endif

@@ -95,11 +95,11 @@ static void stop_child(struct child *c, double grace)
  * fork + exec @argv. The child gets /dev/null (or the terminal) on stdin,
  * @keep_fd as VM_CTL_FD, the state dir's lock @lock_fd as VM_LOCK_FD (so
  * the lock outlives a killed vmlaunch until its children are gone too),
- * nothing else; exec failure comes back through a close-on-exec pipe as an
- * errno.
+ * nothing else; with @cwd_fd >= 0 it runs in that directory; exec failure
+ * comes back through a close-on-exec pipe as an errno.
  */
-static int spawn(struct img_ctx *ctx, char *const *argv, int own_pgrp, int stdin_null, int keep_fd,
-                 int lock_fd, int out_fd, struct child *c)
+static int spawn(struct img_ctx *ctx, char *const *argv, int cwd_fd, int own_pgrp, int stdin_null,
+                 int keep_fd, int lock_fd, int out_fd, struct child *c)
 {
 	int pfd[2], err = 0;
 	ssize_t n;
@@ -130,6 +130,11 @@ static int spawn(struct img_ctx *ctx, char *const *argv, int own_pgrp, int stdin
 			_exit(127); /* the parent died before the line above */
 		if (own_pgrp)
 			setpgid(0, 0);
+		if (cwd_fd >= 0 && fchdir(cwd_fd) < 0) {
+			e = errno;
+			(void)!write(pfd[1], &e, sizeof(e));
+			_exit(127);
+		}
 		if (stdin_null) {
 			int nul = open("/dev/null", O_RDONLY);
 
@@ -248,9 +253,12 @@ static void unlink_sock(const struct vm_dir *d, const char *name)
 static int start_swtpm(struct img_ctx *ctx, struct img_vm *vm, struct child *tpm)
 {
 	char *argv[16];
-	char *state = vm_printf(vm, "dir=%s,mode=0600", vm->swtpm_dir);
-	char *ctrl = vm_printf(vm, "type=unixio,path=%s,mode=0600", vm->swtpm_sock);
-	char *log = vm_printf(vm, "file=%s,level=2", vm->swtpm_log);
+	/* swtpm (0.7) has no escape for ',' in its option values: it runs in
+	 * its state directory and is given names relative to it. */
+	char *state = vm_printf(vm, "dir=.,mode=0600");
+	char *ctrl =
+	    vm_printf(vm, "type=unixio,path=%s,mode=0600", strrchr(vm->swtpm_sock, '/') + 1);
+	char *log = vm_printf(vm, "file=%s,level=2", strrchr(vm->swtpm_log, '/') + 1);
 	double end;
 	int i = 0, r;
 
@@ -267,7 +275,7 @@ static int start_swtpm(struct img_ctx *ctx, struct img_vm *vm, struct child *tpm
 	argv[i] = NULL;
 	if (!state || !ctrl || !log)
 		return img_set_error(ctx, -ENOMEM, "out of memory");
-	if ((r = spawn(ctx, argv, 1, 1, -1, vm->lock_fd, -1, tpm)) < 0)
+	if ((r = spawn(ctx, argv, vm->tpm_dir->fd, 1, 1, -1, vm->lock_fd, -1, tpm)) < 0)
 		return r;
 	/* Wait for the control socket; do not connect (that would be QEMU's). */
 	end = now_s() + 10;
@@ -354,7 +362,7 @@ int img_vm_run(struct img_ctx *ctx, struct img_vm *vm, struct img_vm_result *res
 	/* Headless runs get their own process group: a terminal's Ctrl-C reaches
 	 * only us, and we stop the VM properly. On the stdio console QEMU keeps
 	 * the terminal (its chardev has signal=off). */
-	r = spawn(ctx, vm->argv, o->console != IMG_VM_CONSOLE_STDIO,
+	r = spawn(ctx, vm->argv, -1, o->console != IMG_VM_CONSOLE_STDIO,
 	          o->console != IMG_VM_CONSOLE_STDIO, sp[1], vm->lock_fd, -1, &qemu);
 	close(sp[1]);
 	sp[1] = -1;

@@ -242,6 +242,12 @@ static int probe_format(struct img_ctx *ctx, const char *path, const char *what,
 	return 0;
 }
 
+int vm_probe_format(struct img_ctx *ctx, struct img_vm *vm, const char *path, const char *what,
+                    char **format, uint64_t *size)
+{
+	return probe_format(ctx, path, what, format, size, vm);
+}
+
 static char *manifest_path(struct img_vm *vm, int alt)
 {
 	char *p;
@@ -276,6 +282,7 @@ static int boot_from_manifest(struct img_ctx *ctx, struct img_vm *vm, int *decid
 		return 0;
 	if (r < 0)
 		return r;
+	vm->manifest_path = path;
 	if (m->system)
 		vm->manifest_system = vm_strdup(vm, m->system);
 	if (m->kernel_params)
@@ -348,9 +355,14 @@ static int resolve_direct(struct img_ctx *ctx, struct img_vm *vm)
 		if (vm->manifest_params)
 			base = vm_printf(vm, "%s %s", vm->manifest_params, base);
 	} else {
-		return img_set_error(ctx, -EINVAL,
-		                     "--boot direct needs --kernel (the image's manifest names no "
-		                     "system)");
+		return img_set_error(
+		    ctx, -EINVAL, "--boot direct needs --kernel: %s",
+		    vm->manifest_path
+		        ? vm_printf(vm, "the manifest %s names no system", vm->manifest_path)
+		        : vm_printf(vm,
+		                    "no manifest beside IMAGE %s (%s.json "
+		                    "or the name without its suffix)",
+		                    vm->image, vm->image));
 	}
 	if (access(vm->kernel, R_OK))
 		return img_set_error(ctx, -errno, "kernel %s: %s", vm->kernel, strerror(errno));
@@ -369,19 +381,55 @@ static int resolve_direct(struct img_ctx *ctx, struct img_vm *vm)
 	return vm->append ? 0 : -ENOMEM;
 }
 
-/* Known firmware paths, only when no descriptor fits (and said aloud). */
+/* Known firmware paths, only when no descriptor fits (and said aloud).
+ * secure: the IMG_VM_SB_* level the pair gives. */
 static const struct {
 	const char *code, *vars;
 	int secure;
 } fallback_fw[] = {
-	{ "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd", 0 },
-	{ "/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd", 0 },
-	{ "/usr/share/edk2/ovmf/OVMF_CODE.fd", "/usr/share/edk2/ovmf/OVMF_VARS.fd", 0 },
-	{ "/usr/share/edk2/x64/OVMF_CODE.4m.fd", "/usr/share/edk2/x64/OVMF_VARS.4m.fd", 0 },
-	{ "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd", "/usr/share/OVMF/OVMF_VARS_4M.ms.fd", 1 },
+	{ "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd", IMG_VM_SB_OFF },
+	{ "/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd", IMG_VM_SB_OFF },
+	{ "/usr/share/edk2/ovmf/OVMF_CODE.fd", "/usr/share/edk2/ovmf/OVMF_VARS.fd", IMG_VM_SB_OFF },
+	{ "/usr/share/edk2/x64/OVMF_CODE.4m.fd", "/usr/share/edk2/x64/OVMF_VARS.4m.fd",
+	  IMG_VM_SB_OFF },
+	{ "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd",
+	  IMG_VM_SB_SETUP },
+	{ "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd", "/usr/share/OVMF/OVMF_VARS_4M.ms.fd",
+	  IMG_VM_SB_ENROLLED },
+	{ "/usr/share/edk2/ovmf/OVMF_CODE.secboot.fd", "/usr/share/edk2/ovmf/OVMF_VARS.fd",
+	  IMG_VM_SB_SETUP },
 	{ "/usr/share/edk2/ovmf/OVMF_CODE.secboot.fd", "/usr/share/edk2/ovmf/OVMF_VARS.secboot.fd",
-	  1 },
+	  IMG_VM_SB_ENROLLED },
 };
+
+/* --firmware FILE --efi-vars-template FILE: the reference's efi.firmware and
+ * efi.variables, taken as they are (format from the magic). */
+static int firmware_files(struct img_ctx *ctx, struct img_vm *vm)
+{
+	const struct img_vm_opts *o = &vm->o;
+	uint64_t sz;
+	char *cf, *vf;
+	int r;
+
+	if (!o->efi_vars_template)
+		return img_set_error(ctx, -EINVAL,
+		                     "--firmware needs --efi-vars-template FILE (the variable "
+		                     "store that goes with this firmware build)");
+	if ((r = probe_format(ctx, o->firmware, "--firmware", &cf, &sz, vm)) < 0 ||
+	    (r = probe_format(ctx, o->efi_vars_template, "--efi-vars-template", &vf, &sz, vm)) < 0)
+		return r;
+	vm->fw.code = realpath(o->firmware, NULL);
+	vm->fw.vars = realpath(o->efi_vars_template, NULL);
+	vm->fw.code_format = strdup(cf);
+	vm->fw.vars_format = strdup(vf);
+	if (!vm->fw.code || !vm->fw.vars || !vm->fw.code_format || !vm->fw.vars_format)
+		return img_set_error(ctx, -ENOMEM, "out of memory");
+	/* As the reference: a Secure Boot build needs SMM (x86). */
+	vm->fw.secure_boot = vm->fw.requires_smm = !!o->secure_boot;
+	vm->fw.enrolled_keys = o->secure_boot && o->enrolled_keys;
+	vm->have_fw = 1;
+	return 0;
+}
 
 static int resolve_firmware(struct img_ctx *ctx, struct img_vm *vm)
 {
@@ -389,15 +437,20 @@ static int resolve_firmware(struct img_ctx *ctx, struct img_vm *vm)
 	const char *defdirs[3] = { "/usr/share/qemu/firmware", "/etc/qemu/firmware", NULL };
 	const char *const *dirs = o->firmware_dirs;
 	size_t ndirs = o->nfirmware_dirs;
+	int sb = !o->secure_boot    ? IMG_VM_SB_OFF
+	         : o->enrolled_keys ? IMG_VM_SB_ENROLLED
+	                            : IMG_VM_SB_SETUP;
 	int r;
 
+	if (o->firmware)
+		return firmware_files(ctx, vm);
 	if (!dirs) {
 		if (o->config_home)
 			defdirs[2] = vm_printf(vm, "%s/qemu/firmware", o->config_home);
 		dirs = defdirs;
 		ndirs = 3;
 	}
-	r = img_vm_firmware_find(ctx, dirs, ndirs, o->secure_boot, &vm->fw);
+	r = img_vm_firmware_find(ctx, dirs, ndirs, sb, &vm->fw);
 	if (r == 0) {
 		vm->have_fw = 1;
 		return 0;
@@ -406,16 +459,16 @@ static int resolve_firmware(struct img_ctx *ctx, struct img_vm *vm)
 		return r;
 	if (!o->no_firmware_fallback) {
 		for (size_t i = 0; i < IMG_ARRAY_SIZE(fallback_fw); i++) {
-			if (fallback_fw[i].secure != !!o->secure_boot ||
-			    access(fallback_fw[i].code, R_OK) || access(fallback_fw[i].vars, R_OK))
+			if (fallback_fw[i].secure != sb || access(fallback_fw[i].code, R_OK) ||
+			    access(fallback_fw[i].vars, R_OK))
 				continue;
 			img_ctx_clear_error(ctx);
 			vm->fw.code = strdup(fallback_fw[i].code);
 			vm->fw.vars = strdup(fallback_fw[i].vars);
 			vm->fw.code_format = strdup("raw");
 			vm->fw.vars_format = strdup("raw");
-			vm->fw.secure_boot = vm->fw.requires_smm = vm->fw.enrolled_keys =
-			    fallback_fw[i].secure;
+			vm->fw.secure_boot = vm->fw.requires_smm = sb != IMG_VM_SB_OFF;
+			vm->fw.enrolled_keys = sb == IMG_VM_SB_ENROLLED;
 			vm->have_fw = 1;
 			img_log(ctx, IMG_LOG_WARN,
 			        "no firmware descriptor fits; falling back to the known path %s",
@@ -426,9 +479,11 @@ static int resolve_firmware(struct img_ctx *ctx, struct img_vm *vm)
 	if (o->secure_boot)
 		return img_set_error(
 		    ctx, -ENOENT,
-		    "--secure-boot: no UEFI firmware with Secure Boot and enrolled "
-		    "keys found (QEMU firmware descriptors in /usr/share/qemu/"
-		    "firmware; Debian: install ovmf)");
+		    "--secure-boot: no UEFI firmware with Secure Boot %s found (QEMU firmware "
+		    "descriptors in /usr/share/qemu/firmware; Debian: install ovmf)",
+		    sb == IMG_VM_SB_ENROLLED ? "and enrolled keys"
+		                             : "in setup mode (no keys enrolled; --enrolled-keys "
+		                               "for firmware with keys)");
 	return img_set_error(ctx, -ENOENT,
 	                     "no usable UEFI firmware: no QEMU firmware descriptor for x86_64 q35 "
 	                     "with a flash mapping%s (Debian: install ovmf)",
@@ -456,12 +511,21 @@ int vm_compute_paths(struct img_ctx *ctx, struct img_vm *vm)
 	const char *s = vm->state_dir;
 	int r;
 
-	vm->overlay =
-	    o->disk_image ? vm_strdup(vm, o->disk_image) : vm_printf(vm, "%s/disk.qcow2", s);
-	vm->overlay_id = vm_printf(vm, "%s.base-id", vm->overlay);
-	vm->overlay_name =
-	    o->disk_image ? vm_strdup(vm, basename(vm_strdup(vm, vm->overlay))) : "disk.qcow2";
-	vm->overlay_id_name = vm_printf(vm, "%s.base-id", vm->overlay_name);
+	/* The disk QEMU writes: IMAGE's overlay, or with --system the root disk
+	 * (none with --no-root-disk). NIX_DISK_IMAGE as the reference resolves
+	 * it: readlink -f. */
+	if (o->system && o->no_root_disk)
+		vm->overlay = NULL;
+	else if (o->disk_image)
+		vm->overlay = vm_readlink_f(vm, o->disk_image);
+	else
+		vm->overlay = o->system ? vm_printf(vm, "%s/%s.qcow2", s, o->name)
+		                        : vm_printf(vm, "%s/disk.qcow2", s);
+	if (vm->overlay) {
+		vm->overlay_id = vm_printf(vm, "%s.base-id", vm->overlay);
+		vm->overlay_name = vm_strdup(vm, basename(vm_strdup(vm, vm->overlay)));
+		vm->overlay_id_name = vm_printf(vm, "%s.base-id", vm->overlay_name);
+	}
 	vm->efi_vars =
 	    o->efi_vars ? vm_strdup(vm, o->efi_vars) : vm_printf(vm, "%s/efi-vars.fd", s);
 	vm->vars_name =
@@ -473,7 +537,7 @@ int vm_compute_paths(struct img_ctx *ctx, struct img_vm *vm)
 	vm->qmp_sock = vm_printf(vm, "%s/qmp.sock", s);
 	vm->qga_sock = vm_printf(vm, "%s/qga.sock", s);
 	vm->certs_dir = vm_printf(vm, "%s/certs", s);
-	vm->xchg_dir = vm_printf(vm, "%s/xchg", s);
+	vm->xchg_dir = o->xchg_dir ? vm_readlink_f(vm, o->xchg_dir) : vm_printf(vm, "%s/xchg", s);
 	vm->empty_paths = vm_keep(vm, img_malloc0(sizeof(char *) * (o->nempty_disks + 1)));
 	if (!vm->empty_paths)
 		return img_set_error(ctx, -ENOMEM, "out of memory");
@@ -486,6 +550,8 @@ int vm_compute_paths(struct img_ctx *ctx, struct img_vm *vm)
 	if (o->tpm && (r = check_sock(ctx, vm, vm->swtpm_sock)) < 0)
 		return r;
 	if (o->guest_agent && (r = check_sock(ctx, vm, vm->qga_sock)) < 0)
+		return r;
+	if (o->system && (r = vm_system_paths(ctx, vm)) < 0)
 		return r;
 	for (size_t i = 0; i < vm->nshares; i++) {
 		struct vm_share *sh = &vm->shares[i];
@@ -517,17 +583,114 @@ static int valid_name(const char *n)
 	return 1;
 }
 
+/* --drive FILE[,KEY=VALUE...]: FILE up to the first single ',' (",," is a
+ * comma in it), then drive options QEMU may take from a user: no file=,
+ * id= or if= (they are ours). format= is taken, else read off the magic. */
+static int parse_drives(struct img_ctx *ctx, struct img_vm *vm)
+{
+	static const char *const keys[] = { "format",       "cache",        "aio",    "discard",
+		                            "readonly",     "werror",       "rerror", "snapshot",
+		                            "copy-on-read", "detect-zeroes" };
+	const struct img_vm_opts *o = &vm->o;
+	size_t n = o->ndrives;
+
+	vm->drive_files = vm_keep(vm, img_malloc0(sizeof(char *) * (n + 1)));
+	vm->drive_formats = vm_keep(vm, img_malloc0(sizeof(char *) * (n + 1)));
+	vm->drive_opts = vm_keep(vm, img_malloc0(sizeof(char *) * (n + 1)));
+	if (!vm->drive_files || !vm->drive_formats || !vm->drive_opts)
+		return img_set_error(ctx, -ENOMEM, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		const char *spec = o->drives[i];
+		char *file = vm_keep(vm, img_malloc0(strlen(spec) + 1)), *q = file, *opts = NULL;
+		char *fmt = NULL, *rest = vm_strdup(vm, ""), *abs;
+		const char *p = spec;
+		uint64_t sz;
+		int r;
+
+		if (!file || !rest)
+			return img_set_error(ctx, -ENOMEM, "out of memory");
+		for (; *p; p++) {
+			if (*p == ',' && p[1] == ',') {
+				*q++ = *p++;
+			} else if (*p == ',') {
+				opts = vm_strdup(vm, p + 1);
+				break;
+			} else {
+				*q++ = *p;
+			}
+		}
+		for (char *kv = opts ? strtok(opts, ",") : NULL; kv; kv = strtok(NULL, ",")) {
+			char *eq = strchr(kv, '=');
+			int ok = 0;
+
+			if (eq) {
+				*eq = '\0';
+				for (size_t k = 0; k < IMG_ARRAY_SIZE(keys); k++)
+					ok |= !strcmp(kv, keys[k]);
+				ok = ok && eq[1] &&
+				     !eq[1 + strspn(eq + 1,
+				                    "abcdefghijklmnopqrstuvwxyz"
+				                    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")];
+			}
+			if (!ok)
+				return img_set_error(
+				    ctx, -EINVAL,
+				    "--drive %s: '%s%s%s' is not one of the drive "
+				    "options format, cache, aio, discard, readonly, "
+				    "werror, rerror, snapshot, copy-on-read, "
+				    "detect-zeroes (KEY=VALUE)",
+				    spec, kv, eq ? "=" : "", eq ? eq + 1 : "");
+			if (!strcmp(kv, "format"))
+				fmt = vm_strdup(vm, eq + 1);
+			else
+				rest =
+				    vm_printf(vm, "%s%s%s=%s", rest, *rest ? "," : "", kv, eq + 1);
+		}
+		if (!(abs = absolute(vm, file)))
+			return img_set_error(ctx, -errno, "--drive %s: %s", file, strerror(errno));
+		if (!fmt && (r = probe_format(ctx, abs, "--drive", &fmt, &sz, vm)) < 0)
+			return r;
+		vm->drive_files[i] = abs;
+		vm->drive_formats[i] = fmt;
+		vm->drive_opts[i] = rest && *rest ? rest : NULL;
+	}
+	return 0;
+}
+
 int vm_resolve(struct img_ctx *ctx, struct img_vm *vm)
 {
 	struct img_vm_opts *o = &vm->o;
 	int r, decided = 0;
 
-	/* The image: must exist and be a disk image we may use. */
-	vm->image = absolute(vm, o->image);
-	if (!vm->image)
-		return img_set_error(ctx, -errno, "IMAGE %s: %s", o->image, strerror(errno));
-	if ((r = probe_format(ctx, vm->image, "IMAGE", &vm->image_format, &vm->image_size, vm)) < 0)
-		return r;
+	if (o->system) {
+		/* TOPLEVEL: closure, kernel command line, name (vm-system.c). */
+		if ((r = vm_resolve_system(ctx, vm)) < 0)
+			return r;
+		if (o->store_image && o->store_image_auto)
+			return img_set_error(ctx, -EINVAL, "--store-image given twice");
+		/* The host store, unless the guest gets the store image. */
+		if (!o->store_image && !o->store_image_auto &&
+		    (r = vm_add_share(ctx, vm, "nix-store", vm->store_host, "/nix/.ro-store",
+		                      "none")) < 0)
+			return r;
+	} else {
+		if (!o->image)
+			return img_set_error(ctx, -EINVAL, "no IMAGE given (or --system TOPLEVEL)");
+		if (o->store_image_auto)
+			return img_set_error(
+			    ctx, -EINVAL,
+			    "--store-image auto builds the store image of --system "
+			    "TOPLEVEL's closure; with IMAGE, give the store image "
+			    "FILE");
+		/* The image: must exist and be a disk image we may use. */
+		vm->image = absolute(vm, o->image);
+		if (!vm->image)
+			return img_set_error(ctx, -errno, "IMAGE %s: %s", o->image,
+			                     strerror(errno));
+		if ((r = probe_format(ctx, vm->image, "IMAGE", &vm->image_format, &vm->image_size,
+		                      vm)) < 0)
+			return r;
+	}
 	if (o->store_image) {
 		char *abs = absolute(vm, o->store_image);
 		uint64_t sz;
@@ -563,6 +726,9 @@ int vm_resolve(struct img_ctx *ctx, struct img_vm *vm)
 		vm->shares[i].source = abs;
 	}
 
+	if ((r = parse_drives(ctx, vm)) < 0)
+		return r;
+
 	/* The name, and from it the MAC index on VLANs and the state dir. */
 	if (!o->name) {
 		char *b = vm_strdup(vm, o->image), *base = basename(b), *dot = strrchr(base, '.');
@@ -588,8 +754,16 @@ int vm_resolve(struct img_ctx *ctx, struct img_vm *vm)
 		                     vm->vlan_index);
 	}
 
-	/* Boot mode: option, manifest, partition table. */
-	if (o->boot != IMG_VM_BOOT_AUTO) {
+	/* Boot mode: --system, option, manifest, partition table. */
+	if (o->system) {
+		/* decided by vm_resolve_system() */
+	} else if (o->boot != IMG_VM_BOOT_AUTO) {
+		vm->boot = o->boot;
+		vm->boot_source = "option";
+		/* --boot direct without --kernel boots the manifest's system. */
+		if (o->boot == IMG_VM_BOOT_DIRECT && !o->kernel &&
+		    (r = boot_from_manifest(ctx, vm, &decided)) < 0)
+			return r;
 		vm->boot = o->boot;
 		vm->boot_source = "option";
 	} else if (o->kernel) {
@@ -601,11 +775,23 @@ int vm_resolve(struct img_ctx *ctx, struct img_vm *vm)
 		if (!decided && (r = boot_from_table(ctx, vm)) < 0)
 			return r;
 	}
+	if (o->bios_file && vm->boot == IMG_VM_BOOT_EFI)
+		return img_set_error(ctx, -EINVAL,
+		                     "--bios-file: this VM boots with UEFI (%s); a BIOS image "
+		                     "(e.g. qboot) is for --boot bios or direct boot",
+		                     vm->boot_source);
+	if ((o->firmware || o->efi_vars_template) && vm->boot != IMG_VM_BOOT_EFI)
+		return img_set_error(ctx, -EINVAL,
+		                     "--firmware/--efi-vars-template are UEFI firmware; this VM "
+		                     "boots %s",
+		                     vm->boot == IMG_VM_BOOT_BIOS ? "with BIOS" : "directly");
+	if (o->enrolled_keys && !o->secure_boot)
+		return img_set_error(ctx, -EINVAL, "--enrolled-keys needs --secure-boot");
 	if (o->secure_boot && vm->boot != IMG_VM_BOOT_EFI)
 		return img_set_error(ctx, -EINVAL,
 		                     "--secure-boot needs UEFI boot (this VM boots %s)",
 		                     vm->boot == IMG_VM_BOOT_BIOS ? "with BIOS" : "directly");
-	if (vm->boot == IMG_VM_BOOT_DIRECT && (r = resolve_direct(ctx, vm)) < 0)
+	if (vm->boot == IMG_VM_BOOT_DIRECT && !o->system && (r = resolve_direct(ctx, vm)) < 0)
 		return r;
 	if (vm->boot == IMG_VM_BOOT_EFI && (r = resolve_firmware(ctx, vm)) < 0)
 		return r;
@@ -811,8 +997,8 @@ static int copy_file(struct img_ctx *ctx, struct img_vm *vm, const char *from,
 }
 
 /* A new file with @text (the old one, if a regular file of ours, replaced). */
-static int write_text(struct img_ctx *ctx, struct img_vm *vm, const struct vm_dir *d,
-                      const char *name, const char *text)
+int vm_write_text(struct img_ctx *ctx, struct img_vm *vm, const struct vm_dir *d, const char *name,
+                  const char *text)
 {
 	int fd, r;
 
@@ -932,7 +1118,7 @@ static int prepare_overlay(struct img_ctx *ctx, struct img_vm *vm, int dry)
 			return 0;
 		if ((r = create_qcow2(ctx, vm, d, vm->overlay_name, 1, 0)) < 0)
 			return r;
-		return write_text(ctx, vm, d, vm->overlay_id_name, id);
+		return vm_write_text(ctx, vm, d, vm->overlay_id_name, id);
 	}
 	if ((r = vm_dir_open_file(ctx, vm, d, vm->overlay_name, O_RDONLY, &fd)) < 0)
 		return r;
@@ -952,7 +1138,7 @@ static int prepare_overlay(struct img_ctx *ctx, struct img_vm *vm, int dry)
 	if ((r = vm_dir_lstat(ctx, vm, d, vm->overlay_id_name, &st)) < 0)
 		return r;
 	if (r == 0) /* no record (e.g. made by the NixOS runner): backed by IMAGE, adopt it */
-		return dry ? 0 : write_text(ctx, vm, d, vm->overlay_id_name, id);
+		return dry ? 0 : vm_write_text(ctx, vm, d, vm->overlay_id_name, id);
 	if ((r = vm_dir_open_file(ctx, vm, d, vm->overlay_id_name, O_RDONLY, &fd)) < 0)
 		return r;
 	read_head(fd, old, sizeof(old));
@@ -993,9 +1179,11 @@ static int prepare_vars(struct img_ctx *ctx, struct img_vm *vm, int dry)
 	return 0;
 }
 
-/* An empty disk of an earlier run is kept if it is one of ours. */
+/* Empty disks are new at every start, as the reference's (made in its fresh
+ * TMPDIR), unless kept (--keep-empty-disks); an old one is removed only if
+ * it is an empty disk of ours: a qcow2 without a backing file. */
 static int prepare_empty(struct img_ctx *ctx, struct img_vm *vm, const char *name, uint64_t size,
-                         int dry)
+                         int keep, int dry)
 {
 	struct qcow2_hdr h;
 	struct stat st;
@@ -1014,7 +1202,11 @@ static int prepare_empty(struct img_ctx *ctx, struct img_vm *vm, const char *nam
 	if (r == 0 && h.backing_file[0])
 		r = img_set_error(ctx, -EPERM, "empty disk %s has a backing file '%s'; refusing it",
 		                  vm_dir_name(vm, &vm->state, name), h.backing_file);
-	return r;
+	if (r < 0 || keep || dry)
+		return r;
+	if ((r = vm_dir_remove(ctx, vm, &vm->state, name, S_IFREG)) < 0)
+		return r;
+	return create_qcow2(ctx, vm, &vm->state, name, 0, size);
 }
 
 /* A log QEMU appends to: a new file (an old regular one of ours replaced). */
@@ -1176,7 +1368,7 @@ static int open_dirs(struct img_ctx *ctx, struct img_vm *vm, int dry)
 	if (vm->state.fd >= 0 && (r = dry ? vm_dir_probe_lock(ctx, &vm->state)
 	                                  : vm_dir_lock(ctx, vm, &vm->state, &vm->lock_fd)) < 0)
 		return r;
-	if (o->disk_image) {
+	if (o->disk_image && vm->overlay) {
 		char *dir = vm_strdup(vm, vm->overlay);
 
 		dir = vm_strdup(vm, dirname(dir));
@@ -1273,7 +1465,8 @@ static int prepare(struct img_ctx *ctx, struct img_vm *vm, int dry)
 	}
 	if (o->fresh)
 		STEP(fresh(ctx, vm, dry));
-	STEP(prepare_overlay(ctx, vm, dry));
+	if (!o->system) /* --system: the root disk, below (vm-system.c) */
+		STEP(prepare_overlay(ctx, vm, dry));
 	if (vm->boot == IMG_VM_BOOT_EFI)
 		STEP(prepare_vars(ctx, vm, dry));
 	if (o->tpm) {
@@ -1290,10 +1483,19 @@ static int prepare(struct img_ctx *ctx, struct img_vm *vm, int dry)
 	for (size_t i = 0; i < o->nempty_disks; i++) {
 		char *name = vm_printf(vm, "empty%zu.qcow2", i);
 
-		STEP(prepare_empty(ctx, vm, name, o->empty_disks[i], dry));
+		STEP(prepare_empty(ctx, vm, name, o->empty_disks[i], o->keep_empty_disks, dry));
 	}
-	/* xchg: the guest writes there as it likes (security model none). */
-	STEP(prepare_subdir(ctx, vm, "xchg", vm->xchg_dir, 0700, NULL, NULL, dry));
+	/* xchg: the guest writes there as it likes (security model none); with
+	 * USE_TMPDIR the reference's own $TMPDIR/xchg. */
+	if (o->xchg_dir)
+		STEP(dry ? open_existing(ctx, vm->xchg_dir, "xchg directory (USE_TMPDIR)",
+		                         VM_DIR_OWN, &vm->xchg)
+		         : vm_dir_open(ctx, vm->xchg_dir, "xchg directory (USE_TMPDIR)", VM_DIR_OWN,
+		                       NULL, &vm->xchg));
+	else
+		STEP(prepare_subdir(ctx, vm, "xchg", vm->xchg_dir, 0700, NULL, NULL, dry));
+	if (o->system)
+		STEP(vm_prepare_system(ctx, vm, dry));
 	/* The guest sees these modes: every guest user may read the bundle
 	 * (the state directory, 0700, keeps it private on the host). */
 	if (o->host_certs)

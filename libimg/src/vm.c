@@ -247,8 +247,8 @@ static int parse_share(struct img_ctx *ctx, struct img_vm *vm, const char *spec,
 }
 
 /* @src NULL: a directory of the state, set once its path is known. */
-static int add_share(struct img_ctx *ctx, struct img_vm *vm, const char *tag, const char *src,
-                     const char *tgt, const char *model)
+int vm_add_share(struct img_ctx *ctx, struct img_vm *vm, const char *tag, const char *src,
+                 const char *tgt, const char *model)
 {
 	struct vm_share *s = &vm->shares[vm->nshares];
 
@@ -307,15 +307,16 @@ int vm_parse_specs(struct img_ctx *ctx, struct img_vm *vm)
 
 		if ((r = parse_share(ctx, vm, o->shares[i], &s)) < 0)
 			return r;
-		if ((r = add_share(ctx, vm, s.tag, s.source, s.target, s.model)) < 0)
+		if ((r = vm_add_share(ctx, vm, s.tag, s.source, s.target, s.model)) < 0)
 			return r;
 	}
 	/* The reference's own shares, always: xchg (a directory of the state),
 	 * shared ($SHARED_DIR, else xchg), certs (a copy of the host bundle). */
-	if ((r = add_share(ctx, vm, "xchg", NULL, "/tmp/xchg", "none")) < 0 ||
-	    (r = add_share(ctx, vm, "shared", o->shared_dir, "/tmp/shared", "none")) < 0)
+	if ((r = vm_add_share(ctx, vm, "xchg", NULL, "/tmp/xchg", "none")) < 0 ||
+	    (r = vm_add_share(ctx, vm, "shared", o->shared_dir, "/tmp/shared", "none")) < 0)
 		return r;
-	if (o->host_certs && (r = add_share(ctx, vm, "certs", NULL, "/etc/ssl/certs", "none")) < 0)
+	if (o->host_certs &&
+	    (r = vm_add_share(ctx, vm, "certs", NULL, "/etc/ssl/certs", "none")) < 0)
 		return r;
 	for (size_t i = 0; i < o->nvlans; i++) {
 		if (o->vlans[i] < 1 || o->vlans[i] > 255)
@@ -476,13 +477,18 @@ int vm_build_argv(struct img_ctx *ctx, struct img_vm *vm)
 	/* Disks: the writable overlay, the store image, empty disks. */
 	if (o->disk_if == IMG_VM_DISK_SCSI)
 		P2("-device", "virtio-scsi-pci,id=scsi0");
-	r = push_disk(vm, &ide_port, "root", vm->overlay, "qcow2", "cache=writeback,werror=report",
-	              "root", 1);
-	if (r < 0)
-		goto fail;
-	if (o->store_image) {
-		r = push_disk(vm, &ide_port, "store", o->store_image, vm->store_format,
-		              "readonly=on", "nix-store", 0);
+	if (!o->system || vm->root_disk) {
+		r = push_disk(vm, &ide_port, "root", o->system ? vm->root_disk : vm->overlay,
+		              o->system ? vm->root_disk_format : "qcow2",
+		              "cache=writeback,werror=report", "root", 1);
+		if (r < 0)
+			goto fail;
+	}
+	/* The store image: the reference's second drive (bootindex=2). */
+	if (o->store_image || vm->store_cache) {
+		r = push_disk(
+		    vm, &ide_port, "store", o->store_image ? o->store_image : vm->store_cache,
+		    o->store_image ? vm->store_format : "raw", "readonly=on", "nix-store", 2);
 		if (r < 0)
 			goto fail;
 	}
@@ -496,8 +502,19 @@ int vm_build_argv(struct img_ctx *ctx, struct img_vm *vm)
 	}
 
 	/* Networking: SLiRP, then VLANs on loopback multicast (no root, no switch). */
-	P2("-netdev", user_netdev(vm));
-	P2("-device", "virtio-net-pci,netdev=user.0,mac=52:54:00:12:34:56");
+	/* Extra drives (the reference's qemu.drives): FILE[,DRIVE-OPTIONS]. */
+	for (size_t i = 0; i < o->ndrives; i++) {
+		r = push_disk(vm, &ide_port, vm_printf(vm, "drive%zu", i), vm->drive_files[i],
+		              vm->drive_formats[i], vm->drive_opts[i], vm_printf(vm, "drive%zu", i),
+		              0);
+		if (r < 0)
+			goto fail;
+	}
+
+	if (!o->no_net) {
+		P2("-netdev", user_netdev(vm));
+		P2("-device", "virtio-net-pci,netdev=user.0,mac=52:54:00:12:34:56");
+	}
 	for (size_t i = 0; i < o->nvlans; i++) {
 		unsigned v = o->vlans[i];
 
@@ -550,16 +567,19 @@ int vm_build_argv(struct img_ctx *ctx, struct img_vm *vm)
 	if (o->tpm) {
 		P2("-chardev", vm_printf(vm, "socket,id=chrtpm,path=%s", esc(vm, vm->swtpm_sock)));
 		P2("-tpmdev", "emulator,id=tpm0,chardev=chrtpm");
-		P2("-device", "tpm-tis,tpmdev=tpm0");
+		P2("-device",
+		   o->tpm_model == IMG_VM_TPM_CRB ? "tpm-crb,tpmdev=tpm0" : "tpm-tis,tpmdev=tpm0");
 	}
-	if (o->graphics) {
+	/* The reference's input devices, with or without graphics: a virtio
+	 * keyboard (qemu.virtioKeyboard) and a USB tablet (x86). */
+	if (o->graphics)
 		P2("-device", "virtio-vga");
-		P2("-device", "qemu-xhci,id=usb");
-		P2("-device", "usb-tablet,bus=usb.0");
+	if (!o->no_virtio_keyboard)
 		P2("-device", "virtio-keyboard-pci");
-	} else {
+	P2("-device", "qemu-xhci,id=usb");
+	P2("-device", "usb-tablet,bus=usb.0");
+	if (!o->graphics)
 		P("-nographic");
-	}
 	for (size_t i = 0; i < o->nqemu_opts; i++)
 		if (*o->qemu_opts[i])
 			P(o->qemu_opts[i]);
@@ -605,6 +625,11 @@ static int copy_opts(struct img_vm *vm, const struct img_vm_opts *in)
 	*o = *in;
 #define S(f) o->f = vm_strdup(vm, in->f)
 	S(image);
+	S(system);
+	S(root);
+	S(store_dir);
+	S(closure_info);
+	S(nix_db);
 	S(name);
 	S(state_dir);
 	S(state_home);
@@ -622,6 +647,9 @@ static int copy_opts(struct img_vm *vm, const struct img_vm_opts *in)
 	S(qemu);
 	S(swtpm);
 	S(kvm_device);
+	S(firmware);
+	S(efi_vars_template);
+	S(xchg_dir);
 	S(serial_log);
 	S(expect);
 	S(disk_image);
@@ -634,6 +662,8 @@ static int copy_opts(struct img_vm *vm, const struct img_vm_opts *in)
 	o->guest_forwards = dup_strv(vm, in->guest_forwards, in->nguest_forwards);
 	o->qemu_opts = dup_strv(vm, in->qemu_opts, in->nqemu_opts);
 	o->extra_args = dup_strv(vm, in->extra_args, in->nextra_args);
+	o->consoles = dup_strv(vm, in->consoles, in->nconsoles);
+	o->drives = dup_strv(vm, in->drives, in->ndrives);
 	o->firmware_dirs =
 	    in->firmware_dirs ? dup_strv(vm, in->firmware_dirs, in->nfirmware_dirs) : NULL;
 	o->empty_disks = dup_mem(vm, in->empty_disks, sizeof(uint64_t) * in->nempty_disks);
@@ -661,8 +691,8 @@ int img_vm_new(struct img_ctx *ctx, const struct img_vm_opts *in, struct img_vm 
 	int r;
 
 	*out = NULL;
-	if (!in->image || !*in->image)
-		return img_set_error(ctx, -EINVAL, "no IMAGE given");
+	if ((!in->image || !*in->image) && (!in->system || !*in->system))
+		return img_set_error(ctx, -EINVAL, "no IMAGE given (or --system TOPLEVEL)");
 	vm = img_malloc0(sizeof(*vm));
 	if (!vm)
 		return img_set_error(ctx, -ENOMEM, "out of memory");
@@ -671,6 +701,7 @@ int img_vm_new(struct img_ctx *ctx, const struct img_vm_opts *in, struct img_vm 
 	vm_dir_init(&vm->disk);
 	vm_dir_init(&vm->vars);
 	vm_dir_init(&vm->tpm);
+	vm_dir_init(&vm->xchg);
 	vm->disk_dir = vm->vars_dir = vm->tpm_dir = &vm->state;
 	vm->lock_fd = vm->serial_fd = -1;
 	copy_opts(vm, in);
@@ -697,6 +728,7 @@ void img_vm_free(struct img_vm *vm)
 			vm_dir_rmrf(&vm->tmp, &vm->state, basename(b));
 	}
 	vm_dir_close(&vm->tpm);
+	vm_dir_close(&vm->xchg);
 	vm_dir_close(&vm->vars);
 	vm_dir_close(&vm->disk);
 	vm_dir_close(&vm->state);
@@ -782,7 +814,16 @@ int img_vm_describe(const struct img_vm *vm, char **out)
 	if (!f)
 		return -ENOMEM;
 	fprintf(f, "vm %s\n", o->name);
-	fprintf(f, "image: %s (%s, never written)\n", vm->image, vm->image_format);
+	if (o->system) {
+		fprintf(f, "system: %s (%zu store paths in its closure, from %s)\n", vm->sys_path,
+		        vm->nclo, o->closure_info ? o->closure_info : vm->nix_db);
+		fprintf(f, "nix store: %s\n",
+		        o->store_image || vm->store_cache
+		            ? "the store image (EROFS, nix-store)"
+		            : "the host's, shared as 9p tag nix-store");
+	} else {
+		fprintf(f, "image: %s (%s, never written)\n", vm->image, vm->image_format);
+	}
 	fprintf(f, "boot: %s (from the %s)\n", boot_name[vm->boot], vm->boot_source);
 	fprintf(f, "accelerator: %s (%s)\n", vm->accel == IMG_VM_ACCEL_KVM ? "kvm" : "tcg",
 	        vm->accel_reason);
@@ -806,7 +847,16 @@ int img_vm_describe(const struct img_vm *vm, char **out)
 		fprintf(f, "  %-22s %s (new)\n", "state directory", vm->state_dir);
 	else
 		file_line(f, "state directory", vm->state_dir, S_IFDIR, 0);
-	file_line(f, "overlay (qcow2)", vm->overlay, S_IFREG, o->fresh);
+	if (!o->system)
+		file_line(f, "overlay (qcow2)", vm->overlay, S_IFREG, o->fresh);
+	else if (vm->root_disk)
+		file_line(f, "root disk (ext4 nixos)", vm->root_disk, S_IFREG, 0);
+	else
+		fprintf(f, "  %-22s %s\n", "root", "tmpfs (no root disk)");
+	if (vm->store_cache)
+		file_line(f, "store image (cache)", vm->store_cache, S_IFREG, 0);
+	if (o->system)
+		fprintf(f, "  %-22s %s\n", "registration", vm->reg_host);
 	if (vm->boot == IMG_VM_BOOT_EFI)
 		file_line(f, "EFI variables", vm->efi_vars, S_IFREG, o->fresh);
 	if (o->tpm)
@@ -845,4 +895,9 @@ void img_vm_get_info(const struct img_vm *vm, struct img_vm_info *info)
 	}
 	info->console_log = vm->console_log;
 	info->qmp_socket = vm->qmp_sock;
+	info->root_disk = vm->root_disk;
+	info->root_disk_created = vm->root_disk_created;
+	info->store_image = vm->o.store_image ? vm->o.store_image : vm->store_cache;
+	info->store_image_cached = vm->store_cached;
+	info->closure_paths = vm->nclo;
 }

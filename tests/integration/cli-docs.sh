@@ -78,7 +78,7 @@ for tool in mkvmimage vmlaunch; do
 		printf '%s\n' "$got" | grep -qx qcow2 || t_fail "mkvmimage --format completes to '$got'"
 		;;
 	vmlaunch)
-		[ "$(printf '%s\n' "$got" | names | tr '\n' ' ')" = "--state-dir --stop-timeout --store-image " ] ||
+		[ "$(printf '%s\n' "$got" | names | tr '\n' ' ')" = "--state-dir --stop-timeout --store-dir --store-image " ] ||
 			t_fail "vmlaunch: --st completes to '$got'"
 		got=$(bash -c '. "$1"; COMP_WORDS=(vmlaunch --accel ""); COMP_CWORD=2
 			_vmlaunch; printf "%s\n" "${COMPREPLY[@]}"' _ "$bashc")

@@ -464,8 +464,15 @@ START_TEST(firmware_pick_and_filter)
 	ck_assert_str_eq(fw.code_format, "raw");
 	ck_assert_int_eq(fw.requires_smm, 0);
 	img_vm_firmware_release(&fw);
-	/* Secure boot: enrolled keys required, so 40 (not 50), with its qcow2 vars. */
-	ck_assert_ok(img_vm_firmware_find(ctx, dirs, 1, 1, &fw), ctx);
+	/* Secure boot as the reference's OVMF with secureBoot: setup mode (no
+	 * keys enrolled), so 50, not 40 although it sorts first. */
+	ck_assert_ok(img_vm_firmware_find(ctx, dirs, 1, IMG_VM_SB_SETUP, &fw), ctx);
+	ck_assert_str_eq(strrchr(fw.descriptor, '/'), "/50-secure-setup-mode.json");
+	ck_assert_int_eq(fw.requires_smm, 1);
+	ck_assert_int_eq(fw.enrolled_keys, 0);
+	img_vm_firmware_release(&fw);
+	/* Enrolled keys when asked: 40 (not 50), with its qcow2 vars. */
+	ck_assert_ok(img_vm_firmware_find(ctx, dirs, 1, IMG_VM_SB_ENROLLED, &fw), ctx);
 	ck_assert_str_eq(strrchr(fw.descriptor, '/'), "/40-secure-enrolled.json");
 	ck_assert_str_eq(fw.vars_format, "qcow2");
 	ck_assert_int_eq(fw.requires_smm, 1);
@@ -527,7 +534,7 @@ START_TEST(firmware_parse_rules)
 	ck_assert_int_eq(img_vm_firmware_parse(ctx, "ok", ok, strlen(ok), 0, &fw), 0);
 	ck_assert_str_eq(fw.code, "/c");
 	img_vm_firmware_release(&fw);
-	ck_assert_int_eq(img_vm_firmware_parse(ctx, "ok", ok, strlen(ok), 1, &fw), 1);
+	ck_assert_int_eq(img_vm_firmware_parse(ctx, "ok", ok, strlen(ok), IMG_VM_SB_SETUP, &fw), 1);
 	/* Relative paths in a descriptor are refused with a message. */
 	ck_assert_int_eq(img_vm_firmware_parse(ctx, "rel.json", rel, strlen(rel), 0, &fw), -EINVAL);
 	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "rel.json"));
@@ -582,10 +589,25 @@ START_TEST(errors_bad_input)
 	o = base();
 	o.firmware_dirs = edirs;
 	expect_error(&o, "no usable UEFI firmware");
-	/* --secure-boot with only setup-mode firmware. */
+	/* --secure-boot --enrolled-keys with only setup-mode firmware. */
 	install_descriptors(empty, "50-secure-setup-mode.json");
 	o.secure_boot = 1;
-	expect_error(&o, "--secure-boot");
+	o.enrolled_keys = 1;
+	expect_error(&o, "--secure-boot: no UEFI firmware with Secure Boot and enrolled keys");
+	o.enrolled_keys = 0;
+	o.secure_boot = 0;
+	o.firmware_dirs = edirs;
+	/* --bios-file on a UEFI boot: refused, saying why. */
+	o.bios_file = P_BIOS;
+	install_descriptors(empty, "60-plain.json");
+	expect_error(&o, "--bios-file: this VM boots with UEFI");
+	o.bios_file = NULL;
+	/* --firmware without its variable store; --enrolled-keys alone. */
+	o.firmware = P_BIOS;
+	expect_error(&o, "--firmware needs --efi-vars-template");
+	o.firmware = NULL;
+	o.enrolled_keys = 1;
+	expect_error(&o, "--enrolled-keys needs --secure-boot");
 	o = base();
 	o.boot = IMG_VM_BOOT_BIOS;
 	o.secure_boot = 1;
@@ -1016,6 +1038,219 @@ START_TEST(accel_auto)
 }
 END_TEST
 
+/* ---- --system TOPLEVEL ------------------------------------------------------------ */
+
+#define SYS_NAME "0aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-nixos-system-web-25.05"
+#define DEP_NAME "1bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-dep-1.0"
+static char P_ROOT[4096], P_SYS[4096], P_CI[4096];
+
+/* T/root/nix/store/{SYS,DEP} and a closureInfo T/ci for them. */
+static struct img_vm_opts system_base(void)
+{
+	struct img_vm_opts o = base();
+	char p[4096];
+	const char *dirs[] = { "root",
+		               "root/nix",
+		               "root/nix/store",
+		               "root/nix/store/" SYS_NAME,
+		               "root/nix/store/" DEP_NAME,
+		               "ci" };
+
+	for (size_t i = 0; i < IMG_ARRAY_SIZE(dirs); i++) {
+		sub(p, sizeof(p), dirs[i]);
+		mkdir(p, 0755);
+	}
+	make_file("root/nix/store/" SYS_NAME "/kernel", 512);
+	make_file("root/nix/store/" SYS_NAME "/initrd", 512);
+	make_file("root/nix/store/" SYS_NAME "/init", 16);
+	sub(p, sizeof(p), "root/nix/store/" SYS_NAME "/kernel-params");
+	write_str(p, "loglevel=4 net.ifnames=0\n\n"); /* $(cat) drops the newlines */
+	sub(p, sizeof(p), "ci/store-paths");
+	write_str(p, "/nix/store/" SYS_NAME "\n/nix/store/" DEP_NAME "\n");
+	sub(p, sizeof(p), "ci/registration");
+	write_str(
+	    p,
+	    "/nix/store/" SYS_NAME
+	    "\nsha256:0000000000000000000000000000000000000000000000000000000000000000\n100\n\n2\n/"
+	    "nix/store/" DEP_NAME "\n/nix/store/" SYS_NAME "\n/nix/store/" DEP_NAME
+	    "\nsha256:1111111111111111111111111111111111111111111111111111111111111111\n50\n\n0\n");
+	sub(P_ROOT, sizeof(P_ROOT), "root");
+	sub(P_SYS, sizeof(P_SYS), "root/nix/store/" SYS_NAME);
+	sub(P_CI, sizeof(P_CI), "ci");
+	o.image = NULL;
+	o.boot = IMG_VM_BOOT_AUTO;
+	o.system = P_SYS;
+	o.root = P_ROOT;
+	o.closure_info = P_CI;
+	return o;
+}
+
+/* What the reference's run script passes for this system (startVM):
+ * -kernel/-initrd from the toplevel, -append "$(cat kernel-params)
+ * init=... regInfo=... console=tty0 console=ttyS0,115200n8 $QEMU_KERNEL_PARAMS"
+ * (consoles reversed without graphics), the root drive with cache=writeback,
+ * werror=report, bootindex=1, serial=root, the host store as -virtfs
+ * local,path=/nix/store,security_model=none,mount_tag=nix-store, xchg and
+ * shared; the store image as the second drive, bootindex=2. */
+START_TEST(argv_system)
+{
+	struct img_vm_opts o = system_base();
+	struct img_ctx *ctx = t_ctx();
+	struct img_vm *vm;
+	const char *cons[] = { "ttyS1", "hvc0" };
+	char link[4096];
+
+	golden("system-default", &o);
+	ck_assert_ok(img_vm_new(ctx, &o, &vm), ctx);
+	ck_assert_str_eq(arg_after(vm, "-append"),
+	                 "loglevel=4 net.ifnames=0 init=/nix/store/" SYS_NAME
+	                 "/init regInfo=/tmp/xchg/.vmlaunch-registration console=tty0 "
+	                 "console=ttyS0,115200n8 ");
+	/* the name is the reference's system.name */
+	ck_assert_ptr_nonnull(strstr(arg_after(vm, "-drive"), "/state/web.qcow2,"));
+	img_vm_free(vm);
+	/* a `result` link to the toplevel (relative, as nix-build makes it) */
+	sub(link, sizeof(link), "result");
+	ck_assert_int_eq(symlink("root/nix/store/" SYS_NAME, link), 0);
+	o.system = link;
+	golden("system-default", &o);
+	o.store_image_auto = 1;
+	golden("system-store-image", &o);
+	o.store_image_auto = 0;
+	o.no_root_disk = 1;
+	o.graphics = 1;
+	o.kernel_params = "systemd.log_level=debug";
+	golden("system-no-root-graphics", &o);
+	o.graphics = 0;
+	o.consoles = cons;
+	o.nconsoles = 2;
+	o.kernel_params = NULL;
+	ck_assert_ok(img_vm_new(ctx, &o, &vm), ctx);
+	ck_assert_ptr_nonnull(strstr(arg_after(vm, "-append"),
+	                             "regInfo=/tmp/xchg/.vmlaunch-registration "
+	                             "console=ttyS1 console=hvc0 "));
+	img_vm_free(vm);
+	img_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(system_refusals)
+{
+	struct img_vm_opts o = system_base();
+	char p[4096];
+
+	o.image = P_IMAGE;
+	expect_error(&o, "--system and IMAGE together");
+	o = system_base();
+	o.kernel = P_KERNEL;
+	expect_error(&o, "--system takes kernel");
+	o = system_base();
+	o.boot = IMG_VM_BOOT_EFI;
+	expect_error(&o, "--system boots directly");
+	o = system_base();
+	o.system = P_KERNEL; /* not in the store */
+	expect_error(&o, "not a store path under");
+	o = system_base();
+	sub(p, sizeof(p), "root/nix/store/" DEP_NAME);
+	o.system = p; /* a store path, but no toplevel */
+	expect_error(&o, "not a NixOS system toplevel");
+	o = system_base();
+	o.nix_db = P_KERNEL;
+	o.closure_info = NULL; /* the database: not one */
+	expect_error(&o, "Nix database");
+	o = base();
+	o.store_image_auto = 1;
+	expect_error(&o, "--store-image auto builds the store image of --system");
+}
+END_TEST
+
+START_TEST(system_prepare)
+{
+	struct img_ctx *ctx = t_ctx();
+	struct img_vm_opts o = system_base();
+	struct img_vm *vm;
+	struct img_vm_info info;
+	char p[4096];
+	struct stat st;
+
+	o.disk_size = 64 << 20;
+	o.store_image_auto = 1;
+	ck_assert_ok(img_vm_new(ctx, &o, &vm), ctx);
+	ck_assert_ok(img_vm_prepare(ctx, vm), ctx);
+	img_vm_get_info(vm, &info);
+	ck_assert_int_eq(info.root_disk_created, 1);
+	ck_assert_int_eq(info.store_image_cached, 0);
+	ck_assert_uint_eq(info.closure_paths, 2);
+	img_vm_free(vm);
+	sub(p, sizeof(p), "state/xchg/.vmlaunch-registration");
+	ck_assert_uint_eq(mode_of(p), 0644);
+	sub(p, sizeof(p), "state/web.qcow2");
+	ck_assert_uint_eq(mode_of(p), 0600);
+	if (t_have("qemu-img")) {
+		char *argv[] = { "qemu-img", "check", p, NULL };
+
+		ck_assert_int_eq(t_run(argv, NULL), 0);
+	}
+	/* again: the disk kept, the store image a cache hit */
+	ck_assert_int_eq(stat(p, &st), 0);
+	ck_assert_ok(img_vm_new(ctx, &o, &vm), ctx);
+	ck_assert_ok(img_vm_prepare(ctx, vm), ctx);
+	img_vm_get_info(vm, &info);
+	ck_assert_int_eq(info.root_disk_created, 0);
+	ck_assert_int_eq(info.store_image_cached, 1);
+	ck_assert_ptr_nonnull(strstr(info.store_image, "/state/store-"));
+	img_vm_free(vm);
+	img_ctx_free(ctx);
+}
+END_TEST
+
+/* The reference's other host options. */
+START_TEST(argv_more_options)
+{
+	struct img_vm_opts o = base();
+	struct img_ctx *ctx = t_ctx();
+	struct img_vm *vm;
+	const char *drives[2];
+	char d0[4096], d1[4096];
+
+	o.tpm = 1;
+	o.tpm_model = IMG_VM_TPM_CRB;
+	golden("tpm-crb", &o);
+	o = base();
+	o.secure_boot = 1;
+	o.enrolled_keys = 1;
+	golden("secure-boot-enrolled", &o);
+	o = base();
+	o.firmware = P_BIOS;
+	o.efi_vars_template = P_STORE;
+	o.firmware_dirs = NULL; /* no search at all */
+	golden("firmware-files", &o);
+	o = base();
+	snprintf(d0, sizeof(d0), "%s,cache=none,werror=report", P_STORE);
+	snprintf(d1, sizeof(d1), "%s,format=qcow2,readonly=on", P_STORE);
+	drives[0] = d0;
+	drives[1] = d1;
+	o.drives = drives;
+	o.ndrives = 2;
+	o.no_net = 1;
+	o.no_virtio_keyboard = 1;
+	golden("drives-no-net", &o);
+	snprintf(d1, sizeof(d1), "%s,file=/etc/passwd", P_STORE);
+	expect_error(&o, "'file=/etc/passwd' is not one of the drive options");
+	snprintf(d1, sizeof(d1), "%s,cache=none,,x", P_STORE);
+	expect_error(&o, "is not one of the drive options");
+	/* USE_TMPDIR: xchg elsewhere */
+	o = base();
+	sub(d0, sizeof(d0), "tmp/xchg");
+	o.xchg_dir = d0;
+	ck_assert_ok(img_vm_new(ctx, &o, &vm), ctx);
+	ck_assert_ptr_nonnull(
+	    strstr(render(vm), "path=@T@/tmp/xchg,security_model=none,mount_tag=xchg"));
+	img_vm_free(vm);
+	img_ctx_free(ctx);
+}
+END_TEST
+
 static TCase *tc(TCase *c, const TTest *const *tests, size_t n)
 {
 	tcase_add_checked_fixture(c, setup, teardown);
@@ -1043,13 +1278,15 @@ Suite *img_test_suite(void)
 		                      argv_qemu_opts_and_extra,
 		                      argv_commas_doubled,
 		                      argv_nix_env_paths,
-		                      argv_cmdline_quoting };
+		                      argv_cmdline_quoting,
+		                      argv_system,
+		                      argv_more_options };
 	const TTest *fw_tests[] = { firmware_pick_and_filter, firmware_override_and_mask,
 		                    firmware_parse_rules };
-	const TTest *err_tests[] = { errors_bad_input, errors_specs };
+	const TTest *err_tests[] = { errors_bad_input, errors_specs, system_refusals };
 	const TTest *boot_tests[] = { boot_detect, accel_auto };
 	const TTest *state_tests[] = { state_prepare, state_ephemeral, state_port_in_use,
-		                       state_lock };
+		                       state_lock, system_prepare };
 
 	suite_add_tcase(s, tc(tcase_create("argv"), argv_tests, IMG_ARRAY_SIZE(argv_tests)));
 	suite_add_tcase(s, tc(tcase_create("firmware"), fw_tests, IMG_ARRAY_SIZE(fw_tests)));

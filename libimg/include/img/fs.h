@@ -28,6 +28,7 @@ extern "C" {
 struct img_fs_opts {
 	const char *label;   /* volume label */
 	const char *id_role; /* repro role for UUID/volume ID, e.g. "root" */
+	const uint8_t *uuid; /* this UUID instead (16 bytes; EROFS), or NULL */
 	uint64_t size;       /* exact size in bytes; 0 = the estimate */
 	uint64_t extra;      /* free space added to the estimate */
 	unsigned flags;

@@ -65,6 +65,7 @@ struct img_build_opts {
 	int additional_space_set;
 	uint64_t boot_size;         /* --boot-size; 0 = 256 MiB */
 	const char *label;          /* --label; NULL = mode default */
+	const char *uuid;           /* the file system UUID (STORE only); NULL = from the seed */
 	const char *system;         /* --system toplevel store path, or NULL */
 	const char *bootloader;     /* --bootloader FILE (systemd-boot EFI binary) */
 	int uki;                    /* --uki */

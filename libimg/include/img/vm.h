@@ -53,6 +53,18 @@ enum img_vm_disk_if {
 	IMG_VM_DISK_IDE,        /* ide-hd on the q35 AHCI controller (6 ports) */
 };
 
+/* Secure Boot, as img_vm_firmware_find() is asked for it. */
+enum img_vm_secure_boot {
+	IMG_VM_SB_OFF = 0,  /* firmware without secure-boot */
+	IMG_VM_SB_SETUP,    /* secure-boot, no keys enrolled (setup mode), as the reference */
+	IMG_VM_SB_ENROLLED, /* secure-boot with enrolled keys */
+};
+
+enum img_vm_tpm_model {
+	IMG_VM_TPM_TIS = 0, /* tpm-tis, the reference's default on x86 */
+	IMG_VM_TPM_CRB,     /* tpm-crb */
+};
+
 enum img_vm_console {
 	IMG_VM_CONSOLE_STDIO = 0, /* serial + HMP multiplexed on stdio (Ctrl-a x), logged */
 	IMG_VM_CONSOLE_FILE,      /* serial only into the console log (headless, --expect) */
@@ -60,7 +72,7 @@ enum img_vm_console {
 
 /* Everything vmlaunch can be told. Strings and arrays are borrowed for img_vm_new(). */
 struct img_vm_opts {
-	const char *image;      /* required; never written */
+	const char *image;      /* IMAGE, never written; or NULL with @system */
 	const char *name;       /* default: image base name without suffix */
 	const char *state_dir;  /* default: <state_home>/vmlaunch/<name> */
 	const char *state_home; /* $XDG_STATE_HOME, else ~/.local/state (tool resolves) */
@@ -70,12 +82,34 @@ struct img_vm_opts {
 	int dry_run;            /* img_vm_new() also checks the state as img_vm_prepare()
 	                           would, logging what a start refuses as warnings */
 
+	/*
+	 * --system TOPLEVEL instead of IMAGE: what the reference's run script
+	 * does (`nixos-rebuild build-vm`): direct boot of TOPLEVEL, the host
+	 * store shared as tag nix-store, an empty ext4 root disk (label nixos)
+	 * made on first start at @disk_image or <state>/<name>.qcow2, the
+	 * closure's registration at regInfo= (in the xchg share).
+	 */
+	const char *system;          /* a store path, or a link to one (result) */
+	const char *root;            /* the host directory standing for "/" (default "/") */
+	const char *store_dir;       /* default "/nix/store" */
+	const char *closure_info;    /* closureInfo DIR; default: read @nix_db */
+	const char *nix_db;          /* default <root>/nix/var/nix/db/db.sqlite */
+	uint64_t disk_size;          /* the root disk's size in bytes; default 1024 MiB */
+	int no_root_disk;            /* no root disk: the guest's root is a tmpfs */
+	int store_image_auto;        /* build the closure's EROFS store image (cached) */
+	const char *const *consoles; /* console= values, the last preferred; default
+	                              * ttyS0,115200n8 and tty0 as the reference */
+	size_t nconsoles;
+
 	unsigned memory_mib; /* default 1024 */
 	unsigned cores;      /* default 1 */
 
 	const char *store_image;     /* read-only drive, format from its magic (raw/qcow2) */
-	const uint64_t *empty_disks; /* sizes in bytes */
-	size_t nempty_disks;
+	const uint64_t *empty_disks; /* sizes in bytes; made new at every start, */
+	size_t nempty_disks;         /* as the reference's (in its fresh TMPDIR), */
+	int keep_empty_disks;        /* unless kept */
+	const char *const *drives;   /* extra drives "FILE[,DRIVE-OPTIONS]" */
+	size_t ndrives;
 
 	/* 9p shares. Always, as the reference: "xchg" (<state>/xchg), "shared"
 	 * (@shared_dir, else the xchg directory) and, with @host_certs, "certs"
@@ -84,6 +118,7 @@ struct img_vm_opts {
 	const char *const *shares; /* "TAG:SOURCE:TARGET[:MODEL]" */
 	size_t nshares;
 	const char *shared_dir; /* $SHARED_DIR: shared as tag "shared" */
+	const char *xchg_dir;   /* instead of <state>/xchg ($TMPDIR/xchg with USE_TMPDIR) */
 	const char *host_certs; /* CA bundle to share as tag "certs" (NULL = off) */
 
 	const char *const *forwards; /* "[tcp|udp:][HOSTADDR:]HOSTPORT:GUESTPORT" */
@@ -95,6 +130,7 @@ struct img_vm_opts {
 	size_t nvlans;
 	unsigned vlan_index;  /* last MAC byte on VLANs, 1..254; 0 = derived from the name */
 	const char *net_opts; /* $QEMU_NET_OPTS, appended to the user netdev */
+	int no_net;           /* no network device at all (networkingOptions = []) */
 	/* What QEMU runs (split on spaces, no shell) per guest-forward connection,
 	 * with HOSTADDR and HOSTPORT appended; default "nc". vmlaunch passes
 	 * "<itself> --relay" so no netcat is needed. Letters, digits, "/._+-". */
@@ -106,8 +142,13 @@ struct img_vm_opts {
 	enum img_vm_boot boot;
 	const char *kernel, *initrd, *append; /* direct boot */
 	const char *kernel_params;            /* $QEMU_KERNEL_PARAMS (direct boot) */
-	int secure_boot;
+	int secure_boot;                      /* setup mode (no keys) unless @enrolled_keys */
+	int enrolled_keys;                    /* firmware with the keys enrolled */
 	int tpm;
+	enum img_vm_tpm_model tpm_model;
+	const char *firmware;          /* UEFI code FILE (efi.firmware): no descriptor search */
+	const char *efi_vars_template; /* with @firmware: the variable store template */
+	int no_virtio_keyboard;        /* the reference's qemu.virtioKeyboard = false */
 	enum img_vm_disk_if disk_if;
 	const char *bios_file;
 	int guest_agent;
@@ -171,6 +212,12 @@ struct img_vm_info {
 	const char *fw_descriptor; /* the descriptor file, or NULL for a fallback path */
 	const char *console_log;
 	const char *qmp_socket;
+	/* --system */
+	const char *root_disk;   /* NULL: tmpfs root */
+	int root_disk_created;   /* made by img_vm_prepare() just now */
+	const char *store_image; /* the store image attached, or NULL */
+	int store_image_cached;  /* --store-image auto found it built already */
+	size_t closure_paths;    /* how many store paths the closure holds */
 };
 IMG_EXPORT void img_vm_get_info(const struct img_vm *vm, struct img_vm_info *info);
 
@@ -204,8 +251,9 @@ IMG_EXPORT int img_vm_run(struct img_ctx *ctx, struct img_vm *vm, struct img_vm_
  * Firmware discovery, public for tests and --dry-run. Pick the first
  * descriptor (override by file name across @dirs, lowest priority first;
  * an empty file masks; sorted by name) for UEFI on x86_64 q35 with a flash
- * mapping in split mode whose files exist; @secure_boot needs secure-boot +
- * enrolled-keys, otherwise secure-boot firmware is skipped.
+ * mapping in split mode whose files exist; @secure_boot (IMG_VM_SB_*) needs
+ * secure-boot without enrolled-keys (SETUP) or with (ENROLLED); otherwise
+ * secure-boot firmware is skipped.
  */
 struct img_vm_firmware {
 	char *descriptor; /* path of the JSON file, NULL for a fallback */
@@ -214,7 +262,8 @@ struct img_vm_firmware {
 	int requires_smm, secure_boot, enrolled_keys;
 };
 IMG_EXPORT int img_vm_firmware_find(struct img_ctx *ctx, const char *const *dirs, size_t ndirs,
-                                    int secure_boot, struct img_vm_firmware *fw);
+                                    int secure_boot /* enum img_vm_secure_boot */,
+                                    struct img_vm_firmware *fw);
 /* Parse one descriptor; -EINVAL with a message for bad JSON, 1 if it does not fit. */
 IMG_EXPORT int img_vm_firmware_parse(struct img_ctx *ctx, const char *path, const char *json,
                                      size_t len, int secure_boot, struct img_vm_firmware *fw);
