@@ -119,6 +119,7 @@ img_shell_test(boot uki TIMEOUT 600)
 img_shell_test(boot scsi TIMEOUT 600)
 img_shell_test(boot hybrid TIMEOUT 600)
 img_shell_test(boot formats TIMEOUT 900)
+img_shell_test(boot system TIMEOUT 900)
 
 # Reproducibility: every output kind built under three sets of conditions.
 img_shell_test(repro repro TIMEOUT 900)
