@@ -798,6 +798,20 @@ START_TEST(boot_detect)
 		for (char *const *a = img_vm_argv(vm); *a; a++)
 			ck_assert_ptr_null(strstr(*a, "if=pflash")); /* no firmware for direct */
 		img_vm_free(vm);
+		/* --boot direct without --kernel: the manifest's system too (it
+		 * used to say the manifest named none, not having read it). */
+		o.boot = IMG_VM_BOOT_DIRECT;
+		ck_assert_ok(img_vm_new(ctx, &o, &vm), ctx);
+		snprintf(want, sizeof(want), "%s/kernel", sys);
+		ck_assert_str_eq(arg_after(vm, "-kernel"), want);
+		img_vm_free(vm);
+		/* ... and without a manifest, it says so */
+		ck_assert_int_eq(unlink(man), 0);
+		expect_error(&o, "--boot direct needs --kernel: no manifest beside IMAGE");
+		write_str(man, "{\"manifest_version\": 1, \"mode\": \"root\"}\n");
+		expect_error(&o, "names no system");
+		o.boot = IMG_VM_BOOT_AUTO;
+		write_str(man, json);
 		img_ctx_free(ctx);
 		o.kernel_params = NULL;
 	}
