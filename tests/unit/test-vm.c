@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <img/nixdb.h>
 #include <img/qcow2.h>
 #include <img/vm.h>
 
@@ -1265,6 +1266,77 @@ START_TEST(argv_more_options)
 }
 END_TEST
 
+/* ---- the Nix database (nixdb.c) against the real nix-store ------------------------ */
+
+START_TEST(nixdb_closure)
+{
+	static const char *const names[] = { "0aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-top",
+		                             "1bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-mid",
+		                             "2ccccccccccccccccccccccccccccccc-leaf",
+		                             "3ddddddddddddddddddddddddddddddd-other" };
+	struct img_ctx *ctx;
+	struct img_nixdb_closure c;
+	char reg[4096], p[4096], db[4096], store[4096], *q = reg;
+	const char *h = "sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s";
+	/* top -> mid -> leaf, top -> top; other alone */
+	const char *refs[4][3] = { { "0", "1", NULL }, { "2", NULL }, { NULL }, { NULL } };
+
+	if (!t_have("nix-store")) {
+		fprintf(stderr, "nixdb_closure: no nix-store (nix-bin): skipped\n");
+		return;
+	}
+	for (int i = 0; i < 4; i++) {
+		int n = 0;
+
+		while (refs[i][n])
+			n++;
+		q += sprintf(q, "/nix/store/%s\n%s\n%d\n\n%d\n", names[i], h, 100 + i, n);
+		for (int k = 0; k < n; k++)
+			q += sprintf(q, "/nix/store/%s\n", names[refs[i][k][0] - '0']);
+	}
+	sub(p, sizeof(p), "reg");
+	write_str(p, reg);
+	snprintf(store, sizeof(store), "local?root=%s/nix", T);
+	{
+		char cmd[8192];
+
+		snprintf(cmd, sizeof(cmd), "nix-store --store '%s' --load-db < '%s' 2>/dev/null",
+		         store, p);
+		ck_assert_int_eq(system(cmd), 0);
+	}
+	sub(db, sizeof(db), "nix/nix/var/nix/db/db.sqlite");
+	ctx = t_ctx();
+	ck_assert_ok(
+	    img_nixdb_closure(ctx, db, "/nix/store/0aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-top", &c), ctx);
+	ck_assert_uint_eq(c.npaths, 3);
+	ck_assert_str_eq(c.paths[0], "/nix/store/0aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-top");
+	ck_assert_str_eq(c.paths[2], "/nix/store/2ccccccccccccccccccccccccccccccc-leaf");
+	/* the registration as closureInfo writes it: top's record first, its
+	 * references sorted (itself included), the NAR size kept */
+	ck_assert_ptr_nonnull(
+	    strstr(c.registration, "/nix/store/0aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-top\nsha256:"));
+	ck_assert_ptr_nonnull(
+	    strstr(c.registration, "\n100\n\n2\n/nix/store/0aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-top\n/"
+	                           "nix/store/1bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-mid\n"));
+	ck_assert_ptr_null(strstr(c.registration, "other"));
+	ck_assert_uint_eq(c.registration_len, strlen(c.registration));
+	img_nixdb_closure_release(&c);
+	ck_assert_ok(
+	    img_nixdb_closure(ctx, db, "/nix/store/2ccccccccccccccccccccccccccccccc-leaf", &c),
+	    ctx);
+	ck_assert_uint_eq(c.npaths, 1);
+	img_nixdb_closure_release(&c);
+	/* not valid there; not a database at all */
+	ck_assert_int_eq(
+	    img_nixdb_closure(ctx, db, "/nix/store/4eeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-no", &c),
+	    -ENOENT);
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "not a valid path in the Nix database"));
+	ck_assert_int_lt(img_nixdb_closure(ctx, p, "/nix/store/x", &c), 0);
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "Nix database"));
+	img_ctx_free(ctx);
+}
+END_TEST
+
 static TCase *tc(TCase *c, const TTest *const *tests, size_t n)
 {
 	tcase_add_checked_fixture(c, setup, teardown);
@@ -1298,6 +1370,7 @@ Suite *img_test_suite(void)
 	const TTest *fw_tests[] = { firmware_pick_and_filter, firmware_override_and_mask,
 		                    firmware_parse_rules };
 	const TTest *err_tests[] = { errors_bad_input, errors_specs, system_refusals };
+	const TTest *nixdb_tests[] = { nixdb_closure };
 	const TTest *boot_tests[] = { boot_detect, accel_auto };
 	const TTest *state_tests[] = { state_prepare, state_ephemeral, state_port_in_use,
 		                       state_lock, system_prepare };
@@ -1307,5 +1380,6 @@ Suite *img_test_suite(void)
 	suite_add_tcase(s, tc(tcase_create("errors"), err_tests, IMG_ARRAY_SIZE(err_tests)));
 	suite_add_tcase(s, tc(tcase_create("boot"), boot_tests, IMG_ARRAY_SIZE(boot_tests)));
 	suite_add_tcase(s, tc(tcase_create("state"), state_tests, IMG_ARRAY_SIZE(state_tests)));
+	suite_add_tcase(s, tc(tcase_create("nixdb"), nixdb_tests, IMG_ARRAY_SIZE(nixdb_tests)));
 	return s;
 }
