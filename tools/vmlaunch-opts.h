@@ -377,7 +377,8 @@ static const char *const vmlaunch_sections[] = {
 	"EXAMPLES",
 	"vmlaunch disk.qcow2\n"
 	"vmlaunch --store-image store.img disk.qcow2\n"
-	"vmlaunch --ephemeral --expect login: --timeout 300 disk.qcow2",
+	"vmlaunch --ephemeral --expect login: --timeout 300 disk.qcow2\n"
+	"vmlaunch --system ./result/system --store-image auto",
 	"SEE ALSO",
 	"mkvmimage(1), qemu-system-x86_64(1)",
 	NULL,
@@ -390,14 +391,18 @@ static const struct tool_doc tool_doc = {
 	.description = "Start QEMU on IMAGE (qcow2, raw, VHD, VDI or VMDK). IMAGE is never\n"
 	               "written: the VM writes to an overlay in its state directory.\n"
 	               "\n"
-	               "Arguments after -- are appended to QEMU's command line. IMAGE may be "
-	               "made by mkvmimage or by another tool; its manifest, when "
-	               "there is one beside it, says how it boots.",
+	               "With --system TOPLEVEL instead, boot a NixOS system as its "
+	               "run-NAME-vm script (nixos-rebuild build-vm) does: directly, the host "
+	               "store shared over 9p (or --store-image auto), an empty root disk made "
+	               "on first start.\n"
+	               "\n"
+	               "Arguments after -- are appended to QEMU's command line.",
 	.shortopts_prefix = "+",
 	.opts = vmlaunch_opts,
 	.help_footer =
 	    "Environment: QEMU_OPTS, QEMU_NET_OPTS, QEMU_KERNEL_PARAMS, NIX_DISK_IMAGE,\n"
-	    "NIX_EFI_VARS, NIX_SWTPM_DIR, SHARED_DIR, TMPDIR, USE_TMPDIR, NIX_SSL_CERT_FILE.\n",
+	    "NIX_EFI_VARS, NIX_SWTPM_DIR, SHARED_DIR, TMPDIR, USE_TMPDIR,\n"
+	    "NIX_SSL_CERT_FILE.\n",
 	.sections = vmlaunch_sections,
 };
 
