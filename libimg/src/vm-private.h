@@ -164,11 +164,6 @@ int vm_dir_remove(struct img_ctx *ctx, struct img_vm *vm, const struct vm_dir *d
                   mode_t type);
 /* Remove everything in @d, then @d itself if @parent still names it @name. */
 void vm_dir_rmrf(struct vm_dir *parent, struct vm_dir *d, const char *name);
-int vm_probe_format(struct img_ctx *ctx, struct img_vm *vm, const char *path, const char *what,
-                    char **format, uint64_t *size);
-
-int vm_write_text(struct img_ctx *ctx, struct img_vm *vm, const struct vm_dir *d, const char *name,
-                  const char *text);
 
 /* vm-system.c */
 char *vm_readlink_f(struct img_vm *vm, const char *path);

@@ -242,12 +242,6 @@ static int probe_format(struct img_ctx *ctx, const char *path, const char *what,
 	return 0;
 }
 
-int vm_probe_format(struct img_ctx *ctx, struct img_vm *vm, const char *path, const char *what,
-                    char **format, uint64_t *size)
-{
-	return probe_format(ctx, path, what, format, size, vm);
-}
-
 static char *manifest_path(struct img_vm *vm, int alt)
 {
 	char *p;
@@ -553,6 +547,14 @@ int vm_compute_paths(struct img_ctx *ctx, struct img_vm *vm)
 		return r;
 	if (o->system && (r = vm_system_paths(ctx, vm)) < 0)
 		return r;
+	if (o->system && vm->root_disk && access(vm->root_disk, F_OK) == 0) {
+		uint64_t size;
+
+		/* an existing root disk (NIX_DISK_IMAGE may name a raw one) */
+		if ((r = probe_format(ctx, vm->root_disk, "root disk", &vm->root_disk_format, &size,
+		                      vm)) < 0)
+			return r;
+	}
 	for (size_t i = 0; i < vm->nshares; i++) {
 		struct vm_share *sh = &vm->shares[i];
 
@@ -997,8 +999,8 @@ static int copy_file(struct img_ctx *ctx, struct img_vm *vm, const char *from,
 }
 
 /* A new file with @text (the old one, if a regular file of ours, replaced). */
-int vm_write_text(struct img_ctx *ctx, struct img_vm *vm, const struct vm_dir *d, const char *name,
-                  const char *text)
+static int write_text(struct img_ctx *ctx, struct img_vm *vm, const struct vm_dir *d,
+                      const char *name, const char *text)
 {
 	int fd, r;
 
@@ -1118,7 +1120,7 @@ static int prepare_overlay(struct img_ctx *ctx, struct img_vm *vm, int dry)
 			return 0;
 		if ((r = create_qcow2(ctx, vm, d, vm->overlay_name, 1, 0)) < 0)
 			return r;
-		return vm_write_text(ctx, vm, d, vm->overlay_id_name, id);
+		return write_text(ctx, vm, d, vm->overlay_id_name, id);
 	}
 	if ((r = vm_dir_open_file(ctx, vm, d, vm->overlay_name, O_RDONLY, &fd)) < 0)
 		return r;
@@ -1138,7 +1140,7 @@ static int prepare_overlay(struct img_ctx *ctx, struct img_vm *vm, int dry)
 	if ((r = vm_dir_lstat(ctx, vm, d, vm->overlay_id_name, &st)) < 0)
 		return r;
 	if (r == 0) /* no record (e.g. made by the NixOS runner): backed by IMAGE, adopt it */
-		return dry ? 0 : vm_write_text(ctx, vm, d, vm->overlay_id_name, id);
+		return dry ? 0 : write_text(ctx, vm, d, vm->overlay_id_name, id);
 	if ((r = vm_dir_open_file(ctx, vm, d, vm->overlay_id_name, O_RDONLY, &fd)) < 0)
 		return r;
 	read_head(fd, old, sizeof(old));

@@ -363,19 +363,11 @@ int vm_resolve_system(struct img_ctx *ctx, struct img_vm *vm)
 int vm_system_paths(struct img_ctx *ctx, struct img_vm *vm)
 {
 	const struct img_vm_opts *o = &vm->o;
-	int r;
 
 	vm->reg_host = vm_printf(vm, "%s/" VM_REG_NAME, vm->xchg_dir);
 	/* vm_compute_paths() resolved it (NIX_DISK_IMAGE, readlink -f). */
 	vm->root_disk = vm->overlay;
-	vm->root_disk_format = "qcow2";
-	if (vm->root_disk && access(vm->root_disk, F_OK) == 0) {
-		uint64_t size;
-
-		if ((r = vm_probe_format(ctx, vm, vm->root_disk, "root disk", &vm->root_disk_format,
-		                         &size)) < 0)
-			return r;
-	}
+	vm->root_disk_format = "qcow2"; /* an existing one: vm_compute_paths() reads it */
 	if (o->store_image_auto)
 		vm->store_cache = vm_printf(vm, "%s/store-%s.img", vm->state_dir, vm->closure_id);
 	if (!vm->reg_host || (o->store_image_auto && !vm->store_cache))
@@ -391,7 +383,7 @@ int vm_system_paths(struct img_ctx *ctx, struct img_vm *vm)
 
 /* A new file @name of @d with @data, replacing an old regular file of ours. */
 static int write_file(struct img_ctx *ctx, struct img_vm *vm, const struct vm_dir *d,
-                      const char *name, const char *data, size_t len)
+                      const char *name, const char *data, size_t len, mode_t mode)
 {
 	char *tmp = vm_printf(vm, ".%s.tmp", name);
 	int fd, r;
@@ -399,7 +391,7 @@ static int write_file(struct img_ctx *ctx, struct img_vm *vm, const struct vm_di
 	if (!tmp)
 		return img_set_error(ctx, -ENOMEM, "out of memory");
 	if ((r = vm_dir_remove(ctx, vm, d, tmp, S_IFREG)) < 0 ||
-	    (r = vm_dir_create(ctx, vm, d, tmp, 0644, &fd)) < 0) /* the guest reads it */
+	    (r = vm_dir_create(ctx, vm, d, tmp, mode, &fd)) < 0)
 		return r;
 	r = img_pwrite_full(fd, data, len, 0);
 	if (r >= 0 && (r = vm_dir_remove(ctx, vm, d, name, S_IFREG)) == 0 &&
@@ -506,7 +498,9 @@ int vm_prepare_system(struct img_ctx *ctx, struct img_vm *vm, int dry)
 			r = vm_dir_lstat(ctx, vm, &xchg, VM_REG_NAME, &st);
 			r = r <= 0 ? r : vm_check_mine(ctx, vm->reg_host, &st, S_IFREG, "replace");
 		} else {
-			r = write_file(ctx, vm, &xchg, VM_REG_NAME, vm->registration, vm->reg_len);
+			/* 0644: every guest user reads it (model none shows host modes) */
+			r = write_file(ctx, vm, &xchg, VM_REG_NAME, vm->registration, vm->reg_len,
+			               0644);
 		}
 	}
 	vm_dir_close(&xchg);
@@ -540,8 +534,8 @@ int vm_prepare_system(struct img_ctx *ctx, struct img_vm *vm, int dry)
 			vm->root_disk_created = 1;
 			vm->root_disk_format = "qcow2";
 			rec = disk_record(vm, vm->disk_dir, vm->overlay_name);
-			if (!rec || (r = vm_write_text(ctx, vm, vm->disk_dir, vm->overlay_id_name,
-			                               rec)) < 0)
+			if (!rec || (r = write_file(ctx, vm, vm->disk_dir, vm->overlay_id_name, rec,
+			                            strlen(rec), 0600)) < 0)
 				return rec ? r : img_set_error(ctx, -ENOMEM, "out of memory");
 		}
 	}
@@ -583,10 +577,10 @@ int vm_prepare_system(struct img_ctx *ctx, struct img_vm *vm, int dry)
 				vm_dir_close(&clo);
 				return img_set_error(ctx, -ENOMEM, "out of memory");
 			}
-			r = write_file(ctx, vm, &clo, "store-paths", paths, len);
+			r = write_file(ctx, vm, &clo, "store-paths", paths, len, 0600);
 			if (r >= 0)
 				r = write_file(ctx, vm, &clo, "registration", vm->registration,
-				               vm->reg_len);
+				               vm->reg_len, 0600);
 			vm_dir_close(&clo);
 			if (r < 0)
 				return r;

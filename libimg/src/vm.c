@@ -19,42 +19,6 @@
 
 #include "vm-private.h"
 
-void *vm_keep(struct img_vm *vm, void *p)
-{
-	if (!p)
-		return NULL;
-	if (vm->npool == vm->cpool) {
-		size_t n = vm->cpool ? vm->cpool * 2 : 64;
-		void **np = realloc(vm->pool, n * sizeof(*np));
-
-		if (!np) {
-			free(p);
-			return NULL;
-		}
-		vm->pool = np;
-		vm->cpool = n;
-	}
-	vm->pool[vm->npool++] = p;
-	return p;
-}
-
-char *vm_strdup(struct img_vm *vm, const char *s)
-{
-	return s ? vm_keep(vm, strdup(s)) : NULL;
-}
-
-char *vm_printf(struct img_vm *vm, const char *fmt, ...)
-{
-	va_list ap;
-	char *s;
-	int n;
-
-	va_start(ap, fmt);
-	n = vasprintf(&s, fmt, ap);
-	va_end(ap);
-	return n < 0 ? NULL : vm_keep(vm, s);
-}
-
 /* QEMU option values: ',' is written ",,". */
 static char *esc(struct img_vm *vm, const char *s)
 {
