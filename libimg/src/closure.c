@@ -1,6 +1,6 @@
 /*
  * closure.c -- the set of store paths an image holds: store-paths lists and
- * closureInfo directories (../shared/CLI.md, CLOSURE), checked against the Nix
+ * closureInfo directories (docs/cli.md, Input), checked against the Nix
  * store path rules (nix-base32 hash part of 32 characters, '-', a name of
  * [A-Za-z0-9+-._?=], not starting with '.').
  *

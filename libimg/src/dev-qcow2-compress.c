@@ -2,8 +2,8 @@
  * dev-qcow2-compress.c -- compressed qcow2 clusters: the zlib and zstd
  * codecs, and the pass at finish that compresses a written image in place.
  *
- * Spec: qemu docs/interop/qcow2.txt "Compressed Clusters Descriptor";
- * docs/formats.md 2.3 and 2.5. zlib means a raw deflate stream with a
+ * Spec: qemu docs/interop/qcow2.txt "Compressed Clusters Descriptor" and
+ * the compression_type header field. zlib means a raw deflate stream with a
  * 4 KiB window (windowBits -12, memLevel 9) as qemu writes it; zstd one
  * frame per cluster. As qemu does, a cluster is only stored compressed
  * when that saves at least 2 bytes (compressed size < cluster_size - 1).

@@ -4,8 +4,7 @@
  * size a virtual size needs. Used by the reader, the writer and the front
  * door (dev-qcow2.c); it uses none of them.
  *
- * Spec: qemu docs/interop/qcow2.txt ("Header", "Header extensions");
- * docs/formats.md section 2.
+ * Spec: qemu docs/interop/qcow2.txt ("Header", "Header extensions").
  */
 #include <fcntl.h>
 #include <limits.h>

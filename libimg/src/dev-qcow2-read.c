@@ -4,7 +4,7 @@
  * backing files when the caller allows them.
  *
  * Spec: qemu docs/interop/qcow2.txt ("Cluster mapping", "Compressed
- * Clusters Descriptor"); docs/formats.md 2.3, 2.5 and 2.8. The input is
+ * Clusters Descriptor"). The input is
  * untrusted: the header is validated by qcow2_read_header(), every L1 entry
  * at open, every L2 entry when it is used; anything inconsistent is refused
  * with a message naming the file and what is wrong.

@@ -1,6 +1,6 @@
 /*
  * dev-qcow2-write.c -- writing a qcow2 v3 image directly, without a raw
- * intermediate (qemu docs/interop/qcow2.txt; docs/formats.md 2.3, 2.4, 2.7).
+ * intermediate (qemu docs/interop/qcow2.txt: header, L1/L2, refcounts).
  *
  * Layout: cluster 0 header, then the L1 table (its size follows from the
  * virtual size), then data clusters in the order the writes first touch

@@ -1,14 +1,13 @@
 /*
  * fs-erofs-emit.c -- EROFS writer, phase 2: write the planned layout.
  *
- * Spec: Linux Documentation/filesystems/erofs.rst, ../shared/docs/formats.md
- * section 1 (superblock 1.2, checksum 1.3, inodes 1.5, directories 1.7,
- * special files 1.8). One pass in block order, so the device sees the
- * output go out in file order (and hashes it on the way): block 0 (the
- * superblock, whose checksum covers the root inode after it: the plan knows
- * both up front), file data (in-kernel copies), directory and symlink
- * blocks, metadata blocks (inodes with inline tails). Every byte not written
- * here reads as zero (the device is new).
+ * Spec: Linux Documentation/filesystems/erofs.rst and fs/erofs/erofs_fs.h
+ * (superblock, its checksum, inodes, directories, special files). One pass
+ * in block order, so the device sees the output go out in file order (and
+ * hashes it on the way): block 0 (the superblock, whose checksum covers the
+ * root inode after it: the plan knows both up front), file data (in-kernel
+ * copies), directory and symlink blocks, metadata blocks (inodes with inline
+ * tails). Every byte not written here reads as zero (the device is new).
  */
 #include <fcntl.h>
 #include <stdio.h>

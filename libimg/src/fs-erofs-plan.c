@@ -1,8 +1,8 @@
 /*
  * fs-erofs-plan.c -- EROFS writer, phase 1: the whole layout from the tree.
  *
- * Spec: Linux Documentation/filesystems/erofs.rst, ../shared/docs/formats.md
- * section 1 (inode forms 1.5, flat layouts 1.6, directories 1.7). Decides
+ * Spec: Linux Documentation/filesystems/erofs.rst and fs/erofs/erofs_fs.h
+ * (inode forms, flat data layouts, directories). Decides
  * for every inode its form (compact or extended), data layout (FLAT_PLAIN,
  * FLAT_INLINE), data blocks and nid, in canonical order, before a byte is
  * written. The layout is described in fs-erofs.h.

@@ -1,8 +1,8 @@
 /*
  * fs-ext4.c -- the ext4 writer: libext2fs (1.47.0) on an img_dev through the
  * io_manager of ext2-io.c. Formats: the ext4 disk layout (kernel
- * Documentation/filesystems/ext4), e2fsprogs' mke2fs flow
- * (../shared/docs/formats.md section 5).
+ * Documentation/filesystems/ext4), e2fsprogs' mke2fs flow; what the image
+ * holds and why: docs/root-image.md.
  *
  * Plan, then emit:
  *   - size: content blocks counted from the tree (file data, directory

@@ -2,7 +2,8 @@
  * image-store.c -- the STORE recipe: an EROFS image (label nix-store) whose
  * root holds the closure's store paths by base name.
  *
- * Spec: ../shared/CLI.md (--store-image, --tar), DESIGN.md sections 4-5.
+ * Spec: docs/cli.md (--store-image, --tar), docs/store-image.md,
+ * docs/architecture.md ("Rules every output keeps").
  * Input forms and what they cost (docs/store-image.md):
  *   closure on disk      tree from the host, data copied in-kernel once;
  *   uncompressed tar     tree from the headers, data copied in-kernel from

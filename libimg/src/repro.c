@@ -1,6 +1,6 @@
 /*
  * repro.c -- seed + role -> identifiers; the epoch. The only file in libimg
- * that produces IDs or times (DESIGN.md section 4).
+ * that produces IDs or times (docs/architecture.md, "Rules every output keeps").
  *
  * UUIDs are RFC 4122 version 5 (SHA-1, name-based): the seed is hashed into
  * a namespace under libimg's own namespace UUID, and the role is the name in

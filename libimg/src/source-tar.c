@@ -2,10 +2,10 @@
  * source-tar.c -- a tar stream (file or pipe, any compression libarchive
  * reads) into the normalised tree.
  *
- * Spec: the entry names of ../shared/CLI.md (--tar), tar extraction
- * semantics (last entry wins, hard links name an earlier entry), DESIGN.md
- * section 5 (read a tar file twice rather than spool it; stage a pipe's data
- * beside the output, never in TMPDIR).
+ * Spec: the entry names of docs/cli.md and docs/store-image.md (--tar), tar
+ * extraction semantics (last entry wins, hard links name an earlier entry);
+ * read a tar file twice rather than spool it, stage a pipe's data beside
+ * the output, never in TMPDIR (docs/store-image.md, input forms).
  *
  * libarchive reads through our own callbacks, so for an uncompressed file we
  * know which file offset each buffer came from: the first data block of an

@@ -1,5 +1,6 @@
 /*
- * tree.c -- the normalised metadata tree (DESIGN.md section 4).
+ * tree.c -- the normalised metadata tree (docs/architecture.md, "Rules every
+ * output keeps").
  *
  * Entries arrive in any order (readdir order, tar order); the tree makes the
  * result independent of it: children are sorted bytewise at finish, owners

@@ -1,8 +1,8 @@
 /*
  * vm-state.c -- what a VM is started on: the image and its boot mode, the
- * accelerator, the firmware, and the per-VM state directory (../shared/CLI.md,
- * vmlaunch): overlay qcow2 backed by IMAGE with the base image's identity
- * recorded beside it, a copy of the EFI variable template, swtpm state,
+ * accelerator, the firmware, and the per-VM state directory
+ * (docs/vm-state.md): overlay qcow2 backed by IMAGE with the base image's
+ * identity recorded beside it, a copy of the EFI variable template, swtpm state,
  * empty disks, the console log and sockets. Directories 0700, files 0600.
  * IMAGE itself is only ever opened read-only.
  */

@@ -1,8 +1,8 @@
 /*
  * vm.c -- VM description -> QEMU argv, as data.
  *
- * Implements the argument side of NixOS's qemu-vm.nix startVM (see
- * ../shared/reference/qemu-vm.nix and ../shared/CLI.md): -nodefaults and
+ * Implements the argument side of NixOS's qemu-vm.nix startVM (nixpkgs
+ * nixos/modules/virtualisation/qemu-vm.nix; docs/cli.md): -nodefaults and
  * every device explicit, q35, virtio-rng, drives with explicit format=, the
  * system disk with serial "root", user networking with forwards bound to
  * 127.0.0.1, VLANs over a loopback multicast socket, 9p shares, a serial

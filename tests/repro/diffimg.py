@@ -17,9 +17,9 @@ structure of each differing byte range:
   FAT     boot sector / BPB fields, FSInfo, FATs (cluster numbers), directory
           clusters vs file clusters (found by walking the directory tree)
   EROFS   superblock fields, metadata (inode nid ranges), data blocks
-Layouts are taken from image A; facts are from docs/formats.md and the specs
-it cites (UEFI 2.10 ch. 5, the ext4 disk layout wiki, Microsoft's FAT spec,
-the kernel's fs/erofs/erofs_fs.h, QEMU's docs/interop/qcow2.txt).
+Layouts are taken from image A; facts are from the specs (UEFI 2.10 ch. 5,
+the ext4 disk layout wiki, Microsoft's FAT spec, the kernel's
+fs/erofs/erofs_fs.h, QEMU's docs/interop/qcow2.txt).
 """
 import os
 import shutil

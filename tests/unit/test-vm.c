@@ -1,6 +1,6 @@
 /*
  * test-vm.c -- vmlaunch's library side: golden QEMU argv for each option of
- * the reference runner and CLI.md, firmware descriptor selection, boot-mode
+ * the reference runner and docs/cli.md, firmware descriptor selection, boot-mode
  * detection, refusals of bad input, and the state directory.
  *
  * Golden files (fixtures/vm/golden/<case>.argv) hold one argument per line

@@ -7,11 +7,12 @@
  * memory). File data is never held in memory except for small generated
  * files (loader entries, the registration).
  *
- * Normalisation (DESIGN.md section 4) happens here, not in the writers:
- * children are sorted bytewise, owners forced to 0:0 and times to the epoch
- * unless the options say otherwise, names checked (no '/', no NUL, 1..255
- * bytes, never "." or ".."), hard links resolved by a host-independent
- * policy. Writers walk the finished tree depth first, children in order.
+ * Normalisation (docs/architecture.md, "Rules every output keeps") happens
+ * here, not in the writers: children are sorted bytewise, owners forced to
+ * 0:0 and times to the epoch unless the options say otherwise, names checked
+ * (no '/', no NUL, 1..255 bytes, never "." or ".."), hard links resolved by
+ * a host-independent policy. Writers walk the finished tree depth first,
+ * children in order.
  *
  * Calling sequence:
  *   img_tree_new(ctx, &opts, &tree);

@@ -1,8 +1,7 @@
 /*
  * ondisk/erofs.h -- EROFS on-disk constants and field offsets (uncompressed subset).
  *
- * Spec: Linux Documentation/filesystems/erofs.rst and fs/erofs/erofs_fs.h;
- * summarised with the checked offsets in ../shared/docs/formats.md section 1.
+ * Spec: Linux Documentation/filesystems/erofs.rst and fs/erofs/erofs_fs.h.
  * Everything is little endian. Structures are written field by field with
  * the LE accessors of private.h, so only offsets live here.
  */
