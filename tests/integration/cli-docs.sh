@@ -2,7 +2,8 @@
 # cli-docs.sh -- --help, the man pages and the shell completions list exactly
 # the options getopt accepts. All come from tools/<tool>-opts.h; this fails
 # when a tool grows an option outside its table, when a generated file is
-# stale, or when a page does not pass `mandoc -T lint`.
+# stale, when docs/cli.md (written by hand) does not name an option, or
+# when a page does not pass `mandoc -T lint`.
 . "$SRCDIR/tests/lib.sh"
 t_begin cli-docs
 
@@ -54,6 +55,13 @@ for tool in mkvmimage vmlaunch; do
 	diff -u "$T/$tool.table" "$T/$tool.man-opts" >&2 ||
 		t_fail "$tool.1 and getopt's table differ (- table, + man page)"
 	grep -q "^\.SH EXIT STATUS" "$page" || t_fail "$tool.1: no EXIT STATUS"
+
+	# docs/cli.md, the longer reference, names every option too (by hand:
+	# a new option needs its line there as well)
+	while read -r opt; do
+		grep -qE -- "(^|[^a-z-])$opt([^a-z-]|\$)" "$SRCDIR/docs/cli.md" ||
+			t_fail "$tool $opt is not in docs/cli.md"
+	done <"$T/$tool.table"
 
 	# bash: source the completion, complete "-" and an option's argument.
 	got=$(bash -c '
