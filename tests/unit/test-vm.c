@@ -1215,6 +1215,25 @@ START_TEST(system_prepare)
 	ck_assert_int_eq(info.store_image_cached, 1);
 	ck_assert_ptr_nonnull(strstr(info.store_image, "/state/store-"));
 	img_vm_free(vm);
+	/* --fresh: the root disk vmlaunch made (its record beside it) goes and
+	 * is made again; one it did not make is refused, not removed */
+	o.fresh = 1;
+	ck_assert_ok(img_vm_new(ctx, &o, &vm), ctx);
+	ck_assert_ok(img_vm_prepare(ctx, vm), ctx);
+	img_vm_get_info(vm, &info);
+	ck_assert_int_eq(info.root_disk_created, 1);
+	img_vm_free(vm);
+	sub(p, sizeof(p), "state/web.qcow2.base-id");
+	ck_assert_int_eq(unlink(p), 0);
+	sub(p, sizeof(p), "state/web.qcow2");
+	ck_assert_int_eq(unlink(p), 0);
+	make_file("state/web.qcow2", 1 << 20); /* a raw disk, no record: not ours */
+	ck_assert_ok(img_vm_new(ctx, &o, &vm), ctx);
+	ck_assert_int_lt(img_vm_prepare(ctx, vm), 0);
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "refusing to remove"));
+	img_vm_free(vm);
+	ck_assert_int_eq(stat(p, &st), 0);
+	ck_assert_int_eq(st.st_size, 1 << 20);
 	img_ctx_free(ctx);
 }
 END_TEST
