@@ -21,11 +21,14 @@ for tool in mkvmimage vmlaunch; do
 	[ "$(wc -l <"$T/$tool.table")" -gt 10 ] || t_fail "$tool: option table too short"
 
 	# No option table but the generated one: every getopt row comes from it.
+	# (The tool's sources: tools/TOOL.c and tools/TOOL-*.c.)
+	srcs=("$SRCDIR/tools/$tool.c")
+	for f in "$SRCDIR/tools/$tool"-*.c; do [ -e "$f" ] && srcs+=("$f"); done
 	if grep -nE '(no|required|optional)_argument|struct option [a-z_]+\[\]' \
-		"$SRCDIR/tools/$tool.c" "$SRCDIR/tools/tool-util.c"; then
+		"${srcs[@]}" "$SRCDIR/tools/tool-util.c"; then
 		t_fail "$tool: a getopt table outside tools/$tool-opts.h"
 	fi
-	grep -q 'tool_getopt(&tool_doc' "$SRCDIR/tools/$tool.c" ||
+	cat "${srcs[@]}" | grep -q 'tool_getopt(&tool_doc' ||
 		t_fail "$tool: getopt's tables are not built from tool_doc"
 
 	# getopt accepts every documented option (an unknown one says so).
