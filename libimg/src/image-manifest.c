@@ -134,6 +134,9 @@ int img_image_manifest_bare(struct img_ctx *ctx, const struct img_build_opts *o,
 	p.fs_uuid = fs_uuid && *fs_uuid ? (char *)fs_uuid : NULL;
 	p.verity = verity;
 	m.virtual_size = verity ? verity->hash_offset + verity->hash_size : size;
+	/* A format may round the device up (VHD: whole MiB). */
+	if (dev && img_dev_size(dev) > m.virtual_size)
+		m.virtual_size = img_dev_size(dev);
 	m.partitions = &p;
 	m.npartitions = 1;
 	if (system) {

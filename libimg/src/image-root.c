@@ -360,6 +360,9 @@ int img_build_root(struct img_ctx *ctx, const struct img_build_opts *o)
 	r = img_image_create_output(ctx, o, size, &dev);
 	if (r < 0)
 		goto out;
+	/* A format may round the device up (VHD: whole MiB); ext4 fills it. */
+	size = img_dev_size(dev);
+	fo.size = size;
 	r = fs->write(ctx, t, &fo, dev);
 	if (r >= 0)
 		r = img_image_fs_id(ctx, dev, 0, "ext4", fs_id, sizeof(fs_id));

@@ -91,6 +91,8 @@ head -c "$size" "$T/fixed.vhd" | cmp -s - "$T/ref.img" || t_fail "fixed.vhd is n
 SOURCE_DATE_EPOCH=1 "$MKVMIMAGE" -q --seed s --empty --size 20000K -o "$T/e.vhd" ||
 	t_fail "--empty --size 20000K -o e.vhd"
 [ "$(info "$T/e.vhd" vpc)" = "vpc 20971520 -" ] || t_fail "e.vhd: $(info "$T/e.vhd" vpc)"
+[ "$(disk_json "$T/e.vhd.json" 'm["virtual_size"], m["partitions"][0]["size"]')" = "20971520 20971520" ] ||
+	t_fail "e.vhd manifest sizes: $(disk_json "$T/e.vhd.json" 'm["virtual_size"], m["partitions"][0]["size"]')"
 SOURCE_DATE_EPOCH=1 "$MKVMIMAGE" -q --seed s --empty --size 20M -o "$T/e.img" || t_fail "--empty e.img"
 qemu-img compare -f raw -F vpc "$T/e.img" "$T/e.vhd" >/dev/null || t_fail "e.vhd differs from e.img"
 # a partitioned disk must already be whole MiB: refused, nothing left behind
