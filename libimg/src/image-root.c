@@ -186,6 +186,10 @@ static int root_tree(struct img_ctx *ctx, const struct img_build_opts *o,
 	}
 	if (r >= 0)
 		r = img_tree_finish(t);
+	if (r >= 0 && (c || tar))
+		r = img_source_store_policy(ctx, t, "nix/store", so.store_dir,
+		                            tar ? (strcmp(o->tar, "-") ? o->tar : "stdin")
+		                                : c->source);
 	if (r < 0) {
 		img_tree_free(t);
 		return r;

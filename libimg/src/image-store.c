@@ -183,6 +183,10 @@ int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 		if (r < 0 && o->tar)
 			img_error_prefix(ctx, r, "%s", strcmp(o->tar, "-") ? o->tar : "stdin");
 	}
+	if (r >= 0)
+		r = img_source_store_policy(ctx, t, "", so.store_dir,
+		                            o->tar ? (strcmp(o->tar, "-") ? o->tar : "stdin")
+		                                   : o->closure);
 	if (r >= 0 && c && tar)
 		r = check_against_closure(ctx, c, t, strcmp(o->tar, "-") ? o->tar : "stdin");
 	if (r < 0)

@@ -48,6 +48,16 @@ void img_progress_add(struct img_ctx *ctx, uint64_t bytes, uint64_t files);
 /* Fails with -ECANCELED (message set) once img_ctx_cancel() was called. */
 int img_check_cancel(struct img_ctx *ctx);
 
+/*
+ * Nix's case hack (source.c): on a case-insensitive file system Nix stores
+ * "Foo" beside "foo" as "foo~nix~case~hack~1". The length of name component
+ * @c (@len bytes) without such a suffix (@len when it has none).
+ */
+size_t img_case_hack_len(const char *c, size_t len);
+/* A symlink target with every component's suffix removed: *out malloc'ed,
+ * or NULL when nothing changes. -ENOMEM. */
+int img_case_hack_target(const char *target, char **out);
+
 /* Are @len bytes at @buf all zero? (16 by hand, then the buffer against itself shifted) */
 static inline bool img_all_zero(const void *buf, size_t len)
 {

@@ -122,24 +122,12 @@ static int tar_open_archive(struct img_tar_source *s, struct archive **out)
 
 /* --- names -------------------------------------------------------------- */
 
-/* "name~nix~case~hack~N" -> "name" (Nix's case-insensitive file system hack). */
-static size_t strip_case_hack(const char *c, size_t len)
-{
-	static const char hack[] = "~nix~case~hack~";
-	size_t hl = sizeof(hack) - 1, d = len;
-
-	while (d > 0 && c[d - 1] >= '0' && c[d - 1] <= '9')
-		d--;
-	if (d == len || d < hl + 1 || memcmp(c + d - hl, hack, hl))
-		return len;
-	return d - hl;
-}
-
 /*
  * Map an entry name to a tree path under the prefix. Returns 1 with *out
  * (malloc'ed), 0 to skip the entry (the store directory or its parents).
+ * *hacked (may be NULL) says whether the last component lost a case hack.
  */
-static int map_name(struct img_tar_source *s, const char *name, char **out)
+static int map_name(struct img_tar_source *s, const char *name, char **out, int *hacked)
 {
 	const char *p = name, *rest;
 	size_t storelen = strlen(s->store), plen = strlen(s->prefix), len, o;
@@ -210,7 +198,13 @@ static int map_name(struct img_tar_source *s, const char *name, char **out)
 			                     "store path name)",
 			                     s->name, name, (int)cl, rest);
 		}
-		cl = strip_case_hack(rest + i, cl);
+		{
+			size_t sl = img_case_hack_len(rest + i, cl);
+
+			if (hacked)
+				*hacked = sl != cl;
+			cl = sl;
+		}
 		memcpy(buf + o, rest + i, cl);
 		o += cl;
 		if (j < len)
@@ -396,8 +390,9 @@ static int read_entries(struct img_tar_source *s, struct archive *a, struct img_
 	for (;; ordinal++) {
 		struct img_node_attr attr = { 0 };
 		const char *ename, *hl;
-		char *path = NULL;
+		char *path = NULL, *linkto = NULL;
 		la_int64_t size;
+		int hacked = 0;
 
 		r = archive_read_next_header(a, &e);
 		if (r == ARCHIVE_EOF)
@@ -414,17 +409,28 @@ static int read_entries(struct img_tar_source *s, struct archive *a, struct img_
 		if (!ename)
 			return img_set_error(s->ctx, -EINVAL, "%s: entry %llu has no name", s->name,
 			                     (unsigned long long)ordinal);
-		r = map_name(s, ename, &path);
+		r = map_name(s, ename, &path, &hacked);
 		if (r <= 0) {
 			if (r < 0)
 				return r;
 			continue;
 		}
+		/* "x~nix~case~hack~1" beside "x": one would silently replace the
+		 * other (a directory holds them both). */
+		if (hacked && img_tree_lookup(tree, path)) {
+			r = img_set_error(
+			    s->ctx, -EINVAL,
+			    "%s: entry '%s' becomes '%s' without its case hack suffix, "
+			    "which is already there",
+			    s->name, ename, path);
+			free(path);
+			return r;
+		}
 		hl = archive_entry_hardlink(e);
 		if (hl) {
 			char *target = NULL;
 
-			r = map_name(s, hl, &target);
+			r = map_name(s, hl, &target, NULL);
 			if (r == 0)
 				r = img_set_error(
 				    s->ctx, -EINVAL,
@@ -478,6 +484,13 @@ static int read_entries(struct img_tar_source *s, struct archive *a, struct img_
 			attr.target = archive_entry_symlink(e);
 			if (!attr.target)
 				attr.target = archive_entry_symlink_utf8(e);
+			/* a link to a hacked name must follow it to its real name */
+			if (attr.target && img_case_hack_target(attr.target, &linkto) < 0) {
+				free(path);
+				return img_set_error(s->ctx, -ENOMEM, "out of memory");
+			}
+			if (linkto)
+				attr.target = linkto;
 			break;
 		case AE_IFCHR:
 		case AE_IFBLK:
@@ -499,6 +512,7 @@ static int read_entries(struct img_tar_source *s, struct archive *a, struct img_
 		}
 		r = img_tree_add(tree, path, &attr, NULL);
 		free(path);
+		free(linkto);
 		if (r < 0)
 			return img_error_prefix(s->ctx, r, "%s: entry '%s'", s->name, ename);
 		if ((ordinal & 255) == 0 && (r = img_check_cancel(s->ctx)) < 0)

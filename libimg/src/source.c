@@ -88,6 +88,59 @@ static void link_free(struct link_map *m)
 	free(m->ents);
 }
 
+/* --- Nix's case hack -------------------------------------------------- */
+
+size_t img_case_hack_len(const char *c, size_t len)
+{
+	static const char hack[] = "~nix~case~hack~";
+	size_t hl = sizeof(hack) - 1, d = len;
+
+	while (d > 0 && c[d - 1] >= '0' && c[d - 1] <= '9')
+		d--;
+	if (d == len || d < hl + 1 || memcmp(c + d - hl, hack, hl))
+		return len;
+	return d - hl;
+}
+
+/* Strip every component of @path in place; *last: the last one lost a suffix. */
+static void case_hack_path(char *path, int *last)
+{
+	char *in = path, *o = path;
+
+	*last = 0;
+	while (*in) {
+		size_t cl = strcspn(in, "/"), sl = img_case_hack_len(in, cl);
+
+		memmove(o, in, sl);
+		o += sl;
+		in += cl;
+		*last = sl != cl;
+		while (*in == '/')
+			*o++ = *in++;
+	}
+	*o = '\0';
+}
+
+int img_case_hack_target(const char *target, char **out)
+{
+	char *t;
+	int last;
+
+	*out = NULL;
+	if (!strstr(target, "~nix~case~hack~"))
+		return 0;
+	t = img_strdup(target);
+	if (!t)
+		return -ENOMEM;
+	case_hack_path(t, &last);
+	if (!strcmp(t, target)) {
+		free(t);
+		return 0;
+	}
+	*out = t;
+	return 0;
+}
+
 static int entry_type(mode_t ft, enum img_node_type *t)
 {
 	switch (ft) {
@@ -122,6 +175,7 @@ static int add_entry(struct img_ctx *ctx, struct img_tree *tree, struct archive_
 {
 	struct img_node_attr a = { 0 };
 	const char *first;
+	char *target = NULL;
 	int r;
 
 	if (entry_type(archive_entry_filetype(e), &a.type) < 0)
@@ -147,6 +201,11 @@ static int add_entry(struct img_ctx *ctx, struct img_tree *tree, struct archive_
 		a.target = archive_entry_symlink(e);
 		if (!a.target)
 			return img_set_error(ctx, -EINVAL, "%s: unreadable symlink", host);
+		/* as for a tar: a link to a hacked name follows it to its real name */
+		if (img_case_hack_target(a.target, &target) < 0)
+			return img_set_error(ctx, -ENOMEM, "out of memory");
+		if (target)
+			a.target = target;
 		a.size = strlen(a.target);
 		break;
 	case IMG_NODE_CHR:
@@ -158,6 +217,7 @@ static int add_entry(struct img_ctx *ctx, struct img_tree *tree, struct archive_
 		break;
 	}
 	r = img_tree_add(tree, tpath, &a, NULL);
+	free(target);
 	return r < 0 ? img_error_prefix(ctx, r, "%s", host) : 0;
 }
 
@@ -215,6 +275,34 @@ static int walk_path(struct img_ctx *ctx, const struct img_closure *c, const cha
 			r = img_set_error(ctx, -ENOMEM, "out of memory");
 			break;
 		}
+		/* The case hack as a tar gets it: names lose the suffix, and one
+		 * that then meets a sibling of that name is refused (readdir order
+		 * must not decide which of the two survives). */
+		{
+			int hacked;
+
+			case_hack_path(tpath + strlen(prefix), &hacked);
+			if (hacked) {
+				const char *slash = strrchr(p, '/'), *base = strrchr(tpath, '/');
+				char *sib = NULL;
+				struct stat st;
+
+				base = base ? base + 1 : tpath;
+				if (img_asprintf(&sib, "%.*s/%s", (int)(slash - p), p, base) < 0) {
+					r = img_set_error(ctx, -ENOMEM, "out of memory");
+					break;
+				}
+				r = lstat(sib, &st) == 0
+				        ? img_set_error(ctx, -EINVAL,
+				                        "%s: becomes %s without its case hack "
+				                        "suffix, which is there too",
+				                        p, sib)
+				        : 0;
+				free(sib);
+				if (r < 0)
+					break;
+			}
+		}
 		r = add_entry(ctx, tree, e, p, tpath, links);
 		if (r < 0)
 			break;
@@ -240,5 +328,109 @@ int img_source_closure(struct img_ctx *ctx, const struct img_closure *closure,
 	for (size_t i = 0; i < closure->npaths && r >= 0; i++)
 		r = walk_path(ctx, closure, closure->paths[i], prefix, tree, &links);
 	link_free(&links);
+	return r;
+}
+
+/* --- what a Nix store holds -------------------------------------------- */
+
+struct policy {
+	struct img_ctx *ctx;
+	const struct img_node *store;
+	unsigned depth; /* the store node's */
+	int inside;
+	size_t skip; /* bytes of the store node's tree path and its '/' */
+	const char *store_dir, *input;
+	uint64_t special, changed;
+	char first[4096]; /* the first entry that had special bits */
+};
+
+/* "/nix/store/x-foo/bin/a" for the node, into @buf. */
+static const char *shown_path(struct policy *p, const struct img_node *n, char *buf, size_t len)
+{
+	char tp[4096];
+
+	if (img_node_path(n, tp, sizeof(tp)) < 0 || strlen(tp) < p->skip)
+		snprintf(buf, len, "%s/.../%s", p->store_dir, n->name);
+	else
+		snprintf(buf, len, "%s/%s", p->store_dir, tp + p->skip);
+	return buf;
+}
+
+static int policy_visit(void *user, struct img_node *n, unsigned depth)
+{
+	static const char *const kind[] = { [IMG_NODE_CHR] = "a character device",
+		                            [IMG_NODE_BLK] = "a block device",
+		                            [IMG_NODE_FIFO] = "a FIFO",
+		                            [IMG_NODE_SOCK] = "a socket" };
+	struct policy *p = user;
+	char shown[4200];
+	uint32_t m;
+
+	if (n == p->store) {
+		p->inside = 1;
+		return 0;
+	}
+	if (p->inside && depth <= p->depth)
+		p->inside = 0; /* past the store's subtree */
+	if (!p->inside || img_node_inode(n) != n)
+		return 0;
+	switch (n->type) {
+	case IMG_NODE_REG:
+	case IMG_NODE_DIR:
+		break;
+	case IMG_NODE_SYMLINK:
+		return 0;
+	default:
+		return img_set_error(p->ctx, -EINVAL,
+		                     "%s: %s is %s; a Nix store holds only regular files, "
+		                     "directories and symlinks",
+		                     p->input, shown_path(p, n, shown, sizeof(shown)),
+		                     kind[n->type]);
+	}
+	/* As Nix canonicalises a path it registers: r-x or r-- for all, no
+	 * set-id or sticky bit, no write permission. */
+	m = 0444 | (n->mode & 0100 ? 0111 : 0);
+	if (n->mode & 07000 && !p->special++)
+		shown_path(p, n, p->first, sizeof(p->first));
+	if (m != n->mode) {
+		p->changed++;
+		n->mode = m;
+	}
+	return 0;
+}
+
+int img_source_store_policy(struct img_ctx *ctx, struct img_tree *tree, const char *store,
+                            const char *store_dir, const char *input)
+{
+	struct policy *p = img_malloc0(sizeof(*p));
+	const struct img_node *s = *store ? img_tree_lookup(tree, store) : tree->root;
+	int r;
+
+	if (!p)
+		return img_set_error(ctx, -ENOMEM, "out of memory");
+	if (!s || s->type != IMG_NODE_DIR) {
+		free(p);
+		return 0;
+	}
+	p->ctx = ctx;
+	p->store = s;
+	for (const struct img_node *a = s; a->parent; a = a->parent)
+		p->depth++;
+	p->skip = *store ? strlen(store) + 1 : 0;
+	p->store_dir = store_dir ? store_dir : "/nix/store";
+	p->input = input;
+	r = img_tree_walk(tree, policy_visit, p);
+	if (r >= 0 && p->special)
+		img_log(ctx, IMG_LOG_WARN,
+		        "%s: set-user-ID, set-group-ID or sticky bits dropped from %llu "
+		        "entr%s (first: %s): a Nix store holds none",
+		        input, (unsigned long long)p->special, p->special == 1 ? "y" : "ies",
+		        p->first);
+	if (r >= 0 && p->changed)
+		img_log(ctx, IMG_LOG_INFO,
+		        "%s: %llu modes made what Nix makes them (0444, or 0555 where the owner "
+		        "could execute)",
+		        input, (unsigned long long)p->changed);
+	free(p);
 	return r;
 }

@@ -10,7 +10,9 @@
  * /nix/store/x-foo lands at "<prefix>x-foo" ("nix/store/" for a root file
  * system, "" for a store image). Tar names may be absolute
  * (/nix/store/x/...), relative with the store prefix (nix/store/x/...) or
- * relative to the store (x/...); `~nix~case~hack~N` suffixes are removed;
+ * relative to the store (x/...). For both sources `~nix~case~hack~N`
+ * suffixes are removed from names and from the components of symlink
+ * targets, and a name that would then meet a sibling of that name is refused;
  * ".." and names outside the store are refused naming the entry.
  */
 #ifndef IMG_SOURCE_H
@@ -55,6 +57,19 @@ struct img_tar_inplace {
 	uint64_t align;
 	uint64_t (*body)(uint64_t size);
 };
+
+/*
+ * What a Nix store holds, applied to the finished @tree below the node at
+ * tree path @store ("" = the root: a store image; "nix/store" for a root
+ * file system), whichever source filled it: regular files, directories and
+ * symlinks only (a device node, FIFO or socket is an error naming it as
+ * @store_dir/...), and modes as Nix canonicalises a path it registers: 0555
+ * where the owner may execute, else 0444 (no write bits, no set-user-ID,
+ * set-group-ID or sticky bit; one warning names the first entry that had
+ * one). Symlinks are left alone. @input names the input in messages.
+ */
+IMG_EXPORT int img_source_store_policy(struct img_ctx *ctx, struct img_tree *tree,
+                                       const char *store, const char *store_dir, const char *input);
 
 /* Read every path of @closure from the host into @tree (metadata only). */
 IMG_EXPORT int img_source_closure(struct img_ctx *ctx, const struct img_closure *closure,
