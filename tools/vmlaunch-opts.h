@@ -112,8 +112,8 @@ static const struct tool_opt vmlaunch_opts[] = {
 	  .val = OPT_CONSOLE,
 	  .arg = "DEV",
 	  .help = "a console= for the kernel (repeatable; last preferred)",
-	  .more = "The reference's qemu.consoles; default ttyS0,115200n8 and tty0, the "
-	          "serial one last without graphics." },
+	  .more = "The reference's qemu.consoles, for any direct boot; with --system the "
+	          "default is ttyS0,115200n8 and tty0, the serial one last without graphics." },
 
 	T_SECTION("State"),
 	{ .name = "name",

@@ -365,7 +365,11 @@ static int resolve_direct(struct img_ctx *ctx, struct img_vm *vm)
 	/* The last console= is the preferred one: serial when headless, the
 	 * screen with graphics (the reference orders qemu.consoles this way). */
 	append = vm_strdup(vm, base);
-	if (!strstr(append, "console="))
+	/* --console: the reference's qemu.consoles, as given (last preferred). */
+	for (size_t i = 0; append && i < o->nconsoles; i++)
+		append =
+		    vm_printf(vm, "%s%sconsole=%s", append, *append ? " " : "", o->consoles[i]);
+	if (append && !o->nconsoles && !strstr(append, "console="))
 		append = vm_printf(vm, "%s%s%s", append, *append ? " " : "",
 		                   o->graphics ? "console=ttyS0,115200 console=tty0"
 		                               : "console=ttyS0,115200");

@@ -284,6 +284,20 @@ START_TEST(argv_direct)
 	o.graphics = 1;
 	o.kernel_params = NULL;
 	golden("direct-graphics", &o);
+	/* --console: these, in this order, instead of the default */
+	{
+		const char *cons[] = { "tty0", "ttyS0,115200n8" };
+		struct img_ctx *ctx = t_ctx();
+		struct img_vm *vm;
+
+		o.consoles = cons;
+		o.nconsoles = 2;
+		ck_assert_ok(img_vm_new(ctx, &o, &vm), ctx);
+		ck_assert_str_eq(arg_after(vm, "-append"),
+		                 "root=LABEL=nixos init=/init console=tty0 console=ttyS0,115200n8");
+		img_vm_free(vm);
+		img_ctx_free(ctx);
+	}
 }
 END_TEST
 
