@@ -1448,7 +1448,7 @@ static int prepare_subdir(struct img_ctx *ctx, struct img_vm *vm, const char *na
 static int prepare(struct img_ctx *ctx, struct img_vm *vm, int dry)
 {
 	const struct img_vm_opts *o = &vm->o;
-	int r = 0;
+	int r = 0, made;
 
 #define STEP(call)                                                                                 \
 	do {                                                                                       \
@@ -1497,7 +1497,7 @@ static int prepare(struct img_ctx *ctx, struct img_vm *vm, int dry)
 		STEP(dry ? open_existing(ctx, vm->xchg_dir, "xchg directory (USE_TMPDIR)",
 		                         VM_DIR_OWN, &vm->xchg)
 		         : vm_dir_open(ctx, vm->xchg_dir, "xchg directory (USE_TMPDIR)", VM_DIR_OWN,
-		                       NULL, &vm->xchg));
+		                       &made, &vm->xchg));
 	else
 		STEP(prepare_subdir(ctx, vm, "xchg", vm->xchg_dir, 0700, NULL, NULL, dry));
 	if (o->system)

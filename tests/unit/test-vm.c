@@ -1292,8 +1292,16 @@ START_TEST(argv_more_options)
 	sub(d0, sizeof(d0), "tmp/xchg");
 	o.xchg_dir = d0;
 	ck_assert_ok(img_vm_new(ctx, &o, &vm), ctx);
-	ck_assert_ptr_nonnull(
-	    strstr(render(vm), "path=@T@/tmp/xchg,security_model=none,mount_tag=xchg"));
+	{
+		char *got = render(vm);
+
+		ck_assert_ptr_nonnull(
+		    strstr(got, "path=@T@/tmp/xchg,security_model=none,mount_tag=xchg"));
+		free(got);
+	}
+	/* made by the start (0700), as the reference's mkdir -p "$TMPDIR/xchg" */
+	ck_assert_ok(img_vm_prepare(ctx, vm), ctx);
+	ck_assert_uint_eq(mode_of(d0), 0700);
 	img_vm_free(vm);
 	img_ctx_free(ctx);
 }
