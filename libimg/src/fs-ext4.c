@@ -39,6 +39,7 @@
 #include <et/com_err.h>
 
 #include "fs-ext4.h"
+#include "fs-private.h"
 #include <img/repro.h>
 
 #define EXT4_BS              4096u
@@ -1301,8 +1302,38 @@ static int ext4_write(struct img_ctx *ctx, struct img_tree *tree, const struct i
 	return img_dev_error(dev) ? img_dev_error(dev) : 0;
 }
 
+/* The plan sizes the file system and fixes its IDs; emit is ext4_write. */
+static int ext4_plan(struct img_ctx *ctx, struct img_tree *tree, const struct img_fs_opts *opts,
+                     struct img_fs_plan **out)
+{
+	return img_fs_plan_sized(&img_fs_ext4, ctx, tree, opts, out);
+}
+
+/* The UUID ext4_setup() gives the superblock. */
+static void ext4_volume_id(const struct img_fs_plan *plan, char *out, size_t len)
+{
+	char name[128], text[37];
+	uint8_t u[16];
+
+	snprintf(name, sizeof(name), "ext4-uuid:%s",
+	         plan->opts.id_role ? plan->opts.id_role : "root");
+	img_repro_uuid(plan->ctx, name, u);
+	img_uuid_unparse(u, text);
+	snprintf(out, len, "%s", text);
+}
+
+static int ext4_emit(struct img_fs_plan *plan, struct img_dev *dev)
+{
+	return img_fs_emit_whole(&img_fs_ext4, plan, dev);
+}
+
 const struct img_fs_ops img_fs_ext4 = {
 	.name = "ext4",
+	.plan = ext4_plan,
+	.planned_size = img_fs_plan_size,
+	.volume_id = ext4_volume_id,
+	.emit = ext4_emit,
+	.plan_free = img_fs_plan_free,
 	.estimate = ext4_estimate,
 	.write = ext4_write,
 };

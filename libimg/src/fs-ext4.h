@@ -10,6 +10,9 @@
 #include <img/fs.h>
 #include <img/tree.h>
 
+/* The row in the file system table (fs.c). */
+extern const struct img_fs_ops img_fs_ext4;
+
 /* The io_manager forwarding to an img_dev (ext2-io.c). */
 extern io_manager const img_ext2_io_manager;
 /* The channel name that makes img_ext2_io_manager open @dev. */

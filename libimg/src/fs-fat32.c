@@ -24,6 +24,7 @@
 
 #include "tree-private.h"
 #include "fs-fat32.h"
+#include "fs-private.h"
 #include "ondisk/fat.h"
 #include <img/repro.h>
 #include <img/tree.h>
@@ -968,8 +969,32 @@ void img_fat32_volume_id_str(const struct img_ctx *ctx, const char *role, char o
 	snprintf(out, 10, "%04X-%04X", id >> 16, id & 0xFFFF);
 }
 
+static int fat_plan(struct img_ctx *ctx, struct img_tree *tree, const struct img_fs_opts *opts,
+                    struct img_fs_plan **out)
+{
+	return img_fs_plan_sized(&img_fs_fat32, ctx, tree, opts, out);
+}
+
+static void fat_volume_id(const struct img_fs_plan *plan, char *out, size_t len)
+{
+	char id[10];
+
+	img_fat32_volume_id_str(plan->ctx, plan->opts.id_role, id);
+	snprintf(out, len, "%s", id);
+}
+
+static int fat_emit(struct img_fs_plan *plan, struct img_dev *dev)
+{
+	return img_fs_emit_whole(&img_fs_fat32, plan, dev);
+}
+
 const struct img_fs_ops img_fs_fat32 = {
 	.name = "vfat",
+	.plan = fat_plan,
+	.planned_size = img_fs_plan_size,
+	.volume_id = fat_volume_id,
+	.emit = fat_emit,
+	.plan_free = img_fs_plan_free,
 	.estimate = fat_estimate,
 	.write = fat_write,
 };

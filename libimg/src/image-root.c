@@ -293,6 +293,7 @@ int img_build_root(struct img_ctx *ctx, const struct img_build_opts *o)
 	struct img_closure *c = NULL;
 	struct img_tree *t = NULL;
 	struct img_dev *dev = NULL;
+	struct img_fs_plan *plan = NULL;
 	struct img_tar_source *tar = NULL;
 	char *stage = NULL;
 	uint64_t size = o->size;
@@ -361,21 +362,24 @@ int img_build_root(struct img_ctx *ctx, const struct img_build_opts *o)
 			goto out;
 	}
 	fo.size = size;
-	r = img_image_create_output(ctx, o, size, &dev);
+	r = fs->plan(ctx, t, &fo, &plan);
+	if (r < 0)
+		goto out;
+	fs->volume_id(plan, fs_id, sizeof(fs_id));
+	r = img_image_create_output(ctx, o, fs->planned_size(plan), &dev);
 	if (r < 0)
 		goto out;
 	/* A format may round the device up (VHD: whole MiB); ext4 fills it. */
 	size = img_dev_size(dev);
-	fo.size = size;
-	r = fs->write(ctx, t, &fo, dev);
-	if (r >= 0)
-		r = img_image_fs_id(ctx, dev, 0, "ext4", fs_id, sizeof(fs_id));
+	r = fs->emit(plan, dev);
 	if (r >= 0)
 		r = img_dev_finish(dev);
 	if (r >= 0) /* the manifest (image-manifest.c) */
 		r = img_image_manifest_bare(ctx, o, dev, c, t, "ext4", fo.label, size, fs_id, NULL);
 out:
 	img_dev_unref(dev);
+	if (plan)
+		fs->plan_free(plan);
 	img_tree_free(t);
 	img_tar_source_free(tar);
 	img_closure_free(c);

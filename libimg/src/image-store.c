@@ -29,7 +29,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "fs-erofs.h"
+#include <img/fs.h>
 #include "image-private.h"
 #include "verity.h"
 #include <img/manifest.h>
@@ -78,29 +78,28 @@ static int check_against_closure(struct img_ctx *ctx, const struct img_closure *
 	return 0;
 }
 
-struct replay {
-	struct img_erofs_plan *plan;
+/* The format's plan, as the tar source's callbacks see it. */
+struct store_plan {
+	struct img_ctx *ctx;
+	const struct img_fs_ops *fs;
+	struct img_fs_plan *plan;
 	struct img_dev *dev;
 };
 
 static int replay_data(void *user, struct img_node *node, uint64_t off, const void *buf, size_t len)
 {
-	struct replay *rp = user;
+	struct store_plan *sp = user;
 
-	img_progress_add(rp->plan->ctx, len, 0);
-	return img_erofs_write_data(rp->plan, rp->dev, node, off, buf, len);
+	img_progress_add(sp->ctx, len, 0);
+	return sp->fs->write_data(sp->plan, sp->dev, node, off, buf, len);
 }
 
-/* Data a sorted pipe wrote in place: keep it if the plan put it there. */
+/* Data a sorted pipe wrote in place: kept if the plan put it there. */
 static int place_check(void *user, struct img_node *node, uint64_t off, uint64_t span)
 {
-	struct img_erofs_plan *plan = user;
-	struct img_erofs_inode *e = img_erofs_inode_of(plan, node);
+	struct store_plan *sp = user;
 
-	if (e->startblk * EROFS_BLKSZ != off || node->size - e->tail != span)
-		return 0;
-	e->data_in_place = 1;
-	return 1;
+	return sp->fs->place(sp->plan, node, off, span);
 }
 
 /* Is the tar a pipe (or anything that cannot be read twice)? */
@@ -122,16 +121,19 @@ int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 		                      .store_dir = o->store_dir ? o->store_dir : "/nix/store" };
 	struct img_closure *c = NULL;
 	struct img_tar_source *tar = NULL;
-	struct img_erofs_plan *plan = NULL;
+	const struct img_fs_ops *fs = img_fs_find("erofs");
+	struct store_plan sp = { .ctx = ctx, .fs = fs };
 	struct img_tree *t = NULL;
 	struct img_dev *dev = NULL;
 	char **paths = NULL, *outdir = NULL;
 	struct img_tar_inplace inplace = { .fd = -1 };
 	struct img_verity verity = { 0 };
-	uint64_t size, total;
+	uint64_t size, fs_size, total;
 	uint8_t fixed_uuid[16];
 	int r;
 
+	if (!fs)
+		return img_set_error(ctx, -ENOSYS, "the EROFS writer is not built in");
 	if (o->uuid) {
 		if (uuid_parse(o->uuid, fixed_uuid) != 0)
 			return img_set_error(ctx, -EINVAL, "UUID '%s' is not a UUID", o->uuid);
@@ -157,16 +159,17 @@ int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 		 * final blocks (the layout puts file data first, in canonical
 		 * order, from block 1). Owner/time/link options could change an
 		 * inode's form and so the layout: then everything is staged. */
-		if (o->format == IMG_FORMAT_RAW && !o->tree_flags && tar_is_stream(o->tar)) {
+		if (o->format == IMG_FORMAT_RAW && !o->tree_flags && fs->stream &&
+		    tar_is_stream(o->tar)) {
 			inplace.fd = open(o->output, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 			if (inplace.fd < 0) {
 				r = img_set_error(ctx, -errno, "creating %s: %s", o->output,
 				                  strerror(errno));
 				goto out;
 			}
-			inplace.start = EROFS_BLKSZ;
-			inplace.align = EROFS_BLKSZ;
-			inplace.body = img_erofs_default_body;
+			inplace.start = fs->stream->start;
+			inplace.align = fs->stream->align;
+			inplace.body = fs->stream->body;
 			so.inplace = &inplace;
 		}
 		img_progress_phase(ctx, "reading the tar stream", 0, 0);
@@ -206,10 +209,10 @@ int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 			                       t->root->nchildren);
 	}
 	if (r >= 0)
-		r = img_erofs_plan(ctx, t, &fo, &plan);
+		r = fs->plan(ctx, t, &fo, &sp.plan);
 	if (r < 0)
 		goto out;
-	size = img_erofs_plan_bytes(plan);
+	fs_size = size = fs->planned_size(sp.plan);
 	if (o->size) {
 		if (o->size < size) {
 			r = img_set_error(ctx, -ENOSPC,
@@ -238,7 +241,7 @@ int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 	if (inplace.fd >= 0) {
 		uint64_t in, st;
 
-		r = img_tar_source_settle(tar, t, place_check, plan);
+		r = img_tar_source_settle(tar, t, place_check, &sp);
 		if (r >= 0 && ftruncate(inplace.fd, (off_t)total) < 0)
 			r = img_set_error(ctx, -errno, "sizing %s: %s", o->output, strerror(errno));
 		if (r >= 0)
@@ -252,14 +255,13 @@ int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 	}
 	if (r < 0)
 		goto out;
-	r = img_erofs_emit(ctx, plan, dev, 0);
+	r = fs->emit(sp.plan, dev);
 	if (r >= 0 && img_tar_source_pending(tar)) {
-		struct replay rp = { plan, dev };
-
+		sp.dev = dev;
 		img_log(ctx, IMG_LOG_INFO, "%s: reading %llu entries' data a second time", o->tar,
 		        (unsigned long long)img_tar_source_pending(tar));
 		img_progress_phase(ctx, "decompressing file data into place", t->data_bytes, 0);
-		r = img_tar_source_replay(tar, t, replay_data, &rp);
+		r = img_tar_source_replay(tar, t, replay_data, &sp);
 	}
 	/* The data are complete only now (a replay may have filled them in). */
 	if (r >= 0 && o->verity)
@@ -282,17 +284,17 @@ int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 			.uuid = vuuid,
 		};
 
-		img_uuid_unparse(plan->uuid, uuid);
+		fs->volume_id(sp.plan, uuid, sizeof(uuid));
 		img_uuid_unparse(verity.uuid, vuuid);
 		img_hex(verity.root, sizeof(verity.root), root);
 		img_hex(verity.salt, sizeof(verity.salt), salt);
-		r = img_image_manifest_bare(ctx, o, dev, NULL, NULL, "erofs", plan->label,
-		                            img_erofs_plan_bytes(plan), uuid,
-		                            o->verity ? &mv : NULL);
+		r = img_image_manifest_bare(ctx, o, dev, NULL, NULL, "erofs", fo.label, fs_size,
+		                            uuid, o->verity ? &mv : NULL);
 	}
 out:
 	img_dev_unref(dev);
-	img_erofs_plan_free(plan);
+	if (sp.plan)
+		fs->plan_free(sp.plan);
 	img_tar_source_free(tar);
 	if (inplace.fd >= 0)
 		close(inplace.fd);

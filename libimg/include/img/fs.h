@@ -1,17 +1,28 @@
 /*
  * fs.h -- file system writers behind one ops table.
  *
- * Each format (ext4, erofs, fat32) is one fs-<name>.c with one row in the
- * table in fs.c. A writer first estimates the size its tree needs (so the
- * device can be sized before anything is written), then writes the whole
- * file system onto a device in one pass: plan the layout, emit it, copy the
- * file data in-kernel into its final place.
+ * Each format (ext4, erofs, vfat) is one fs-<name>.c with one row in the
+ * table in fs.c. Every row plans, then emits: the plan lays the file system
+ * out for a finished tree and knows its size and volume ID before a byte is
+ * written (so the device can be sized, and a recipe never reads the file
+ * system back for its ID); emit writes it onto a device that reads as zeros.
+ * Formats that can take the data of a sorted stream (a tar on a pipe) in
+ * place say where (stream) and accept or refuse what arrived (place);
+ * write_data puts data in that emit could not reach (IMG_DATA_NONE files).
  *
  * Calling sequence:
  *   const struct img_fs_ops *fs = img_fs_find("ext4");
- *   fs->estimate(ctx, tree, &opts, &size);
+ *   fs->plan(ctx, tree, &opts, &plan);       opts->size 0: the estimate
+ *   size = fs->planned_size(plan);
+ *   fs->volume_id(plan, id, sizeof(id));      as blkid shows it
  *   ... create a device of at least size bytes ...
- *   fs->write(ctx, tree, &opts, dev);
+ *   fs->emit(plan, dev);
+ *   fs->plan_free(plan);
+ * estimate and write are the same in one call each.
+ *
+ * What emit does in file order (so the device hashes the output as it goes
+ * out, dio.c): erofs everything; ext4 and vfat not yet (their metadata is
+ * written last, at the front: the output is read back for its sha256).
  */
 #ifndef IMG_FS_H
 #define IMG_FS_H
@@ -34,12 +45,49 @@ struct img_fs_opts {
 	unsigned flags;
 };
 
+/* One format's layout of one finished tree (fs.c and the format's file). */
+struct img_fs_plan;
+
+/*
+ * Where a format wants the data of files streamed in canonical order: the
+ * first at byte @start, each next one after the previous one's span rounded
+ * up to @align; @body(size) leading bytes of a file of @size go there (the
+ * rest, a tail, is placed by the format).
+ */
+struct img_fs_stream {
+	uint64_t start;
+	uint64_t align;
+	uint64_t (*body)(uint64_t size);
+};
+
 struct img_fs_ops {
 	const char *name;
+	/* Plan @tree (finished; not written to until plan_free): layout, size
+	 * (opts->size, or the estimate with opts->extra), volume ID. */
+	int (*plan)(struct img_ctx *ctx, struct img_tree *tree, const struct img_fs_opts *opts,
+	            struct img_fs_plan **out);
+	/* Bytes the file system takes. */
+	uint64_t (*planned_size)(const struct img_fs_plan *plan);
+	/* The volume ID as blkid shows it (UUID, or XXXX-XXXX for vfat). */
+	void (*volume_id)(const struct img_fs_plan *plan, char *out, size_t len);
+	/* Write it all on @dev (planned_size bytes at least, reading as zeros). */
+	int (*emit)(struct img_fs_plan *plan, struct img_dev *dev);
+	/* NULL allowed. */
+	void (*plan_free)(struct img_fs_plan *plan);
+	/* Streamed data in place (NULL: the format takes none). */
+	const struct img_fs_stream *stream;
+	/* @node's data is at [off, off+span) already: 1 if the plan put it
+	 * there (emit then leaves it alone), 0 if not. Before emit. */
+	int (*place)(struct img_fs_plan *plan, struct img_node *node, uint64_t off, uint64_t span);
+	/* Bytes of @node's data at file offset @off that emit could not reach
+	 * (IMG_DATA_NONE files), after emit. NULL: the format needs all data
+	 * readable at emit. */
+	int (*write_data)(struct img_fs_plan *plan, struct img_dev *dev, struct img_node *node,
+	                  uint64_t off, const void *buf, size_t len);
 	/* Bytes the tree needs with opts->extra free space (opts->size ignored). */
 	int (*estimate)(struct img_ctx *ctx, struct img_tree *tree, const struct img_fs_opts *opts,
 	                uint64_t *size);
-	/* Write the file system on the whole of @dev (whose size is the fs size). */
+	/* Plan and emit on the whole of @dev (whose size is the fs size). */
 	int (*write)(struct img_ctx *ctx, struct img_tree *tree, const struct img_fs_opts *opts,
 	             struct img_dev *dev);
 };
