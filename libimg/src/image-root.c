@@ -106,13 +106,6 @@ int img_root_find_system(struct img_ctx *ctx, const struct img_build_opts *o,
 	return 0;
 }
 
-const char *img_root_tree_system(struct img_tree *t)
-{
-	const struct img_node *link = t ? img_tree_lookup(t, ROOT_SYSTEM_LINK) : NULL;
-
-	return link && link->type == IMG_NODE_SYMLINK ? link->target : NULL;
-}
-
 /* The layout, the content (closure on disk or tar stream), the links. */
 static int root_tree(struct img_ctx *ctx, const struct img_build_opts *o,
                      const struct img_closure *c, const char *stage_dir, struct img_tree **out,

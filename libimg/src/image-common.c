@@ -1,0 +1,128 @@
+/*
+ * image-common.c -- what the recipes (image-*.c) share: seed derivation,
+ * output creation, closure loading, the system a root tree links. Below
+ * the recipes; image.c, the front
+ * door, is above them.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "image-private.h"
+#include <img/qcow2.h>
+
+int img_image_set_seed(struct img_ctx *ctx, const struct img_build_opts *o,
+                       const char *const *paths, size_t npaths)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f;
+	uint8_t digest[32];
+	char hex[65];
+
+	if (o->seed)
+		return img_ctx_set_seed(ctx, o->seed, o->seed_len ? o->seed_len : strlen(o->seed));
+	/* The identity of the content: the store paths (sorted, unique) and the
+	 * label. Deliberately not the mode or the sizes: a root file system keeps
+	 * its UUID whether it is written bare, into --efi or into --hybrid, and
+	 * adding a partition changes no other ID (every ID is then told apart by
+	 * its role). An image without paths (--empty) takes its size instead,
+	 * so two empty disks of one VM do not share a UUID by default. Never the
+	 * output path or anything of the host. */
+	f = open_memstream(&buf, &len);
+	if (!f)
+		return img_set_error(ctx, -ENOMEM, "out of memory");
+	fprintf(f, "libimg-seed-v2\nlabel=%s\n", o->label ? o->label : "");
+	if (!npaths)
+		fprintf(f, "size=%llu\n", (unsigned long long)o->size);
+	for (size_t i = 0; i < npaths; i++)
+		fprintf(f, "path=%s\n", paths[i]);
+	if (fclose(f) != 0) {
+		free(buf);
+		return img_set_error(ctx, -ENOMEM, "out of memory");
+	}
+	img_sha256(buf, len, digest);
+	free(buf);
+	img_hex(digest, 16, hex);
+	return img_ctx_set_seed(ctx, hex, 32);
+}
+
+enum img_vdisk_format img_image_vdisk_format(const struct img_build_opts *o)
+{
+	switch (o->format) {
+	case IMG_FORMAT_VPC:
+		return o->vdisk == IMG_VDISK_VPC_DYNAMIC ? IMG_VDISK_VPC_DYNAMIC
+		                                         : IMG_VDISK_VPC_FIXED;
+	case IMG_FORMAT_VDI:
+		return IMG_VDISK_VDI;
+	case IMG_FORMAT_VMDK:
+		return o->vdisk == IMG_VDISK_VMDK_STREAM ? IMG_VDISK_VMDK_STREAM
+		                                         : IMG_VDISK_VMDK_SPARSE;
+	default:
+		return 0;
+	}
+}
+
+const char *img_image_format_name(const struct img_build_opts *o)
+{
+	static const char *const names[] = { "raw", "qcow2", "vpc", "vdi", "vmdk" };
+
+	return (unsigned)o->format < sizeof(names) / sizeof(names[0]) ? names[o->format] : "raw";
+}
+
+int img_image_create_output(struct img_ctx *ctx, const struct img_build_opts *o, uint64_t size,
+                            struct img_dev **out)
+{
+	if (o->format == IMG_FORMAT_QCOW2) {
+		struct img_qcow2_opts q = {
+			.size = size,
+			.cluster_bits = o->cluster_bits,
+			.compression = o->compression,
+		};
+
+		return img_dev_qcow2_create(ctx, o->output, &q, out);
+	}
+	if (o->compression != IMG_QCOW2_COMPRESS_NONE)
+		return img_set_error(ctx, -EINVAL, "compression needs the qcow2 format");
+	if (o->format == IMG_FORMAT_VPC || o->format == IMG_FORMAT_VDI ||
+	    o->format == IMG_FORMAT_VMDK) {
+		struct img_vdisk_opts v = { .format = img_image_vdisk_format(o) };
+		const char *name = o->output_name ? o->output_name : o->output;
+		uint64_t align = o->format == IMG_FORMAT_VPC ? 1u << 20 : 512;
+
+		/* A partition table's backup GPT sits at the very end: a disk
+		 * is planned in whole MiB; a bare file system may be padded. */
+		if (size % align && (o->mode == IMG_MODE_EFI || o->mode == IMG_MODE_BIOS ||
+		                     o->mode == IMG_MODE_HYBRID))
+			return img_set_error(
+			    ctx, -EINVAL, "a %s disk needs a size in whole %s (--size %llu)",
+			    img_vdisk_qemu_name(v.format), align == 512 ? "sectors" : "MiB",
+			    (unsigned long long)size);
+		v.size = IMG_ALIGN_UP(size, align);
+		v.extent_name = strrchr(name, '/') ? strrchr(name, '/') + 1 : name;
+		return img_dev_vdisk_create(ctx, o->output, &v, out);
+	}
+	return img_dev_raw_create(ctx, o->output, size, out);
+}
+
+int img_image_load_closure(struct img_ctx *ctx, const struct img_build_opts *o,
+                           struct img_closure **out)
+{
+	/* With a tar the contents come from the stream: the paths need not
+	 * exist on this host (no host store at all is fine). */
+	struct img_closure_opts co = {
+		.store_dir = o->store_dir,
+		.root = o->root,
+		.no_check_exists = o->tar != NULL,
+	};
+
+	if (!o->closure)
+		return img_set_error(ctx, -EINVAL, "no closure given");
+	return img_closure_load(ctx, o->closure, &co, out);
+}
+
+const char *img_root_tree_system(struct img_tree *t)
+{
+	const struct img_node *link = t ? img_tree_lookup(t, ROOT_SYSTEM_LINK) : NULL;
+
+	return link && link->type == IMG_NODE_SYMLINK ? link->target : NULL;
+}
