@@ -1,13 +1,14 @@
 /*
  * image-common.c -- what the recipes (image-*.c) share: seed derivation,
- * output creation, closure loading, the system a root tree links. Below
- * the recipes; image.c, the front
- * door, is above them.
+ * output creation, closure loading, the system a root tree links and its
+ * grub.cfg. Below the recipes; image.c, the front door, is above them.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "image-private.h"
+#include <img/boot.h>
 #include <img/qcow2.h>
 
 int img_image_set_seed(struct img_ctx *ctx, const struct img_build_opts *o,
@@ -125,4 +126,54 @@ const char *img_root_tree_system(struct img_tree *t)
 	const struct img_node *link = t ? img_tree_lookup(t, ROOT_SYSTEM_LINK) : NULL;
 
 	return link && link->type == IMG_NODE_SYMLINK ? link->target : NULL;
+}
+
+/* How the root tree's store is read for GRUB's plan (the tree itself). */
+struct img_boot_opts img_image_grub_boot_opts(const struct img_build_opts *o,
+                                              const struct img_closure *c, struct img_tree *t,
+                                              const char *system, const char *tree_name)
+{
+	struct img_boot_opts bo = {
+		.system = system,
+		.store_dir = c ? c->store_dir : o->store_dir,
+		.paths = c ? (const char *const *)c->paths : NULL,
+		.npaths = c ? c->npaths : 0,
+		.kernel_params = o->kernel_params,
+		.specialisation = o->specialisation,
+		.tree = t,
+		.tree_name = tree_name,
+	};
+
+	return bo;
+}
+
+int img_image_grub_cfg(struct img_ctx *ctx, const struct img_build_opts *o,
+                       const struct img_closure *c, struct img_tree *t, const char *system)
+{
+	struct img_node_attr a = { .type = IMG_NODE_REG, .mode = 0644 };
+	char name[PATH_MAX + 32];
+	struct img_boot_opts bo;
+	struct img_boot_plan *p;
+	char *cfg = NULL;
+	int r;
+
+	if (o->tar)
+		snprintf(name, sizeof(name), "the tar stream %s",
+		         strcmp(o->tar, "-") ? o->tar : "on stdin");
+	else
+		snprintf(name, sizeof(name), "the closure %s", c ? c->source : "");
+	bo = img_image_grub_boot_opts(o, c, t, system, name);
+	r = img_boot_plan_build(ctx, &bo, &p);
+	if (r < 0)
+		return r;
+	r = img_boot_grub_cfg(ctx, p, o->label ? o->label : ROOT_LABEL, &cfg);
+	img_boot_plan_free(p);
+	if (r < 0)
+		return r;
+	a.size = strlen(cfg);
+	a.data.kind = IMG_DATA_MEM;
+	a.data.mem = cfg;
+	r = img_tree_add(t, "boot/grub/grub.cfg", &a, NULL); /* copies the bytes */
+	free(cfg);
+	return r;
 }

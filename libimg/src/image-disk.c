@@ -42,7 +42,6 @@
 
 #define MIB               (1ull << 20)
 #define DEFAULT_BOOT_SIZE (256ull << 20)
-#define ROOT_LABEL        "nixos"
 
 /* ---- GRUB i386-pc -------------------------------------------------------- */
 
@@ -266,56 +265,6 @@ static int write_part(struct disk_build *b, const struct img_disk_part *p,
 	return r;
 }
 
-/* How the root tree's store is read for GRUB's plan (the tree itself). */
-static struct img_boot_opts grub_boot_opts(const struct img_build_opts *o,
-                                           const struct img_closure *c, struct img_tree *t,
-                                           const char *system, const char *tree_name)
-{
-	struct img_boot_opts bo = {
-		.system = system,
-		.store_dir = c ? c->store_dir : o->store_dir,
-		.paths = c ? (const char *const *)c->paths : NULL,
-		.npaths = c ? c->npaths : 0,
-		.kernel_params = o->kernel_params,
-		.specialisation = o->specialisation,
-		.tree = t,
-		.tree_name = tree_name,
-	};
-
-	return bo;
-}
-
-int img_image_grub_cfg(struct img_ctx *ctx, const struct img_build_opts *o,
-                       const struct img_closure *c, struct img_tree *t, const char *system)
-{
-	struct img_node_attr a = { .type = IMG_NODE_REG, .mode = 0644 };
-	char name[PATH_MAX + 32];
-	struct img_boot_opts bo;
-	struct img_boot_plan *p;
-	char *cfg = NULL;
-	int r;
-
-	if (o->tar)
-		snprintf(name, sizeof(name), "the tar stream %s",
-		         strcmp(o->tar, "-") ? o->tar : "on stdin");
-	else
-		snprintf(name, sizeof(name), "the closure %s", c ? c->source : "");
-	bo = grub_boot_opts(o, c, t, system, name);
-	r = img_boot_plan_build(ctx, &bo, &p);
-	if (r < 0)
-		return r;
-	r = img_boot_grub_cfg(ctx, p, o->label ? o->label : ROOT_LABEL, &cfg);
-	img_boot_plan_free(p);
-	if (r < 0)
-		return r;
-	a.size = strlen(cfg);
-	a.data.kind = IMG_DATA_MEM;
-	a.data.mem = cfg;
-	r = img_tree_add(t, "boot/grub/grub.cfg", &a, NULL); /* copies the bytes */
-	free(cfg);
-	return r;
-}
-
 /* The manifest's view of @p's entries for @loader, appended to @m. */
 static int manifest_entries(struct img_manifest *m, const struct img_boot_plan *p,
                             const char *loader, const struct img_boot_esp *esp,
@@ -390,7 +339,8 @@ static int write_manifest(struct disk_build *b)
 	m.system = (char *)b->system;
 	if (b->system && o->mode != IMG_MODE_EFI) {
 		/* the entries of the grub.cfg image-root.c put into the root */
-		struct img_boot_opts bo = grub_boot_opts(o, b->c, b->root, b->system, b->tree_name);
+		struct img_boot_opts bo =
+		    img_image_grub_boot_opts(o, b->c, b->root, b->system, b->tree_name);
 
 		r = img_boot_plan_build(b->ctx, &bo, &gp);
 		if (r < 0)

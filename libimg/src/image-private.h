@@ -5,6 +5,7 @@
 #define IMG_IMAGE_PRIVATE_H
 
 #include "private.h"
+#include <img/boot.h>
 #include <img/closure.h>
 #include <img/image.h>
 #include <img/tree.h>
@@ -57,6 +58,8 @@ struct img_tar_source;
 int img_root_tree_build_tar(struct img_ctx *ctx, const struct img_build_opts *o,
                             const struct img_closure *c, struct img_tree **out,
                             struct img_tar_source **tar);
+/* The root file system's label unless --label says otherwise. */
+#define ROOT_LABEL "nixos"
 /* Where the root layout links the system toplevel (system -> system-1-link -> it). */
 #define ROOT_SYSTEM_LINK "nix/var/nix/profiles/system-1-link"
 /* The system toplevel the layout of root tree @t linked, or NULL (borrowed from @t). */
@@ -106,15 +109,19 @@ int img_image_manifest_bare(struct img_ctx *ctx, const struct img_build_opts *o,
 int img_image_fs_id(struct img_ctx *ctx, struct img_dev *dev, uint64_t off, const char *fs,
                     char *out, size_t len);
 
-/* The recipes, one per file. */
+/* How the root tree's store is read for GRUB's plan (the tree itself). */
+struct img_boot_opts img_image_grub_boot_opts(const struct img_build_opts *o,
+                                              const struct img_closure *c, struct img_tree *t,
+                                              const char *system, const char *tree_name);
 /*
- * --bios, --hybrid (image-disk.c): add boot/grub/grub.cfg, the menu of
+ * --bios, --hybrid (image-common.c): add boot/grub/grub.cfg, the menu of
  * @system's boot entries (img_boot_grub_cfg), to the root tree @t before
  * it is finished. Store paths are read from @t itself.
  */
 int img_image_grub_cfg(struct img_ctx *ctx, const struct img_build_opts *o,
                        const struct img_closure *c, struct img_tree *t, const char *system);
 
+/* The recipes, one per file. */
 int img_build_root(struct img_ctx *ctx, const struct img_build_opts *o);  /* ROOT, EMPTY */
 int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o); /* STORE */
 int img_build_disk(struct img_ctx *ctx, const struct img_build_opts *o);  /* EFI, BIOS, HYBRID */

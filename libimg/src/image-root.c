@@ -13,7 +13,6 @@
 #include <img/fs.h>
 #include <img/source.h>
 
-#define ROOT_LABEL "nixos"
 /* Default free space: 64 MiB plus a tenth of the file data (docs/root-image.md). */
 #define ROOT_HEADROOM_FIXED (64ull << 20)
 
