@@ -119,6 +119,7 @@ img_shell_test(boot sigterm TIMEOUT 600)
 img_shell_test(boot uki TIMEOUT 600)
 img_shell_test(boot scsi TIMEOUT 600)
 img_shell_test(boot hybrid TIMEOUT 600)
+img_shell_test(boot specialisation TIMEOUT 900)
 img_shell_test(boot formats TIMEOUT 900)
 img_shell_test(boot system TIMEOUT 900)
 

@@ -53,56 +53,100 @@ static int is_system(struct img_tree *t, const char *base)
 	return 1;
 }
 
+/*
+ * Is the toplevel @base a specialisation of another candidate: one of
+ * @cand's toplevels links it as specialisation/NAME (as NixOS does; its
+ * boot.json names the same paths)?
+ */
+static int is_specialisation(struct img_tree *t, char **cand, size_t ncand, size_t sdl,
+                             const char *base)
+{
+	for (size_t i = 0; i < ncand; i++) {
+		struct img_node *d;
+		char path[512];
+
+		snprintf(path, sizeof(path), "nix/store/%s/specialisation", cand[i] + sdl + 1);
+		d = img_tree_lookup(t, path);
+		if (!d || d->type != IMG_NODE_DIR)
+			continue;
+		for (size_t k = 0; k < d->nchildren; k++) {
+			const struct img_node *l = d->children[k];
+			const char *slash;
+
+			if (l->type != IMG_NODE_SYMLINK || !l->target)
+				continue;
+			slash = strrchr(l->target, '/');
+			if (!strcmp(slash ? slash + 1 : l->target, base))
+				return 1;
+		}
+	}
+	return 0;
+}
+
 /* The toplevel to link as the system profile: --system, or the one store
- * path holding kernel, initrd and init. NULL (no error) when there is none.
- * The candidates are the closure's paths, or without a closure (a tar
- * stream) the store paths in the tree. */
+ * path holding kernel, initrd and init that is not another's specialisation
+ * (a NixOS closure with specialisations holds a toplevel for each). NULL
+ * (no error) when there is none. The candidates are the closure's paths,
+ * or without a closure (a tar stream) the store paths in the tree. */
 int img_root_find_system(struct img_ctx *ctx, const struct img_build_opts *o,
                          const struct img_closure *c, struct img_tree *t, char **out)
 {
 	const char *sd = c ? c->store_dir : o->store_dir ? o->store_dir : "/nix/store";
 	struct img_node *store = img_tree_lookup(t, "nix/store");
-	size_t n = c ? c->npaths : store ? store->nchildren : 0, sdl = strlen(sd);
-	char *found = NULL, *p = NULL;
+	size_t n = c ? c->npaths : store ? store->nchildren : 0, sdl = strlen(sd), ncand = 0;
+	char **cand = calloc(n ? n : 1, sizeof(char *)), *p = NULL, *first = NULL;
+	int r = 0;
 
 	*out = NULL;
-	for (size_t i = 0; i < n; i++) {
-		free(p);
+	if (!cand)
+		return img_set_error(ctx, -ENOMEM, "out of memory");
+	for (size_t i = 0; i < n && r >= 0; i++) {
 		if (c)
 			p = img_strdup(c->paths[i]);
 		else if (img_asprintf(&p, "%s/%s", sd, store->children[i]->name) < 0)
 			p = NULL;
 		if (!p) {
-			free(found);
-			return img_set_error(ctx, -ENOMEM, "out of memory");
+			r = img_set_error(ctx, -ENOMEM, "out of memory");
+			break;
 		}
 		if (o->system) {
 			if (!strcmp(p, o->system)) {
 				*out = p;
-				return 0;
+				p = NULL;
+				break;
 			}
-			continue;
+		} else if (is_system(t, p + sdl + 1)) {
+			cand[ncand++] = p;
+			p = NULL;
 		}
-		if (!is_system(t, p + sdl + 1))
-			continue;
-		if (found) {
-			img_set_error(
-			    ctx, -EINVAL,
-			    "%s: several system toplevels (%s, %s): choose one with --system",
-			    c ? c->source : o->tar, found, p);
-			free(found);
-			free(p);
-			return -EINVAL;
-		}
-		found = p;
+		free(p);
 		p = NULL;
 	}
-	free(p);
-	if (o->system)
-		return img_set_error(ctx, -EINVAL, "--system %s is not in the closure %s",
-		                     o->system, c ? c->source : o->tar);
-	*out = found;
-	return 0;
+	if (r >= 0 && o->system && !*out)
+		r = img_set_error(ctx, -EINVAL, "--system %s is not in the closure %s", o->system,
+		                  c ? c->source : o->tar);
+	for (size_t i = 0; r >= 0 && !o->system && i < ncand; i++) {
+		if (is_specialisation(t, cand, ncand, sdl, cand[i] + sdl + 1))
+			continue;
+		if (first) {
+			r = img_set_error(
+			    ctx, -EINVAL,
+			    "%s: several system toplevels (%s, %s): choose one with --system",
+			    c ? c->source : o->tar, first, cand[i]);
+			break;
+		}
+		first = cand[i];
+	}
+	if (r >= 0 && first && !(*out = img_strdup(first)))
+		r = img_set_error(ctx, -ENOMEM, "out of memory");
+	for (size_t i = 0; i < ncand; i++)
+		free(cand[i]);
+	free(cand);
+	if (r < 0) {
+		free(*out);
+		*out = NULL;
+	}
+	return r;
 }
 
 /* The layout, the content (closure on disk or tar stream), the links. */

@@ -16,6 +16,9 @@ before=$(sha256sum "$T/disk.qcow2" "$T/store.img")
 boot_vm "$T/console.log" --store-image "$T/store.img" --expect "$MARKER" --timeout 300 \
 	"$T/disk.qcow2"
 boot_check_marker "$T/console.log" no
+# the default entry is the system itself, not one of its specialisations
+tr -d '\r' <"$T/console.log" | grep -q "^fixture-system: specialisation none, " ||
+	t_fail "the default entry did not boot the system's own init"
 # systemd-boot really ran (not a direct kernel boot behind our back)
 grep -q 'LINUX_EFI_INITRD_MEDIA\|EFI stub' "$T/console.log" ||
 	t_fail "no EFI stub message on the console: was the kernel started by UEFI?"
