@@ -73,6 +73,29 @@ mtype -i "$T/s.img@@$off" ::/loader/loader.conf | grep -qx 'default nixos-genera
 t_expect_exit 1 "$MKVMIMAGE" -q --efi --specialisation gamma --root "$R" -o "$T/x.img" "$T/closure"
 grep -q "gamma.*no such specialisation" "$T/stderr" || t_fail "unknown specialisation: $(cat "$T/stderr")"
 
+# --uki: one UKI per entry in EFI/Linux, systemd-boot chooses
+STUB=/usr/lib/systemd/boot/efi/linuxx64.efi.stub
+if [ -r "$STUB" ] && command -v objcopy >/dev/null; then
+	"$MKVMIMAGE" -q --efi --uki --uki-stub "$STUB" --specialisation alpha --root "$R" \
+		-o "$T/u.img" "$T/closure" || t_fail "--uki"
+	mdir -b -i "$T/u.img@@$off" ::/EFI/Linux | sed 's|.*/||' | LC_ALL=C sort >"$T/ukis"
+	printf '%s\n' nixos-generation-1-specialisation-alpha.efi \
+		nixos-generation-1-specialisation-beta.efi nixos-generation-1.efi >"$T/ukis.want"
+	diff "$T/ukis.want" "$T/ukis" >&2 || t_fail "UKIs in EFI/Linux"
+	mtype -i "$T/u.img@@$off" ::/loader/loader.conf | grep -qx 'default nixos-generation-1-specialisation-alpha.efi' ||
+		t_fail "--uki loader.conf default"
+	mcopy -n -i "$T/u.img@@$off" ::/EFI/Linux/nixos-generation-1-specialisation-beta.efi "$T/beta.efi"
+	objcopy -O binary --only-section=.cmdline "$T/beta.efi" "$T/beta.cmdline" || t_fail "objcopy"
+	[ "$(cat "$T/beta.cmdline")" = "init=$BT/init " ] || t_fail "beta's .cmdline: $(cat "$T/beta.cmdline")"
+	objcopy -O binary --only-section=.linux "$T/beta.efi" "$T/beta.linux"
+	cmp -s "$T/beta.linux" "$R$K/bzImage" || t_fail "beta's .linux"
+	mcopy -n -i "$T/u.img@@$off" ::/EFI/BOOT/BOOTX64.EFI "$T/u-boot.efi"
+	cmp -s "$T/u-boot.efi" "$R$B/lib/systemd/boot/efi/systemd-bootx64.efi" ||
+		t_fail "--uki with specialisations: BOOTX64.EFI is not systemd-boot"
+else
+	echo "no $STUB or objcopy: the --uki part SKIPPED" >&2
+fi
+
 # GRUB: one menuentry per entry, in install-grub.pl's order, in the root's /boot/grub
 "$MKVMIMAGE" -q --bios --specialisation alpha --root "$R" -o "$T/b.img" "$T/closure" 2>/dev/null ||
 	t_fail "--bios"
