@@ -8,7 +8,7 @@ PKGS=(
   # build
   build-essential cmake pkg-config clang llvm libclang-rt-14-dev clang-format
   libarchive-dev libext2fs-dev libfdisk-dev libzstd-dev uuid-dev zlib1g-dev
-  libjson-c-dev libssl-dev libsqlite3-dev check
+  libjson-c-dev libssl-dev libsqlite3-dev liblz4-dev check
   # oracles: programs we did not write
   qemu-utils qemu-system-x86 e2fsprogs erofs-utils dosfstools mtools gdisk fdisk
   cryptsetup-bin

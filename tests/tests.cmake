@@ -80,6 +80,7 @@ img_shell_test(integration output-not-input)
 # the manifest's sha256 against sha256sum, every mode and format
 img_shell_test(integration manifest-sha256)
 img_shell_test(integration store-policy)
+img_shell_test(integration store-compress)
 img_shell_test(integration vm-qemu-accepts LABELS vm)
 img_shell_test(integration vm-bad-input LABELS vm)
 img_shell_test(integration vm-supervise LABELS vm)

@@ -35,6 +35,7 @@ enum {
 	OPT_SPECIALISATION,
 	OPT_KEEP_HARDLINKS,
 	OPT_VERITY,
+	OPT_COMPRESS_FS,
 	OPT_SEED,
 	OPT_MANIFEST,
 	OPT_NO_MANIFEST,
@@ -189,6 +190,16 @@ static const struct tool_opt mkvmimage_opts[] = {
 	          "manifest's store partition gets a verity object: root hash, algorithm, "
 	          "data and hash offsets, salt (docs/store-image.md). Only with "
 	          "--store-image." },
+	{ .name = "compress-fs",
+	  .val = OPT_COMPRESS_FS,
+	  .arg = "ALG",
+	  .help = "compressed EROFS: lz4, lz4hc or lz4hc:LEVEL",
+	  .more = "File data in 4 KiB LZ4 pclusters (LEVEL 1..12, default 9); a file "
+	          "that does not shrink by a block stays uncompressed. Raw output; the "
+	          "data must be at hand (a closure, a tar file or a tar pipe, not a "
+	          "compressed tar). Two threads compress while one reads.",
+	  .complete = TC_WORDS,
+	  .words = "lz4 lz4hc" },
 
 	T_SECTION("Booting"),
 	{ .name = "system",

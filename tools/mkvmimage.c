@@ -305,6 +305,32 @@ int main(int argc, char **argv)
 		case OPT_VERITY:
 			o.verity = 1;
 			break;
+		case OPT_COMPRESS_FS: {
+			char *end = NULL;
+
+			if (!strcmp(optarg, "lz4")) {
+				o.fs_compression = IMG_FS_COMPRESS_LZ4;
+			} else if (!strcmp(optarg, "lz4hc")) {
+				o.fs_compression = IMG_FS_COMPRESS_LZ4HC;
+			} else if (!strncmp(optarg, "lz4hc:", 6)) {
+				long lv;
+
+				errno = 0;
+				lv = strtol(optarg + 6, &end, 10);
+				if (errno || end == optarg + 6 || *end || lv < 1 || lv > 12)
+					return usage_error(
+					    "--compress-fs: '%s': the lz4hc level is "
+					    "1 to 12",
+					    optarg);
+				o.fs_compression = IMG_FS_COMPRESS_LZ4HC;
+				o.fs_compression_level = (int)lv;
+			} else {
+				return usage_error("--compress-fs: '%s' is not lz4, lz4hc or "
+				                   "lz4hc:LEVEL",
+				                   optarg);
+			}
+			break;
+		}
 		case OPT_KEEP_HARDLINKS:
 			o.tree_flags |= IMG_TREE_KEEP_HARDLINKS;
 			break;
@@ -384,6 +410,10 @@ int main(int argc, char **argv)
 		o.uki = 1;
 	if (o.verity && o.mode != IMG_MODE_STORE)
 		return usage_error("%s", "--verity needs --store-image");
+	if (o.fs_compression && o.mode != IMG_MODE_STORE)
+		return usage_error("%s", "--compress-fs needs --store-image");
+	if (o.fs_compression && o.format != IMG_FORMAT_RAW)
+		return usage_error("%s", "--compress-fs writes raw output, not qcow2");
 	if (!no_manifest && !manifest) {
 		if (asprintf(&default_manifest, "%s.json", o.output) < 0)
 			abort();

@@ -162,6 +162,9 @@ static void put_inode(const struct img_erofs_plan *p, struct img_node *n, uint8_
 		u = (uint32_t)e->startblk;
 		if (!size)
 			u = 0;
+		/* compressed: i_u is the count of compressed blocks (1.13) */
+		if (e->layout == EROFS_INODE_COMPRESSED_FULL)
+			u = (uint32_t)e->nblocks;
 		break;
 	case IMG_NODE_CHR:
 	case IMG_NODE_BLK:
@@ -193,6 +196,40 @@ static void put_inode(const struct img_erofs_plan *p, struct img_node *n, uint8_
 		img_put_le64(b + EROFS_IE_MTIME, (uint64_t)n->mtime);
 		img_put_le32(b + EROFS_IE_NLINK, n->nlink);
 	}
+}
+
+/*
+ * A compressed file's inode and its map header + indexes, from @blk (the
+ * metadata block *cur) on: a record over one block starts a block of its
+ * own (the packer's rule) and runs on into the next ones, each written when
+ * full; the last stays in @blk for the inodes packed after it.
+ */
+static int put_zmeta(struct emit *em, struct img_node *n, uint8_t *blk, uint64_t *cur)
+{
+	const struct img_erofs_inode *e = &em->p->inode[n->seq];
+	size_t pos = (size_t)(e->nid * EROFS_SLOT % EROFS_BLKSZ), left = e->zmeta;
+	const uint8_t *src = e->zindex;
+	int r;
+
+	put_inode(em->p, n, blk + pos);
+	pos += e->isize;
+	while (left) {
+		size_t k = IMG_MIN(left, EROFS_BLKSZ - pos);
+
+		memcpy(blk + pos, src, k);
+		src += k;
+		left -= k;
+		pos += k;
+		if (left) {
+			r = img_dev_write_data(em->dev, blk, EROFS_BLKSZ, *cur * EROFS_BLKSZ);
+			if (r < 0)
+				return r;
+			memset(blk, 0, EROFS_BLKSZ);
+			(*cur)++;
+			pos = 0;
+		}
+	}
+	return 0;
 }
 
 /* Inode + inline tail of @n into @b (its place inside a metadata block). */
@@ -308,6 +345,7 @@ static void put_super(const struct img_erofs_plan *p, uint8_t *blk0)
 	img_put_le32(sb + EROFS_SB_MAGIC, EROFS_MAGIC);
 	img_put_le32(sb + EROFS_SB_FEATURE_COMPAT,
 	             EROFS_FEATURE_COMPAT_SB_CHKSUM | EROFS_FEATURE_COMPAT_MTIME);
+	img_put_le32(sb + EROFS_SB_FEATURE_INCOMPAT, p->feature_incompat);
 	sb[EROFS_SB_BLKSZBITS] = EROFS_BLKSZBITS;
 	img_put_le16(sb + EROFS_SB_ROOT_NID, (uint16_t)p->inode[root->seq].nid);
 	img_put_le64(sb + EROFS_SB_INOS, p->ninodes);
@@ -407,6 +445,12 @@ int img_erofs_emit(struct img_ctx *ctx, struct img_erofs_plan *p, struct img_dev
 				goto out;
 			memset(blk, 0, EROFS_BLKSZ);
 			cur = b;
+		}
+		if (p->inode[n->seq].zmeta) {
+			r = put_zmeta(&em, n, blk, &cur);
+			if (r < 0)
+				goto out;
+			continue;
 		}
 		r = put_meta(&em, n, blk + off % EROFS_BLKSZ);
 		if (r < 0)

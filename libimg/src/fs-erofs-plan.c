@@ -168,10 +168,24 @@ struct packer {
 	uint64_t nblocks;                    /* metadata blocks opened */
 };
 
-/* Place @slots slots; returns the slot index relative to the metadata area. */
-static int pack(struct packer *k, unsigned slots, uint64_t *slot_out)
+/*
+ * Place @slots slots; returns the slot index relative to the metadata area.
+ * A record over one block (a compressed file's indexes) starts a run of new
+ * blocks; what is left of its last block is free for others.
+ */
+static int pack(struct packer *k, uint64_t slots, uint64_t *slot_out)
 {
-	for (unsigned f = slots; f < SLOTS_PER_BLOCK; f++) {
+	if (slots > SLOTS_PER_BLOCK) {
+		uint64_t nb = IMG_DIV_ROUND_UP(slots, SLOTS_PER_BLOCK);
+		unsigned left = (unsigned)(nb * SLOTS_PER_BLOCK - slots);
+
+		*slot_out = k->nblocks * SLOTS_PER_BLOCK;
+		k->nblocks += nb;
+		if (left && bucket_push(&k->free[left], k->nblocks - 1) < 0)
+			return -ENOMEM;
+		return 0;
+	}
+	for (unsigned f = (unsigned)slots; f < SLOTS_PER_BLOCK; f++) {
 		struct bucket *b = &k->free[f];
 
 		if (b->n) {
@@ -212,6 +226,8 @@ void img_erofs_plan_free(struct img_erofs_plan *p)
 {
 	if (!p)
 		return;
+	for (uint64_t i = 0; p->inode && i < p->tree->nodes; i++)
+		free(p->inode[i].zindex);
 	free(p->nodes);
 	free(p->inode);
 	free(p->meta_order);
@@ -228,11 +244,9 @@ int img_erofs_plan(struct img_ctx *ctx, struct img_tree *tree, const struct img_
                    struct img_erofs_plan **out)
 {
 	struct img_erofs_plan *p;
-	struct packer k;
 	const char *label = opts && opts->label ? opts->label : "nix-store";
-	uint64_t nnodes = tree->nodes, blk, root_end;
+	uint64_t nnodes = tree->nodes, root_end;
 	uint32_t ino = 0;
-	size_t mo = 0;
 	int r;
 
 	if (!tree->finished)
@@ -243,7 +257,6 @@ int img_erofs_plan(struct img_ctx *ctx, struct img_tree *tree, const struct img_
 	p = img_malloc0(sizeof(*p));
 	if (!p)
 		return img_set_error(ctx, -ENOMEM, "out of memory");
-	memset(&k, 0, sizeof(k));
 	p->ctx = ctx;
 	p->tree = tree;
 	p->epoch = img_repro_epoch(ctx);
@@ -275,7 +288,25 @@ int img_erofs_plan(struct img_ctx *ctx, struct img_tree *tree, const struct img_
 		plan_inode(p, n, &root_end);
 		p->inode[i].ino = ino++;
 	}
+	r = img_erofs_plan_layout(p);
+	if (r < 0)
+		goto fail;
+	*out = p;
+	return 0;
+fail:
+	img_erofs_plan_free(p);
+	return r;
+}
 
+int img_erofs_plan_layout(struct img_erofs_plan *p)
+{
+	struct img_ctx *ctx = p->ctx;
+	uint64_t nnodes = p->tree->nodes, blk;
+	struct packer k;
+	size_t mo = 0;
+	int r;
+
+	memset(&k, 0, sizeof(k));
 	/* File data from block 1 in canonical order, then directories and
 	 * long symlinks. */
 	blk = 1;
@@ -318,9 +349,10 @@ int img_erofs_plan(struct img_ctx *ctx, struct img_tree *tree, const struct img_
 		if (n->link)
 			continue;
 		if (!n->parent) {
-			e->nid = root_end / EROFS_SLOT;
+			e->nid = (EROFS_SB_OFFSET + EROFS_SB_SIZE) / EROFS_SLOT;
 		} else {
-			unsigned need = IMG_DIV_ROUND_UP(e->isize + e->tail, EROFS_SLOT);
+			uint64_t need =
+			    IMG_DIV_ROUND_UP((uint64_t)e->isize + e->tail + e->zmeta, EROFS_SLOT);
 
 			if (pack(&k, need, &slot) < 0) {
 				r = img_set_error(ctx, -ENOMEM, "out of memory");
@@ -337,11 +369,7 @@ int img_erofs_plan(struct img_ctx *ctx, struct img_tree *tree, const struct img_
 	}
 	qsort_r(p->meta_order, p->ninodes, sizeof(*p->meta_order), cmp_nid, p);
 	r = 0;
-	*out = p;
-	goto done;
 fail:
-	img_erofs_plan_free(p);
-done:
 	for (unsigned f = 0; f < SLOTS_PER_BLOCK; f++)
 		free(k.free[f].blk);
 	return r;

@@ -76,6 +76,21 @@ static void erofs_volume_id(const struct img_fs_plan *plan, char *out, size_t le
 
 static int erofs_emit_row(struct img_fs_plan *plan, struct img_dev *dev)
 {
+	const struct img_fs_compress *c = plan->opts.compress;
+
+	if (c) {
+		struct img_erofs_compress_opts zo = {
+			.alg = c->alg && !strcmp(c->alg, "lz4") ? IMG_EROFS_LZ4 : IMG_EROFS_LZ4HC,
+			.level = c->level,
+			.threads = c->threads ? c->threads : 2,
+		};
+		int r = img_erofs_compress(plan->ctx, plan->format, dev, &zo);
+
+		if (r < 0)
+			return r;
+		/* the plan shrank: the size the recipe cuts the output to */
+		plan->opts.size = img_erofs_plan_bytes(plan->format);
+	}
 	return img_erofs_emit(plan->ctx, plan->format, dev, 0);
 }
 

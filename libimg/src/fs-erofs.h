@@ -37,8 +37,10 @@ struct img_erofs_inode {
 	uint32_t ino;          /* i_ino: canonical inode number, root 0 */
 	uint16_t isize;        /* 32 compact, 64 extended */
 	uint16_t tail;         /* bytes inlined after the inode (FLAT_INLINE), or 0 */
-	uint8_t layout;        /* EROFS_INODE_FLAT_PLAIN or _FLAT_INLINE */
+	uint8_t layout;        /* EROFS_INODE_FLAT_PLAIN, _FLAT_INLINE or _COMPRESSED_FULL */
 	uint8_t data_in_place; /* set by a caller: the full blocks are already there */
+	uint32_t zmeta;        /* compressed: bytes after the inode (map header + indexes) */
+	uint8_t *zindex;       /* compressed: those bytes (owned by the plan) */
 };
 
 /*
@@ -71,6 +73,7 @@ struct img_erofs_plan {
 	uint64_t other_start; /* directory / symlink blocks */
 	uint64_t meta_start;  /* first metadata block after block 0 */
 	uint64_t blocks;      /* total */
+	uint32_t feature_incompat;
 	int64_t epoch;
 	uint8_t uuid[16];
 	char label[EROFS_LABEL_MAX + 1];
@@ -80,6 +83,13 @@ struct img_erofs_plan {
 int img_erofs_plan(struct img_ctx *ctx, struct img_tree *tree, const struct img_fs_opts *opts,
                    struct img_erofs_plan **out);
 void img_erofs_plan_free(struct img_erofs_plan *plan);
+/*
+ * Lay the plan out again after inodes changed form (compression,
+ * fs-erofs-compress.c): data blocks in canonical order from block 1, then
+ * directory and symlink blocks, then the metadata packing. Forms, sizes and
+ * nids of the root stay.
+ */
+int img_erofs_plan_layout(struct img_erofs_plan *plan);
 static inline uint64_t img_erofs_plan_bytes(const struct img_erofs_plan *plan)
 {
 	return plan->blocks << 12;
@@ -90,6 +100,26 @@ static inline struct img_erofs_inode *img_erofs_inode_of(const struct img_erofs_
 {
 	return &plan->inode[img_node_inode(node)->seq];
 }
+
+/*
+ * Compressed EROFS (fs-erofs-compress.c): LZ4 or LZ4HC into 4 KiB pclusters,
+ * full indexes. Run after img_erofs_plan() on a device sized for the
+ * uncompressed plan: writes every regular file's data from block 1 (files
+ * that do not shrink by a block stay uncompressed), relays the plan out and
+ * marks the data as in place; then img_erofs_emit() writes the rest and the
+ * device may be shrunk to img_erofs_plan_bytes().
+ */
+enum img_erofs_compressor {
+	IMG_EROFS_LZ4 = 1,
+	IMG_EROFS_LZ4HC,
+};
+struct img_erofs_compress_opts {
+	enum img_erofs_compressor alg;
+	int level;        /* LZ4HC level 1..12 (0 = 9); LZ4: acceleration (0 = 1) */
+	unsigned threads; /* compressing threads besides the reading one; 0 = 1 */
+};
+int img_erofs_compress(struct img_ctx *ctx, struct img_erofs_plan *plan, struct img_dev *dev,
+                       const struct img_erofs_compress_opts *opts);
 
 /* Emit flags. */
 #define IMG_EROFS_EMIT_NO_DATA 0x1u /* write no regular-file data (caller places it) */

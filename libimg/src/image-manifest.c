@@ -117,7 +117,7 @@ int img_image_write_manifest(struct img_ctx *ctx, const struct img_build_opts *o
 int img_image_manifest_bare(struct img_ctx *ctx, const struct img_build_opts *o,
                             struct img_dev *dev, const struct img_closure *c, struct img_tree *t,
                             const char *fs, const char *label, uint64_t size, const char *fs_uuid,
-                            struct img_manifest_verity *verity)
+                            struct img_manifest_verity *verity, const char *fs_compression)
 {
 	struct img_manifest_partition p = { 0 };
 	struct img_manifest m = { 0 };
@@ -133,6 +133,7 @@ int img_image_manifest_bare(struct img_ctx *ctx, const struct img_build_opts *o,
 	p.label = (char *)label;
 	p.fs_uuid = fs_uuid && *fs_uuid ? (char *)fs_uuid : NULL;
 	p.verity = verity;
+	p.fs_compression = (char *)fs_compression;
 	m.virtual_size = verity ? verity->hash_offset + verity->hash_size : size;
 	/* A format may round the device up (VHD: whole MiB). */
 	if (dev && img_dev_size(dev) > m.virtual_size)

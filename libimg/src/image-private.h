@@ -104,7 +104,7 @@ int img_image_write_manifest(struct img_ctx *ctx, const struct img_build_opts *o
 int img_image_manifest_bare(struct img_ctx *ctx, const struct img_build_opts *o,
                             struct img_dev *dev, const struct img_closure *c, struct img_tree *t,
                             const char *fs, const char *label, uint64_t size, const char *fs_uuid,
-                            struct img_manifest_verity *verity);
+                            struct img_manifest_verity *verity, const char *fs_compression);
 /* The ID blkid shows for the file system @fs ("vfat", "ext4", "erofs") at @off. */
 int img_image_fs_id(struct img_ctx *ctx, struct img_dev *dev, uint64_t off, const char *fs,
                     char *out, size_t len);

@@ -411,7 +411,8 @@ int img_build_root(struct img_ctx *ctx, const struct img_build_opts *o)
 	if (r >= 0)
 		r = img_dev_finish(dev);
 	if (r >= 0) /* the manifest (image-manifest.c) */
-		r = img_image_manifest_bare(ctx, o, dev, c, t, "ext4", fo.label, size, fs_id, NULL);
+		r = img_image_manifest_bare(ctx, o, dev, c, t, "ext4", fo.label, size, fs_id, NULL,
+		                            NULL);
 out:
 	img_dev_unref(dev);
 	if (plan)

@@ -20,6 +20,10 @@
  * system: the EROFS bytes are the same as without it, the superblock of the
  * tree sits at the file system's size (the hash offset), and the root hash
  * goes into the manifest.
+ *
+ * --compress-fs: the EROFS row compresses the file data as it emits
+ * (fs-erofs-compress.c) onto an output sized for the uncompressed plan; the
+ * file is then cut to the compressed size (and the verity tree after it).
  */
 #include <fcntl.h>
 #include <uuid/uuid.h>
@@ -102,6 +106,113 @@ static int place_check(void *user, struct img_node *node, uint64_t off, uint64_t
 	return sp->fs->place(sp->plan, node, off, span);
 }
 
+/* A store image boots nothing: no closure is passed, so no system. */
+static int manifest(struct img_ctx *ctx, const struct img_build_opts *o, struct img_dev *dev,
+                    const struct img_fs_ops *fs, struct img_fs_plan *plan, const char *label,
+                    uint64_t fs_size, const struct img_verity *verity)
+{
+	char uuid[37], vuuid[37], root[65], salt[65], comp[32];
+	struct img_manifest_verity mv = {
+		.root_hash = root,
+		.hash_algorithm = IMG_VERITY_ALGORITHM,
+		.data_block_size = IMG_VERITY_BLOCK,
+		.hash_block_size = IMG_VERITY_BLOCK,
+		.data_offset = verity->data_offset,
+		.data_blocks = verity->data_blocks,
+		.hash_offset = verity->hash_offset,
+		.hash_size = verity->hash_size,
+		.salt = salt,
+		.uuid = vuuid,
+	};
+
+	fs->volume_id(plan, uuid, sizeof(uuid));
+	img_uuid_unparse(verity->uuid, vuuid);
+	img_hex(verity->root, sizeof(verity->root), root);
+	img_hex(verity->salt, sizeof(verity->salt), salt);
+	if (o->fs_compression == IMG_FS_COMPRESS_LZ4HC)
+		snprintf(comp, sizeof(comp), "lz4hc:%d",
+		         o->fs_compression_level ? o->fs_compression_level : 9);
+	else
+		snprintf(comp, sizeof(comp), "lz4");
+	return img_image_manifest_bare(ctx, o, dev, NULL, NULL, "erofs", label, fs_size, uuid,
+	                               o->verity ? &mv : NULL, o->fs_compression ? comp : NULL);
+}
+
+/*
+ * --compress-fs: raw output only, sized for the uncompressed plan (sparse),
+ * the data at hand (a closure on disk, a tar file or a staged pipe). The
+ * EROFS row compresses while it emits; then the verity tree follows the
+ * compressed file system and the file is cut after it. Its SHA-256 is read
+ * back from the file (manifest without a device).
+ */
+static int build_compressed(struct img_ctx *ctx, const struct img_build_opts *o,
+                            const struct img_fs_ops *fs, struct img_fs_plan *plan,
+                            struct img_tar_source *tar, struct img_verity *verity,
+                            uint64_t *fs_size)
+{
+	uint64_t room = IMG_MAX(fs->planned_size(plan), o->size), size, total;
+	struct img_dev *dev = NULL;
+	int fd, r = 0;
+
+	if (o->format != IMG_FORMAT_RAW)
+		return img_set_error(ctx, -EINVAL, "--compress-fs writes raw output, not qcow2");
+	if (img_tar_source_pending(tar))
+		return img_set_error(ctx, -EINVAL,
+		                     "%s: --compress-fs needs the file data at hand: a compressed "
+		                     "tar is read twice; give an uncompressed tar or the closure",
+		                     o->tar);
+	room = IMG_ALIGN_UP(room, (uint64_t)IMG_VERITY_BLOCK);
+	if (o->verity)
+		room += (1 + img_verity_tree_blocks(room / IMG_VERITY_BLOCK)) * IMG_VERITY_BLOCK;
+	fd = open(o->output, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return img_set_error(ctx, -errno, "creating %s: %s", o->output, strerror(errno));
+	if (ftruncate(fd, (off_t)room) < 0)
+		r = img_set_error(ctx, -errno, "sizing %s: %s", o->output, strerror(errno));
+	if (r >= 0)
+		r = img_dev_raw_from_fd(ctx, fd, room, 0, &dev);
+	if (r >= 0)
+		r = fs->emit(plan, dev);
+	if (r < 0)
+		goto out;
+	*fs_size = size = fs->planned_size(plan);
+	if (o->size) {
+		if (o->size < size) {
+			r = img_set_error(ctx, -ENOSPC,
+			                  "--size %llu is too small: the compressed store image "
+			                  "needs %llu bytes",
+			                  (unsigned long long)o->size, (unsigned long long)size);
+			goto out;
+		}
+		size = o->size;
+	}
+	total = size;
+	if (o->verity) {
+		if (size % IMG_VERITY_BLOCK) {
+			r = img_set_error(ctx, -EINVAL,
+			                  "--size %llu: with --verity the file system size must be "
+			                  "a multiple of %u bytes",
+			                  (unsigned long long)size, IMG_VERITY_BLOCK);
+			goto out;
+		}
+		r = img_verity_init(ctx, verity, 0, size, size);
+		if (r >= 0)
+			r = img_verity_write(ctx, dev, verity);
+		if (r < 0)
+			goto out;
+		total = size + verity->hash_size;
+	}
+	r = img_dev_finish(dev);
+	img_dev_unref(dev);
+	dev = NULL;
+	if (r >= 0 && (ftruncate(fd, (off_t)total) < 0 || fsync(fd) < 0))
+		r = img_set_error(ctx, -errno, "%s: %s", o->output, strerror(errno));
+out:
+	img_dev_unref(dev);
+	close(fd);
+	return r;
+}
+
 /* Is the tar a pipe (or anything that cannot be read twice)? */
 static int tar_is_stream(const char *tar)
 {
@@ -117,6 +228,11 @@ int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 	struct img_tree_opts to = { .flags = o->tree_flags };
 	struct img_fs_opts fo = { .label = o->label ? o->label : STORE_LABEL,
 		                  .id_role = "erofs-uuid" };
+	struct img_fs_compress zc = {
+		.alg = o->fs_compression == IMG_FS_COMPRESS_LZ4 ? "lz4" : "lz4hc",
+		.level = o->fs_compression_level,
+		.threads = o->threads,
+	};
 	struct img_source_opts so = { .prefix = "",
 		                      .store_dir = o->store_dir ? o->store_dir : "/nix/store" };
 	struct img_closure *c = NULL;
@@ -134,6 +250,8 @@ int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 
 	if (!fs)
 		return img_set_error(ctx, -ENOSYS, "the EROFS writer is not built in");
+	if (o->fs_compression)
+		fo.compress = &zc;
 	if (o->uuid) {
 		if (uuid_parse(o->uuid, fixed_uuid) != 0)
 			return img_set_error(ctx, -EINVAL, "UUID '%s' is not a UUID", o->uuid);
@@ -159,8 +277,8 @@ int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 		 * final blocks (the layout puts file data first, in canonical
 		 * order, from block 1). Owner/time/link options could change an
 		 * inode's form and so the layout: then everything is staged. */
-		if (o->format == IMG_FORMAT_RAW && !o->tree_flags && fs->stream &&
-		    tar_is_stream(o->tar)) {
+		if (o->format == IMG_FORMAT_RAW && !o->tree_flags && !o->fs_compression &&
+		    fs->stream && tar_is_stream(o->tar)) {
 			inplace.fd = open(o->output, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 			if (inplace.fd < 0) {
 				r = img_set_error(ctx, -errno, "creating %s: %s", o->output,
@@ -213,6 +331,12 @@ int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 	if (r < 0)
 		goto out;
 	fs_size = size = fs->planned_size(sp.plan);
+	if (o->fs_compression) {
+		r = build_compressed(ctx, o, fs, sp.plan, tar, &verity, &fs_size);
+		if (r >= 0)
+			r = manifest(ctx, o, NULL, fs, sp.plan, fo.label, fs_size, &verity);
+		goto out;
+	}
 	if (o->size) {
 		if (o->size < size) {
 			r = img_set_error(ctx, -ENOSPC,
@@ -268,29 +392,8 @@ int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 		r = img_verity_write(ctx, dev, &verity);
 	if (r >= 0)
 		r = img_dev_finish(dev);
-	if (r >= 0) {
-		/* A store image boots nothing: no closure is passed, so no system. */
-		char uuid[37], vuuid[37], root[65], salt[65];
-		struct img_manifest_verity mv = {
-			.root_hash = root,
-			.hash_algorithm = IMG_VERITY_ALGORITHM,
-			.data_block_size = IMG_VERITY_BLOCK,
-			.hash_block_size = IMG_VERITY_BLOCK,
-			.data_offset = verity.data_offset,
-			.data_blocks = verity.data_blocks,
-			.hash_offset = verity.hash_offset,
-			.hash_size = verity.hash_size,
-			.salt = salt,
-			.uuid = vuuid,
-		};
-
-		fs->volume_id(sp.plan, uuid, sizeof(uuid));
-		img_uuid_unparse(verity.uuid, vuuid);
-		img_hex(verity.root, sizeof(verity.root), root);
-		img_hex(verity.salt, sizeof(verity.salt), salt);
-		r = img_image_manifest_bare(ctx, o, dev, NULL, NULL, "erofs", fo.label, fs_size,
-		                            uuid, o->verity ? &mv : NULL);
-	}
+	if (r >= 0)
+		r = manifest(ctx, o, dev, fs, sp.plan, fo.label, fs_size, &verity);
 out:
 	img_dev_unref(dev);
 	if (sp.plan)

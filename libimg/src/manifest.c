@@ -81,6 +81,7 @@ static int add_partition(struct json_object *arr, const struct img_manifest_part
 	r |= add_str(o, "filesystem", p->filesystem);
 	r |= add_str(o, "label", p->label);
 	r |= add_str(o, "fs_uuid", p->fs_uuid);
+	r |= add_str(o, "fs_compression", p->fs_compression);
 	if (p->verity)
 		r |= add_verity(o, p->verity);
 	if (r || json_object_array_add(arr, o) < 0) {
@@ -259,6 +260,7 @@ static void free_part(struct img_manifest_partition *p)
 	free(p->filesystem);
 	free(p->label);
 	free(p->fs_uuid);
+	free(p->fs_compression);
 	if (p->verity) {
 		free(p->verity->root_hash);
 		free(p->verity->hash_algorithm);
@@ -373,7 +375,8 @@ static int read_part(struct rd *rd, struct json_object *o, struct img_manifest_p
 	    (r = get_str(rd, o, "uuid", &p->uuid)) < 0 ||
 	    (r = get_str(rd, o, "filesystem", &p->filesystem)) < 0 ||
 	    (r = get_str(rd, o, "label", &p->label)) < 0 ||
-	    (r = get_str(rd, o, "fs_uuid", &p->fs_uuid)) < 0)
+	    (r = get_str(rd, o, "fs_uuid", &p->fs_uuid)) < 0 ||
+	    (r = get_str(rd, o, "fs_compression", &p->fs_compression)) < 0)
 		return r;
 	if (json_object_object_get_ex(o, "verity", &vo) && !json_object_is_type(vo, json_type_null))
 		return read_verity(rd, vo, p);

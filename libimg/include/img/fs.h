@@ -36,6 +36,13 @@
 extern "C" {
 #endif
 
+/* Compressed file data (the erofs row only; docs/store-image.md). */
+struct img_fs_compress {
+	const char *alg;  /* "lz4" or "lz4hc" */
+	int level;        /* lz4hc 1..12; 0 = 9 */
+	unsigned threads; /* compressing threads; 0 = 2 */
+};
+
 struct img_fs_opts {
 	const char *label;   /* volume label */
 	const char *id_role; /* repro role for UUID/volume ID, e.g. "root" */
@@ -43,6 +50,10 @@ struct img_fs_opts {
 	uint64_t size;       /* exact size in bytes; 0 = the estimate */
 	uint64_t extra;      /* free space added to the estimate */
 	unsigned flags;
+	/* Compress file data as emit goes (erofs), or NULL. Borrowed until
+	 * plan_free. The device must hold the uncompressed planned_size; after
+	 * emit, planned_size is the compressed size. */
+	const struct img_fs_compress *compress;
 };
 
 /* One format's layout of one finished tree (fs.c and the format's file). */

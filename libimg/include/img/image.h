@@ -36,6 +36,13 @@ enum img_mode {
 	IMG_MODE_STORE,
 };
 
+/* --compress-fs: the store image's EROFS file data. */
+enum img_fs_compression {
+	IMG_FS_COMPRESS_NONE = 0,
+	IMG_FS_COMPRESS_LZ4,
+	IMG_FS_COMPRESS_LZ4HC,
+};
+
 enum img_format {
 	IMG_FORMAT_RAW = 0,
 	IMG_FORMAT_QCOW2,
@@ -75,6 +82,9 @@ struct img_build_opts {
 	const char *specialisation; /* --specialisation NAME: the default boot entry */
 	unsigned tree_flags;        /* IMG_TREE_* (keep hard links, ...) */
 	int verity;                 /* --verity: a dm-verity hash tree after the store's EROFS */
+	enum img_fs_compression fs_compression; /* --compress-fs (store image, raw output) */
+	int fs_compression_level;               /* LZ4HC 1..12; 0 = 9 */
+	unsigned threads;                       /* compressing threads; 0 = 2 */
 
 	const char *seed; /* --seed; NULL = derived from the inputs */
 	size_t seed_len;

@@ -48,16 +48,17 @@ struct img_manifest_verity {
 };
 
 struct img_manifest_partition {
-	unsigned number;  /* 1-based table index; 0 for a bare file system */
-	char *role;       /* "esp" | "root" | "bios-boot" | "store" */
-	char *name;       /* GPT partition name, or NULL (MBR, bare fs) */
-	char *type;       /* GPT type GUID (lower case) or MBR type ("83"); NULL for none */
-	char *uuid;       /* GPT partition GUID, or NULL */
-	uint64_t offset;  /* bytes from the start of the disk */
-	uint64_t size;    /* bytes */
-	char *filesystem; /* "vfat" | "ext4" | "erofs", or NULL (BIOS boot partition) */
-	char *label;      /* file system label, or NULL */
-	char *fs_uuid;    /* as blkid prints it, or NULL */
+	unsigned number;      /* 1-based table index; 0 for a bare file system */
+	char *role;           /* "esp" | "root" | "bios-boot" | "store" */
+	char *name;           /* GPT partition name, or NULL (MBR, bare fs) */
+	char *type;           /* GPT type GUID (lower case) or MBR type ("83"); NULL for none */
+	char *uuid;           /* GPT partition GUID, or NULL */
+	uint64_t offset;      /* bytes from the start of the disk */
+	uint64_t size;        /* bytes */
+	char *filesystem;     /* "vfat" | "ext4" | "erofs", or NULL (BIOS boot partition) */
+	char *label;          /* file system label, or NULL */
+	char *fs_uuid;        /* as blkid prints it, or NULL */
+	char *fs_compression; /* "lz4", "lz4hc:LEVEL", or NULL (none) */
 	struct img_manifest_verity *verity; /* or NULL */
 };
 

@@ -31,17 +31,21 @@
 #define EROFS_SB_XATTR_BLKADDR    0x2C /* u32, 0: no shared xattrs */
 #define EROFS_SB_UUID             0x30 /* 16 bytes, RFC 4122 byte order */
 #define EROFS_SB_VOLUME_NAME      0x40 /* 16 bytes, NUL padded */
-#define EROFS_SB_FEATURE_INCOMPAT 0x50 /* u32, 0 for our images */
+#define EROFS_SB_FEATURE_INCOMPAT 0x50 /* u32, 0 for uncompressed images */
+#define EROFS_SB_U1               0x54 /* u16 lz4_max_distance (no COMPR_CFGS); 0 = 64 KiB */
 #define EROFS_LABEL_MAX           16u
 
 #define EROFS_FEATURE_COMPAT_SB_CHKSUM 0x1u
 #define EROFS_FEATURE_COMPAT_MTIME     0x2u
+/* Compressed pclusters right-aligned in their block, zeros first (1.13). */
+#define EROFS_FEATURE_INCOMPAT_ZERO_PADDING 0x1u
 
 /* i_format (1.5): bit 0 version, bits 1..3 data layout. */
 #define EROFS_INODE_COMPACT             0u
 #define EROFS_INODE_EXTENDED            1u
 #define EROFS_INODE_FLAT_PLAIN          0u
 #define EROFS_INODE_FLAT_INLINE         2u
+#define EROFS_INODE_COMPRESSED_FULL     1u /* 8-byte lcluster indexes (1.13) */
 #define EROFS_I_FORMAT(version, layout) ((uint16_t)((version) | (layout) << 1))
 #define EROFS_COMPACT_SIZE              32u
 #define EROFS_EXTENDED_SIZE             64u
@@ -84,5 +88,25 @@
 #define EROFS_FT_SOCK     6
 #define EROFS_FT_SYMLINK  7
 #define EROFS_NAME_MAX    255u
+
+/*
+ * Compressed files, full indexes (formats.md 1.13; kernel fs/erofs/zmap.c).
+ * After the inode, at an 8-byte boundary: the map header, 8 reserved bytes,
+ * then one index per logical cluster (one block) of the file.
+ */
+#define EROFS_Z_MAP_HEADER_SIZE 8u
+#define EROFS_Z_MH_ADVISE       4   /* u16, 0: 1-block pclusters, full indexes */
+#define EROFS_Z_MH_ALGORITHMS   6   /* u8: bits 0..3 HEAD1, 4..7 HEAD2; 0 = LZ4 */
+#define EROFS_Z_MH_CLUSTERBITS  7   /* u8: bits 0..2 lclusterbits - 12 */
+#define EROFS_Z_INDEX_START     16u /* from the map header */
+#define EROFS_Z_INDEX_SIZE      8u
+#define EROFS_Z_DI_ADVISE       0  /* u16: bits 0..1 type */
+#define EROFS_Z_DI_CLUSTEROFS   2  /* u16: where in the lcluster the head's data start */
+#define EROFS_Z_DI_BLKADDR      4  /* u32 (PLAIN, HEAD): the pcluster's block */
+#define EROFS_Z_DI_DELTA0       4  /* u16 (NONHEAD): lclusters back to the head */
+#define EROFS_Z_DI_DELTA1       6  /* u16 (NONHEAD): lclusters on to the next head */
+#define EROFS_Z_PLAIN           0u /* the pcluster holds the bytes as they are */
+#define EROFS_Z_HEAD1           1u /* the pcluster holds LZ4 */
+#define EROFS_Z_NONHEAD         2u
 
 #endif
