@@ -1,7 +1,7 @@
 /*
  * fs-erofs-compress.c -- EROFS writer, compressed file data: LZ4 / LZ4HC
- * (liblz4) into fixed-size output, one 4 KiB block per pcluster, with full
- * (8-byte) lcluster indexes (fs-erofs.h, ondisk/erofs.h).
+ * (liblz4) into fixed-size output, one 4 KiB block per pcluster, with
+ * compact (4-byte) lcluster indexes (fs-erofs.h, ondisk/erofs.h).
  *
  * Spec: ../shared/docs/formats.md 1.13, the kernel's fs/erofs/erofs_fs.h and
  * zmap.c (how indexes are read back), decompressor.c (what a pcluster may
@@ -187,42 +187,50 @@ static int produce(struct img_ctx *ctx, struct img_erofs_plan *p, struct zctx *z
 	return 1;
 }
 
-/* One index entry (ondisk/erofs.h) at lcluster @lcn. */
-static void put_index(uint8_t *zi, uint64_t lcn, unsigned type, unsigned clusterofs, uint32_t u)
-{
-	uint8_t *d = zi + EROFS_Z_INDEX_START + lcn * EROFS_Z_INDEX_SIZE;
-
-	img_put_le16(d + EROFS_Z_DI_ADVISE, (uint16_t)type);
-	img_put_le16(d + EROFS_Z_DI_CLUSTEROFS, (uint16_t)clusterofs);
-	img_put_le32(d + EROFS_Z_DI_BLKADDR, u);
-}
+/* One lcluster's index before encoding. */
+struct zent {
+	uint32_t blkaddr; /* HEAD, PLAIN */
+	uint16_t lo;      /* clusterofs (HEAD, PLAIN) */
+	uint16_t d0, d1;  /* NONHEAD */
+	uint8_t type;
+};
 
 struct zfile {
-	uint8_t *zi;         /* map header + indexes */
+	struct zent *ent;    /* one per lcluster */
 	uint64_t nlc;        /* lclusters = indexes */
-	uint64_t lcn;        /* next index to write */
+	uint64_t lcn;        /* next index to fill */
 	unsigned clusterofs; /* where the next extent starts in lcluster lcn */
 };
+
+static void put_ent(struct zfile *f, unsigned type, unsigned lo, uint32_t blkaddr, uint64_t d0,
+                    uint64_t d1)
+{
+	struct zent *z = &f->ent[f->lcn++];
+
+	z->type = (uint8_t)type;
+	z->lo = (uint16_t)lo;
+	z->blkaddr = blkaddr;
+	z->d0 = (uint16_t)d0;
+	z->d1 = (uint16_t)IMG_MIN(d1, (uint64_t)EROFS_BLKSZ - 1);
+}
 
 /* The indexes for one extent of @len bytes in pcluster @pblk. */
 static void add_extent(struct zfile *f, uint32_t len, int raw, uint32_t pblk)
 {
-	unsigned c = f->clusterofs, head = c;
+	unsigned c = f->clusterofs, head = c, type = raw ? EROFS_Z_PLAIN : EROFS_Z_HEAD1;
 	uint64_t count = len, d0 = 0, d1 = (c + count) / EROFS_BLKSZ;
 
 	if (!d1) {
 		/* ends inside the lcluster it starts in: a file's last extent */
-		put_index(f->zi, f->lcn++, raw ? EROFS_Z_PLAIN : EROFS_Z_HEAD1, head, pblk);
+		put_ent(f, type, head, pblk, 0, 0);
 		f->clusterofs = (unsigned)(c + count);
 		return;
 	}
 	do {
 		if (!d0)
-			put_index(f->zi, f->lcn, raw ? EROFS_Z_PLAIN : EROFS_Z_HEAD1, head, pblk);
+			put_ent(f, type, head, pblk, 0, 0);
 		else
-			put_index(f->zi, f->lcn, EROFS_Z_NONHEAD, head,
-			          (uint32_t)d0 | (uint32_t)d1 << 16);
-		f->lcn++;
+			put_ent(f, EROFS_Z_NONHEAD, 0, 0, d0, d1);
 		count -= EROFS_BLKSZ - c;
 		c = 0;
 		d0++;
@@ -232,10 +240,42 @@ static void add_extent(struct zfile *f, uint32_t len, int raw, uint32_t pblk)
 }
 
 /* After the last extent: an lcluster the file ends in gets an index too. */
-static void end_file(struct zfile *f)
+static void end_file(struct zfile *f, uint32_t next_pblk)
 {
 	if (f->clusterofs && f->lcn < f->nlc)
-		put_index(f->zi, f->lcn++, EROFS_Z_PLAIN, f->clusterofs, 0);
+		put_ent(f, EROFS_Z_PLAIN, f->clusterofs, next_pblk, 0, 0);
+}
+
+/* Map header + compact indexes (ondisk/erofs.h); returns the bytes. */
+static uint8_t *encode(const struct zfile *f, uint32_t *len)
+{
+	uint64_t npack = IMG_DIV_ROUND_UP(f->nlc, 2);
+	uint8_t *zi;
+
+	*len = (uint32_t)(EROFS_Z_COMPACT_START + npack * EROFS_Z_PACK_SIZE);
+	zi = calloc(1, *len); /* the map header is all zero: LZ4, 4 KiB lclusters */
+	if (!zi)
+		return NULL;
+	for (uint64_t pk = 0; pk < npack; pk++) {
+		uint8_t *d = zi + EROFS_Z_COMPACT_START + pk * EROFS_Z_PACK_SIZE;
+		uint32_t base = UINT32_MAX, bits = 0;
+
+		for (unsigned k = 0; k < 2 && pk * 2 + k < f->nlc; k++) {
+			const struct zent *z = &f->ent[pk * 2 + k];
+			unsigned lo = z->lo;
+
+			/* the pack's last NONHEAD keeps delta[1], the kernel
+			 * finds delta[0] from the one before */
+			if (z->type == EROFS_Z_NONHEAD)
+				lo = k == 1 ? z->d1 : z->d0;
+			else if (base == UINT32_MAX)
+				base = z->blkaddr - 1; /* heads count from base + 1 */
+			bits |= (uint32_t)(lo | z->type << 12) << (16 * k);
+		}
+		img_put_le32(d, bits);
+		img_put_le32(d + EROFS_Z_PACK_BASE, base == UINT32_MAX ? 0 : base);
+	}
+	return zi;
 }
 
 static int wait_done(struct zctx *z, struct job *j)
@@ -292,8 +332,8 @@ int img_erofs_compress(struct img_ctx *ctx, struct img_erofs_plan *p, struct img
 			continue;
 		}
 		f.nlc = IMG_DIV_ROUND_UP(n->size, EROFS_BLKSZ);
-		f.zi = calloc(1, EROFS_Z_INDEX_START + f.nlc * EROFS_Z_INDEX_SIZE);
-		if (!f.zi) {
+		f.ent = calloc(f.nlc, sizeof(*f.ent));
+		if (!f.ent) {
 			r = img_set_error(ctx, -ENOMEM, "out of memory");
 			break;
 		}
@@ -341,31 +381,35 @@ int img_erofs_compress(struct img_ctx *ctx, struct img_erofs_plan *p, struct img
 			img_progress_add(ctx, j->len, 0);
 		}
 		if (r < 0) {
-			free(f.zi);
+			free(f.ent);
 			break;
 		}
 		if (!zblocks) {
-			free(f.zi);
+			free(f.ent);
 			blk += e->nblocks;
 			img_progress_add(ctx, n->size, 1);
 			continue;
 		}
-		end_file(&f);
-		if (f.lcn != f.nlc) {
-			free(f.zi);
+		end_file(&f, (uint32_t)blk);
+		if (f.lcn != f.nlc || f.ent[0].blkaddr != start) {
+			free(f.ent);
 			r = img_set_error(ctx, -EIO, "erofs: '%s': %llu indexes for %llu lclusters",
 			                  n->name, (unsigned long long)f.lcn,
 			                  (unsigned long long)f.nlc);
 			break;
 		}
+		e->zindex = encode(&f, &e->zmeta);
+		free(f.ent);
+		if (!e->zindex) {
+			r = img_set_error(ctx, -ENOMEM, "out of memory");
+			break;
+		}
 		saved += e->nblocks - zblocks;
 		ncomp++;
-		e->layout = EROFS_INODE_COMPRESSED_FULL;
+		e->layout = EROFS_INODE_COMPRESSED_COMPACT;
 		e->tail = 0;
 		e->nblocks = zblocks;
 		e->startblk = start;
-		e->zmeta = (uint32_t)(EROFS_Z_INDEX_START + f.nlc * EROFS_Z_INDEX_SIZE);
-		e->zindex = f.zi;
 		e->data_in_place = 1;
 		img_progress_add(ctx, 0, 1);
 		if ((r = img_check_cancel(ctx)) < 0)
@@ -398,8 +442,10 @@ int img_erofs_compress(struct img_ctx *ctx, struct img_erofs_plan *p, struct img
 	for (uint64_t i = 0; i < p->tree->nodes; i++) {
 		const struct img_erofs_inode *e = &p->inode[i];
 
-		if (e->zindex && img_get_le32(e->zindex + EROFS_Z_INDEX_START +
-		                              EROFS_Z_DI_BLKADDR) != e->startblk)
+		/* lcluster 0 is a head: the first pack's base + 1 is its block */
+		if (e->zindex &&
+		    img_get_le32(e->zindex + EROFS_Z_COMPACT_START + EROFS_Z_PACK_BASE) + 1ull !=
+		        e->startblk)
 			return img_set_error(ctx, -EIO, "erofs: compressed data of '%s' misplaced",
 			                     p->nodes[i]->name);
 	}

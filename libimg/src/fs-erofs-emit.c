@@ -163,7 +163,7 @@ static void put_inode(const struct img_erofs_plan *p, struct img_node *n, uint8_
 		if (!size)
 			u = 0;
 		/* compressed: i_u is the count of compressed blocks (1.13) */
-		if (e->layout == EROFS_INODE_COMPRESSED_FULL)
+		if (e->layout == EROFS_INODE_COMPRESSED_COMPACT)
 			u = (uint32_t)e->nblocks;
 		break;
 	case IMG_NODE_CHR:

@@ -37,7 +37,7 @@ struct img_erofs_inode {
 	uint32_t ino;          /* i_ino: canonical inode number, root 0 */
 	uint16_t isize;        /* 32 compact, 64 extended */
 	uint16_t tail;         /* bytes inlined after the inode (FLAT_INLINE), or 0 */
-	uint8_t layout;        /* EROFS_INODE_FLAT_PLAIN, _FLAT_INLINE or _COMPRESSED_FULL */
+	uint8_t layout;        /* EROFS_INODE_FLAT_PLAIN, _FLAT_INLINE or _COMPRESSED_COMPACT */
 	uint8_t data_in_place; /* set by a caller: the full blocks are already there */
 	uint32_t zmeta;        /* compressed: bytes after the inode (map header + indexes) */
 	uint8_t *zindex;       /* compressed: those bytes (owned by the plan) */

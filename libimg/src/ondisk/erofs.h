@@ -46,6 +46,7 @@
 #define EROFS_INODE_FLAT_PLAIN          0u
 #define EROFS_INODE_FLAT_INLINE         2u
 #define EROFS_INODE_COMPRESSED_FULL     1u /* 8-byte lcluster indexes (1.13) */
+#define EROFS_INODE_COMPRESSED_COMPACT  3u /* 4-byte lcluster indexes in packs of 2 */
 #define EROFS_I_FORMAT(version, layout) ((uint16_t)((version) | (layout) << 1))
 #define EROFS_COMPACT_SIZE              32u
 #define EROFS_EXTENDED_SIZE             64u
@@ -90,23 +91,26 @@
 #define EROFS_NAME_MAX    255u
 
 /*
- * Compressed files, full indexes (formats.md 1.13; kernel fs/erofs/zmap.c).
- * After the inode, at an 8-byte boundary: the map header, 8 reserved bytes,
- * then one index per logical cluster (one block) of the file.
+ * Compressed files (formats.md 1.13; kernel fs/erofs/zmap.c): after the
+ * inode, at an 8-byte boundary, the map header, then the indexes.
  */
 #define EROFS_Z_MAP_HEADER_SIZE 8u
-#define EROFS_Z_MH_ADVISE       4   /* u16, 0: 1-block pclusters, full indexes */
-#define EROFS_Z_MH_ALGORITHMS   6   /* u8: bits 0..3 HEAD1, 4..7 HEAD2; 0 = LZ4 */
-#define EROFS_Z_MH_CLUSTERBITS  7   /* u8: bits 0..2 lclusterbits - 12 */
-#define EROFS_Z_INDEX_START     16u /* from the map header */
-#define EROFS_Z_INDEX_SIZE      8u
-#define EROFS_Z_DI_ADVISE       0  /* u16: bits 0..1 type */
-#define EROFS_Z_DI_CLUSTEROFS   2  /* u16: where in the lcluster the head's data start */
-#define EROFS_Z_DI_BLKADDR      4  /* u32 (PLAIN, HEAD): the pcluster's block */
-#define EROFS_Z_DI_DELTA0       4  /* u16 (NONHEAD): lclusters back to the head */
-#define EROFS_Z_DI_DELTA1       6  /* u16 (NONHEAD): lclusters on to the next head */
-#define EROFS_Z_PLAIN           0u /* the pcluster holds the bytes as they are */
-#define EROFS_Z_HEAD1           1u /* the pcluster holds LZ4 */
-#define EROFS_Z_NONHEAD         2u
+#define EROFS_Z_MH_ADVISE       4 /* u16, 0: 1-block pclusters, 4-byte compact indexes */
+#define EROFS_Z_MH_ALGORITHMS   6 /* u8: bits 0..3 HEAD1, 4..7 HEAD2; 0 = LZ4 */
+#define EROFS_Z_MH_CLUSTERBITS  7 /* u8: bits 0..2 lclusterbits - 12 */
+
+/*
+ * Compact indexes (layout 3, no COMPACTED_2B advise: 4 bytes each), right
+ * after the map header: packs of 8 bytes, each two 16-bit entries (bits
+ * 0..11 lo, 12..13 type) and a u32 base; a HEAD's block is base + 1 + the
+ * heads before it in the pack. lo is clusterofs for a HEAD/PLAIN, delta[0]
+ * for a NONHEAD, except the last of a pack, which keeps delta[1] (zmap.c).
+ */
+#define EROFS_Z_COMPACT_START 8u
+#define EROFS_Z_PACK_SIZE     8u
+#define EROFS_Z_PACK_BASE     4  /* u32 */
+#define EROFS_Z_PLAIN         0u /* the pcluster holds the bytes as they are */
+#define EROFS_Z_HEAD1         1u /* the pcluster holds LZ4 */
+#define EROFS_Z_NONHEAD       2u
 
 #endif
