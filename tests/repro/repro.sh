@@ -159,6 +159,8 @@ kind store-qcow2 store.qcow2 --store-image --root @ROOT@ @CLOSURE_ALL@
 kind store-zstd storez.qcow2 --store-image --compress zstd --root @ROOT@ @CLOSURE_ALL@
 kind store-verity storev.img --store-image --verity --root @ROOT@ @CLOSURE_ALL@
 kind store-verity-qcow2 storev.qcow2 --store-image --verity --root @ROOT@ @CLOSURE_ALL@
+kind store-lz4hc storez.img --store-image --compress-fs lz4hc --verity --root @ROOT@ @CLOSURE_ALL@
+kind store-lz4 storel.img --store-image --compress-fs lz4 --root @ROOT@ @CLOSURE_ALL@
 
 # registration-order: conditions A, only the registration records reversed
 if [ -z "${REPRO_KINDS:-}" ] || [[ " $REPRO_KINDS " == *" registration-order "* ]]; then
