@@ -58,7 +58,7 @@ run() { # run NAME OUTPUT CMD
 extract_check() { # the image gives back the closure
 	rm -rf "$work/x"
 	fsck.erofs --extract="$work/x" "$1" >/dev/null || { echo "erofs-compress.sh: extract $1" >&2; exit 1; }
-	(cd "$C/nix/store" && diff -r . "$work/x") >/dev/null || { echo "erofs-compress.sh: $1 differs" >&2; exit 1; }
+	(cd "$C/nix/store" && diff -r --no-dereference . "$work/x") >/dev/null || { echo "erofs-compress.sh: $1 differs" >&2; exit 1; }
 	rm -rf "$work/x"
 }
 M="$MKVMIMAGE -q --no-manifest --store-image --seed bench"

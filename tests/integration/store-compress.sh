@@ -52,7 +52,7 @@ check() { # check IMAGE: fsck.erofs (each version we have) + extraction = the tr
 		rm -rf "$T/x"
 		"$fsck" --extract="$T/x" "$1" >"$T/fsck.out" 2>&1 ||
 			t_fail "$fsck --extract $1: $(tail -5 "$T/fsck.out")"
-		diff -r "$S" "$T/x" >"$T/diff" || t_fail "$fsck: extracted tree of $1 differs: $(head -5 "$T/diff")"
+		diff -r --no-dereference "$S" "$T/x" >"$T/diff" || t_fail "$fsck: extracted tree of $1 differs: $(head -5 "$T/diff")"
 		[ "$(stat -c %a "$T/x/0123456789abcdfghijklmnpqrsvwxyz-a/text/t8192")" = 555 ] ||
 			t_fail "mode lost"
 	done
@@ -70,6 +70,8 @@ for alg in lz4 lz4hc lz4hc:12; do
 	[ "$(stat -c %s "$T/$alg.img")" -lt "$(stat -c %s "$T/plain.img")" ] || t_fail "$alg: not smaller"
 	[ "$(jq -r .partitions[0].fs_compression "$T/$alg.img.json")" = "$([ $alg = lz4hc ] && echo lz4hc:9 || echo $alg)" ] ||
 		t_fail "$alg: manifest fs_compression is $(jq -r .partitions[0].fs_compression "$T/$alg.img.json")"
+	[ "$(jq -r .sha256 "$T/$alg.img.json")" = "$(sha256sum <"$T/$alg.img" | cut -d' ' -f1)" ] ||
+		t_fail "$alg: the manifest's sha256 is not the file's"
 	echo "$alg: $(stat -c %s "$T/$alg.img") bytes (uncompressed $(stat -c %s "$T/plain.img"))"
 done
 # lz4hc:12 is no larger than lz4
