@@ -18,6 +18,10 @@ struct img_node_private {
 	size_t cap;          /* DIR: slots allocated in pub.children */
 	void *priv;          /* writer scratch; writers own it during a write */
 	uint64_t scratch;    /* writer scratch; also the tree's while links are pending */
+	/* IMG_DATA_PATH with pub.data.path NULL: the host path is this prefix
+	 * (owned by the tree) followed by the node's tree path, rebuilt when
+	 * the data is opened instead of kept per node. */
+	const char *host_prefix;
 };
 
 static inline struct img_node_private *img_node_priv(const struct img_node *n)

@@ -9,8 +9,16 @@
  * in canonical order holds the inode). Lookups go through one hash table
  * keyed by (parent, name) so directories of any size are cheap to fill.
  * Every traversal is iterative: trees may be 10,000 levels deep.
+ *
+ * Memory per entry is what bounds the closures we can take (docs/memory.md):
+ * nodes, names and symlink targets live in one arena the tree owns (no
+ * malloc per name), and a file read from the host keeps no path of its own
+ * when its host path is a shared prefix followed by its tree path, which is
+ * what the sources give: the path is rebuilt from the parent chain when the
+ * data is opened.
  */
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -20,6 +28,17 @@
 #include <img/repro.h>
 
 #define TOMBSTONE ((struct img_node *)1)
+
+/* Arena chunks: nodes, names and symlink targets, freed with the tree. */
+#define ARENA_CHUNK (256u * 1024u)
+struct arena_chunk {
+	struct arena_chunk *next;
+	size_t used, cap;
+	_Alignas(16) unsigned char data[];
+};
+
+/* Distinct host prefixes kept per tree; more fall back to a path per node. */
+#define MAX_PREFIXES 64
 
 struct pending_link {
 	struct img_node *node; /* the link's own node */
@@ -34,11 +53,67 @@ struct tree_priv {
 	size_t nslots, used;     /* used counts tombstones too */
 	struct pending_link *links;
 	size_t nlinks, caplinks;
+	struct arena_chunk *arena;
+	struct img_node *free_nodes; /* replaced nodes for reuse, chained by parent */
+	struct host_prefix {
+		char *s;
+		size_t len;
+	} prefixes[MAX_PREFIXES];
+	size_t nprefixes, last_prefix;
 };
 
 static struct tree_priv *tree_priv(const struct img_tree *t)
 {
 	return (struct tree_priv *)t;
+}
+
+static void *arena_alloc(struct tree_priv *p, size_t len, size_t align)
+{
+	struct arena_chunk *c = p->arena;
+	size_t cap;
+
+	if (c) {
+		size_t off = (c->used + align - 1) & ~(align - 1);
+
+		if (off <= c->cap && len <= c->cap - off) {
+			c->used = off + len;
+			return c->data + off;
+		}
+	}
+	cap = len > ARENA_CHUNK ? len : ARENA_CHUNK;
+	c = malloc(sizeof(*c) + cap);
+	if (!c)
+		return NULL;
+	c->next = p->arena;
+	c->used = len;
+	c->cap = cap;
+	p->arena = c;
+	return c->data;
+}
+
+static char *arena_strndup(struct tree_priv *p, const char *s, size_t len)
+{
+	char *d = arena_alloc(p, len + 1, 1);
+
+	if (d) {
+		memcpy(d, s, len);
+		d[len] = '\0';
+	}
+	return d;
+}
+
+static struct img_node *node_alloc(struct tree_priv *p)
+{
+	struct img_node *n = p->free_nodes;
+
+	if (n)
+		p->free_nodes = n->parent;
+	else
+		n = arena_alloc(p, sizeof(struct img_node_private),
+		                _Alignof(struct img_node_private));
+	if (n)
+		memset(n, 0, sizeof(struct img_node_private));
+	return n;
 }
 
 static uint64_t key_hash(const struct img_node *parent, const char *name, size_t len)
@@ -127,13 +202,15 @@ static void data_release(struct img_data *d)
 	d->fd = -1;
 }
 
-static void node_free_one(struct img_node *n)
+/* Release what @n owns outside the arena; with @p, keep it for reuse. */
+static void node_free_one(struct tree_priv *p, struct img_node *n)
 {
-	free(n->name);
-	free(n->target);
 	data_release(&n->data);
 	free(n->children);
-	free(n);
+	if (p) {
+		n->parent = p->free_nodes;
+		p->free_nodes = n;
+	}
 }
 
 /* Free @n and its subtree, removing them from the table. Iterative. */
@@ -161,7 +238,7 @@ static void subtree_free(struct tree_priv *p, struct img_node *n)
 				}
 				stack[sp++] = n->children[i];
 			}
-			node_free_one(n);
+			node_free_one(p, n);
 		}
 		if (!sp)
 			break;
@@ -173,12 +250,13 @@ static void subtree_free(struct tree_priv *p, struct img_node *n)
 int img_tree_new(struct img_ctx *ctx, const struct img_tree_opts *opts, struct img_tree **out)
 {
 	struct tree_priv *p = img_malloc0(sizeof(*p));
-	struct img_node *root = img_malloc0(sizeof(struct img_node_private));
+	struct img_node *root = p ? node_alloc(p) : NULL;
 	struct img_tree *t;
 
-	if (!p || !root || !(root->name = img_strdup(""))) {
+	if (!root || !(root->name = arena_strndup(p, "", 0))) {
+		if (p)
+			free(p->arena);
 		free(p);
-		free(root);
 		return img_set_error(ctx, -ENOMEM, "out of memory");
 	}
 	t = &p->pub;
@@ -206,6 +284,14 @@ void img_tree_free(struct img_tree *t)
 		free(p->links[i].target);
 	free(p->links);
 	free(p->slots);
+	for (size_t i = 0; i < p->nprefixes; i++)
+		free(p->prefixes[i].s);
+	while (p->arena) {
+		struct arena_chunk *c = p->arena;
+
+		p->arena = c->next;
+		free(c);
+	}
 	free(p);
 }
 
@@ -270,8 +356,11 @@ static int child_append(struct img_tree *t, struct img_node *parent, struct img_
 	}
 	parent->children[parent->nchildren++] = n;
 	n->parent = parent;
-	return table_insert(tree_priv(t), n) < 0 ? img_set_error(t->ctx, -ENOMEM, "out of memory")
-	                                         : 0;
+	if (table_insert(tree_priv(t), n) < 0) {
+		parent->nchildren--; /* the caller frees @n */
+		return img_set_error(t->ctx, -ENOMEM, "out of memory");
+	}
+	return 0;
 }
 
 static void child_detach(struct img_node *parent, struct img_node *n)
@@ -287,14 +376,15 @@ static void child_detach(struct img_node *parent, struct img_node *n)
 
 static struct img_node *node_new(struct img_tree *t, const char *name, size_t len)
 {
-	struct img_node *n = img_malloc0(sizeof(struct img_node_private));
+	struct img_node *n = node_alloc(tree_priv(t));
 
-	if (!n || !(n->name = img_strndup(name, len))) {
-		free(n);
+	if (!n || !(n->name = arena_strndup(tree_priv(t), name, len))) {
+		if (n)
+			node_free_one(tree_priv(t), n);
 		img_set_error(t->ctx, -ENOMEM, "out of memory");
 		return NULL;
 	}
-	n->name_len = len;
+	n->name_len = (uint32_t)len; /* <= 255: next_component() */
 	n->data.fd = -1;
 	return n;
 }
@@ -316,15 +406,96 @@ static void normalise(struct img_tree *t, struct img_node *n, const struct img_n
 		n->mtime = epoch;
 }
 
+static const char *prefix_intern(struct tree_priv *p, const char *s, size_t len)
+{
+	for (size_t k = 0; k < p->nprefixes; k++) {
+		size_t i = (p->last_prefix + k) % p->nprefixes;
+
+		if (p->prefixes[i].len == len && !memcmp(p->prefixes[i].s, s, len)) {
+			p->last_prefix = i;
+			return p->prefixes[i].s;
+		}
+	}
+	if (p->nprefixes == MAX_PREFIXES)
+		return NULL;
+	p->prefixes[p->nprefixes].s = img_strndup(s, len);
+	if (!p->prefixes[p->nprefixes].s)
+		return NULL;
+	p->prefixes[p->nprefixes].len = len;
+	p->last_prefix = p->nprefixes;
+	return p->prefixes[p->nprefixes++].s;
+}
+
+/*
+ * Keep @host as the data path of @n, whose parent chain is set: when @host
+ * is some prefix followed by the node's tree path, only the prefix (shared
+ * by the tree) is kept and the path is rebuilt at open (host_path()).
+ */
+static int data_path_set(struct img_tree *t, struct img_node *n, const char *host)
+{
+	struct tree_priv *p = tree_priv(t);
+	size_t pos = strlen(host);
+	const struct img_node *c;
+	const char *pre;
+
+	for (c = n; c->parent; c = c->parent) {
+		if (pos < c->name_len || memcmp(host + pos - c->name_len, c->name, c->name_len))
+			break;
+		pos -= c->name_len;
+		if (c->parent->parent) {
+			if (!pos || host[pos - 1] != '/')
+				break;
+			pos--;
+		}
+	}
+	if (!c->parent && (pre = prefix_intern(p, host, pos))) {
+		img_node_priv(n)->host_prefix = pre;
+		return 0;
+	}
+	n->data.path = img_strdup(host);
+	return n->data.path ? 0 : img_set_error(t->ctx, -ENOMEM, "out of memory");
+}
+
+/*
+ * The host path of a node's data: data.path, or its prefix and tree path
+ * into @buf (@len bytes) or, when longer, into *@heap (the caller frees).
+ * NULL when out of memory or no path is known.
+ */
+static const char *host_path(const struct img_node *n, char *buf, size_t len, char **heap)
+{
+	const struct img_node *c;
+	const char *pre;
+	size_t plen, need = 0;
+
+	*heap = NULL;
+	if (n->data.path)
+		return n->data.path;
+	pre = img_node_priv(n)->host_prefix;
+	if (!pre)
+		return NULL;
+	plen = strlen(pre);
+	for (c = n; c->parent; c = c->parent)
+		need += c->name_len + (c->parent->parent ? 1 : 0);
+	if (plen + need + 1 > len) {
+		len = plen + need + 1;
+		buf = *heap = malloc(len);
+		if (!buf)
+			return NULL;
+	}
+	memcpy(buf, pre, plen);
+	img_node_path(n, buf + plen, len - plen);
+	return buf;
+}
+
 static int set_attrs(struct img_tree *t, struct img_node *n, const struct img_node_attr *a,
                      const char *path)
 {
 	n->type = a->type;
 	normalise(t, n, a);
 	n->size = 0;
-	free(n->target);
 	n->target = NULL;
 	data_release(&n->data);
+	img_node_priv(n)->host_prefix = NULL;
 	n->rdev_major = n->rdev_minor = 0;
 	switch (a->type) {
 	case IMG_NODE_REG:
@@ -333,9 +504,13 @@ static int set_attrs(struct img_tree *t, struct img_node *n, const struct img_no
 		n->data.offset = a->data.offset;
 		n->data.fd = a->data.fd;
 		if (a->data.kind == IMG_DATA_PATH) {
-			n->data.path = img_strdup(a->data.path);
-			if (!n->data.path)
-				return img_set_error(t->ctx, -ENOMEM, "out of memory");
+			int r;
+
+			if (!a->data.path)
+				return img_set_error(t->ctx, -EINVAL, "%s: no host path", path);
+			r = data_path_set(t, n, a->data.path);
+			if (r < 0)
+				return r;
 		} else if (a->data.kind == IMG_DATA_MEM && a->size) {
 			if (a->size > SIZE_MAX)
 				return img_set_error(t->ctx, -EFBIG, "%s: too large", path);
@@ -350,14 +525,14 @@ static int set_attrs(struct img_tree *t, struct img_node *n, const struct img_no
 	case IMG_NODE_SYMLINK:
 		if (!a->target || !*a->target)
 			return img_set_error(t->ctx, -EINVAL, "%s: symlink without a target", path);
-		n->target = img_strdup(a->target);
-		if (!n->target)
-			return img_set_error(t->ctx, -ENOMEM, "out of memory");
 		n->size = strlen(a->target);
 		if (n->size > 4095)
 			return img_set_error(t->ctx, -ENAMETOOLONG,
 			                     "%s: symlink target of %llu bytes (at most 4095)",
 			                     path, (unsigned long long)n->size);
+		n->target = arena_strndup(tree_priv(t), a->target, (size_t)n->size);
+		if (!n->target)
+			return img_set_error(t->ctx, -ENOMEM, "out of memory");
 		break;
 	case IMG_NODE_CHR:
 	case IMG_NODE_BLK:
@@ -412,7 +587,7 @@ static int walk_parent(struct img_tree *t, const char *path, struct img_node **p
 			set_attrs(t, c, &a, path);
 			r = child_append(t, dir, c);
 			if (r < 0) {
-				node_free_one(c);
+				node_free_one(tree_priv(t), c);
 				return r;
 			}
 		} else if (c->type != IMG_NODE_DIR) {
@@ -468,11 +643,12 @@ int img_tree_add(struct img_tree *t, const char *path, const struct img_node_att
 	n = node_new(t, name, len);
 	if (!n)
 		return -ENOMEM;
+	n->parent = parent; /* the tree path, for a host path kept as a prefix */
 	r = set_attrs(t, n, attr, path);
 	if (r >= 0)
 		r = child_append(t, parent, n);
 	if (r < 0) {
-		node_free_one(n);
+		node_free_one(tree_priv(t), n);
 		return r;
 	}
 	if (out)
@@ -567,8 +743,11 @@ static struct img_node *link_target(struct img_tree *t, struct img_node *n, int 
 	return depth >= 64 ? NULL : n;
 }
 
-static int copy_inode(struct img_node *dst, const struct img_node *src)
+static int copy_inode(struct img_tree *t, struct img_node *dst, const struct img_node *src)
 {
+	char buf[PATH_MAX], *heap;
+	const char *host;
+
 	dst->type = src->type;
 	dst->mode = src->mode;
 	dst->uid = src->uid;
@@ -578,13 +757,23 @@ static int copy_inode(struct img_node *dst, const struct img_node *src)
 	dst->rdev_major = src->rdev_major;
 	dst->rdev_minor = src->rdev_minor;
 	data_release(&dst->data);
+	img_node_priv(dst)->host_prefix = NULL;
 	dst->data = src->data;
 	dst->data.path = NULL;
 	dst->data.mem = NULL;
-	if (src->target && !(dst->target = img_strdup(src->target)))
+	dst->target = NULL;
+	if (src->target &&
+	    !(dst->target = arena_strndup(tree_priv(t), src->target, strlen(src->target))))
 		return -ENOMEM;
-	if (src->data.path && !(dst->data.path = img_strdup(src->data.path)))
-		return -ENOMEM;
+	if (src->data.kind == IMG_DATA_PATH) {
+		/* The path is the other node's: kept whole, links are few. */
+		host = host_path(src, buf, sizeof(buf), &heap);
+		if (!host || !(dst->data.path = img_strdup(host))) {
+			free(heap);
+			return -ENOMEM;
+		}
+		free(heap);
+	}
 	if (src->data.mem) {
 		dst->data.mem = malloc((size_t)src->size);
 		if (!dst->data.mem)
@@ -618,7 +807,7 @@ static int resolve_links(struct img_tree *t)
 			                     path, p->links[i].target);
 		if (keep) {
 			n->link = target;
-		} else if (copy_inode(n, target) < 0) {
+		} else if (copy_inode(t, n, target) < 0) {
 			return img_set_error(t->ctx, -ENOMEM, "out of memory");
 		}
 	}
@@ -677,6 +866,16 @@ int img_tree_finish(struct img_tree *t)
 			continue;
 		if (n->nchildren > 1)
 			qsort(n->children, n->nchildren, sizeof(*n->children), name_cmp);
+		if (n->nchildren && img_node_priv(n)->cap > n->nchildren) {
+			/* Trimmed to size: no more children come after finish. */
+			struct img_node **c =
+			    realloc(n->children, n->nchildren * sizeof(*n->children));
+
+			if (c) {
+				n->children = c;
+				img_node_priv(n)->cap = n->nchildren;
+			}
+		}
 		if (push_children(&stack, &sp, &cap, n) < 0) {
 			free(stack);
 			return img_set_error(t->ctx, -ENOMEM, "out of memory");
@@ -716,7 +915,7 @@ int img_tree_finish(struct img_tree *t)
 				continue;
 			h = img_node_priv(g)->priv;
 			if (h != g) {
-				if (copy_inode(h, g) < 0) {
+				if (copy_inode(t, h, g) < 0) {
 					free(roots);
 					free(stack);
 					return img_set_error(t->ctx, -ENOMEM, "out of memory");
@@ -832,24 +1031,33 @@ int img_node_path(const struct img_node *node, char *buf, size_t len)
 
 static int data_error(struct img_ctx *ctx, const struct img_node *node, int err, const char *what)
 {
-	char path[512];
+	char path[512], host[PATH_MAX], *heap = NULL;
+	const char *hp = NULL;
 
 	img_node_path(node, path, sizeof(path));
 	if (node->data.kind == IMG_DATA_PATH)
-		return img_set_error(ctx, err, "%s: %s", node->data.path, what);
-	return img_set_error(ctx, err, "%s: %s", path, what);
+		hp = host_path(node, host, sizeof(host), &heap);
+	err = img_set_error(ctx, err, "%s: %s", hp ? hp : path, what);
+	free(heap);
+	return err;
 }
 
 /* Open the node's data for reading: an fd and the offset its data starts at. */
 static int data_open(struct img_ctx *ctx, const struct img_node *node, uint64_t end, int *fd,
                      uint64_t *base, int *owned)
 {
+	char buf[PATH_MAX], *heap;
+	const char *host;
 	struct stat st;
 
 	*owned = 0;
 	switch (node->data.kind) {
 	case IMG_DATA_PATH:
-		*fd = open(node->data.path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+		host = host_path(node, buf, sizeof(buf), &heap);
+		if (!host)
+			return img_set_error(ctx, -ENOMEM, "out of memory");
+		*fd = open(host, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+		free(heap);
 		if (*fd < 0)
 			return data_error(ctx, node, -errno, strerror(errno));
 		*owned = 1;
@@ -928,8 +1136,13 @@ int img_node_reader_copy(struct img_ctx *ctx, const struct img_node_reader *rd, 
 		return img_dev_pwrite(dev, (const uint8_t *)rd->node->data.mem + src_off,
 		                      (size_t)len, dst_off);
 	r = img_dev_copy_from_fd(dev, rd->fd, rd->base + src_off, len, dst_off);
-	if (r < 0 && rd->node->data.kind == IMG_DATA_PATH)
-		img_error_prefix(ctx, r, "%s", rd->node->data.path);
+	if (r < 0 && rd->node->data.kind == IMG_DATA_PATH) {
+		char buf[PATH_MAX], *heap;
+		const char *host = host_path(rd->node, buf, sizeof(buf), &heap);
+
+		img_error_prefix(ctx, r, "%s", host ? host : "(out of memory)");
+		free(heap);
+	}
 	return r;
 }
 

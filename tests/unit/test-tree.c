@@ -1,12 +1,15 @@
 /* test-tree.c -- the normalised tree: order independence, normalisation,
- * replacement, hard-link policies, data copies, extreme shapes. */
+ * replacement, hard-link policies, data copies, extreme shapes, the size of
+ * a node. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "private.h"
 #include "testutil.h"
+#include "tree-private.h"
 #include <img/tree.h>
 
 static struct img_tree *new_tree(struct img_ctx *ctx, unsigned flags)
@@ -318,6 +321,76 @@ START_TEST(deep_and_wide)
 }
 END_TEST
 
+/* Host paths kept as a shared prefix plus the tree path, or whole when they
+ * are not: either way the data is read from the path given. */
+START_TEST(host_paths_derived)
+{
+	struct img_ctx *ctx = t_ctx();
+	char *dir = t_tmpdir("tree-host"), p1[4096], p2[4096], p3[4096];
+	struct img_tree *t = new_tree(ctx, 0);
+	struct img_node_attr a = { .type = IMG_NODE_REG, .mode = 0644, .size = 3 };
+	struct img_node *n1, *n2, *n3, *l;
+	char back[4];
+
+	snprintf(p1, sizeof(p1), "%s/s/a-x/bin/f", dir);
+	snprintf(p2, sizeof(p2), "%s/other", dir);
+	snprintf(p3, sizeof(p3), "%s/s", dir);
+	ck_assert_int_eq(mkdir(p3, 0755), 0);
+	snprintf(p3, sizeof(p3), "%s/s/a-x", dir);
+	ck_assert_int_eq(mkdir(p3, 0755), 0);
+	snprintf(p3, sizeof(p3), "%s/s/a-x/bin", dir);
+	ck_assert_int_eq(mkdir(p3, 0755), 0);
+	t_write_file(p1, "one", 3);
+	t_write_file(p2, "two", 3);
+	a.data.kind = IMG_DATA_PATH;
+	a.data.path = p1;
+	/* "." and empty components: the tree path is canonical, still a suffix. */
+	ck_assert_ok(img_tree_add(t, "a-x/./bin//f", &a, &n1), ctx);
+	ck_assert_ptr_null(n1->data.path);
+	ck_assert_ptr_nonnull(img_node_priv(n1)->host_prefix);
+	a.data.path = p2; /* not a prefix plus "a-x/bin/g": kept whole */
+	ck_assert_ok(img_tree_add(t, "a-x/bin/g", &a, &n2), ctx);
+	ck_assert_str_eq(n2->data.path, p2);
+	a.data.path = p1; /* ends in "f" but not in "/a-x/bin/f" of this node */
+	ck_assert_ok(img_tree_add(t, "b/f", &a, &n3), ctx);
+	ck_assert_str_eq(n3->data.path, p1);
+	ck_assert_ok(img_tree_add_hardlink(t, "a-x/bin/h", "a-x/bin/f"), ctx);
+	ck_assert_ok(img_tree_finish(t), ctx);
+	memset(back, 0, sizeof(back));
+	ck_assert_ok(img_node_read_data(ctx, n1, 0, back, 3), ctx);
+	ck_assert_str_eq(back, "one");
+	ck_assert_ok(img_node_read_data(ctx, n2, 0, back, 3), ctx);
+	ck_assert_str_eq(back, "two");
+	ck_assert_ok(img_node_read_data(ctx, n3, 0, back, 3), ctx);
+	ck_assert_str_eq(back, "one");
+	/* A dereferenced link reads its target's file, not its own path. */
+	l = img_tree_lookup(t, "a-x/bin/h");
+	ck_assert_ok(img_node_read_data(ctx, l, 0, back, 3), ctx);
+	ck_assert_str_eq(back, "one");
+	/* Errors name the whole host path, rebuilt. */
+	unlink(p1);
+	ck_assert_int_lt(img_node_read_data(ctx, n1, 0, back, 3), 0);
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), p1));
+	img_tree_free(t);
+	t_rmrf(dir);
+	free(dir);
+	img_ctx_free(ctx);
+}
+END_TEST
+
+/* Memory per entry is the node (docs/memory.md): a field added or widened
+ * shows here. Names, targets and host paths are not in it. */
+_Static_assert(sizeof(struct img_node) <= 136, "struct img_node grew");
+_Static_assert(sizeof(struct img_node_private) <= 168, "struct img_node_private grew");
+
+START_TEST(node_size)
+{
+	ck_assert_uint_le(sizeof(struct img_node), 136);
+	ck_assert_uint_le(sizeof(struct img_node_private), 168);
+	ck_assert_uint_le(sizeof(struct img_data), 32);
+}
+END_TEST
+
 Suite *img_test_suite(void);
 Suite *img_test_suite(void)
 {
@@ -338,6 +411,10 @@ Suite *img_test_suite(void)
 	suite_add_tcase(s, tc);
 	tc = tcase_create("data");
 	tcase_add_test(tc, copy_data_paths);
+	tcase_add_test(tc, host_paths_derived);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("size");
+	tcase_add_test(tc, node_size);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("shapes");
 	tcase_add_test(tc, deep_and_wide);

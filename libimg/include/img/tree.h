@@ -51,31 +51,39 @@ enum img_data_kind {
 	IMG_DATA_MEM,      /* bytes owned by the node */
 };
 
+/*
+ * Fields are ordered so that none is padding: a tree holds one node per
+ * entry, and a desktop closure has a million entries (docs/memory.md).
+ */
 struct img_data {
 	enum img_data_kind kind;
-	char *path;      /* PATH: host path (owned) */
-	int fd;          /* FD: borrowed */
+	int fd; /* FD: borrowed */
+	/* PATH: host path (owned). In a node of a tree it may be NULL: the
+	 * tree then keeps the path as a shared prefix plus the node's tree
+	 * path, and the data readers below rebuild it. Never read it
+	 * directly; open the data with img_node_reader_open(). */
+	char *path;
 	uint64_t offset; /* FD: where the data starts in fd */
 	void *mem;       /* MEM: owned, node->size bytes */
 };
 
 struct img_node {
 	struct img_node *parent; /* NULL for the root */
-	char *name;              /* component (owned); "" for the root */
-	size_t name_len;         /* bytes; names may hold any byte but '/' and NUL */
+	char *name;              /* component (the tree's); "" for the root */
+	uint32_t name_len;       /* bytes (<= 255); any byte but '/' and NUL */
 	enum img_node_type type;
 	uint32_t mode; /* permission bits only (07777) */
 	uint32_t uid, gid;
+	uint32_t nlink;                  /* after finish: REG etc. = links; DIR = 2 + subdirs */
+	uint32_t rdev_major, rdev_minor; /* CHR/BLK */
 	int64_t mtime;                   /* after normalisation */
 	uint64_t size;                   /* REG: data bytes; SYMLINK: target length; else 0 */
-	char *target;                    /* SYMLINK: target (owned, NUL-terminated) */
-	uint32_t rdev_major, rdev_minor; /* CHR/BLK */
+	char *target;                    /* SYMLINK: target (the tree's, NUL-terminated) */
 	struct img_data data;            /* REG */
 
 	/* Hard links kept (IMG_TREE_KEEP_HARDLINKS): every link but the first
 	 * in traversal order points at the first; nlink counts them all. */
 	struct img_node *link;
-	uint32_t nlink; /* after finish: REG etc. = links; DIR = 2 + subdirs */
 
 	/* DIR: children sorted bytewise after img_tree_finish(). */
 	struct img_node **children;
