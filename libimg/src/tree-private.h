@@ -15,7 +15,6 @@
 
 struct img_node_private {
 	struct img_node pub; /* first: a node pointer is a pointer to this */
-	size_t cap;          /* DIR: slots allocated in pub.children */
 	void *priv;          /* writer scratch; writers own it during a write */
 	uint64_t scratch;    /* writer scratch; also the tree's while links are pending */
 	/* IMG_DATA_PATH with pub.data.path NULL: the host path is this prefix

@@ -343,16 +343,31 @@ static struct img_node *child_lookup(struct img_tree *t, struct img_node *parent
 	return *s == TOMBSTONE ? NULL : *s;
 }
 
+/*
+ * Slots in a children array while children are added: 4, then doubling, so
+ * the capacity follows from the count and no node stores it. Removing
+ * children leaves the array larger than this says, which is safe.
+ */
+static size_t children_cap(size_t n)
+{
+	size_t cap = 4;
+
+	if (!n)
+		return 0;
+	while (cap < n)
+		cap *= 2;
+	return cap;
+}
+
 static int child_append(struct img_tree *t, struct img_node *parent, struct img_node *n)
 {
-	if (parent->nchildren == img_node_priv(parent)->cap) {
-		size_t cap = img_node_priv(parent)->cap ? img_node_priv(parent)->cap * 2 : 4;
+	if (parent->nchildren == children_cap(parent->nchildren)) {
+		size_t cap = parent->nchildren ? parent->nchildren * 2 : 4;
 		struct img_node **c = realloc(parent->children, cap * sizeof(*c));
 
 		if (!c)
 			return img_set_error(t->ctx, -ENOMEM, "out of memory");
 		parent->children = c;
-		img_node_priv(parent)->cap = cap;
 	}
 	parent->children[parent->nchildren++] = n;
 	n->parent = parent;
@@ -866,15 +881,13 @@ int img_tree_finish(struct img_tree *t)
 			continue;
 		if (n->nchildren > 1)
 			qsort(n->children, n->nchildren, sizeof(*n->children), name_cmp);
-		if (n->nchildren && img_node_priv(n)->cap > n->nchildren) {
+		if (n->nchildren && children_cap(n->nchildren) > n->nchildren) {
 			/* Trimmed to size: no more children come after finish. */
 			struct img_node **c =
 			    realloc(n->children, n->nchildren * sizeof(*n->children));
 
-			if (c) {
+			if (c)
 				n->children = c;
-				img_node_priv(n)->cap = n->nchildren;
-			}
 		}
 		if (push_children(&stack, &sp, &cap, n) < 0) {
 			free(stack);
