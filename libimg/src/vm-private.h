@@ -115,11 +115,13 @@ void *vm_keep(struct img_vm *vm, void *p);
 char *vm_strdup(struct img_vm *vm, const char *s);
 char *vm_printf(struct img_vm *vm, const char *fmt, ...) IMG_PRINTF(2, 3);
 
-/* vm.c */
-int vm_build_argv(struct img_ctx *ctx, struct img_vm *vm);
+/* vm-spec.c */
 int vm_parse_specs(struct img_ctx *ctx, struct img_vm *vm);
 int vm_add_share(struct img_ctx *ctx, struct img_vm *vm, const char *tag, const char *src,
                  const char *tgt, const char *model);
+
+/* vm-argv.c */
+int vm_build_argv(struct img_ctx *ctx, struct img_vm *vm);
 
 /* vm-state.c */
 int vm_resolve(struct img_ctx *ctx, struct img_vm *vm);
