@@ -443,6 +443,7 @@ int main(int argc, char **argv)
 	}
 	img_ctx_set_epoch(ctx, epoch);
 	img_ctx_set_direct_io(ctx, direct_io);
+	tool_quiet = quiet;
 	tool_progress_init(&prog, quiet);
 	img_ctx_set_progress(ctx, tool_progress_cb, &prog);
 	img_ctx_set_log(ctx,
@@ -468,16 +469,20 @@ int main(int argc, char **argv)
 	}
 
 	r = img_build(ctx, &o);
+	/* From here the ending is ours alone: a signal now neither runs the
+	 * handler nor the deadline, so the commit below is all or nothing and
+	 * an interrupted build always ends with its cleanup and its message. */
+	tool_signals_hold();
 	tool_progress_done(&prog);
 	if (r >= 0 && tool_signalled())
 		r = -ECANCELED;
 	if (r < 0) {
+		tool_output_abort(&out);
+		tool_output_abort(&mout);
 		if (tool_signalled())
 			tool_err("interrupted; nothing written");
 		else
 			tool_err("%s", img_ctx_error(ctx)[0] ? img_ctx_error(ctx) : strerror(-r));
-		tool_output_abort(&out);
-		tool_output_abort(&mout);
 		img_ctx_free(ctx);
 		free(default_manifest);
 		return 1;

@@ -7,6 +7,8 @@
 #include <img/context.h>
 
 extern const char *tool_name;
+/* -q: tool_warn() says nothing (errors still go out). */
+extern int tool_quiet;
 
 /* "mkvmimage: <msg>" on stderr, passed through img_escape(): input bytes
  * quoted in a message never reach the terminal raw. */
@@ -34,11 +36,16 @@ void tool_log_cb(void *user, enum img_log_level level, const char *msg);
 /*
  * Output files: a temporary name beside @final ("<dir>/.<base>.tmp-XXXXXX"),
  * removed by the signal handler on SIGINT/SIGTERM/SIGHUP and by
- * tool_output_abort(); renamed by tool_output_commit().
+ * tool_output_abort(); renamed by tool_output_commit(). While it exists the
+ * process holds an flock on it and it carries the user.libimg.tmp attribute,
+ * so tool_output_begin() can tell the temporaries of a killed build of the
+ * same name (warned about, and removed when provably ours and unowned) from
+ * one a running build is writing (left alone).
  */
 struct tool_output {
 	char *final;
 	char *tmp;
+	int lock_fd; /* the temporary, open and flock'ed: a live owner */
 };
 int tool_output_begin(struct tool_output *o, const char *final);
 int tool_output_commit(struct tool_output *o);
@@ -51,6 +58,13 @@ void tool_output_abort(struct tool_output *o);
  * they become write errors to report.
  */
 void tool_install_signals(struct img_ctx *ctx, unsigned deadline);
+/*
+ * The build is over: block the caught signals (and the deadline) in the
+ * calling thread so the ending -- commit or cleanup and its message -- is
+ * not interrupted; a signal that arrives now stays pending and changes
+ * nothing. Check tool_signalled() after this call, not before.
+ */
+void tool_signals_hold(void);
 /* Did a signal arrive? (its number, or 0) */
 int tool_signalled(void);
 

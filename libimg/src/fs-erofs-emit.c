@@ -413,7 +413,8 @@ int img_erofs_emit(struct img_ctx *ctx, struct img_erofs_plan *p, struct img_dev
 		if (r < 0)
 			goto out;
 		img_progress_add(ctx, n->size, 1);
-		if ((i & 255) == 0 && (r = img_check_cancel(ctx)) < 0)
+		/* after every file: a few big ones between checks took seconds */
+		if ((r = img_check_cancel(ctx)) < 0)
 			goto out;
 	}
 

@@ -72,6 +72,12 @@ static la_ssize_t tar_read(struct archive *a, void *user, const void **out)
 		                : read(s->fd, s->buf, TAR_BUF);
 		if (n >= 0 || errno != EINTR)
 			break;
+		/* A signal: a pipe that stalls must not keep a cancelled build. */
+		if (img_ctx_cancelled(s->ctx)) {
+			img_check_cancel(s->ctx);
+			archive_set_error(a, ECANCELED, "interrupted");
+			return -1;
+		}
 	}
 	if (n < 0) {
 		archive_set_error(a, errno, "reading %s: %s", s->name, strerror(errno));

@@ -1138,6 +1138,9 @@ int img_node_reader_pread(struct img_ctx *ctx, const struct img_node_reader *rd,
 	return 0;
 }
 
+/* 64 MiB: well under a second of copying, a multiple of every block size */
+#define READER_PIECE (64ull << 20)
+
 int img_node_reader_copy(struct img_ctx *ctx, const struct img_node_reader *rd, uint64_t src_off,
                          uint64_t len, struct img_dev *dev, uint64_t dst_off)
 {
@@ -1148,8 +1151,16 @@ int img_node_reader_copy(struct img_ctx *ctx, const struct img_node_reader *rd, 
 	if (rd->node->data.kind == IMG_DATA_MEM)
 		return img_dev_pwrite(dev, (const uint8_t *)rd->node->data.mem + src_off,
 		                      (size_t)len, dst_off);
-	r = img_dev_copy_from_fd(dev, rd->fd, rd->base + src_off, len, dst_off);
-	if (r < 0 && rd->node->data.kind == IMG_DATA_PATH) {
+	/* In pieces, so a cancellation is seen within one piece of a big file. */
+	for (uint64_t done = 0; r >= 0 && done < len; done += READER_PIECE) {
+		uint64_t n = IMG_MIN(READER_PIECE, len - done);
+
+		r = img_check_cancel(ctx);
+		if (r >= 0)
+			r = img_dev_copy_from_fd(dev, rd->fd, rd->base + src_off + done, n,
+			                         dst_off + done);
+	}
+	if (r < 0 && r != -ECANCELED && rd->node->data.kind == IMG_DATA_PATH) {
 		char buf[PATH_MAX], *heap;
 		const char *host = host_path(rd->node, buf, sizeof(buf), &heap);
 

@@ -209,9 +209,13 @@ int img_sha256_file(struct img_ctx *ctx, const char *path, uint8_t out[32])
 		 * O_DIRECT are not in the page cache, and the default readahead
 		 * window would make this one small read at a time.
 		 */
-		if (pos % SHA_AHEAD_STEP == 0)
+		if (pos % SHA_AHEAD_STEP == 0) {
 			posix_fadvise(fd, (off_t)(pos + SHA_AHEAD), SHA_AHEAD_STEP,
 			              POSIX_FADV_WILLNEED);
+			r = img_check_cancel(ctx);
+			if (r < 0)
+				goto out;
+		}
 		got = read(fd, buf, bufsz);
 		if (got < 0 && errno == EINTR)
 			continue;
