@@ -33,7 +33,6 @@
 #include <unistd.h>
 
 #include "image-private.h"
-#include "fs-fat32.h"
 #include <img/boot.h>
 #include <img/disk.h>
 #include <img/fs.h>
@@ -205,8 +204,11 @@ static int plan(struct disk_build *b, uint64_t *root_min)
 
 	if (efi) {
 		struct img_fs_opts eo = { .label = "ESP", .id_role = "fat-esp" };
+		const struct img_fs_ops *vfat = img_fs_find("vfat");
 
-		r = img_fs_fat32.estimate(ctx, b->esp->tree, &eo, &esp_need);
+		if (!vfat)
+			return img_set_error(ctx, -ENOSYS, "the FAT32 writer is not built in");
+		r = vfat->estimate(ctx, b->esp->tree, &eo, &esp_need);
 		if (r < 0)
 			return r;
 		if (esp_need > boot_size)
@@ -505,7 +507,7 @@ int img_build_disk(struct img_ctx *ctx, const struct img_build_opts *o)
 		const struct img_disk_part *p = &b.l.parts[i];
 
 		if (p->role == IMG_PART_ESP)
-			r = write_part(&b, p, &img_fs_fat32, b.esp->tree, &efo);
+			r = write_part(&b, p, img_fs_find("vfat"), b.esp->tree, &efo);
 		else if (p->role == IMG_PART_ROOT)
 			r = write_part(&b, p, ext4, b.root, &rfo);
 		else if (p->role == IMG_PART_BIOS_BOOT)
