@@ -90,6 +90,7 @@ img_shell_test(integration vm-state LABELS vm)
 img_shell_test(integration vm-own-paths LABELS vm)
 img_shell_test(integration vm-state-hostile LABELS vm)
 img_shell_test(integration vm-vlan LABELS vm)
+img_shell_test(integration vm-system-kernel LABELS vm)
 # ext4 root file system (default mode): tree, bad closures, reproducibility.
 img_shell_test(integration root-tree)
 img_shell_test(integration root-bad)

@@ -277,7 +277,9 @@ int vmlaunch_parse_args(struct cli *c, int argc, char **argv)
 		tool_err("--timeout needs --expect");
 		return 2;
 	}
-	if ((c->o.initrd || c->o.append) && !c->o.kernel && c->o.boot != IMG_VM_BOOT_DIRECT) {
+	/* with --system the library says what --initrd/--append are for */
+	if (!c->o.system && (c->o.initrd || c->o.append) && !c->o.kernel &&
+	    c->o.boot != IMG_VM_BOOT_DIRECT) {
 		tool_err("--initrd/--append need --kernel (or --boot direct)");
 		return 2;
 	}

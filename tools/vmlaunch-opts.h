@@ -207,6 +207,9 @@ static const struct tool_opt vmlaunch_opts[] = {
 	  .val = OPT_KERNEL,
 	  .arg = "FILE",
 	  .help = "direct kernel boot with this kernel",
+	  .more = "With --system: this kernel instead of TOPLEVEL/kernel, as "
+	          "NIXPKGS_QEMU_KERNEL_NAME does (and before it); TOPLEVEL's initrd and "
+	          "kernel-params stay.",
 	  .complete = TC_FILE },
 	{ .name = "initrd",
 	  .val = OPT_INITRD,
@@ -366,7 +369,10 @@ static const char *const vmlaunch_sections[] = {
 	"QEMU_KERNEL_PARAMS (appended to the kernel command line in direct boot), "
 	"NIX_DISK_IMAGE (the overlay's path), NIX_EFI_VARS (the EFI variable store), "
 	"NIX_SWTPM_DIR (the TPM state), SHARED_DIR (shared as tag shared), TMPDIR "
-	"(for --ephemeral), USE_TMPDIR (with TMPDIR: the xchg share is TMPDIR/xchg).\n"
+	"(for --ephemeral), USE_TMPDIR (with TMPDIR: the xchg share is TMPDIR/xchg), "
+	"NIXPKGS_QEMU_KERNEL_NAME (with --system: the kernel instead of TOPLEVEL/kernel; "
+	"NAME is the system's name with every character but letters and digits made _, "
+	"as --dry-run shows; --kernel comes first).\n"
 	"\n"
 	"Also XDG_STATE_HOME, XDG_CONFIG_HOME and HOME (default directories), "
 	"NIX_SSL_CERT_FILE (--host-certs), DISPLAY and WAYLAND_DISPLAY (graphics by "

@@ -29,9 +29,18 @@ static const char *env(const char *name)
 }
 
 /* The environment, in one place: the NixOS runner's variables and ours. */
+/* What --system asks for by name (NIXPKGS_QEMU_KERNEL_<system.name>). */
+static const char *env_lookup(void *user, const char *name)
+{
+	(void)user;
+	return env(name);
+}
+
 static int read_env(struct cli *c)
 {
 	struct img_vm_opts *o = &c->o;
+
+	o->env = env_lookup;
 
 	if (!o->net_opts)
 		o->net_opts = env("QEMU_NET_OPTS");

@@ -62,6 +62,8 @@ struct img_vm {
 	struct img_vm_firmware fw;
 	int have_fw;
 	char *kernel, *initrd, *append;
+	const char *kernel_source; /* --system: what replaced TOPLEVEL/kernel, or NULL */
+	char *kernel_var;          /* --system: NIXPKGS_QEMU_KERNEL_<system.name> */
 
 	/* parsed specs */
 	struct vm_forward *fwd;

@@ -172,6 +172,50 @@ static char *system_name(struct img_vm *vm)
 	return vm_strdup(vm, n);
 }
 
+/* The reference's override variable: NIXPKGS_QEMU_KERNEL_ and system.name
+ * with every character but [A-Za-z0-9] made '_' (sanitizeShellIdent). */
+static char *kernel_var(struct img_vm *vm)
+{
+	char *name = system_name(vm), *v;
+
+	if (!name)
+		return NULL;
+	v = vm_printf(vm, "NIXPKGS_QEMU_KERNEL_%s", name);
+	for (char *c = v ? v + 20 : NULL; c && *c; c++)
+		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+		      (*c >= '0' && *c <= '9')))
+			*c = '_';
+	return v;
+}
+
+/* -kernel: --kernel FILE, else the variable's value (empty is unset, as
+ * the reference's ${VAR:-default}), else TOPLEVEL/kernel. */
+static int system_kernel(struct img_ctx *ctx, struct img_vm *vm)
+{
+	const struct img_vm_opts *o = &vm->o;
+	const char *v = NULL, *from;
+
+	vm->kernel_var = kernel_var(vm);
+	if (!vm->kernel_var)
+		return img_set_error(ctx, -ENOMEM, "out of memory");
+	if (o->kernel) {
+		v = o->kernel;
+		from = vm_printf(vm, "--kernel %s", v);
+	} else if (o->env && (v = o->env(o->env_user, vm->kernel_var)) && *v) {
+		from = vm_printf(vm, "%s=%s", vm->kernel_var, v);
+	} else {
+		vm->kernel = vm_printf(vm, "%s/kernel", vm->sys_host);
+		return vm->kernel ? 0 : img_set_error(ctx, -ENOMEM, "out of memory");
+	}
+	vm->kernel = vm_strdup(vm, v);
+	vm->kernel_source = from;
+	if (!vm->kernel || !from)
+		return img_set_error(ctx, -ENOMEM, "out of memory");
+	if (access(v, R_OK) < 0)
+		return img_set_error(ctx, -errno, "%s: %s", from, strerror(errno));
+	return 0;
+}
+
 static int read_small(struct img_ctx *ctx, const char *path, char **out)
 {
 	char buf[65536];
@@ -289,10 +333,11 @@ int vm_resolve_system(struct img_ctx *ctx, struct img_vm *vm)
 		    ctx, -EINVAL,
 		    "--system and IMAGE together: --system boots TOPLEVEL directly "
 		    "on an empty root disk of its own");
-	if (o->kernel || o->initrd || o->append)
+	if (o->initrd || o->append)
 		return img_set_error(ctx, -EINVAL,
-		                     "--system takes kernel, initrd and parameters from TOPLEVEL; "
-		                     "--kernel/--initrd/--append are for IMAGE");
+		                     "--system takes initrd and parameters from TOPLEVEL; "
+		                     "--initrd/--append are for IMAGE (--kernel replaces "
+		                     "TOPLEVEL/kernel, as NIXPKGS_QEMU_KERNEL_<name> does)");
 	if (o->boot != IMG_VM_BOOT_AUTO && o->boot != IMG_VM_BOOT_DIRECT)
 		return img_set_error(ctx, -EINVAL,
 		                     "--system boots directly, as the reference's default "
@@ -335,7 +380,8 @@ int vm_resolve_system(struct img_ctx *ctx, struct img_vm *vm)
 
 	vm->boot = IMG_VM_BOOT_DIRECT;
 	vm->boot_source = "--system option";
-	vm->kernel = vm_printf(vm, "%s/kernel", vm->sys_host);
+	if ((r = system_kernel(ctx, vm)) < 0)
+		return r;
 	vm->initrd = vm_printf(vm, "%s/initrd", vm->sys_host);
 	if ((r = read_small(ctx, vm_printf(vm, "%s/kernel-params", vm->sys_host), &params)) < 0)
 		return r;

@@ -250,8 +250,13 @@ int img_vm_describe(const struct img_vm *vm, char **out)
 		fprintf(f, "  secure boot: %s, SMM: %s\n", vm->fw.secure_boot ? "yes" : "no",
 		        vm->fw.requires_smm ? "on" : "off");
 	} else if (vm->boot == IMG_VM_BOOT_DIRECT) {
-		fprintf(f, "kernel: %s\ninitrd: %s\nappend: %s\n", vm->kernel,
-		        vm->initrd ? vm->initrd : "(none)", vm->append);
+		fprintf(f, "kernel: %s\n", vm->kernel);
+		if (vm->kernel_source)
+			fprintf(f, "  from: %s (instead of TOPLEVEL/kernel)\n", vm->kernel_source);
+		else if (vm->kernel_var)
+			fprintf(f, "  override: --kernel FILE or %s\n", vm->kernel_var);
+		fprintf(f, "initrd: %s\nappend: %s\n", vm->initrd ? vm->initrd : "(none)",
+		        vm->append);
 	}
 	fprintf(f, "disk interface: %s\n", disk_if_name[o->disk_if]);
 	fprintf(f, "state: %s%s\n", vm->state_dir,

@@ -1163,6 +1163,110 @@ START_TEST(argv_system)
 }
 END_TEST
 
+/* The reference's NIXPKGS_QEMU_KERNEL_<sanitized system.name>, asked of
+ * the caller's lookup (the library reads no environment). */
+struct env_answers {
+	const char *name, *value; /* the one variable set */
+	char asked[256];          /* the last name asked */
+	int nasked;
+};
+
+static const char *env_answer(void *user, const char *name)
+{
+	struct env_answers *e = user;
+
+	snprintf(e->asked, sizeof(e->asked), "%s", name);
+	e->nasked++;
+	return !strcmp(name, e->name) ? e->value : NULL;
+}
+
+#define SYS2_NAME "2ccccccccccccccccccccccccccccccc-nixos-system-my-host.lan-25.05"
+
+START_TEST(system_kernel_override)
+{
+	struct img_vm_opts o = system_base();
+	struct img_ctx *ctx = t_ctx();
+	struct img_vm *vm;
+	struct env_answers e = { .name = "NIXPKGS_QEMU_KERNEL_web" };
+	char alt[4096], alt2[4096], p[4096], sys2[4096], ci2[4096], *d;
+
+	make_file("alt-kernel", 512);
+	make_file("alt-kernel-2", 512);
+	sub(alt, sizeof(alt), "alt-kernel");
+	sub(alt2, sizeof(alt2), "alt-kernel-2");
+	o.env = env_answer;
+	o.env_user = &e;
+	/* unset, then empty (${VAR:-default}): TOPLEVEL/kernel, the golden argv */
+	golden("system-default", &o);
+	ck_assert_str_eq(e.asked, "NIXPKGS_QEMU_KERNEL_web");
+	e.value = "";
+	golden("system-default", &o);
+	/* set: -kernel replaced, -initrd and -append still TOPLEVEL's */
+	e.value = alt;
+	golden("system-kernel-env", &o);
+	ck_assert_ok(img_vm_new(ctx, &o, &vm), ctx);
+	ck_assert_int_eq(img_vm_describe(vm, &d), 0);
+	ck_assert_ptr_nonnull(strstr(d, "from: NIXPKGS_QEMU_KERNEL_web="));
+	free(d);
+	img_vm_free(vm);
+	/* --kernel FILE is the same override and wins over the variable */
+	o.kernel = alt2;
+	e.nasked = 0;
+	ck_assert_ok(img_vm_new(ctx, &o, &vm), ctx);
+	ck_assert_str_eq(arg_after(vm, "-kernel"), alt2);
+	snprintf(p, sizeof(p), "%s/initrd", P_SYS);
+	ck_assert_str_eq(arg_after(vm, "-initrd"), p);
+	ck_assert_int_eq(e.nasked, 0);
+	img_vm_free(vm);
+	o.kernel = NULL;
+	/* --name changes the VM's name, not system.name: same variable */
+	o.name = "other";
+	ck_assert_ok(img_vm_new(ctx, &o, &vm), ctx);
+	ck_assert_str_eq(arg_after(vm, "-kernel"), alt);
+	img_vm_free(vm);
+	o.name = NULL;
+	/* a missing override file: the variable named */
+	sub(p, sizeof(p), "no-such-kernel");
+	e.value = p;
+	expect_error(&o, "NIXPKGS_QEMU_KERNEL_web=");
+
+	/* system.name "my-host.lan": every non-alphanumeric character is '_' */
+	sub(p, sizeof(p), "root/nix/store/" SYS2_NAME);
+	mkdir(p, 0755);
+	make_file("root/nix/store/" SYS2_NAME "/kernel", 512);
+	make_file("root/nix/store/" SYS2_NAME "/initrd", 512);
+	make_file("root/nix/store/" SYS2_NAME "/init", 16);
+	sub(p, sizeof(p), "root/nix/store/" SYS2_NAME "/kernel-params");
+	write_str(p, "loglevel=4\n");
+	sub(ci2, sizeof(ci2), "ci2");
+	mkdir(ci2, 0755);
+	sub(p, sizeof(p), "ci2/store-paths");
+	write_str(p, "/nix/store/" SYS2_NAME "\n");
+	sub(p, sizeof(p), "ci2/registration");
+	write_str(p,
+	          "/nix/store/" SYS2_NAME "\nsha256:"
+	          "0000000000000000000000000000000000000000000000000000000000000000\n100\n\n0\n");
+	sub(sys2, sizeof(sys2), "root/nix/store/" SYS2_NAME);
+	o.system = sys2;
+	o.closure_info = ci2;
+	e.name = "NIXPKGS_QEMU_KERNEL_my_host_lan";
+	e.value = alt;
+	golden("system-kernel-env-sanitized", &o);
+	ck_assert_str_eq(e.asked, "NIXPKGS_QEMU_KERNEL_my_host_lan");
+	/* the unsanitized spellings are not the reference's variable */
+	e.name = "NIXPKGS_QEMU_KERNEL_my-host.lan";
+	ck_assert_ok(img_vm_new(ctx, &o, &vm), ctx);
+	{
+		char want[4096];
+
+		snprintf(want, sizeof(want), "%s/kernel", sys2);
+		ck_assert_str_eq(arg_after(vm, "-kernel"), want);
+	}
+	img_vm_free(vm);
+	img_ctx_free(ctx);
+}
+END_TEST
+
 START_TEST(system_refusals)
 {
 	struct img_vm_opts o = system_base();
@@ -1171,8 +1275,11 @@ START_TEST(system_refusals)
 	o.image = P_IMAGE;
 	expect_error(&o, "--system and IMAGE together");
 	o = system_base();
-	o.kernel = P_KERNEL;
-	expect_error(&o, "--system takes kernel");
+	o.initrd = P_KERNEL;
+	expect_error(&o, "--system takes initrd and parameters");
+	o = system_base();
+	o.append = "console=ttyS0";
+	expect_error(&o, "--initrd/--append are for IMAGE");
 	o = system_base();
 	o.boot = IMG_VM_BOOT_EFI;
 	expect_error(&o, "--system boots directly");
@@ -1407,6 +1514,7 @@ Suite *img_test_suite(void)
 		                      argv_nix_env_paths,
 		                      argv_cmdline_quoting,
 		                      argv_system,
+		                      system_kernel_override,
 		                      argv_more_options };
 	const TTest *fw_tests[] = { firmware_pick_and_filter, firmware_override_and_mask,
 		                    firmware_parse_rules };

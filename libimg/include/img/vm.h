@@ -20,7 +20,8 @@
  * The library reads no environment: the tool maps QEMU_OPTS, QEMU_NET_OPTS,
  * QEMU_KERNEL_PARAMS, NIX_DISK_IMAGE, NIX_EFI_VARS, NIX_SWTPM_DIR, SHARED_DIR,
  * TMPDIR, XDG_STATE_HOME, XDG_CONFIG_HOME, DISPLAY/WAYLAND_DISPLAY and
- * NIX_SSL_CERT_FILE into struct img_vm_opts. Signals: the caller's handler
+ * NIX_SSL_CERT_FILE into struct img_vm_opts, and answers the one name
+ * --system asks of @env (NIXPKGS_QEMU_KERNEL_<system.name>). Signals: the caller's handler
  * calls img_ctx_cancel(); img_vm_run() sees it and stops the VM gracefully.
  */
 #ifndef IMG_VM_H
@@ -89,14 +90,24 @@ struct img_vm_opts {
 	 * made on first start at @disk_image or <state>/<name>.qcow2, the
 	 * closure's registration at regInfo= (in the xchg share).
 	 */
-	const char *system;          /* a store path, or a link to one (result) */
-	const char *root;            /* the host directory standing for "/" (default "/") */
-	const char *store_dir;       /* default "/nix/store" */
-	const char *closure_info;    /* closureInfo DIR; default: read @nix_db */
-	const char *nix_db;          /* default <root>/nix/var/nix/db/db.sqlite */
-	uint64_t disk_size;          /* the root disk's size in bytes; default 1024 MiB */
-	int no_root_disk;            /* no root disk: the guest's root is a tmpfs */
-	int store_image_auto;        /* build the closure's EROFS store image (cached) */
+	const char *system;       /* a store path, or a link to one (result) */
+	const char *root;         /* the host directory standing for "/" (default "/") */
+	const char *store_dir;    /* default "/nix/store" */
+	const char *closure_info; /* closureInfo DIR; default: read @nix_db */
+	const char *nix_db;       /* default <root>/nix/var/nix/db/db.sqlite */
+	uint64_t disk_size;       /* the root disk's size in bytes; default 1024 MiB */
+	int no_root_disk;         /* no root disk: the guest's root is a tmpfs */
+	int store_image_auto;     /* build the closure's EROFS store image (cached) */
+	/*
+	 * The kernel: TOPLEVEL/kernel, unless @kernel (--kernel FILE) or,
+	 * without it, the variable NIXPKGS_QEMU_KERNEL_<system.name> (every
+	 * character but A-Z, a-z, 0-9 of system.name made '_', as the
+	 * reference) names another; @initrd and @append are refused. The
+	 * library reads no environment: @env, when set, is asked for that one
+	 * name only (a NULL or empty answer: not set). vmlaunch passes getenv.
+	 */
+	const char *(*env)(void *user, const char *name);
+	void *env_user;
 	const char *const *consoles; /* console= values, the last preferred; default
 	                              * ttyS0,115200n8 and tty0 as the reference */
 	size_t nconsoles;
