@@ -408,8 +408,8 @@ int main(int argc, char **argv)
 		                         ".qcow2 name)");
 	if (o.uki_stub)
 		o.uki = 1;
-	if (o.verity && o.mode != IMG_MODE_STORE)
-		return usage_error("%s", "--verity needs --store-image");
+	if (o.verity && o.mode != IMG_MODE_STORE && o.mode != IMG_MODE_EFI)
+		return usage_error("%s", "--verity needs --store-image or --efi");
 	if (o.fs_compression && o.mode != IMG_MODE_STORE)
 		return usage_error("%s", "--compress-fs needs --store-image");
 	if (o.fs_compression && o.format != IMG_FORMAT_RAW)

@@ -4,7 +4,7 @@
  *
  * Specs: UEFI 2.x "GUID Partition Table (GPT) Disk Layout" (headers, entry
  * array, protective MBR, CRC32), the classic MBR partition table, UAPI
- * Discoverable Partitions Specification (root type), formats.md section 4.
+ * Discoverable Partitions Specification (root and root-verity types), formats.md section 4.
  *
  * libfdisk only works on a file descriptor, and the output may be qcow2:
  * the table is written onto a sparse memfd of the disk's size (only the
@@ -68,6 +68,15 @@ static int describe(struct img_ctx *ctx, enum img_disk_label label, struct img_d
 		p->name = "bios-boot";
 		type = IMG_GPT_TYPE_BIOS_BOOT;
 		idrole = "part-bios-boot";
+		break;
+	case IMG_PART_ROOT_VERITY:
+		if (label != IMG_DISK_GPT)
+			return img_set_error(ctx, -EINVAL,
+			                     "a root verity partition needs a GPT partition table");
+		p->rolename = "root-verity";
+		p->name = "nixos-verity";
+		type = IMG_GPT_TYPE_ROOT_VERITY_X86_64;
+		idrole = "part-root-verity";
 		break;
 	default:
 		return img_set_error(ctx, -EINVAL, "unknown partition role %d", (int)p->role);

@@ -6,6 +6,13 @@
  *   --bios    MBR: one bootable ext4 root partition at 1 MiB
  *   --hybrid  GPT: BIOS boot (1 MiB) + ESP + root
  *
+ * --efi --verity adds a fourth piece: the root partition's dm-verity hash
+ * tree (verity.c, superblock at its start) in its own partition right after
+ * the root, with the Discoverable Partitions Specification's root-verity
+ * type. It covers the whole root partition, so the guest must mount the
+ * root read-only through dm-verity; with --size the root gives up the
+ * verity partition's room (the root, not the tree, takes what is left).
+ *
  * Plan everything first (root tree and its ext4 size, ESP tree and whether
  * it fits, the partition layout), then create the output once and write the
  * table, the ESP and the root through slices of the output device. GRUB
@@ -33,10 +40,12 @@
 #include <unistd.h>
 
 #include "image-private.h"
+#include "verity.h"
 #include <img/boot.h>
 #include <img/disk.h>
 #include <img/fs.h>
 #include <img/manifest.h>
+#include <img/repro.h>
 #include <img/source.h>
 
 #define MIB               (1ull << 20)
@@ -151,7 +160,45 @@ struct disk_build {
 	struct grub grub;
 	int have_grub;
 	char ids[IMG_DISK_MAX_PARTS][40]; /* file system IDs read back before finishing */
+	struct img_verity verity;         /* --verity: the root's hash tree */
 };
+
+/* The index of the partition of @role in @l, or -1. */
+static int part_index(const struct img_disk_layout *l, enum img_part_role role)
+{
+	for (size_t i = 0; i < l->nparts; i++)
+		if (l->parts[i].role == role)
+			return (int)i;
+	return -1;
+}
+
+/*
+ * --verity: once the root's size is planned, a partition for its hash tree
+ * after it (superblock block + tree, in whole MiB), and the layout planned
+ * again. With --size the root shrinks by that much, so the disk keeps its
+ * size and the tree partition its exact room.
+ */
+static int plan_verity(struct disk_build *b)
+{
+	struct img_disk_part *root = &b->l.parts[b->l.nparts - 1];
+	uint64_t rs = root->size, vs;
+
+	vs = IMG_ALIGN_UP((1 + img_verity_tree_blocks(rs / IMG_VERITY_BLOCK)) * IMG_VERITY_BLOCK,
+	                  MIB);
+	if (b->o->size) {
+		if (rs <= vs)
+			return img_set_error(b->ctx, -ENOSPC,
+			                     "--size %llu leaves no room for the root's verity "
+			                     "partition (%llu MiB)",
+			                     (unsigned long long)b->o->size,
+			                     (unsigned long long)(vs / MIB));
+		rs -= vs;
+	}
+	root->size = rs;
+	img_disk_layout_add(&b->l, IMG_PART_ROOT_VERITY, vs);
+	b->l.size = b->o->size;
+	return img_disk_plan(b->ctx, &b->l);
+}
 
 /*
  * Without --grub DIR: the first store path of the closure (in store-path
@@ -227,6 +274,8 @@ static int plan(struct disk_build *b, uint64_t *root_min)
 		img_disk_layout_add(&b->l, IMG_PART_ESP, boot_size);
 	img_disk_layout_add(&b->l, IMG_PART_ROOT, o->size ? *root_min : root_size);
 	r = img_disk_plan(ctx, &b->l);
+	if (r >= 0 && o->verity)
+		r = plan_verity(b);
 	if (r < 0)
 		return r;
 	if (o->mode != IMG_MODE_EFI && o->grub_dir) {
@@ -302,6 +351,19 @@ static int write_manifest(struct disk_build *b)
 	const struct img_build_opts *o = b->o;
 	struct img_manifest_partition mp[IMG_DISK_MAX_PARTS];
 	struct img_manifest m = { 0 };
+	char vuuid[37], vroot[65], vsalt[65];
+	struct img_manifest_verity mv = {
+		.root_hash = vroot,
+		.hash_algorithm = IMG_VERITY_ALGORITHM,
+		.data_block_size = IMG_VERITY_BLOCK,
+		.hash_block_size = IMG_VERITY_BLOCK,
+		.data_offset = b->verity.data_offset,
+		.data_blocks = b->verity.data_blocks,
+		.hash_offset = b->verity.hash_offset,
+		.hash_size = b->verity.hash_size,
+		.salt = vsalt,
+		.uuid = vuuid,
+	};
 	struct img_boot_plan *gp = NULL;
 	struct img_manifest_entry *me = NULL;
 	char **owned = NULL;
@@ -309,6 +371,9 @@ static int write_manifest(struct disk_build *b)
 	int r = 0;
 
 	memset(mp, 0, sizeof(mp));
+	img_uuid_unparse(b->verity.uuid, vuuid);
+	img_hex(b->verity.root, sizeof(b->verity.root), vroot);
+	img_hex(b->verity.salt, sizeof(b->verity.salt), vsalt);
 	for (size_t i = 0; i < b->l.nparts; i++) {
 		const struct img_disk_part *p = &b->l.parts[i];
 
@@ -325,6 +390,7 @@ static int write_manifest(struct disk_build *b)
 		} else if (p->role == IMG_PART_ROOT) {
 			mp[i].filesystem = "ext4";
 			mp[i].label = (char *)(o->label ? o->label : ROOT_LABEL);
+			mp[i].verity = o->verity ? &mv : NULL;
 		}
 		if (mp[i].filesystem)
 			mp[i].fs_uuid = b->ids[i];
@@ -384,6 +450,32 @@ out:
 	free(owned);
 	free(me);
 	img_boot_plan_free(gp);
+	return r;
+}
+
+/*
+ * The root's hash tree, from the root partition as written, into its verity
+ * partition (superblock at the partition's start, so the partition alone is
+ * veritysetup's hash device with hash offset 0).
+ */
+static int write_verity(struct disk_build *b, const struct img_disk_part *root)
+{
+	const struct img_disk_part *vp = &b->l.parts[part_index(&b->l, IMG_PART_ROOT_VERITY)];
+	int r;
+
+	r = img_verity_init(b->ctx, &b->verity, root->offset, root->size, vp->offset);
+	if (r >= 0 && b->verity.hash_size > vp->size)
+		r = img_set_error(b->ctx, -EIO,
+		                  "verity: the tree (%llu bytes) does not fit its partition "
+		                  "(%llu bytes)",
+		                  (unsigned long long)b->verity.hash_size,
+		                  (unsigned long long)vp->size);
+	if (r >= 0)
+		r = img_dev_write_zeroes(b->dev, vp->offset, vp->size);
+	if (r >= 0)
+		r = img_verity_write(b->ctx, b->dev, &b->verity);
+	if (r < 0)
+		img_error_prefix(b->ctx, r, "partition %u (%s)", vp->number, vp->rolename);
 	return r;
 }
 
@@ -454,10 +546,13 @@ int img_build_disk(struct img_ctx *ctx, const struct img_build_opts *o)
 	struct img_fs_opts rfo = { .label = o->label ? o->label : ROOT_LABEL, .id_role = "root" };
 	struct img_fs_opts efo = { .label = "ESP", .id_role = "fat-esp" };
 	uint64_t root_min = 0;
+	const struct img_disk_part *rp;
 	int r;
 
 	if (o->mode == IMG_MODE_BIOS && (o->uki || o->bootloader))
 		return img_set_error(ctx, -EINVAL, "--uki and --bootloader need --efi or --hybrid");
+	if (o->verity && o->mode != IMG_MODE_EFI)
+		return img_set_error(ctx, -EINVAL, "--verity needs --store-image or --efi");
 	r = o->tar ? tar_root(&b) : host_root(&b);
 	if (r < 0)
 		goto out;
@@ -484,12 +579,12 @@ int img_build_disk(struct img_ctx *ctx, const struct img_build_opts *o)
 	r = plan(&b, &root_min);
 	if (r < 0)
 		goto out;
-	if (b.l.parts[b.l.nparts - 1].size < root_min) {
+	rp = &b.l.parts[part_index(&b.l, IMG_PART_ROOT)];
+	if (rp->size < root_min) {
 		r = img_set_error(ctx, -ENOSPC,
 		                  "--size %llu leaves %llu MiB for the root file system, which "
 		                  "needs at least %llu MiB",
-		                  (unsigned long long)o->size,
-		                  (unsigned long long)(b.l.parts[b.l.nparts - 1].size >> 20),
+		                  (unsigned long long)o->size, (unsigned long long)(rp->size >> 20),
 		                  (unsigned long long)IMG_DIV_ROUND_UP(root_min, MIB));
 		goto out;
 	}
@@ -517,10 +612,12 @@ int img_build_disk(struct img_ctx *ctx, const struct img_build_opts *o)
 		r = grub_install(ctx, b.dev, &b.grub,
 		                 o->mode == IMG_MODE_BIOS ? 1 : b.l.parts[0].offset / 512);
 	for (size_t i = 0; i < b.l.nparts && r >= 0; i++)
-		if (b.l.parts[i].role != IMG_PART_BIOS_BOOT)
+		if (b.l.parts[i].role == IMG_PART_ESP || b.l.parts[i].role == IMG_PART_ROOT)
 			r = img_image_fs_id(ctx, b.dev, b.l.parts[i].offset,
 			                    b.l.parts[i].role == IMG_PART_ESP ? "vfat" : "ext4",
 			                    b.ids[i], sizeof(b.ids[i]));
+	if (r >= 0 && o->verity)
+		r = write_verity(&b, rp);
 	if (r >= 0)
 		r = img_dev_finish(b.dev);
 	if (r >= 0)

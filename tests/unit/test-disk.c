@@ -97,6 +97,27 @@ START_TEST(plan_layout)
 	m.label = IMG_DISK_MBR;
 	img_disk_layout_add(&m, IMG_PART_BIOS_BOOT, MIB);
 	ck_assert_int_eq(img_disk_plan(ctx, &m), -EINVAL);
+
+	/* The root's verity partition: its own type, name and ID; MBR refuses it. */
+	img_ctx_set_seed(ctx, "s1", 2);
+	memset(&b, 0, sizeof(b));
+	b.label = IMG_DISK_GPT;
+	img_disk_layout_add(&b, IMG_PART_ESP, 40 * MIB);
+	img_disk_layout_add(&b, IMG_PART_ROOT, 11 * MIB);
+	img_disk_layout_add(&b, IMG_PART_ROOT_VERITY, MIB);
+	ck_assert_ok(img_disk_plan(ctx, &b), ctx);
+	ck_assert_str_eq(b.parts[2].type, IMG_GPT_TYPE_ROOT_VERITY_X86_64);
+	ck_assert_str_eq(b.parts[2].type, "2c7357ed-ebd2-46d9-aec1-23d437ec2bf5");
+	ck_assert_str_eq(b.parts[2].name, "nixos-verity");
+	ck_assert_str_eq(b.parts[2].rolename, "root-verity");
+	ck_assert_uint_eq(b.parts[2].offset, 52 * MIB);
+	ck_assert_str_eq(b.parts[1].uuid, a.parts[1].uuid);
+	ck_assert_str_ne(b.parts[2].uuid, b.parts[1].uuid);
+	ck_assert_str_ne(b.parts[2].uuid, b.parts[0].uuid);
+	memset(&m, 0, sizeof(m));
+	m.label = IMG_DISK_MBR;
+	img_disk_layout_add(&m, IMG_PART_ROOT_VERITY, MIB);
+	ck_assert_int_eq(img_disk_plan(ctx, &m), -EINVAL);
 	img_ctx_free(ctx);
 }
 END_TEST

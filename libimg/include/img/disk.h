@@ -6,7 +6,7 @@
  * boundaries, each with its exact size (the last one takes what is left
  * when the disk size is given). Every identifier comes from repro by role
  * name ("gpt-disk", "part-esp", "part-root", "part-bios-boot",
- * "mbr-signature"), so adding a partition changes no other ID.
+ * "part-root-verity", "mbr-signature"), so adding a partition changes no other ID.
  *
  * Calling sequence (writer):
  *   struct img_disk_layout l = { .label = IMG_DISK_GPT };
@@ -46,6 +46,7 @@ enum img_part_role {
 	IMG_PART_ESP = 1,
 	IMG_PART_ROOT,
 	IMG_PART_BIOS_BOOT,
+	IMG_PART_ROOT_VERITY, /* the root's dm-verity hash tree (--efi --verity) */
 };
 
 #define IMG_DISK_MAX_PARTS 8
@@ -54,14 +55,17 @@ enum img_part_role {
 #define IMG_GPT_TYPE_ESP         "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
 #define IMG_GPT_TYPE_ROOT_X86_64 "4f68bce3-e8cd-4db1-96e7-fbcaf984b709"
 #define IMG_GPT_TYPE_BIOS_BOOT   "21686148-6449-6e6f-744e-656564454649"
+/* Discoverable Partitions Specification: Root Verity Partition (x86-64) */
+#define IMG_GPT_TYPE_ROOT_VERITY_X86_64 "2c7357ed-ebd2-46d9-aec1-23d437ec2bf5"
 
 struct img_disk_part {
 	enum img_part_role role;
 	uint64_t size;        /* in: minimum bytes (rounded up to 1 MiB); out: exact bytes */
 	uint64_t offset;      /* out: bytes from the start of the disk */
 	unsigned number;      /* out: 1-based table index */
-	const char *name;     /* out: GPT name ("ESP", "nixos", "BIOS boot"); NULL for MBR */
-	const char *rolename; /* out: "esp", "root", "bios-boot" */
+	const char *name;     /* out: GPT name ("ESP", "nixos", "bios-boot", "nixos-verity");
+	                         NULL for MBR */
+	const char *rolename; /* out: "esp", "root", "bios-boot", "root-verity" */
 	char type[37];        /* out: GPT type GUID (lower case), or MBR type ("83", "ef") */
 	char uuid[37];        /* out: GPT partition GUID (lower case); "" for MBR */
 	int bootable;         /* out: MBR active flag */

@@ -81,7 +81,8 @@ struct img_build_opts {
 	const char *kernel_params;  /* extra kernel parameters */
 	const char *specialisation; /* --specialisation NAME: the default boot entry */
 	unsigned tree_flags;        /* IMG_TREE_* (keep hard links, ...) */
-	int verity;                 /* --verity: a dm-verity hash tree after the store's EROFS */
+	int verity; /* --verity: a dm-verity hash tree after the store's EROFS, or (--efi) in a
+	             partition after the root */
 	enum img_fs_compression fs_compression; /* --compress-fs (store image, raw output) */
 	int fs_compression_level;               /* LZ4HC 1..12; 0 = 9 */
 	unsigned threads;                       /* compressing threads; 0 = 2 */

@@ -49,7 +49,7 @@ struct img_manifest_verity {
 
 struct img_manifest_partition {
 	unsigned number;      /* 1-based table index; 0 for a bare file system */
-	char *role;           /* "esp" | "root" | "bios-boot" | "store" */
+	char *role;           /* "esp" | "root" | "root-verity" | "bios-boot" | "store" */
 	char *name;           /* GPT partition name, or NULL (MBR, bare fs) */
 	char *type;           /* GPT type GUID (lower case) or MBR type ("83"); NULL for none */
 	char *uuid;           /* GPT partition GUID, or NULL */
