@@ -184,12 +184,17 @@ static const struct tool_opt mkvmimage_opts[] = {
 	T_SECTION("Store image"),
 	{ .name = "verity",
 	  .val = OPT_VERITY,
-	  .help = "append a dm-verity hash tree (SHA-256)",
-	  .more = "In veritysetup's format, superblock at the file system's size (the hash "
-	          "offset); salt and UUID from the seed. The EROFS bytes do not change. The "
-	          "manifest's store partition gets a verity object: root hash, algorithm, "
-	          "data and hash offsets, salt (docs/store-image.md). Only with "
-	          "--store-image." },
+	  .help = "add a dm-verity hash tree (SHA-256)",
+	  .more = "In veritysetup's format, salt and UUID from the seed; the file system "
+	          "bytes do not change. --store-image: the tree is appended, superblock at "
+	          "the file system's size (the hash offset). --efi: the tree of the whole "
+	          "root partition goes into its own partition after it (nixos-verity, the "
+	          "Discoverable Partitions Specification's root verity type for x86-64, "
+	          "superblock at its start); the guest must then mount the root read-only "
+	          "through dm-verity. The manifest's store or root partition gets a verity "
+	          "object: root hash, algorithm, data and hash offsets, salt "
+	          "(docs/store-image.md, docs/root-image.md). Only with --store-image or "
+	          "--efi." },
 	{ .name = "compress-fs",
 	  .val = OPT_COMPRESS_FS,
 	  .arg = "ALG",

@@ -138,6 +138,8 @@ kind root-zstd rz.qcow2 --compress zstd --root @ROOT@ @CLOSURE@
 kind efi-raw efi.img --efi --root @ROOT@ @CLOSURE@
 kind efi-qcow2 efi.qcow2 --efi --root @ROOT@ @CLOSURE@
 kind efi-zstd efiz.qcow2 --efi --compress zstd --root @ROOT@ @CLOSURE@
+kind efi-verity efiv.img --efi --verity --root @ROOT@ @CLOSURE@
+kind efi-verity-qcow2 efiv.qcow2 --efi --verity --root @ROOT@ @CLOSURE@
 # VHD, VDI, VMDK: their timestamps and UUIDs come from the epoch and the seed
 kind efi-vhd efi.vhd --efi --root @ROOT@ @CLOSURE@
 kind efi-vhd-dynamic efid.vhd --efi --vpc-subformat dynamic --root @ROOT@ @CLOSURE@
