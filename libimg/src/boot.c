@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "private.h"
+#include "tree-private.h"
 #include <img/boot.h>
 #include <img/bootspec.h>
 #include <img/repro.h>
@@ -71,6 +72,10 @@ static int tree_node(const struct img_boot_opts *o, const char *ns, struct img_n
 		if (snprintf(tp, sizeof(tp), "nix/store%s", ns + n) >= (int)sizeof(tp))
 			return -ENAMETOOLONG;
 		*node = img_tree_lookup((struct img_tree *)o->tree, tp);
+		/* a hard link not yet resolved reads as its target (Nix's
+		 * optimised stores hard-link identical files across paths) */
+		if (*node)
+			*node = img_tree_pending_target((struct img_tree *)o->tree, *node);
 		return *node ? 0 : -ENOENT;
 	}
 	if (l < n && !strncmp(sd, ns, l) && sd[l] == '/')

@@ -28,4 +28,14 @@ static inline struct img_node_private *img_node_priv(const struct img_node *n)
 	return (struct img_node_private *)n;
 }
 
+/*
+ * Before img_tree_finish() a hard link added with img_tree_add_hardlink()
+ * is an empty placeholder: its attributes and data are copied from its
+ * target at finish. The node whose contents @n will have: its target for
+ * such a pending link (followed through links to links), else @n itself;
+ * NULL when the target is missing or the links loop. For readers of an
+ * unfinished tree (the boot entries read the system's files from it).
+ */
+struct img_node *img_tree_pending_target(struct img_tree *t, struct img_node *n);
+
 #endif

@@ -758,6 +758,11 @@ static struct img_node *link_target(struct img_tree *t, struct img_node *n, int 
 	return depth >= 64 ? NULL : n;
 }
 
+struct img_node *img_tree_pending_target(struct img_tree *t, struct img_node *n)
+{
+	return t->finished ? n : link_target(t, n, 0);
+}
+
 static int copy_inode(struct img_tree *t, struct img_node *dst, const struct img_node *src)
 {
 	char buf[PATH_MAX], *heap;

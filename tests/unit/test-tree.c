@@ -242,6 +242,36 @@ START_TEST(hardlinks_kept)
 }
 END_TEST
 
+/* Before finish, a pending hard link reads as its target (boot entries
+ * read the system's files from the unfinished root tree). */
+START_TEST(hardlinks_pending)
+{
+	struct img_ctx *ctx = t_ctx();
+	struct img_tree *t = new_tree(ctx, 0);
+	struct img_node *a, *m, *z, *x;
+
+	add_file(t, "z/orig", "data", 0644);
+	ck_assert_ok(img_tree_add_hardlink(t, "m", "z/orig"), ctx);
+	ck_assert_ok(img_tree_add_hardlink(t, "a/link", "m"), ctx);
+	ck_assert_ok(img_tree_add_hardlink(t, "x", "gone"), ctx);
+	a = img_tree_lookup(t, "a/link");
+	m = img_tree_lookup(t, "m");
+	z = img_tree_lookup(t, "z/orig");
+	x = img_tree_lookup(t, "x");
+	ck_assert_uint_eq(a->size, 0); /* a placeholder until finish */
+	ck_assert_ptr_eq(img_tree_pending_target(t, a), z);
+	ck_assert_ptr_eq(img_tree_pending_target(t, m), z);
+	ck_assert_ptr_eq(img_tree_pending_target(t, z), z);
+	ck_assert_ptr_null(img_tree_pending_target(t, x));
+	ck_assert_ok(img_tree_remove(t, "x"), ctx);
+	ck_assert_ok(img_tree_finish(t), ctx);
+	ck_assert_ptr_eq(img_tree_pending_target(t, a), a);
+	ck_assert_mem_eq(a->data.mem, "data", 4);
+	img_tree_free(t);
+	img_ctx_free(ctx);
+}
+END_TEST
+
 START_TEST(copy_data_paths)
 {
 	struct img_ctx *ctx = t_ctx();
@@ -408,6 +438,7 @@ Suite *img_test_suite(void)
 	tc = tcase_create("hardlinks");
 	tcase_add_test(tc, hardlinks_dereferenced);
 	tcase_add_test(tc, hardlinks_kept);
+	tcase_add_test(tc, hardlinks_pending);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("data");
 	tcase_add_test(tc, copy_data_paths);
