@@ -3,7 +3,7 @@
  * (liblz4) into fixed-size output, one 4 KiB block per pcluster, with
  * compact (4-byte) lcluster indexes (fs-erofs.h, ondisk/erofs.h).
  *
- * Spec: ../shared/docs/formats.md 1.13, the kernel's fs/erofs/erofs_fs.h and
+ * Spec: Linux Documentation/filesystems/erofs.rst, fs/erofs/erofs_fs.h and
  * zmap.c (how indexes are read back), decompressor.c (what a pcluster may
  * hold). Each pcluster is compressed on its own (no dictionary across
  * pclusters): as much input as fits 4096 bytes of LZ4 output
