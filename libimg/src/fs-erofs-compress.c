@@ -1,7 +1,7 @@
 /*
  * fs-erofs-compress.c -- EROFS writer, compressed file data: LZ4 / LZ4HC
  * (liblz4) into fixed-size output, one 4 KiB block per pcluster, with
- * compact (4-byte) lcluster indexes (fs-erofs.h, ondisk/erofs.h).
+ * compact (4-byte) lcluster indexes (fs-erofs-layout.h, ondisk/erofs.h).
  *
  * Spec: Linux Documentation/filesystems/erofs.rst, fs/erofs/erofs_fs.h and
  * zmap.c (how indexes are read back), decompressor.c (what a pcluster may
@@ -31,7 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "fs-erofs.h"
+#include "fs-erofs-layout.h"
 
 #define SEG         (4u << 20) /* input per job: a whole file or 4 MiB of one */
 #define MAX_EXTENT  (1u << 20) /* input bytes one pcluster may decode to */

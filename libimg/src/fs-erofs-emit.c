@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "fs-erofs.h"
+#include "fs-erofs-layout.h"
 
 static uint8_t file_type(const struct img_node *n)
 {

@@ -5,12 +5,12 @@
  * (inode forms, flat data layouts, directories). Decides
  * for every inode its form (compact or extended), data layout (FLAT_PLAIN,
  * FLAT_INLINE), data blocks and nid, in canonical order, before a byte is
- * written. The layout is described in fs-erofs.h.
+ * written. The layout is described in fs-erofs-layout.h.
  */
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "fs-erofs.h"
+#include "fs-erofs-layout.h"
 #include <img/repro.h>
 
 /* --- directories: "." and ".." merged into the sorted children --------- */

@@ -4,12 +4,12 @@
  * Spec: Linux Documentation/filesystems/erofs.rst (uncompressed images:
  * compact/extended inodes, FLAT_PLAIN/FLAT_INLINE, superblock checksum).
  * The work is split by phase: fs-erofs-plan.c lays everything out,
- * fs-erofs-emit.c writes it (in file order); fs-erofs.h describes the
+ * fs-erofs-emit.c writes it (in file order); fs-erofs-layout.h describes the
  * layout. The only row that takes streamed data in place.
  */
 #include <stdio.h>
 
-#include "fs-erofs.h"
+#include "fs-erofs-layout.h"
 #include "fs-private.h"
 #include <img/repro.h>
 
@@ -94,7 +94,7 @@ static int erofs_emit_row(struct img_fs_plan *plan, struct img_dev *dev)
 	return img_erofs_emit(plan->ctx, plan->format, dev, 0);
 }
 
-/* File data from block 1 on, whole blocks, in canonical order (fs-erofs.h). */
+/* File data from block 1 on, whole blocks, in canonical order (fs-erofs-layout.h). */
 static const struct img_fs_stream erofs_stream = {
 	.start = EROFS_BLKSZ,
 	.align = EROFS_BLKSZ,

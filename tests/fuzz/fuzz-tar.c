@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "fs-erofs.h"
+#include "fs-erofs-layout.h"
 #include "private.h"
 #include <img/source.h>
 #include <img/tree.h>

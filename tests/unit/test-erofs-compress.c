@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "fs-erofs.h"
+#include "fs-erofs-layout.h"
 #include "testutil.h"
 #include <img/tree.h>
 

@@ -8,7 +8,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#include "fs-erofs.h"
+#include "fs-erofs-layout.h"
 #include "testutil.h"
 #include <img/repro.h>
 #include <img/tree.h>

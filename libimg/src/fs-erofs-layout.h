@@ -1,6 +1,9 @@
 /*
- * fs-erofs.h -- the EROFS writer's phases, shared by fs-erofs*.c and the
- * store-image recipe (which places streamed tar data itself).
+ * fs-erofs-layout.h -- the EROFS writer's layout and phases, shared by the
+ * phase files (fs-erofs-plan.c, fs-erofs-emit.c, fs-erofs-compress.c) and
+ * the table row (fs-erofs.c), which the store-image recipe reaches through
+ * fs.h. Named apart from the row so the phases depend on the layout, not on
+ * the row that calls them.
  *
  * Layout (one fixed shape, so a file's data address depends only on the
  * files before it in canonical order -- what lets a sorted tar stream go
@@ -22,8 +25,8 @@
  *   img_erofs_write_data(plan, dev, node, ...);    data the emit skipped
  *   img_erofs_plan_free(plan);
  */
-#ifndef IMG_FS_EROFS_H
-#define IMG_FS_EROFS_H
+#ifndef IMG_FS_EROFS_LAYOUT_H
+#define IMG_FS_EROFS_LAYOUT_H
 
 #include "tree-private.h"
 #include "ondisk/erofs.h"
