@@ -2,6 +2,7 @@
 #ifndef TOOL_UTIL_H
 #define TOOL_UTIL_H
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <img/context.h>
@@ -67,5 +68,12 @@ void tool_install_signals(struct img_ctx *ctx, unsigned deadline);
 void tool_signals_hold(void);
 /* Did a signal arrive? (its number, or 0) */
 int tool_signalled(void);
+
+/* Between tool-output.c and tool-signal.c: the temporaries the handler
+ * removes (at most 8; @p stays owned by the caller and must outlive the
+ * registration), and the signals it catches (with SIGALRM, the deadline). */
+void tool_tmp_register(char *p);
+void tool_tmp_unregister(const char *p);
+sigset_t tool_caught_signals(void);
 
 #endif

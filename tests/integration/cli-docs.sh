@@ -25,7 +25,7 @@ for tool in mkvmimage vmlaunch; do
 	srcs=("$SRCDIR/tools/$tool.c")
 	for f in "$SRCDIR/tools/$tool"-*.c; do [ -e "$f" ] && srcs+=("$f"); done
 	if grep -nE '(no|required|optional)_argument|struct option [a-z_]+\[\]' \
-		"${srcs[@]}" "$SRCDIR/tools/tool-util.c"; then
+		"${srcs[@]}" "$SRCDIR"/tools/tool-{util,output,signal}.c; then
 		t_fail "$tool: a getopt table outside tools/$tool-opts.h"
 	fi
 	cat "${srcs[@]}" | grep -q 'tool_getopt(&tool_doc' ||
