@@ -145,6 +145,42 @@ static int manifest(struct img_ctx *ctx, const struct img_build_opts *o, struct 
  * compressed file system and the file is cut after it. Its SHA-256 is read
  * back from the file (manifest without a device).
  */
+/*
+ * The output's sizes for a file system of @need bytes: *size the file
+ * system (--size if given, never less than @need), *total with the
+ * dm-verity hash tree behind it (--verity: @verity set up for it).
+ */
+static int store_sizes(struct img_ctx *ctx, const struct img_build_opts *o, uint64_t need,
+                       const char *what, struct img_verity *verity, uint64_t *size, uint64_t *total)
+{
+	int r;
+
+	*size = need;
+	if (o->size) {
+		if (o->size < need)
+			return img_set_error(ctx, -ENOSPC,
+			                     "--size %llu is too small: the %s needs %llu bytes "
+			                     "(%llu MiB)",
+			                     (unsigned long long)o->size, what,
+			                     (unsigned long long)need,
+			                     (unsigned long long)IMG_DIV_ROUND_UP(need, 1 << 20));
+		*size = o->size;
+	}
+	*total = *size;
+	if (!o->verity)
+		return 0;
+	if (*size % IMG_VERITY_BLOCK)
+		return img_set_error(ctx, -EINVAL,
+		                     "--size %llu: with --verity the file system size must be "
+		                     "a multiple of %u bytes",
+		                     (unsigned long long)*size, IMG_VERITY_BLOCK);
+	r = img_verity_init(ctx, verity, 0, *size, *size);
+	if (r < 0)
+		return r;
+	*total = *size + verity->hash_size;
+	return 0;
+}
+
 static int build_compressed(struct img_ctx *ctx, const struct img_build_opts *o,
                             const struct img_fs_ops *fs, struct img_fs_plan *plan,
                             struct img_tar_source *tar, struct img_verity *verity,
@@ -175,33 +211,12 @@ static int build_compressed(struct img_ctx *ctx, const struct img_build_opts *o,
 		r = fs->emit(plan, dev);
 	if (r < 0)
 		goto out;
-	*fs_size = size = fs->planned_size(plan);
-	if (o->size) {
-		if (o->size < size) {
-			r = img_set_error(ctx, -ENOSPC,
-			                  "--size %llu is too small: the compressed store image "
-			                  "needs %llu bytes",
-			                  (unsigned long long)o->size, (unsigned long long)size);
-			goto out;
-		}
-		size = o->size;
-	}
-	total = size;
-	if (o->verity) {
-		if (size % IMG_VERITY_BLOCK) {
-			r = img_set_error(ctx, -EINVAL,
-			                  "--size %llu: with --verity the file system size must be "
-			                  "a multiple of %u bytes",
-			                  (unsigned long long)size, IMG_VERITY_BLOCK);
-			goto out;
-		}
-		r = img_verity_init(ctx, verity, 0, size, size);
-		if (r >= 0)
-			r = img_verity_write(ctx, dev, verity);
-		if (r < 0)
-			goto out;
-		total = size + verity->hash_size;
-	}
+	*fs_size = fs->planned_size(plan);
+	r = store_sizes(ctx, o, *fs_size, "compressed store image", verity, &size, &total);
+	if (r >= 0 && o->verity)
+		r = img_verity_write(ctx, dev, verity);
+	if (r < 0)
+		goto out;
 	r = img_dev_finish(dev);
 	img_dev_unref(dev);
 	dev = NULL;
@@ -337,31 +352,9 @@ int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 			r = manifest(ctx, o, NULL, fs, sp.plan, fo.label, fs_size, &verity);
 		goto out;
 	}
-	if (o->size) {
-		if (o->size < size) {
-			r = img_set_error(ctx, -ENOSPC,
-			                  "--size %llu is too small: the store image needs %llu "
-			                  "bytes (%llu MiB)",
-			                  (unsigned long long)o->size, (unsigned long long)size,
-			                  (unsigned long long)IMG_DIV_ROUND_UP(size, 1 << 20));
-			goto out;
-		}
-		size = o->size;
-	}
-	total = size;
-	if (o->verity) {
-		if (size % IMG_VERITY_BLOCK) {
-			r = img_set_error(ctx, -EINVAL,
-			                  "--size %llu: with --verity the file system size must be "
-			                  "a multiple of %u bytes",
-			                  (unsigned long long)size, IMG_VERITY_BLOCK);
-			goto out;
-		}
-		r = img_verity_init(ctx, &verity, 0, size, size);
-		if (r < 0)
-			goto out;
-		total = size + verity.hash_size;
-	}
+	r = store_sizes(ctx, o, size, "store image", &verity, &size, &total);
+	if (r < 0)
+		goto out;
 	if (inplace.fd >= 0) {
 		uint64_t in, st;
 
