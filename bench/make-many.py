@@ -71,8 +71,10 @@ def content(name, size):
     return bytes(out[:size])
 
 
-def make_path(top, rng, files, depth, dist, symlinks, hardlinks):
-    """One store path; returns the number of entries below it (itself excluded)."""
+def make_path(top, store_path, rng, files, depth, dist, symlinks, hardlinks):
+    """One store path at top (= root + store_path); returns the number of
+    entries below it (itself excluded). Contents hash the store path, never
+    top: the same tree wherever --root is."""
     entries = 0
     dirs = [""]
     made = []
@@ -88,7 +90,7 @@ def make_path(top, rng, files, depth, dist, symlinks, hardlinks):
         d = rng.choice(dirs)
         rel = f"{d}/f{i}" if d else f"f{i}"
         with open(os.path.join(top, rel), "wb") as f:
-            f.write(content(top + "/" + rel, size_of(rng, dist)))
+            f.write(content(store_path + "/" + rel, size_of(rng, dist)))
         if rng.random() < 0.1:
             os.chmod(os.path.join(top, rel), 0o755)
         made.append(rel)
@@ -143,7 +145,7 @@ def main():
         name = f"many-{i}"
         p = f"/nix/store/{store_hash(a.seed + name)}-{name}"
         os.mkdir(a.root + p)
-        entries += 1 + make_path(a.root + p, rng, a.files, a.depth, a.sizes,
+        entries += 1 + make_path(a.root + p, p, rng, a.files, a.depth, a.sizes,
                                  a.symlinks, a.hardlinks)
         paths.append(p)
     if a.system:

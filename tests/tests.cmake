@@ -130,4 +130,6 @@ img_shell_test(boot system TIMEOUT 900)
 
 # Reproducibility: every output kind built under three sets of conditions.
 img_shell_test(repro repro TIMEOUT 900)
+# The bytes of every output kind, against recorded hashes (docs/memory.md).
+img_shell_test(repro golden)
 img_shell_test(integration vm-accel)
