@@ -384,6 +384,28 @@ int img_erofs_compress(struct img_ctx *ctx, struct img_erofs_plan *p, struct img
 			free(f.ent);
 			break;
 		}
+		/*
+		 * The same rule for a file of many segments, known only at its
+		 * end (no block saved against its size rounded up), and one
+		 * more: the pclusters and their indexes (4 bytes an lcluster)
+		 * must take less than the plain blocks and inline tail, or the
+		 * image would grow (32 MiB of noise saving one block has 8 KiB
+		 * of indexes). Its pclusters go back to zeros: emit writes the
+		 * plain data, and the device reads as zeros where emit writes
+		 * nothing.
+		 */
+		if (zblocks && (zblocks >= IMG_DIV_ROUND_UP(n->size, (uint64_t)EROFS_BLKSZ) ||
+		                zblocks * EROFS_BLKSZ + EROFS_Z_COMPACT_START +
+		                        IMG_DIV_ROUND_UP(f.nlc, 2) * EROFS_Z_PACK_SIZE >=
+		                    e->nblocks * EROFS_BLKSZ + e->tail)) {
+			r = img_dev_write_zeroes(dev, start * EROFS_BLKSZ, zblocks * EROFS_BLKSZ);
+			free(f.ent);
+			if (r < 0)
+				break;
+			blk = start + e->nblocks;
+			img_progress_add(ctx, 0, 1); /* its bytes were counted per segment */
+			continue;
+		}
 		if (!zblocks) {
 			free(f.ent);
 			blk += e->nblocks;

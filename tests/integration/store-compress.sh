@@ -99,6 +99,36 @@ else
 	echo "note: veritysetup not installed: --verity with --compress-fs not checked"
 fi
 
+# Files that compression would make bigger stay plain, and the image is
+# never larger than the uncompressed one: a file of many segments saving no
+# block (noise), and one saving a block whose indexes take two (8 KiB of
+# zeros before 32 MiB of noise). Both once failed the build ("the device
+# holds ... needed").
+N=$T/noise/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-noise
+mkdir -p "$N"
+python3 - "$N" <<'PY'
+import random, sys
+rnd = random.Random(20)
+open(f"{sys.argv[1]}/noise", "wb").write(rnd.randbytes((8 << 20) + 5))
+open(f"{sys.argv[1]}/head", "wb").write(bytes(8192) + rnd.randbytes(32 << 20))
+open(f"{sys.argv[1]}/text", "wb").write(b"compressible " * 2000)
+PY
+echo /nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-noise >"$T/noise.closure"
+"$MKVMIMAGE" -q --store-image --root "$T/noise" -o "$T/noise-plain.img" "$T/noise.closure" ||
+	t_fail "noise: uncompressed build"
+for alg in lz4 lz4hc; do
+	"$MKVMIMAGE" -q --store-image --compress-fs $alg --root "$T/noise" -o "$T/noise-$alg.img" \
+		"$T/noise.closure" || t_fail "noise: build --compress-fs $alg"
+	[ "$(stat -c %s "$T/noise-$alg.img")" -le "$(stat -c %s "$T/noise-plain.img")" ] ||
+		t_fail "noise: --compress-fs $alg made the image larger"
+	rm -rf "$T/x"
+	fsck.erofs --extract="$T/x" "$T/noise-$alg.img" >"$T/fsck.out" 2>&1 ||
+		t_fail "noise: fsck.erofs --extract: $(tail -5 "$T/fsck.out")"
+	diff -r "$T/noise/nix/store" "$T/x" >/dev/null || t_fail "noise: extracted tree differs"
+	[ "$(jq -r .sha256 "$T/noise-$alg.img.json")" = "$(sha256sum <"$T/noise-$alg.img" | cut -d' ' -f1)" ] ||
+		t_fail "noise: the manifest's sha256 is not the file's"
+done
+
 # refusals
 t_expect_exit 2 "$MKVMIMAGE" -q --store-image --compress-fs zstd --root "$T/root" -o "$T/x.img" "$T/closure"
 t_expect_exit 2 "$MKVMIMAGE" -q --store-image --compress-fs lz4hc:13 --root "$T/root" -o "$T/x.img" "$T/closure"
