@@ -99,7 +99,7 @@ uint64_t img_erofs_inode_size(struct img_node *n)
 	case IMG_NODE_SYMLINK:
 		return n->size;
 	case IMG_NODE_DIR:
-		return img_node_priv(n)->scratch;
+		return dir_size(n); /* recomputed: the plan asks twice, nothing is kept */
 	default:
 		return 0;
 	}
@@ -276,15 +276,13 @@ int img_erofs_plan(struct img_ctx *ctx, struct img_tree *tree, const struct img_
 	if (r < 0)
 		goto fail;
 
-	/* Sizes, forms and layouts; directory sizes parked in scratch. */
+	/* Sizes, forms and layouts. */
 	root_end = EROFS_SB_OFFSET + EROFS_SB_SIZE;
 	for (uint64_t i = 0; i < nnodes; i++) {
 		struct img_node *n = p->nodes[i];
 
 		if (n->link)
 			continue;
-		if (n->type == IMG_NODE_DIR)
-			img_node_priv(n)->scratch = dir_size(n);
 		plan_inode(p, n, &root_end);
 		p->inode[i].ino = ino++;
 	}

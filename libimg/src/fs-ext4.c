@@ -64,7 +64,8 @@ struct ext4_writer {
 	int64_t epoch;
 	blk64_t goal; /* where the next allocation should start */
 	ext2_ino_t next_ino;
-	uint8_t *buf; /* directory / symlink block buffer */
+	ext2_ino_t *ino; /* by node seq: the inode number (a kept link: its inode's) */
+	uint8_t *buf;    /* directory / symlink block buffer */
 	size_t buflen;
 	uint8_t *data; /* EXT4_CHUNK bytes of file data */
 };
@@ -529,8 +530,7 @@ static int dir_pack(struct ext4_writer *w, const struct img_node *dir, ext2_ino_
 		} else {
 			const struct img_node *c = dir->children[i - (is_root(dir) ? 1 : 0)];
 
-			cino = (ext2_ino_t)img_node_priv(img_node_inode((struct img_node *)c))
-			           ->scratch;
+			cino = w->ino[c->seq];
 			ft = dir_file_type(c);
 		}
 		if ((size_t)(p - blk) + rec_len(len) > usable) {
@@ -588,7 +588,8 @@ static int cmp_dx(const void *a, const void *b)
 	return x->idx < y->idx ? -1 : x->idx > y->idx;
 }
 
-static void dir_entry_target(const struct img_node *dir, size_t i, ext2_ino_t *ino, uint8_t *ft)
+static void dir_entry_target(const struct ext4_writer *w, const struct img_node *dir, size_t i,
+                             ext2_ino_t *ino, uint8_t *ft)
 {
 	if (is_root(dir) && i == 0) {
 		*ino = EXT4_FIRST_INO;
@@ -596,7 +597,7 @@ static void dir_entry_target(const struct img_node *dir, size_t i, ext2_ino_t *i
 	} else {
 		const struct img_node *c = dir->children[i - (is_root(dir) ? 1 : 0)];
 
-		*ino = (ext2_ino_t)img_node_priv(img_node_inode((struct img_node *)c))->scratch;
+		*ino = w->ino[c->seq];
 		*ft = dir_file_type(c);
 	}
 }
@@ -688,7 +689,7 @@ static int dir_pack_htree(struct ext4_writer *w, const struct img_node *dir, ext
 			/* the low bit marks a hash that continues from the previous leaf */
 			first[leaf] = d[i].hash | (d[i].hash == prev_hash ? 1u : 0u);
 		}
-		dir_entry_target(dir, d[i].idx, &cino, &ft);
+		dir_entry_target(w, dir, d[i].idx, &cino, &ft);
 		last = p;
 		p = put_entry(p, cino, name, len, ft);
 		prev_hash = d[i].hash;
@@ -1081,7 +1082,7 @@ static int write_special(struct ext4_writer *w, const struct img_node *node, ext
 static int write_dir(struct ext4_writer *w, struct img_node *node, ext2_ino_t ino)
 {
 	struct ext2_inode_large in;
-	ext2_ino_t parent = node->parent ? (ext2_ino_t)img_node_priv(node->parent)->scratch : ino;
+	ext2_ino_t parent = node->parent ? w->ino[node->parent->seq] : ino;
 	uint64_t nblocks = 0;
 	uint32_t links;
 	int r, linear;
@@ -1112,7 +1113,7 @@ static int write_dir(struct ext4_writer *w, struct img_node *node, ext2_ino_t in
 static int write_visit(void *user, struct img_node *node, unsigned depth)
 {
 	struct ext4_writer *w = user;
-	ext2_ino_t ino = (ext2_ino_t)img_node_priv(node)->scratch;
+	ext2_ino_t ino = w->ino[node->seq];
 	int r;
 
 	(void)depth;
@@ -1141,18 +1142,18 @@ static int number_visit(void *user, struct img_node *node, unsigned depth)
 
 	(void)depth;
 	if (node->link) {
-		img_node_priv(node)->scratch = img_node_priv(node->link)->scratch;
+		/* the holder comes first in this walk: its number is set */
+		w->ino[node->seq] = w->ino[node->link->seq];
 		return 0;
 	}
 	if (is_root(node)) {
-		img_node_priv(node)->scratch = EXT2_ROOT_INO;
+		w->ino[node->seq] = EXT2_ROOT_INO;
 	} else {
 		if (w->next_ino > w->fs->super->s_inodes_count)
 			return img_set_error(w->ctx, -ENOSPC, "ext4: out of inodes");
-		img_node_priv(node)->scratch = w->next_ino++;
+		w->ino[node->seq] = w->next_ino++;
 	}
-	ext2fs_inode_alloc_stats2(w->fs, (ext2_ino_t)img_node_priv(node)->scratch, +1,
-	                          node->type == IMG_NODE_DIR);
+	ext2fs_inode_alloc_stats2(w->fs, w->ino[node->seq], +1, node->type == IMG_NODE_DIR);
 	return 0;
 }
 
@@ -1281,6 +1282,8 @@ static int ext4_write(struct img_ctx *ctx, struct img_tree *tree, const struct i
 	r = ext4_setup(&w, opts);
 	if (r >= 0)
 		r = ext4_reserved(&w);
+	if (r >= 0 && !(w.ino = calloc(tree->nodes, sizeof(*w.ino))))
+		r = img_set_error(ctx, -ENOMEM, "out of memory");
 	if (r >= 0) {
 		w.next_ino = EXT4_FIRST_INO + 1;
 		w.goal = 0;
@@ -1288,6 +1291,7 @@ static int ext4_write(struct img_ctx *ctx, struct img_tree *tree, const struct i
 	}
 	if (r >= 0)
 		r = img_tree_walk(tree, write_visit, &w);
+	free(w.ino);
 	free(w.buf);
 	free(w.data);
 	if (r < 0) {

@@ -299,8 +299,15 @@ static int name_error(struct img_ctx *ctx, const struct img_node *n, int err, co
 }
 
 /* Name the children of @dir; attach a struct fat_dir to its writer scratch (priv). */
-static int name_dir(struct img_ctx *ctx, struct img_node *dir, int is_root)
+/* Every directory's names (struct fat_dir), by node seq: name_all() to unname(). */
+struct fat_names {
+	struct img_ctx *ctx;
+	struct fat_dir **dir;
+};
+
+static int name_dir(struct fat_names *nm, struct img_node *dir, int is_root)
 {
+	struct img_ctx *ctx = nm->ctx;
 	struct fat_dir *d = calloc(1, sizeof(*d));
 	struct name_set used = { 0 }, counters = { 0 };
 	struct img_node **sorted = NULL;
@@ -404,7 +411,7 @@ static int name_dir(struct img_ctx *ctx, struct img_node *dir, int is_root)
 	set_free(&used);
 	set_free(&counters);
 	free(sorted);
-	img_node_priv(dir)->priv = d;
+	nm->dir[dir->seq] = d;
 	return 0;
 oom:
 	r = img_set_error(ctx, -ENOMEM, "out of memory");
@@ -418,12 +425,13 @@ fail:
 
 static int name_visit(void *user, struct img_node *node, unsigned depth)
 {
-	struct img_ctx *ctx = user;
+	struct fat_names *nm = user;
+	struct img_ctx *ctx = nm->ctx;
 
 	(void)depth;
 	switch (node->type) {
 	case IMG_NODE_DIR:
-		return name_dir(ctx, node, node->parent == NULL);
+		return name_dir(nm, node, node->parent == NULL);
 	case IMG_NODE_REG:
 		if (img_node_inode(node)->size > 0xFFFFFFFFull)
 			return name_error(ctx, node, -EFBIG,
@@ -438,29 +446,41 @@ static int name_visit(void *user, struct img_node *node, unsigned depth)
 
 static int unname_visit(void *user, struct img_node *node, unsigned depth)
 {
-	(void)user;
+	struct fat_names *nm = user;
+
 	(void)depth;
-	if (node->type == IMG_NODE_DIR && img_node_priv(node)->priv) {
-		free_dir(img_node_priv(node)->priv, node->nchildren);
-		img_node_priv(node)->priv = NULL;
+	if (node->type == IMG_NODE_DIR && nm->dir[node->seq]) {
+		free_dir(nm->dir[node->seq], node->nchildren);
+		nm->dir[node->seq] = NULL;
 	}
 	return 0;
 }
 
-static void unname(struct img_tree *tree)
+static void unname(struct img_tree *tree, struct fat_names *nm)
 {
-	img_tree_walk(tree, unname_visit, NULL);
+	if (!nm->dir)
+		return;
+	img_tree_walk(tree, unname_visit, nm);
+	free(nm->dir);
+	nm->dir = NULL;
 }
 
-static int name_all(struct img_ctx *ctx, struct img_tree *tree)
+static int name_all(struct img_ctx *ctx, struct img_tree *tree, struct fat_names *nm)
 {
 	int r;
 
+	nm->ctx = ctx;
+	nm->dir = NULL;
 	if (!tree->root || tree->root->type != IMG_NODE_DIR)
 		return img_set_error(ctx, -EINVAL, "fat32: the tree has no root directory");
-	r = img_tree_walk(tree, name_visit, ctx);
+	if (!tree->finished)
+		return img_set_error(ctx, -EINVAL, "fat32: the tree is not finished");
+	nm->dir = calloc(tree->nodes, sizeof(*nm->dir));
+	if (!nm->dir)
+		return img_set_error(ctx, -ENOMEM, "out of memory");
+	r = img_tree_walk(tree, name_visit, nm);
 	if (r < 0)
-		unname(tree);
+		unname(tree, nm);
 	return r;
 }
 
@@ -538,6 +558,7 @@ static int geom_pick(uint64_t bytes, struct geom *g)
 /* Clusters the named tree needs with @cs-byte clusters. */
 struct count {
 	uint64_t cs, clusters;
+	struct fat_dir *const *dir;
 };
 
 static int count_visit(void *user, struct img_node *node, unsigned depth)
@@ -546,7 +567,7 @@ static int count_visit(void *user, struct img_node *node, unsigned depth)
 
 	(void)depth;
 	if (node->type == IMG_NODE_DIR) {
-		struct fat_dir *d = img_node_priv(node)->priv;
+		struct fat_dir *d = c->dir[node->seq];
 
 		c->clusters += IMG_MAX(1, IMG_DIV_ROUND_UP(d->nentries * FAT_DIRENT, c->cs));
 	} else {
@@ -555,9 +576,9 @@ static int count_visit(void *user, struct img_node *node, unsigned depth)
 	return 0;
 }
 
-static uint64_t count_clusters(struct img_tree *tree, uint64_t cs)
+static uint64_t count_clusters(struct img_tree *tree, const struct fat_names *nm, uint64_t cs)
 {
-	struct count c = { cs, 0 };
+	struct count c = { cs, 0, nm->dir };
 
 	img_tree_walk(tree, count_visit, &c);
 	return c.clusters;
@@ -569,8 +590,9 @@ static int fat_estimate(struct img_ctx *ctx, struct img_tree *tree, const struct
                         uint64_t *size)
 {
 	struct geom g;
+	struct fat_names nm;
 	uint64_t bytes = 34 * MIB;
-	int r = name_all(ctx, tree);
+	int r = name_all(ctx, tree, &nm);
 
 	if (r < 0)
 		return r;
@@ -579,11 +601,11 @@ static int fat_estimate(struct img_ctx *ctx, struct img_tree *tree, const struct
 
 		r = geom_pick(bytes, &g);
 		if (r < 0) {
-			unname(tree);
+			unname(tree, &nm);
 			return img_set_error(ctx, r, "fat32: no FAT32 geometry for %llu bytes",
 			                     (unsigned long long)bytes);
 		}
-		need = count_clusters(tree, (uint64_t)g.spc * FAT_SECTOR) +
+		need = count_clusters(tree, &nm, (uint64_t)g.spc * FAT_SECTOR) +
 		       IMG_DIV_ROUND_UP(o->extra, (uint64_t)g.spc * FAT_SECTOR);
 		if (need <= g.clusters)
 			break;
@@ -591,7 +613,7 @@ static int fat_estimate(struct img_ctx *ctx, struct img_tree *tree, const struct
 		bytes +=
 		    IMG_ALIGN_UP((need - g.clusters) * g.spc * FAT_SECTOR * 102 / 100 + 1, MIB);
 	}
-	unname(tree);
+	unname(tree, &nm);
 	*size = bytes;
 	return 0;
 }
@@ -604,6 +626,8 @@ struct emit {
 	struct geom g;
 	uint64_t cs;   /* cluster bytes */
 	uint32_t *fat; /* clusters + 2 entries */
+	struct fat_names names;
+	uint32_t *first; /* by node seq: the first cluster (0: none) */
 	uint64_t next; /* next free cluster */
 	uint8_t *dirbuf;
 	size_t dirbuf_len;
@@ -635,13 +659,13 @@ static int alloc_visit(void *user, struct img_node *node, unsigned depth)
 
 	(void)depth;
 	if (node->type == IMG_NODE_DIR) {
-		struct fat_dir *d = img_node_priv(node)->priv;
+		struct fat_dir *d = e->names.dir[node->seq];
 
 		n = IMG_MAX(1, IMG_DIV_ROUND_UP(d->nentries * FAT_DIRENT, e->cs));
 	} else {
 		n = IMG_DIV_ROUND_UP(img_node_inode(node)->size, e->cs);
 	}
-	img_node_priv(node)->scratch = alloc_run(e, n);
+	e->first[node->seq] = alloc_run(e, n);
 	return 0;
 }
 
@@ -720,7 +744,7 @@ static void put_lfn(uint8_t *de, const struct fat_child *fc)
 
 static int emit_dir(struct emit *e, struct img_node *dir)
 {
-	struct fat_dir *d = img_node_priv(dir)->priv;
+	struct fat_dir *d = e->names.dir[dir->seq];
 	uint64_t n = IMG_MAX(1, IMG_DIV_ROUND_UP(d->nentries * FAT_DIRENT, e->cs));
 	size_t len = (size_t)(n * e->cs);
 	uint8_t *de;
@@ -741,9 +765,9 @@ static int emit_dir(struct emit *e, struct img_node *dir)
 	} else {
 		static const uint8_t dot[11] = ".          ", dotdot[11] = "..         ";
 		uint32_t parent =
-		    dir->parent->parent ? (uint32_t)img_node_priv(dir->parent)->scratch : 0;
+		    dir->parent->parent ? e->first[dir->parent->seq] : 0;
 
-		put_short(de, dot, FAT_ATTR_DIRECTORY, (uint32_t)img_node_priv(dir)->scratch, 0,
+		put_short(de, dot, FAT_ATTR_DIRECTORY, e->first[dir->seq], 0,
 		          dir->mtime);
 		put_short(de + FAT_DIRENT, dotdot, FAT_ATTR_DIRECTORY, parent, 0,
 		          dir->parent->mtime);
@@ -757,13 +781,13 @@ static int emit_dir(struct emit *e, struct img_node *dir)
 		put_lfn(de, fc);
 		de += fc->nlfn * FAT_DIRENT;
 		put_short(de, fc->shortname, isdir ? FAT_ATTR_DIRECTORY : FAT_ATTR_ARCHIVE,
-		          (uint32_t)img_node_priv(c)->scratch,
+		          e->first[c->seq],
 		          isdir ? 0 : (uint32_t)img_node_inode(c)->size, c->mtime);
 		de += FAT_DIRENT;
 	}
 	if ((uint64_t)(de - e->dirbuf) != d->nentries * FAT_DIRENT)
 		return img_set_error(e->ctx, -EIO, "fat32: directory size differs from the plan");
-	return img_dev_pwrite(e->dev, e->dirbuf, len, cluster_off(e, img_node_priv(dir)->scratch));
+	return img_dev_pwrite(e->dev, e->dirbuf, len, cluster_off(e, e->first[dir->seq]));
 }
 
 static int emit_visit(void *user, struct img_node *node, unsigned depth)
@@ -786,7 +810,7 @@ static int emit_visit(void *user, struct img_node *node, unsigned depth)
 		img_progress_add(e->ctx, 0, 1);
 		return 0;
 	}
-	off = cluster_off(e, img_node_priv(node)->scratch);
+	off = cluster_off(e, e->first[node->seq]);
 	r = img_node_copy_data(e->ctx, ino, 0, ino->size, e->dev, off);
 	if (r < 0)
 		return r;
@@ -892,14 +916,14 @@ static int fat_write(struct img_ctx *ctx, struct img_tree *tree, const struct im
 		                     (unsigned long long)(img_dev_size(dev) >> 20),
 		                     FAT_MIN_CLUSTERS);
 	e.cs = (uint64_t)e.g.spc * FAT_SECTOR;
-	r = name_all(ctx, tree);
+	r = name_all(ctx, tree, &e.names);
 	if (r < 0)
 		return r;
-	need = count_clusters(tree, e.cs);
+	need = count_clusters(tree, &e.names, e.cs);
 	if (need > e.g.clusters) {
 		uint64_t est = 0;
 
-		unname(tree);
+		unname(tree, &e.names);
 		fat_estimate(ctx, tree, o, &est);
 		return img_set_error(ctx, -ENOSPC,
 		                     "fat32: the content needs %llu clusters of %llu bytes but "
@@ -911,7 +935,8 @@ static int fat_write(struct img_ctx *ctx, struct img_tree *tree, const struct im
 		                     (unsigned long long)IMG_DIV_ROUND_UP(est, MIB));
 	}
 	e.fat = calloc(e.g.clusters + 2, sizeof(uint32_t));
-	if (!e.fat) {
+	e.first = calloc(tree->nodes, sizeof(*e.first));
+	if (!e.fat || !e.first) {
 		r = img_set_error(ctx, -ENOMEM, "out of memory");
 		goto out;
 	}
@@ -920,7 +945,7 @@ static int fat_write(struct img_ctx *ctx, struct img_tree *tree, const struct im
 	e.next = FAT_FIRST_CLUSTER;
 	img_tree_walk(tree, alloc_visit, &e);
 	if (e.next - FAT_FIRST_CLUSTER != need ||
-	    img_node_priv(tree->root)->scratch != FAT_FIRST_CLUSTER) {
+	    e.first[tree->root->seq] != FAT_FIRST_CLUSTER) {
 		r = img_set_error(ctx, -EIO, "fat32: allocation differs from the plan");
 		goto out;
 	}
@@ -955,7 +980,8 @@ static int fat_write(struct img_ctx *ctx, struct img_tree *tree, const struct im
 	if (r == 0)
 		r = img_dev_error(dev);
 out:
-	unname(tree);
+	unname(tree, &e.names);
+	free(e.first);
 	free(e.fat);
 	free(fatbuf);
 	free(e.dirbuf);

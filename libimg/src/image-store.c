@@ -78,7 +78,7 @@ static int check_against_closure(struct img_ctx *ctx, const struct img_closure *
 	if (t->root->nchildren != c->npaths)
 		return img_set_error(ctx, -EINVAL,
 		                     "%s: the tar stream holds %zu store paths, the closure %zu",
-		                     tar, t->root->nchildren, c->npaths);
+		                     tar, (size_t)t->root->nchildren, c->npaths);
 	return 0;
 }
 

@@ -1,32 +1,15 @@
 /*
- * tree-private.h -- the parts of a tree node only libimg sees.
+ * tree-private.h -- what only libimg sees of a tree.
  *
- * img_tree_add() allocates every node as a struct img_node_private whose
- * first member is the public struct img_node, so the library reaches the
- * rest from a node pointer with img_node_priv(). A node made anywhere else
- * (a struct img_node on the stack) has no private part: pass such nodes only
- * to calls that read the public fields (the data readers).
+ * A node has no private part: writers keep their per-node state in arrays
+ * indexed by node->seq (sized once, from tree->nodes), so a node stays at
+ * the size the unit test tree/size asserts (docs/memory.md).
  */
 #ifndef IMG_TREE_PRIVATE_H
 #define IMG_TREE_PRIVATE_H
 
 #include "private.h"
 #include <img/tree.h>
-
-struct img_node_private {
-	struct img_node pub; /* first: a node pointer is a pointer to this */
-	void *priv;          /* writer scratch; writers own it during a write */
-	uint64_t scratch;    /* writer scratch; also the tree's while links are pending */
-	/* IMG_DATA_PATH with pub.data.path NULL: the host path is this prefix
-	 * (owned by the tree) followed by the node's tree path, rebuilt when
-	 * the data is opened instead of kept per node. */
-	const char *host_prefix;
-};
-
-static inline struct img_node_private *img_node_priv(const struct img_node *n)
-{
-	return (struct img_node_private *)n;
-}
 
 /*
  * Before img_tree_finish() a hard link added with img_tree_add_hardlink()

@@ -6,8 +6,10 @@
  * result independent of it: children are sorted bytewise at finish, owners
  * and times normalised on entry, hard links resolved by a policy that does
  * not depend on the host (dereference by default; when kept, the first link
- * in canonical order holds the inode). Lookups go through one hash table
- * keyed by (parent, name) so directories of any size are cheap to fill.
+ * in canonical order holds the inode). While the tree is filled, lookups go
+ * through one hash table keyed by (parent, name) so directories of any size
+ * are cheap to fill; finish frees it (its 11-23 bytes an entry are not
+ * needed while writers run) and later lookups search the sorted children.
  * Every traversal is iterative: trees may be 10,000 levels deep.
  *
  * Memory per entry is what bounds the closures we can take (docs/memory.md):
@@ -15,10 +17,16 @@
  * malloc per name), and a file read from the host keeps no path of its own
  * when its host path is a shared prefix followed by its tree path, which is
  * what the sources give: the path is rebuilt from the parent chain when the
- * data is opened.
+ * data is opened. A node keeps no writer scratch: writers keep theirs in
+ * arrays indexed by node->seq, sized once.
+ *
+ * Before finish, a pending hard link (img_tree_add_hardlink) carries its
+ * 1-based index in the list of pending links in nlink, which is not
+ * counted until finish; no other node has a non-zero nlink then.
  */
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -58,13 +66,24 @@ struct tree_priv {
 	struct host_prefix {
 		char *s;
 		size_t len;
-	} prefixes[MAX_PREFIXES];
+	} prefixes[MAX_PREFIXES]; /* node->host_prefix is 1 + the index */
 	size_t nprefixes, last_prefix;
 };
 
 static struct tree_priv *tree_priv(const struct img_tree *t)
 {
 	return (struct tree_priv *)t;
+}
+
+/*
+ * The tree of a node, for the data readers that get only a node: the root's
+ * data (a directory has none) holds it, set by img_tree_new().
+ */
+static const struct tree_priv *node_tree(const struct img_node *n)
+{
+	while (n->parent)
+		n = n->parent;
+	return (const struct tree_priv *)(uintptr_t)n->data.offset;
 }
 
 static void *arena_alloc(struct tree_priv *p, size_t len, size_t align)
@@ -109,10 +128,9 @@ static struct img_node *node_alloc(struct tree_priv *p)
 	if (n)
 		p->free_nodes = n->parent;
 	else
-		n = arena_alloc(p, sizeof(struct img_node_private),
-		                _Alignof(struct img_node_private));
+		n = arena_alloc(p, sizeof(struct img_node), _Alignof(struct img_node));
 	if (n)
-		memset(n, 0, sizeof(struct img_node_private));
+		memset(n, 0, sizeof(struct img_node));
 	return n;
 }
 
@@ -196,8 +214,10 @@ static void table_remove(struct tree_priv *p, struct img_node *n)
 
 static void data_release(struct img_data *d)
 {
-	free(d->path);
-	free(d->mem);
+	if (d->kind == IMG_DATA_PATH)
+		free(d->path);
+	else if (d->kind == IMG_DATA_MEM)
+		free(d->mem);
 	memset(d, 0, sizeof(*d));
 	d->fd = -1;
 }
@@ -205,8 +225,10 @@ static void data_release(struct img_data *d)
 /* Release what @n owns outside the arena; with @p, keep it for reuse. */
 static void node_free_one(struct tree_priv *p, struct img_node *n)
 {
-	data_release(&n->data);
-	free(n->children);
+	if (n->type == IMG_NODE_REG)
+		data_release(&n->data);
+	if (n->type == IMG_NODE_DIR)
+		free(n->children);
 	if (p) {
 		n->parent = p->free_nodes;
 		p->free_nodes = n;
@@ -221,13 +243,12 @@ static void subtree_free(struct tree_priv *p, struct img_node *n)
 
 	for (;;) {
 		if (n) {
-			if (p) {
+			if (p && !p->pub.finished) {
 				table_remove(p, n);
 				/* A pending hard link that is replaced is forgotten. */
-				if (img_node_priv(n)->scratch &&
-				    img_node_priv(n)->scratch <= p->nlinks &&
-				    p->links[img_node_priv(n)->scratch - 1].node == n)
-					p->links[img_node_priv(n)->scratch - 1].node = NULL;
+				if (n->nlink && n->nlink <= p->nlinks &&
+				    p->links[n->nlink - 1].node == n)
+					p->links[n->nlink - 1].node = NULL;
 			}
 			for (size_t i = 0; i < n->nchildren; i++) {
 				if (sp == cap) {
@@ -267,6 +288,7 @@ int img_tree_new(struct img_ctx *ctx, const struct img_tree_opts *opts, struct i
 	root->mode = 0755;
 	root->mtime = img_repro_epoch(ctx);
 	root->data.fd = -1;
+	root->data.offset = (uint64_t)(uintptr_t)p; /* node_tree() */
 	t->root = root;
 	*out = t;
 	return 0;
@@ -331,12 +353,40 @@ static int next_component(struct img_tree *t, const char *full, const char **pat
 	}
 }
 
+/* Bytewise, a prefix first: the order of finished children. */
+static int name_cmp_raw(const char *a, size_t alen, const char *b, size_t blen)
+{
+	int c = memcmp(a, b, alen < blen ? alen : blen);
+
+	if (c)
+		return c;
+	return alen < blen ? -1 : alen > blen;
+}
+
 static struct img_node *child_lookup(struct img_tree *t, struct img_node *parent, const char *name,
                                      size_t len)
 {
 	struct tree_priv *p = tree_priv(t);
 	struct img_node **s;
 
+	if (t->finished) {
+		/* The table is gone: the children are sorted. */
+		size_t lo = 0, hi = parent->type == IMG_NODE_DIR ? parent->nchildren : 0;
+
+		while (lo < hi) {
+			size_t mid = lo + (hi - lo) / 2;
+			const struct img_node *c = parent->children[mid];
+			int cmp = name_cmp_raw(c->name, c->name_len, name, len);
+
+			if (!cmp)
+				return parent->children[mid];
+			if (cmp < 0)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		return NULL;
+	}
 	if (!p->nslots)
 		return NULL;
 	s = slot_find(p, parent, name, len);
@@ -361,8 +411,11 @@ static size_t children_cap(size_t n)
 
 static int child_append(struct img_tree *t, struct img_node *parent, struct img_node *n)
 {
+	if (parent->nchildren == UINT32_MAX)
+		return img_set_error(t->ctx, -EFBIG, "a directory of more than %u entries",
+		                     UINT32_MAX);
 	if (parent->nchildren == children_cap(parent->nchildren)) {
-		size_t cap = parent->nchildren ? parent->nchildren * 2 : 4;
+		size_t cap = parent->nchildren ? (size_t)parent->nchildren * 2 : 4;
 		struct img_node **c = realloc(parent->children, cap * sizeof(*c));
 
 		if (!c)
@@ -399,7 +452,7 @@ static struct img_node *node_new(struct img_tree *t, const char *name, size_t le
 		img_set_error(t->ctx, -ENOMEM, "out of memory");
 		return NULL;
 	}
-	n->name_len = (uint32_t)len; /* <= 255: next_component() */
+	n->name_len = (uint8_t)len; /* <= 255: next_component() */
 	n->data.fd = -1;
 	return n;
 }
@@ -421,24 +474,25 @@ static void normalise(struct img_tree *t, struct img_node *n, const struct img_n
 		n->mtime = epoch;
 }
 
-static const char *prefix_intern(struct tree_priv *p, const char *s, size_t len)
+/* The prefix's number for node->host_prefix (1 + its index), or 0. */
+static uint8_t prefix_intern(struct tree_priv *p, const char *s, size_t len)
 {
 	for (size_t k = 0; k < p->nprefixes; k++) {
 		size_t i = (p->last_prefix + k) % p->nprefixes;
 
 		if (p->prefixes[i].len == len && !memcmp(p->prefixes[i].s, s, len)) {
 			p->last_prefix = i;
-			return p->prefixes[i].s;
+			return (uint8_t)(i + 1);
 		}
 	}
 	if (p->nprefixes == MAX_PREFIXES)
-		return NULL;
+		return 0;
 	p->prefixes[p->nprefixes].s = img_strndup(s, len);
 	if (!p->prefixes[p->nprefixes].s)
-		return NULL;
+		return 0;
 	p->prefixes[p->nprefixes].len = len;
 	p->last_prefix = p->nprefixes;
-	return p->prefixes[p->nprefixes++].s;
+	return (uint8_t)(++p->nprefixes);
 }
 
 /*
@@ -451,7 +505,7 @@ static int data_path_set(struct img_tree *t, struct img_node *n, const char *hos
 	struct tree_priv *p = tree_priv(t);
 	size_t pos = strlen(host);
 	const struct img_node *c;
-	const char *pre;
+	uint8_t pre;
 
 	for (c = n; c->parent; c = c->parent) {
 		if (pos < c->name_len || memcmp(host + pos - c->name_len, c->name, c->name_len))
@@ -464,7 +518,8 @@ static int data_path_set(struct img_tree *t, struct img_node *n, const char *hos
 		}
 	}
 	if (!c->parent && (pre = prefix_intern(p, host, pos))) {
-		img_node_priv(n)->host_prefix = pre;
+		n->host_prefix = pre;
+		n->data.path = NULL;
 		return 0;
 	}
 	n->data.path = img_strdup(host);
@@ -485,10 +540,10 @@ static const char *host_path(const struct img_node *n, char *buf, size_t len, ch
 	*heap = NULL;
 	if (n->data.path)
 		return n->data.path;
-	pre = img_node_priv(n)->host_prefix;
-	if (!pre)
+	if (!n->host_prefix)
 		return NULL;
-	plen = strlen(pre);
+	pre = node_tree(n)->prefixes[n->host_prefix - 1].s;
+	plen = node_tree(n)->prefixes[n->host_prefix - 1].len;
 	for (c = n; c->parent; c = c->parent)
 		need += c->name_len + (c->parent->parent ? 1 : 0);
 	if (plen + need + 1 > len) {
@@ -505,19 +560,17 @@ static const char *host_path(const struct img_node *n, char *buf, size_t len, ch
 static int set_attrs(struct img_tree *t, struct img_node *n, const struct img_node_attr *a,
                      const char *path)
 {
-	n->type = a->type;
+	/* @n is new (node_new): nothing to release */
+	n->type = (uint8_t)a->type;
 	normalise(t, n, a);
 	n->size = 0;
-	n->target = NULL;
-	data_release(&n->data);
-	img_node_priv(n)->host_prefix = NULL;
-	n->rdev_major = n->rdev_minor = 0;
 	switch (a->type) {
 	case IMG_NODE_REG:
 		n->size = a->size;
 		n->data.kind = a->data.kind;
-		n->data.offset = a->data.offset;
 		n->data.fd = a->data.fd;
+		if (a->data.kind == IMG_DATA_FD || a->data.kind == IMG_DATA_NONE)
+			n->data.offset = a->data.offset;
 		if (a->data.kind == IMG_DATA_PATH) {
 			int r;
 
@@ -551,8 +604,13 @@ static int set_attrs(struct img_tree *t, struct img_node *n, const struct img_no
 		break;
 	case IMG_NODE_CHR:
 	case IMG_NODE_BLK:
-		n->rdev_major = a->rdev_major;
-		n->rdev_minor = a->rdev_minor;
+		/* Linux's dev_t, and what ext4 and EROFS store: 12 + 20 bits */
+		if (a->rdev_major > 0xFFF || a->rdev_minor > 0xFFFFF)
+			return img_set_error(t->ctx, -ERANGE,
+			                     "%s: device number %u:%u (at most 4095:1048575)",
+			                     path, a->rdev_major, a->rdev_minor);
+		n->rdev_major = a->rdev_major & 0xFFF;
+		n->rdev_minor = a->rdev_minor & 0xFFFFF;
 		break;
 	case IMG_NODE_DIR:
 	case IMG_NODE_FIFO:
@@ -683,6 +741,8 @@ int img_tree_add_hardlink(struct img_tree *t, const char *path, const char *exis
 		return r;
 	if (n == t->root)
 		return img_set_error(t->ctx, -EINVAL, "'%s': cannot hard-link the root", path);
+	if (p->nlinks == UINT32_MAX)
+		return img_set_error(t->ctx, -EFBIG, "more than %u hard links", UINT32_MAX);
 	if (p->nlinks == p->caplinks) {
 		size_t cap = p->caplinks ? p->caplinks * 2 : 16;
 		struct pending_link *l = realloc(p->links, cap * sizeof(*l));
@@ -698,7 +758,7 @@ int img_tree_add_hardlink(struct img_tree *t, const char *path, const char *exis
 		return img_set_error(t->ctx, -ENOMEM, "out of memory");
 	p->nlinks++;
 	/* Mark it: a link's own attributes come from its target at finish. */
-	img_node_priv(n)->scratch = p->nlinks;
+	n->nlink = (uint32_t)p->nlinks;
 	return 0;
 }
 
@@ -723,6 +783,8 @@ int img_tree_remove(struct img_tree *t, const char *path)
 {
 	struct img_node *n = img_tree_lookup(t, path);
 
+	if (t->finished)
+		return img_set_error(t->ctx, -EINVAL, "tree already finished");
 	if (!n)
 		return img_set_error(t->ctx, -ENOENT, "%s: no such entry", path);
 	if (n == t->root)
@@ -735,21 +797,17 @@ int img_tree_remove(struct img_tree *t, const char *path)
 static int name_cmp(const void *a, const void *b)
 {
 	const struct img_node *x = *(struct img_node *const *)a, *y = *(struct img_node *const *)b;
-	size_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
-	int c = memcmp(x->name, y->name, n);
 
-	if (c)
-		return c;
-	return x->name_len < y->name_len ? -1 : x->name_len > y->name_len;
+	return name_cmp_raw(x->name, x->name_len, y->name, y->name_len);
 }
 
-/* A node that is still a pending link (its scratch is its 1-based index). */
+/* A node that is still a pending link (its nlink is its 1-based index). */
 static struct img_node *link_target(struct img_tree *t, struct img_node *n, int depth)
 {
 	struct tree_priv *p = tree_priv(t);
 
-	while (n && img_node_priv(n)->scratch && depth++ < 64) {
-		const struct pending_link *l = &p->links[img_node_priv(n)->scratch - 1];
+	while (n && n->nlink && n->nlink <= p->nlinks && depth++ < 64) {
+		const struct pending_link *l = &p->links[n->nlink - 1];
 
 		if (l->node != n)
 			break;
@@ -768,6 +826,9 @@ static int copy_inode(struct img_tree *t, struct img_node *dst, const struct img
 	char buf[PATH_MAX], *heap;
 	const char *host;
 
+	/* @dst is a link: never a directory (refused), so no children */
+	if (dst->type == IMG_NODE_REG)
+		data_release(&dst->data);
 	dst->type = src->type;
 	dst->mode = src->mode;
 	dst->uid = src->uid;
@@ -776,15 +837,18 @@ static int copy_inode(struct img_tree *t, struct img_node *dst, const struct img
 	dst->size = src->size;
 	dst->rdev_major = src->rdev_major;
 	dst->rdev_minor = src->rdev_minor;
-	data_release(&dst->data);
-	img_node_priv(dst)->host_prefix = NULL;
-	dst->data = src->data;
-	dst->data.path = NULL;
-	dst->data.mem = NULL;
+	dst->host_prefix = 0;
 	dst->target = NULL;
-	if (src->target &&
+	dst->data = (struct img_data){ .kind = IMG_DATA_NONE, .fd = -1 };
+	if (src->type == IMG_NODE_SYMLINK &&
 	    !(dst->target = arena_strndup(tree_priv(t), src->target, strlen(src->target))))
 		return -ENOMEM;
+	if (src->type != IMG_NODE_REG)
+		return 0;
+	dst->data.kind = src->data.kind;
+	dst->data.fd = src->data.fd;
+	if (src->data.kind == IMG_DATA_FD || src->data.kind == IMG_DATA_NONE)
+		dst->data.offset = src->data.offset;
 	if (src->data.kind == IMG_DATA_PATH) {
 		/* The path is the other node's: kept whole, links are few. */
 		host = host_path(src, buf, sizeof(buf), &heap);
@@ -794,7 +858,7 @@ static int copy_inode(struct img_tree *t, struct img_node *dst, const struct img
 		}
 		free(heap);
 	}
-	if (src->data.mem) {
+	if (src->data.kind == IMG_DATA_MEM && src->data.mem) {
 		dst->data.mem = malloc((size_t)src->size);
 		if (!dst->data.mem)
 			return -ENOMEM;
@@ -833,7 +897,7 @@ static int resolve_links(struct img_tree *t)
 	}
 	for (size_t i = 0; i < p->nlinks; i++)
 		if (p->links[i].node)
-			img_node_priv(p->links[i].node)->scratch = 0;
+			p->links[i].node->nlink = 0;
 	return 0;
 }
 
@@ -854,6 +918,65 @@ static int push_children(struct img_node ***stack, size_t *sp, size_t *cap, stru
 	}
 	for (size_t i = n->nchildren; i-- > 0;)
 		(*stack)[(*sp)++] = n->children[i];
+	return 0;
+}
+
+/* A kept link and the node its group's chain of links ends at. */
+struct link_member {
+	struct img_node *root, *node;
+};
+
+static int cmp_member(const void *a, const void *b)
+{
+	const struct link_member *x = a, *y = b;
+	uintptr_t p = (uintptr_t)x->root, q = (uintptr_t)y->root;
+
+	return p < q ? -1 : p > q;
+}
+
+/*
+ * Kept links: the first member of a group in canonical order holds the
+ * inode, so writers meet the data at the first link they emit. Members are
+ * grouped by sorting on the group's root (the order of the groups does not
+ * matter; within one the choice is by seq, which does not depend on memory).
+ */
+static int group_links(struct img_tree *t)
+{
+	struct tree_priv *p = tree_priv(t);
+	struct link_member *m = calloc(p->nlinks ? p->nlinks : 1, sizeof(*m));
+	size_t n = 0;
+
+	if (!m)
+		return img_set_error(t->ctx, -ENOMEM, "out of memory");
+	for (size_t i = 0; i < p->nlinks; i++) {
+		struct img_node *g = p->links[i].node;
+
+		if (!g)
+			continue;
+		m[n].node = g;
+		while (g->link)
+			g = g->link;
+		m[n++].root = g;
+	}
+	qsort(m, n, sizeof(*m), cmp_member);
+	for (size_t i = 0, j; i < n; i = j) {
+		struct img_node *g = m[i].root, *h = g;
+
+		for (j = i; j < n && m[j].root == g; j++)
+			if (m[j].node->seq < h->seq)
+				h = m[j].node;
+		if (h != g) {
+			if (copy_inode(t, h, g) < 0) {
+				free(m);
+				return img_set_error(t->ctx, -ENOMEM, "out of memory");
+			}
+			h->link = NULL;
+			g->link = h;
+		}
+		for (size_t k = i; k < j; k++)
+			m[k].node->link = m[k].node == h ? NULL : h;
+	}
+	free(m);
 	return 0;
 }
 
@@ -880,7 +1003,11 @@ int img_tree_finish(struct img_tree *t)
 	while (sp) {
 		struct img_node *n = stack[--sp];
 
-		n->seq = seq++;
+		if (seq > UINT32_MAX) {
+			free(stack);
+			return img_set_error(t->ctx, -EFBIG, "more than %u entries", UINT32_MAX);
+		}
+		n->seq = (uint32_t)seq++;
 		n->nlink = n->type == IMG_NODE_DIR ? 2 : 1;
 		if (n->type != IMG_NODE_DIR)
 			continue;
@@ -903,56 +1030,11 @@ int img_tree_finish(struct img_tree *t)
 	/* Kept links: the first member of a group in canonical order holds the
 	 * inode, so writers meet the data at the first link they emit. */
 	if (t->opts.flags & IMG_TREE_KEEP_HARDLINKS) {
-		struct tree_priv *p = tree_priv(t);
-		struct img_node **roots = calloc(p->nlinks ? p->nlinks : 1, sizeof(*roots));
-
-		if (!roots) {
+		r = group_links(t);
+		if (r < 0) {
 			free(stack);
-			return img_set_error(t->ctx, -ENOMEM, "out of memory");
+			return r;
 		}
-		for (size_t i = 0; i < p->nlinks; i++) {
-			struct img_node *g = p->links[i].node;
-
-			if (!g)
-				continue;
-			while (g->link)
-				g = g->link;
-			roots[i] = g;
-			img_node_priv(g)->priv = g; /* the group's first member so far */
-		}
-		for (size_t i = 0; i < p->nlinks; i++) {
-			struct img_node *l = p->links[i].node, *g = roots[i];
-
-			if (g && l->seq < ((struct img_node *)img_node_priv(g)->priv)->seq)
-				img_node_priv(g)->priv = l;
-		}
-		for (size_t i = 0; i < p->nlinks; i++) {
-			struct img_node *g = roots[i], *h;
-
-			if (!g || !img_node_priv(g)->priv)
-				continue;
-			h = img_node_priv(g)->priv;
-			if (h != g) {
-				if (copy_inode(t, h, g) < 0) {
-					free(roots);
-					free(stack);
-					return img_set_error(t->ctx, -ENOMEM, "out of memory");
-				}
-				h->link = NULL;
-				g->link = h;
-			}
-		}
-		for (size_t i = 0; i < p->nlinks; i++) {
-			struct img_node *l = p->links[i].node, *g = roots[i];
-
-			if (!g)
-				continue;
-			l->link = l == img_node_priv(g)->priv ? NULL : img_node_priv(g)->priv;
-		}
-		for (size_t i = 0; i < p->nlinks; i++)
-			if (roots[i])
-				img_node_priv(roots[i])->priv = NULL;
-		free(roots);
 	}
 
 	/* Pass 2: counts and link numbers. */
@@ -980,6 +1062,16 @@ int img_tree_finish(struct img_tree *t)
 	}
 	free(stack);
 	t->finished = 1;
+	/* No more adds: lookups search the sorted children from now on. */
+	free(tree_priv(t)->slots);
+	tree_priv(t)->slots = NULL;
+	tree_priv(t)->nslots = tree_priv(t)->used = 0;
+	/*
+	 * What filling the tree freed (the table, children arrays' slack, the
+	 * sources' scratch) stays in the process otherwise; the writers'
+	 * buffers come next, so give the free pages back now (docs/memory.md).
+	 */
+	malloc_trim(0);
 	return 0;
 }
 

@@ -160,8 +160,10 @@ static int collect_data(void *user, struct img_node *node, uint64_t off, const v
 {
 	(void)user;
 	ck_assert_uint_le(off + len, node->size);
-	/* Park the bytes in memory so the checks can read them. */
-	if (!node->data.mem) {
+	/* Park the bytes in memory so the checks can read them (the kind
+	 * says which member of node->data is set: until now the source's
+	 * ordinal). */
+	if (node->data.kind != IMG_DATA_MEM) {
 		node->data.mem = calloc(1, node->size + 1);
 		node->data.kind = IMG_DATA_MEM;
 	}

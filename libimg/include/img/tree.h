@@ -52,45 +52,54 @@ enum img_data_kind {
 };
 
 /*
- * Fields are ordered so that none is padding: a tree holds one node per
- * entry, and a desktop closure has a million entries (docs/memory.md).
+ * Fields are ordered so that none is padding, and what only one kind of
+ * entry has shares its bytes with what only another kind has: a tree holds
+ * one node per entry, and a desktop closure has a million entries
+ * (docs/memory.md; the unit test tree/size keeps struct img_node at 96
+ * bytes).
  */
 struct img_data {
 	enum img_data_kind kind;
 	int fd; /* FD: borrowed */
-	/* PATH: host path (owned). In a node of a tree it may be NULL: the
-	 * tree then keeps the path as a shared prefix plus the node's tree
-	 * path, and the data readers below rebuild it. Never read it
-	 * directly; open the data with img_node_reader_open(). */
-	char *path;
-	uint64_t offset; /* FD: where the data starts in fd */
-	void *mem;       /* MEM: owned, node->size bytes */
+	/* One of these, by kind (so never free or read one the kind does not
+	 * name): */
+	union {
+		/* PATH: host path (owned). In a node of a tree it may be NULL:
+		 * the tree then keeps the path as a shared prefix plus the
+		 * node's tree path, and the data readers below rebuild it.
+		 * Never read it directly; open the data with
+		 * img_node_reader_open(). */
+		char *path;
+		void *mem;       /* MEM: owned, node->size bytes */
+		uint64_t offset; /* FD: where the data starts in fd; NONE: the source's */
+	};
 };
 
 struct img_node {
 	struct img_node *parent; /* NULL for the root */
 	char *name;              /* component (the tree's); "" for the root */
-	uint32_t name_len;       /* bytes (<= 255); any byte but '/' and NUL */
-	enum img_node_type type;
-	uint32_t mode; /* permission bits only (07777) */
-	uint32_t uid, gid;
-	uint32_t nlink;                  /* after finish: REG etc. = links; DIR = 2 + subdirs */
-	uint32_t rdev_major, rdev_minor; /* CHR/BLK */
-	int64_t mtime;                   /* after normalisation */
-	uint64_t size;                   /* REG: data bytes; SYMLINK: target length; else 0 */
-	char *target;                    /* SYMLINK: target (the tree's, NUL-terminated) */
-	struct img_data data;            /* REG */
-
 	/* Hard links kept (IMG_TREE_KEEP_HARDLINKS): every link but the first
 	 * in traversal order points at the first; nlink counts them all. */
 	struct img_node *link;
-
-	/* DIR: children sorted bytewise after img_tree_finish(). */
-	struct img_node **children;
-	size_t nchildren;
-
-	/* Only img_tree_add() makes nodes: the library keeps more behind this. */
-	uint64_t seq; /* depth-first index after finish (root = 0) */
+	union {
+		/* DIR: children sorted bytewise after img_tree_finish(). */
+		struct img_node **children;
+		char *target; /* SYMLINK: target (the tree's, NUL-terminated) */
+	};
+	uint64_t size;        /* REG: data bytes; SYMLINK: target length; else 0 */
+	int64_t mtime;        /* after normalisation */
+	struct img_data data; /* REG */
+	uint32_t uid, gid;
+	uint32_t nlink;     /* after finish: REG etc. = links; DIR = 2 + subdirs */
+	uint32_t nchildren; /* DIR; 0 for every other type */
+	uint32_t seq;       /* depth-first index after finish (root = 0) */
+	/* CHR/BLK: the 12-bit major and 20-bit minor every format stores
+	 * (img_tree_add refuses larger ones). */
+	uint32_t rdev_major : 12, rdev_minor : 20;
+	uint16_t mode;      /* permission bits only (07777) */
+	uint8_t type;       /* enum img_node_type */
+	uint8_t name_len;   /* bytes (1..255; 0 for the root); any byte but '/' and NUL */
+	uint8_t host_prefix; /* the library's (0: none; see data.path) */
 };
 
 #define IMG_TREE_KEEP_OWNER     0x1u /* keep uid/gid as given (default: 0:0) */
