@@ -26,7 +26,6 @@
  */
 #include <fcntl.h>
 #include <limits.h>
-#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -1066,12 +1065,6 @@ int img_tree_finish(struct img_tree *t)
 	free(tree_priv(t)->slots);
 	tree_priv(t)->slots = NULL;
 	tree_priv(t)->nslots = tree_priv(t)->used = 0;
-	/*
-	 * What filling the tree freed (the table, children arrays' slack, the
-	 * sources' scratch) stays in the process otherwise; the writers'
-	 * buffers come next, so give the free pages back now (docs/memory.md).
-	 */
-	malloc_trim(0);
 	return 0;
 }
 
