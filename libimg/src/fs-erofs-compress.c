@@ -304,6 +304,8 @@ int img_erofs_compress(struct img_ctx *ctx, struct img_erofs_plan *p, struct img
 	if (o->alg == IMG_EROFS_LZ4HC && (o->level < 0 || o->level > LZ4HC_CLEVEL_MAX))
 		return img_set_error(ctx, -EINVAL, "erofs: lz4hc level %d is not 1..%d", o->level,
 		                     LZ4HC_CLEVEL_MAX);
+	if (!p->zindex && !(p->zindex = calloc(IMG_MAX(p->tree->nodes, 1), sizeof(*p->zindex))))
+		return img_set_error(ctx, -ENOMEM, "out of memory");
 	pthread_mutex_init(&z.lock, NULL);
 	pthread_cond_init(&z.work, NULL);
 	pthread_cond_init(&z.done, NULL);
@@ -420,9 +422,9 @@ int img_erofs_compress(struct img_ctx *ctx, struct img_erofs_plan *p, struct img
 			                  (unsigned long long)f.nlc);
 			break;
 		}
-		e->zindex = encode(&f, &e->zmeta);
+		p->zindex[i] = encode(&f, &e->zmeta);
 		free(f.ent);
-		if (!e->zindex) {
+		if (!p->zindex[i]) {
 			r = img_set_error(ctx, -ENOMEM, "out of memory");
 			break;
 		}
@@ -465,8 +467,8 @@ int img_erofs_compress(struct img_ctx *ctx, struct img_erofs_plan *p, struct img
 		const struct img_erofs_inode *e = &p->inode[i];
 
 		/* lcluster 0 is a head: the first pack's base + 1 is its block */
-		if (e->zindex &&
-		    img_get_le32(e->zindex + EROFS_Z_COMPACT_START + EROFS_Z_PACK_BASE) + 1ull !=
+		if (p->zindex[i] &&
+		    img_get_le32(p->zindex[i] + EROFS_Z_COMPACT_START + EROFS_Z_PACK_BASE) + 1ull !=
 		        e->startblk)
 			return img_set_error(ctx, -EIO, "erofs: compressed data of '%s' misplaced",
 			                     p->nodes[i]->name);

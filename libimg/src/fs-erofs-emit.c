@@ -120,10 +120,39 @@ struct emit {
 	 */
 	uint8_t *tails;
 	size_t tails_len, tails_cap;
-	uint64_t *tail_at; /* per node seq: offset in tails + 1, or 0 */
+	/* Where each cached tail is, in seq order (phase 1 goes in seq
+	 * order), searched by seq: only files with a cached tail cost. */
+	struct tail_ref {
+		uint32_t seq, off;
+	} *tail_refs;
+	size_t ntail_refs, tail_refs_cap;
 };
 
-#define TAIL_CACHE_MAX (16u << 20)
+/* The cached tail of node @seq, or NULL. */
+static const uint8_t *tail_cached(const struct emit *em, uint32_t seq)
+{
+	size_t lo = 0, hi = em->ntail_refs;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (em->tail_refs[mid].seq == seq)
+			return em->tails + em->tail_refs[mid].off;
+		if (em->tail_refs[mid].seq < seq)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+/*
+ * 4 MiB: a fixed cost of every big build (docs/memory.md), holding the tails
+ * of the first thousands of files; a closure with more reads the rest in the
+ * metadata pass, a second open of each (16 MiB bought little on a
+ * 400k-entry closure, whose tails need 100 times that).
+ */
+#define TAIL_CACHE_MAX (4u << 20)
 
 static int dir_block_out(void *user, uint64_t index, const uint8_t *blk, size_t used)
 {
@@ -208,7 +237,7 @@ static int put_zmeta(struct emit *em, struct img_node *n, uint8_t *blk, uint64_t
 {
 	const struct img_erofs_inode *e = &em->p->inode[n->seq];
 	size_t pos = (size_t)(e->nid * EROFS_SLOT % EROFS_BLKSZ), left = e->zmeta;
-	const uint8_t *src = e->zindex;
+	const uint8_t *src = em->p->zindex[n->seq];
 	int r;
 
 	put_inode(em->p, n, blk + pos);
@@ -247,8 +276,10 @@ static int put_meta(struct emit *em, struct img_node *n, uint8_t *b)
 	case IMG_NODE_REG:
 		if (n->data.kind == IMG_DATA_NONE)
 			return 0; /* streamed later into the same place */
-		if (em->tail_at && em->tail_at[n->seq]) {
-			memcpy(tail, em->tails + em->tail_at[n->seq] - 1, e->tail);
+		const uint8_t *cached = tail_cached(em, n->seq);
+
+		if (cached) {
+			memcpy(tail, cached, e->tail);
 			return 0;
 		}
 		return img_node_read_data(p->ctx, n, n->size - e->tail, tail, e->tail);
@@ -285,8 +316,19 @@ static int emit_file_data(struct emit *em, struct img_node *n)
 		return r;
 	/* The device keeps a sparse file's holes. */
 	r = img_node_reader_copy(p->ctx, &rd, 0, body, em->dev, e->startblk * EROFS_BLKSZ);
-	if (r >= 0 && e->tail && em->tail_at && em->tails_len + e->tail <= TAIL_CACHE_MAX) {
-		if (em->tails_len + e->tail > em->tails_cap) {
+	if (r >= 0 && e->tail && em->tails_len + e->tail <= TAIL_CACHE_MAX) {
+		if (em->ntail_refs == em->tail_refs_cap) {
+			size_t cap = em->tail_refs_cap ? em->tail_refs_cap * 2 : 1024;
+			struct tail_ref *t = realloc(em->tail_refs, cap * sizeof(*t));
+
+			if (!t) {
+				r = img_set_error(p->ctx, -ENOMEM, "out of memory");
+			} else {
+				em->tail_refs = t;
+				em->tail_refs_cap = cap;
+			}
+		}
+		if (r >= 0 && em->tails_len + e->tail > em->tails_cap) {
 			size_t cap = IMG_MIN(IMG_MAX(em->tails_cap * 2, (size_t)1 << 20),
 			                     (size_t)TAIL_CACHE_MAX);
 			uint8_t *t = realloc(em->tails, cap);
@@ -302,7 +344,8 @@ static int emit_file_data(struct emit *em, struct img_node *n)
 			r = img_node_reader_pread(p->ctx, &rd, em->tails + em->tails_len, e->tail,
 			                          body);
 		if (r >= 0) {
-			em->tail_at[n->seq] = em->tails_len + 1;
+			em->tail_refs[em->ntail_refs++] =
+			    (struct tail_ref){ n->seq, (uint32_t)em->tails_len };
 			em->tails_len += e->tail;
 		}
 	}
@@ -371,7 +414,6 @@ int img_erofs_emit(struct img_ctx *ctx, struct img_erofs_plan *p, struct img_dev
 
 	em.tailbuf = malloc(EROFS_BLKSZ);
 	em.genbuf = malloc(EROFS_BLKSZ);
-	em.tail_at = calloc((size_t)IMG_MAX(nnodes, 1), sizeof(*em.tail_at)); /* NULL: no cache */
 	if (!blk0 || !blk || !em.tailbuf || !em.genbuf) {
 		r = img_set_error(ctx, -ENOMEM, "out of memory");
 		goto out;
@@ -467,6 +509,6 @@ out:
 	free(em.tailbuf);
 	free(em.genbuf);
 	free(em.tails);
-	free(em.tail_at);
+	free(em.tail_refs);
 	return r;
 }

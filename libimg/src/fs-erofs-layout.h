@@ -33,17 +33,20 @@
 #include <img/fs.h>
 #include <img/tree.h>
 
+/*
+ * One per node, so packed (32 bytes; docs/memory.md): block numbers are 32
+ * bits on disk and the plan refuses more than 2^32 blocks.
+ */
 struct img_erofs_inode {
 	uint64_t nid;          /* inode slot (meta_blkaddr 0: byte offset / 32) */
-	uint64_t startblk;     /* first data block, or EROFS_NULL_ADDR */
-	uint64_t nblocks;      /* data blocks outside the metadata area */
+	uint32_t startblk;     /* first data block, or EROFS_NULL_ADDR */
+	uint32_t nblocks;      /* data blocks outside the metadata area */
 	uint32_t ino;          /* i_ino: canonical inode number, root 0 */
-	uint16_t isize;        /* 32 compact, 64 extended */
+	uint32_t zmeta;        /* compressed: bytes after the inode (map header + indexes) */
 	uint16_t tail;         /* bytes inlined after the inode (FLAT_INLINE), or 0 */
+	uint8_t isize;         /* 32 compact, 64 extended */
 	uint8_t layout;        /* EROFS_INODE_FLAT_PLAIN, _FLAT_INLINE or _COMPRESSED_COMPACT */
 	uint8_t data_in_place; /* set by a caller: the full blocks are already there */
-	uint32_t zmeta;        /* compressed: bytes after the inode (map header + indexes) */
-	uint8_t *zindex;       /* compressed: those bytes (owned by the plan) */
 };
 
 /*
@@ -69,7 +72,9 @@ struct img_erofs_plan {
 	struct img_tree *tree;
 	struct img_node **nodes;       /* by node->seq */
 	struct img_erofs_inode *inode; /* by node->seq; valid for inode holders */
-	uint64_t *meta_order;          /* seqs of inode holders sorted by nid */
+	uint8_t **zindex;              /* by node->seq: a compressed file's zmeta bytes; NULL
+	                                * unless compressing (fs-erofs-compress.c) */
+	uint32_t *meta_order;          /* seqs of inode holders sorted by nid */
 	size_t ninodes;
 	uint64_t data_start;  /* first file data block (1) */
 	uint64_t data_blocks; /* file data blocks */

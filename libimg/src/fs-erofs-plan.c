@@ -217,7 +217,7 @@ static int collect(void *user, struct img_node *n, unsigned depth)
 static int cmp_nid(const void *a, const void *b, void *user)
 {
 	const struct img_erofs_plan *p = user;
-	uint64_t x = p->inode[*(const uint64_t *)a].nid, y = p->inode[*(const uint64_t *)b].nid;
+	uint64_t x = p->inode[*(const uint32_t *)a].nid, y = p->inode[*(const uint32_t *)b].nid;
 
 	return x < y ? -1 : x > y;
 }
@@ -226,8 +226,9 @@ void img_erofs_plan_free(struct img_erofs_plan *p)
 {
 	if (!p)
 		return;
-	for (uint64_t i = 0; p->inode && i < p->tree->nodes; i++)
-		free(p->inode[i].zindex);
+	for (uint64_t i = 0; p->zindex && i < p->tree->nodes; i++)
+		free(p->zindex[i]);
+	free(p->zindex);
 	free(p->nodes);
 	free(p->inode);
 	free(p->meta_order);
@@ -358,7 +359,7 @@ int img_erofs_plan_layout(struct img_erofs_plan *p)
 			}
 			e->nid = p->meta_start * SLOTS_PER_BLOCK + slot;
 		}
-		p->meta_order[mo++] = i;
+		p->meta_order[mo++] = (uint32_t)i; /* seqs are 32 bits (tree.h) */
 	}
 	p->ninodes = mo;
 	if (img_add_overflow(p->meta_start, k.nblocks, &p->blocks) || p->blocks > UINT32_MAX) {
