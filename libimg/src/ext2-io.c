@@ -4,33 +4,83 @@
  * file, a qcow2 image or a partition slice (e2fsprogs lib/ext2fs/ext2_io.h,
  * the io_manager ops table).
  *
- * libext2fs opens a channel by name only, so the device travels in the name:
- * img_ext2_io_name() formats "img-dev:<pointer>" and open() parses it back.
- * The caller keeps a reference on the device for as long as the file system
- * is open; the channel takes none.
+ * libext2fs opens a channel by name only, so what it writes to travels in
+ * the name: img_ext2_io_name() formats "img-dev:<pointer>" of a struct
+ * img_ext2_io_target and open() copies what it needs from it. The caller
+ * keeps a reference on the device for as long as the file system is open;
+ * the channel takes none.
  *
  * Single-block writes (inode table blocks, directory blocks, bitmaps: libext2fs
  * rewrites an inode table block once per inode) are kept in a write-back
- * cache and written once, sorted and coalesced, at flush. Metadata only, so
- * memory stays bounded by the metadata; file data never passes through here.
+ * cache and written once, sorted and coalesced, at flush. Metadata only;
+ * file data never passes through here.
+ *
+ * The cache is an index (open addressing; per block its number, its frame
+ * in memory and its slot in the spill file, 16 bytes) and frames of one
+ * block each, allocated in chunks. Without a spill directory frames are
+ * added as needed and everything stays in memory (about 4 KiB per 16
+ * inodes: 100 MiB at 400k entries). With one, at most cache_blocks frames
+ * exist (default IMG_EXT2_CACHE_BYTES); over that the clock hand takes the
+ * frame of a block not used since it last passed (second chance) and that
+ * block's bytes go to its slot in an unlinked file in the spill directory,
+ * the output's own (never TMPDIR: the spill is as large as the metadata,
+ * which a small /tmp may not hold). libext2fs moves through its metadata
+ * almost in order: ext2fs_write_inode reads an inode table block only when
+ * it moves on to another and rewrites it once per inode, a directory block
+ * is written once, the bitmaps at the end; the hot set is a few blocks, and
+ * 8 MiB (2048 frames) keeps even a deep directory chain's parents in memory
+ * while being a small share of the 100 MiB a 400k-entry build may take.
+ *
+ * A spilled block is read from its slot, and a multi-block write or
+ * write_byte over it updates the slot in place; only a whole-block write
+ * brings it back into a frame (the cache_put path, the one libext2fs uses).
+ * Flush writes exactly what the unbounded cache did: every block in block
+ * order, contiguous runs of up to 256 blocks in one write (qcow2 allocates
+ * clusters in write order, so the output's bytes depend on it). Then the
+ * spill file is emptied and refilled from slot 0. A spill read or write
+ * that fails (ENOSPC included) is an error on the context that names the
+ * directory, and the channel refuses all further I/O.
  */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fs-ext4.h"
 
+/* The frames' budget when a spill directory is given. */
+#define IMG_EXT2_CACHE_BYTES (8u << 20)
+#define CHUNK_FRAMES         256u /* frames allocated at once (1 MiB of 4 KiB blocks) */
+#define MAX_RUN              256u /* blocks in one device write at flush */
+#define NONE                 UINT32_MAX
+
 struct cache_ent {
 	uint64_t blk;
-	uint8_t *data; /* NULL = empty slot */
+	uint32_t frame; /* NONE: not in memory */
+	uint32_t slot;  /* NONE: never spilled. Both NONE: an empty index slot */
 };
 
 struct img_io_priv {
 	struct img_dev *dev;
+	char *spill_dir;        /* NULL: no limit on frames */
+	size_t cache_blocks;    /* frames allowed with a spill_dir; 0: the default */
 	struct cache_ent *ents; /* open addressing, power-of-two size */
 	size_t n, cap;
-	int failed;
+	/* frame f: chunks[f / chunk_frames] + (f % chunk_frames) * block size */
+	uint8_t **chunks;
+	uint64_t *frame_blk; /* the block in each frame */
+	uint8_t *frame_ref;  /* used since the clock hand last passed */
+	size_t nchunks, chunk_frames, nframes, frames_alloc, hand;
+	int spill_fd;    /* -1 until the first eviction */
+	uint32_t nslots; /* slots of the spill file in use */
+	int failed;      /* a spill read or write failed: no more I/O */
 };
+
+static int ent_used(const struct cache_ent *e)
+{
+	return e->frame != NONE || e->slot != NONE;
+}
 
 static size_t cache_slot(const struct img_io_priv *p, uint64_t blk)
 {
@@ -41,10 +91,10 @@ static size_t cache_slot(const struct img_io_priv *p, uint64_t blk)
 
 static struct cache_ent *cache_find(struct img_io_priv *p, uint64_t blk)
 {
-	if (!p->cap)
+	if (!p->n)
 		return NULL;
 	for (size_t i = cache_slot(p, blk);; i = (i + 1) & (p->cap - 1)) {
-		if (!p->ents[i].data)
+		if (!ent_used(&p->ents[i]))
 			return NULL;
 		if (p->ents[i].blk == blk)
 			return &p->ents[i];
@@ -54,19 +104,20 @@ static struct cache_ent *cache_find(struct img_io_priv *p, uint64_t blk)
 static int cache_grow(struct img_io_priv *p)
 {
 	size_t cap = p->cap ? p->cap * 2 : 1024;
-	struct cache_ent *e = calloc(cap, sizeof(*e)), *old = p->ents;
+	struct cache_ent *e = malloc(cap * sizeof(*e)), *old = p->ents;
 	size_t oldcap = p->cap;
 
 	if (!e)
 		return -ENOMEM;
+	memset(e, 0xff, cap * sizeof(*e)); /* frame = slot = NONE */
 	p->ents = e;
 	p->cap = cap;
 	for (size_t i = 0; i < oldcap; i++) {
 		size_t j;
 
-		if (!old[i].data)
+		if (!ent_used(&old[i]))
 			continue;
-		for (j = cache_slot(p, old[i].blk); e[j].data; j = (j + 1) & (cap - 1))
+		for (j = cache_slot(p, old[i].blk); ent_used(&e[j]); j = (j + 1) & (cap - 1))
 			;
 		e[j] = old[i];
 	}
@@ -74,27 +125,244 @@ static int cache_grow(struct img_io_priv *p)
 	return 0;
 }
 
-/* Put one block into the cache (copying @data). */
+/* ---- the spill file ---------------------------------------------------------- */
+
+static struct img_ctx *io_ctx(const struct img_io_priv *p)
+{
+	return img_dev_ctx(p->dev);
+}
+
+/* An unlinked file in the spill directory, as source-tar.c stages. */
+static int spill_open(struct img_io_priv *p)
+{
+	char *tmpl;
+
+	p->spill_fd = open(p->spill_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (p->spill_fd >= 0)
+		return 0;
+	/* No O_TMPFILE here: a named file, unlinked at once. */
+	if (img_asprintf(&tmpl, "%s/.mkvmimage-ext4-cache-XXXXXX", p->spill_dir) < 0)
+		return img_set_error(io_ctx(p), -ENOMEM, "out of memory");
+	p->spill_fd = mkostemp(tmpl, O_CLOEXEC);
+	if (p->spill_fd < 0) {
+		int r = img_set_error(io_ctx(p), -errno,
+		                      "%s: cannot create a spill file for the ext4 block cache: %s",
+		                      p->spill_dir, strerror(errno));
+
+		free(tmpl);
+		return r;
+	}
+	unlink(tmpl);
+	free(tmpl);
+	return 0;
+}
+
+/* @len bytes at @off of the spill file, all of them or an error. */
+static int spill_io(struct img_io_priv *p, int write, void *buf, size_t len, uint64_t off)
+{
+	uint8_t *b = buf;
+
+	while (len) {
+		ssize_t n = write ? pwrite(p->spill_fd, b, len, (off_t)off)
+		                  : pread(p->spill_fd, b, len, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			int e = n < 0 ? errno : write ? ENOSPC : EIO;
+
+			p->failed = 1;
+			return img_set_error(io_ctx(p), -e,
+			                     "%s: cannot %s the ext4 block cache's spill file: %s",
+			                     p->spill_dir, write ? "write" : "read", strerror(e));
+		}
+		b += n;
+		off += (uint64_t)n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* ---- frames ------------------------------------------------------------------ */
+
+static size_t frame_limit(const struct img_io_priv *p, size_t bs)
+{
+	if (!p->spill_dir)
+		return NONE - 1;
+	if (p->cache_blocks)
+		return IMG_MIN(p->cache_blocks, (size_t)NONE - 1);
+	return IMG_MAX(IMG_EXT2_CACHE_BYTES / bs, (size_t)1);
+}
+
+static uint8_t *frame_data(const struct img_io_priv *p, uint32_t f, size_t bs)
+{
+	return p->chunks[f / p->chunk_frames] + (f % p->chunk_frames) * bs;
+}
+
+static int frames_add_chunk(struct img_io_priv *p, size_t bs)
+{
+	size_t cf, total;
+	uint8_t **c;
+	uint64_t *fb;
+	uint8_t *fr;
+
+	if (!p->chunk_frames)
+		p->chunk_frames = IMG_MIN((size_t)CHUNK_FRAMES, frame_limit(p, bs));
+	cf = p->chunk_frames;
+	total = p->frames_alloc + cf;
+	c = realloc(p->chunks, (p->nchunks + 1) * sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	p->chunks = c;
+	fb = realloc(p->frame_blk, total * sizeof(*fb));
+	if (!fb)
+		return -ENOMEM;
+	p->frame_blk = fb;
+	fr = realloc(p->frame_ref, total);
+	if (!fr)
+		return -ENOMEM;
+	p->frame_ref = fr;
+	c[p->nchunks] = malloc(cf * bs);
+	if (!c[p->nchunks])
+		return -ENOMEM;
+	p->nchunks++;
+	p->frames_alloc = total;
+	return 0;
+}
+
+static void frames_free(struct img_io_priv *p)
+{
+	for (size_t i = 0; i < p->nchunks; i++)
+		free(p->chunks[i]);
+	free(p->chunks);
+	free(p->frame_blk);
+	free(p->frame_ref);
+	p->chunks = NULL;
+	p->frame_blk = NULL;
+	p->frame_ref = NULL;
+	p->nchunks = p->chunk_frames = p->nframes = p->frames_alloc = p->hand = 0;
+}
+
+/* Frame @f's block to its spill slot (a new one on its first eviction). */
+static int frame_evict(struct img_io_priv *p, uint32_t f, size_t bs)
+{
+	struct cache_ent *e = cache_find(p, p->frame_blk[f]);
+	int r;
+
+	if (p->spill_fd < 0 && (r = spill_open(p)) < 0) {
+		p->failed = 1;
+		return r;
+	}
+	if (e->slot == NONE) {
+		if (p->nslots == NONE) {
+			p->failed = 1;
+			return img_set_error(io_ctx(p), -EFBIG,
+			                     "%s: the ext4 block cache's spill file is full",
+			                     p->spill_dir);
+		}
+		e->slot = p->nslots++;
+	}
+	r = spill_io(p, 1, frame_data(p, f, bs), bs, (uint64_t)e->slot * bs);
+	if (r < 0)
+		return r;
+	e->frame = NONE;
+	return 0;
+}
+
+/* A frame for a block: a new one while under the limit, else the clock's victim. */
+static int frame_take(struct img_io_priv *p, size_t bs, uint32_t *out)
+{
+	int r;
+
+	if (p->nframes < frame_limit(p, bs)) {
+		if (p->nframes == p->frames_alloc && (r = frames_add_chunk(p, bs)) < 0)
+			return r;
+		*out = (uint32_t)p->nframes++;
+		return 0;
+	}
+	for (;;) {
+		uint32_t f = (uint32_t)p->hand;
+
+		p->hand = (p->hand + 1) % p->nframes;
+		if (p->frame_ref[f]) {
+			p->frame_ref[f] = 0;
+			continue;
+		}
+		r = frame_evict(p, f, bs);
+		if (r < 0)
+			return r;
+		*out = f;
+		return 0;
+	}
+}
+
+/* ---- the cache ----------------------------------------------------------------- */
+
+/* Put one whole block into the cache (copying @data). */
 static int cache_put(struct img_io_priv *p, uint64_t blk, const void *data, size_t bs)
 {
 	struct cache_ent *e = cache_find(p, blk);
-	size_t i;
+	uint32_t f;
+	int r;
 
-	if (e) {
-		memcpy(e->data, data, bs);
+	if (e && e->frame != NONE) {
+		f = e->frame;
+	} else {
+		if (!e && (p->n + 1) * 2 > p->cap && cache_grow(p) < 0)
+			return -ENOMEM;
+		/* taking a frame never grows the index: @e stays valid */
+		r = frame_take(p, bs, &f);
+		if (r < 0)
+			return r;
+		if (!e) {
+			size_t i;
+
+			for (i = cache_slot(p, blk); ent_used(&p->ents[i]);
+			     i = (i + 1) & (p->cap - 1))
+				;
+			e = &p->ents[i];
+			e->blk = blk;
+			e->slot = NONE;
+			p->n++;
+		}
+		e->frame = f;
+		p->frame_blk[f] = blk;
+	}
+	memcpy(frame_data(p, f, bs), data, bs);
+	p->frame_ref[f] = 1;
+	return 0;
+}
+
+/* Bytes [in, in+n) of block @blk, if cached, into @out. 1 if cached. */
+static int cache_get(struct img_io_priv *p, uint64_t blk, size_t in, void *out, size_t n, size_t bs)
+{
+	struct cache_ent *e = cache_find(p, blk);
+	int r;
+
+	if (!e)
+		return 0;
+	if (e->frame != NONE) {
+		memcpy(out, frame_data(p, e->frame, bs) + in, n);
+		p->frame_ref[e->frame] = 1;
+		return 1;
+	}
+	r = spill_io(p, 0, out, n, (uint64_t)e->slot * bs + in);
+	return r < 0 ? r : 1;
+}
+
+/* A write that bypasses the cache: keep a cached copy of @blk current. */
+static int cache_update(struct img_io_priv *p, uint64_t blk, size_t in, const void *src, size_t n,
+                        size_t bs)
+{
+	struct cache_ent *e = cache_find(p, blk);
+
+	if (!e)
+		return 0;
+	if (e->frame != NONE) {
+		memcpy(frame_data(p, e->frame, bs) + in, src, n);
 		return 0;
 	}
-	if ((p->n + 1) * 2 > p->cap && cache_grow(p) < 0)
-		return -ENOMEM;
-	for (i = cache_slot(p, blk); p->ents[i].data; i = (i + 1) & (p->cap - 1))
-		;
-	p->ents[i].data = malloc(bs);
-	if (!p->ents[i].data)
-		return -ENOMEM;
-	p->ents[i].blk = blk;
-	memcpy(p->ents[i].data, data, bs);
-	p->n++;
-	return 0;
+	return spill_io(p, 1, (void *)src, n, (uint64_t)e->slot * bs + in);
 }
 
 static int cmp_ent(const void *a, const void *b)
@@ -104,67 +372,91 @@ static int cmp_ent(const void *a, const void *b)
 	return x->blk < y->blk ? -1 : x->blk > y->blk;
 }
 
+/* Empty the cache: frames freed, spill file emptied (slots from 0 again). */
+static int cache_reset(struct img_io_priv *p)
+{
+	if (p->ents)
+		memset(p->ents, 0xff, p->cap * sizeof(*p->ents));
+	p->n = 0;
+	p->nslots = 0;
+	frames_free(p);
+	if (p->spill_fd >= 0 && ftruncate(p->spill_fd, 0) < 0) {
+		p->failed = 1;
+		return img_set_error(io_ctx(p), -errno,
+		                     "%s: cannot empty the ext4 block cache's spill file: %s",
+		                     p->spill_dir, strerror(errno));
+	}
+	return 0;
+}
+
 /* Write every cached block, in block order, contiguous runs in one write. */
 static int cache_flush(struct img_io_priv *p, size_t bs)
 {
 	struct cache_ent *list;
 	uint8_t *run = NULL;
-	size_t k = 0, maxrun = 256;
-	int r = 0;
+	size_t k = 0;
+	int r = 0, r2;
 
+	if (p->failed)
+		return -EIO;
 	if (!p->n)
 		return 0;
 	list = malloc(p->n * sizeof(*list));
-	run = malloc(maxrun * bs);
+	run = malloc(MAX_RUN * bs);
 	if (!list || !run) {
 		free(list);
 		free(run);
 		return -ENOMEM;
 	}
 	for (size_t i = 0; i < p->cap; i++)
-		if (p->ents[i].data)
+		if (ent_used(&p->ents[i]))
 			list[k++] = p->ents[i];
 	qsort(list, k, sizeof(*list), cmp_ent);
 	for (size_t i = 0; i < k && r >= 0;) {
 		size_t j = i;
 
-		while (j < k && j - i < maxrun && list[j].blk == list[i].blk + (j - i)) {
-			memcpy(run + (j - i) * bs, list[j].data, bs);
+		while (r >= 0 && j < k && j - i < MAX_RUN && list[j].blk == list[i].blk + (j - i)) {
+			uint8_t *dst = run + (j - i) * bs;
+
+			if (list[j].frame != NONE)
+				memcpy(dst, frame_data(p, list[j].frame, bs), bs);
+			else
+				r = spill_io(p, 0, dst, bs, (uint64_t)list[j].slot * bs);
 			j++;
 		}
-		r = img_dev_pwrite(p->dev, run, (j - i) * bs, list[i].blk * bs);
+		if (r >= 0)
+			r = img_dev_pwrite(p->dev, run, (j - i) * bs, list[i].blk * bs);
 		i = j;
 	}
 	free(list);
 	free(run);
-	for (size_t i = 0; i < p->cap; i++) {
-		free(p->ents[i].data);
-		p->ents[i].data = NULL;
-	}
-	p->n = 0;
-	return r;
+	r2 = cache_reset(p);
+	return r < 0 ? r : r2;
 }
 
 static void cache_drop(struct img_io_priv *p)
 {
-	for (size_t i = 0; i < p->cap; i++)
-		free(p->ents[i].data);
+	frames_free(p);
 	free(p->ents);
 	p->ents = NULL;
 	p->n = p->cap = 0;
+	if (p->spill_fd >= 0)
+		close(p->spill_fd);
+	p->spill_fd = -1;
 }
 
 #define IMG_IO_PREFIX "img-dev:"
 
-int img_ext2_io_name(struct img_dev *dev, char *buf, size_t len)
+int img_ext2_io_name(const struct img_ext2_io_target *t, char *buf, size_t len)
 {
-	int n = snprintf(buf, len, IMG_IO_PREFIX "%p", (void *)dev);
+	int n = snprintf(buf, len, IMG_IO_PREFIX "%p", (const void *)t);
 
 	return n < 0 || (size_t)n >= len ? -ERANGE : 0;
 }
 
 static errcode_t io_open(const char *name, int flags, io_channel *channel)
 {
+	const struct img_ext2_io_target *t;
 	struct img_io_priv *p = NULL;
 	io_channel io = NULL;
 	void *ptr = NULL;
@@ -173,6 +465,9 @@ static errcode_t io_open(const char *name, int flags, io_channel *channel)
 	(void)flags;
 	if (!name || strncmp(name, IMG_IO_PREFIX, strlen(IMG_IO_PREFIX)) ||
 	    sscanf(name + strlen(IMG_IO_PREFIX), "%p", &ptr) != 1 || !ptr)
+		return EXT2_ET_BAD_DEVICE_NAME;
+	t = ptr;
+	if (!t->dev)
 		return EXT2_ET_BAD_DEVICE_NAME;
 	err = ext2fs_get_memzero(sizeof(*io), &io);
 	if (err)
@@ -184,7 +479,13 @@ static errcode_t io_open(const char *name, int flags, io_channel *channel)
 	if (err)
 		goto fail;
 	strcpy(io->name, name);
-	p->dev = ptr;
+	p->dev = t->dev;
+	p->spill_fd = -1;
+	p->cache_blocks = t->cache_blocks;
+	if (t->spill_dir && !(p->spill_dir = img_strdup(t->spill_dir))) {
+		err = EXT2_ET_NO_MEMORY;
+		goto fail;
+	}
 	io->magic = EXT2_ET_MAGIC_IO_CHANNEL;
 	io->manager = img_ext2_io_manager;
 	io->block_size = 1024;
@@ -193,6 +494,8 @@ static errcode_t io_open(const char *name, int flags, io_channel *channel)
 	*channel = io;
 	return 0;
 fail:
+	if (io)
+		ext2fs_free_mem(&io->name);
 	ext2fs_free_mem(&p);
 	ext2fs_free_mem(&io);
 	return err;
@@ -206,20 +509,29 @@ static errcode_t io_close(io_channel io)
 		return 0;
 	/* unflushed blocks are dropped: close without flush is an abandoned build */
 	cache_drop(p);
+	free(p->spill_dir);
 	ext2fs_free_mem(&p);
 	ext2fs_free_mem(&io->name);
 	ext2fs_free_mem(&io);
 	return 0;
 }
 
+/* What a failed cache operation tells libext2fs (the detail is on the context). */
+static errcode_t io_err(int r, errcode_t io_failure)
+{
+	return r == -ENOMEM ? EXT2_ET_NO_MEMORY : io_failure;
+}
+
 static errcode_t io_set_blksize(io_channel io, int blksize)
 {
 	struct img_io_priv *p = io->private_data;
+	int r;
 
 	if (blksize <= 0)
 		return EXT2_ET_INVALID_ARGUMENT;
-	if (blksize != io->block_size && cache_flush(p, (size_t)io->block_size) < 0)
-		return EXT2_ET_SHORT_WRITE;
+	/* the frames are of the old size: flushing frees them */
+	if (blksize != io->block_size && (r = cache_flush(p, (size_t)io->block_size)) < 0)
+		return io_err(r, EXT2_ET_SHORT_WRITE);
 	io->block_size = blksize;
 	return 0;
 }
@@ -239,21 +551,23 @@ static int io_range(io_channel io, unsigned long long block, int count, size_t *
 static errcode_t io_read_blk64(io_channel io, unsigned long long block, int count, void *data)
 {
 	struct img_io_priv *p = io->private_data;
-	size_t len;
+	size_t bs = (size_t)io->block_size, len;
 	uint64_t off;
 	int r;
 
+	if (p->failed)
+		return EXT2_ET_SHORT_READ;
 	if (io_range(io, block, count, &len, &off) < 0)
 		return EXT2_ET_LLSEEK_FAILED;
 	r = img_dev_pread(p->dev, data, len, off);
 	if (r < 0)
 		return EXT2_ET_SHORT_READ;
-	for (uint64_t b = 0; p->n && b * (uint64_t)io->block_size < len; b++) {
-		struct cache_ent *e = cache_find(p, block + b);
-		size_t bs = (size_t)io->block_size, n = IMG_MIN(bs, len - b * bs);
-
-		if (e)
-			memcpy((uint8_t *)data + b * bs, e->data, n);
+	/* cached blocks over what the device has */
+	for (uint64_t b = 0; p->n && b * bs < len; b++) {
+		r = cache_get(p, block + b, 0, (uint8_t *)data + b * bs, IMG_MIN(bs, len - b * bs),
+		              bs);
+		if (r < 0)
+			return EXT2_ET_SHORT_READ;
 	}
 	return 0;
 }
@@ -262,26 +576,24 @@ static errcode_t io_write_blk64(io_channel io, unsigned long long block, int cou
                                 const void *data)
 {
 	struct img_io_priv *p = io->private_data;
-	size_t len;
+	size_t bs = (size_t)io->block_size, len;
 	uint64_t off;
 	int r;
 
+	if (p->failed)
+		return EXT2_ET_SHORT_WRITE;
 	if (io_range(io, block, count, &len, &off) < 0)
 		return EXT2_ET_LLSEEK_FAILED;
-	if (len == (size_t)io->block_size)
-		return cache_put(p, block, data, len) < 0 ? EXT2_ET_NO_MEMORY : 0;
+	if (len == bs) {
+		r = cache_put(p, block, data, len);
+		return r < 0 ? io_err(r, EXT2_ET_SHORT_WRITE) : 0;
+	}
 	/* a larger write supersedes cached copies of its blocks */
-	for (uint64_t b = 0; p->n && b * (uint64_t)io->block_size < len; b++) {
-		struct cache_ent *e = cache_find(p, block + b);
-
-		if (e) {
-			size_t bs = (size_t)io->block_size;
-
-			if ((b + 1) * bs <= len)
-				memcpy(e->data, (const uint8_t *)data + b * bs, bs);
-			else
-				memcpy(e->data, (const uint8_t *)data + b * bs, len - b * bs);
-		}
+	for (uint64_t b = 0; p->n && b * bs < len; b++) {
+		r = cache_update(p, block + b, 0, (const uint8_t *)data + b * bs,
+		                 IMG_MIN(bs, len - b * bs), bs);
+		if (r < 0)
+			return EXT2_ET_SHORT_WRITE;
 	}
 	r = img_dev_pwrite(p->dev, data, len, off);
 	return r < 0 ? EXT2_ET_SHORT_WRITE : 0;
@@ -300,17 +612,18 @@ static errcode_t io_write_blk(io_channel io, unsigned long block, int count, con
 static errcode_t io_write_byte(io_channel io, unsigned long offset, int count, const void *data)
 {
 	struct img_io_priv *p = io->private_data;
+	size_t bs = (size_t)io->block_size;
 
 	if (count < 0)
 		return EXT2_ET_INVALID_ARGUMENT;
+	if (p->failed)
+		return EXT2_ET_SHORT_WRITE;
 	/* keep a cached copy of the touched blocks current */
-	for (unsigned long o = offset; o < offset + (unsigned long)count;) {
-		size_t bs = (size_t)io->block_size;
-		struct cache_ent *e = cache_find(p, o / bs);
+	for (unsigned long o = offset; p->n && o < offset + (unsigned long)count;) {
 		size_t in = o % bs, n = IMG_MIN(bs - in, offset + (unsigned long)count - o);
 
-		if (e)
-			memcpy(e->data + in, (const uint8_t *)data + (o - offset), n);
+		if (cache_update(p, o / bs, in, (const uint8_t *)data + (o - offset), n, bs) < 0)
+			return EXT2_ET_SHORT_WRITE;
 		o += n;
 	}
 	return img_dev_pwrite(p->dev, data, (size_t)count, offset) < 0 ? EXT2_ET_SHORT_WRITE : 0;
@@ -319,9 +632,10 @@ static errcode_t io_write_byte(io_channel io, unsigned long offset, int count, c
 static errcode_t io_flush(io_channel io)
 {
 	struct img_io_priv *p = io->private_data;
+	int r = cache_flush(p, (size_t)io->block_size);
 
-	if (cache_flush(p, (size_t)io->block_size) < 0)
-		return EXT2_ET_SHORT_WRITE;
+	if (r < 0)
+		return io_err(r, EXT2_ET_SHORT_WRITE);
 	return img_dev_flush(p->dev) < 0 ? EXT2_ET_SHORT_WRITE : 0;
 }
 
@@ -337,11 +651,13 @@ static errcode_t io_zeroout(io_channel io, unsigned long long block, unsigned lo
 {
 	struct img_io_priv *p = io->private_data;
 	uint64_t bs = (uint64_t)io->block_size;
+	int r;
 
 	if (block > UINT64_MAX / bs || count > UINT64_MAX / bs)
 		return EXT2_ET_INVALID_ARGUMENT;
-	if (cache_flush(p, (size_t)bs) < 0)
-		return EXT2_ET_SHORT_WRITE;
+	r = cache_flush(p, (size_t)bs);
+	if (r < 0)
+		return io_err(r, EXT2_ET_SHORT_WRITE);
 	return img_dev_write_zeroes(p->dev, block * bs, count * bs) < 0 ? EXT2_ET_SHORT_WRITE : 0;
 }
 

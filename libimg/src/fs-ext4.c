@@ -222,7 +222,7 @@ static uint64_t journal_blocks(uint64_t blocks)
  * ext2fs_initialize() a file system of @blocks on @dev: the superblock
  * template every build uses. Nothing is written yet.
  */
-static int ext4_init(struct img_ctx *ctx, struct img_dev *dev, uint64_t blocks,
+static int ext4_init(struct img_ctx *ctx, const struct img_ext2_io_target *target, uint64_t blocks,
                      const struct ext4_need *need, ext2_filsys *out)
 {
 	struct ext2_super_block param;
@@ -247,7 +247,7 @@ static int ext4_init(struct img_ctx *ctx, struct img_dev *dev, uint64_t blocks,
 	    EXT2_FEATURE_RO_COMPAT_SPARSE_SUPER | EXT2_FEATURE_RO_COMPAT_LARGE_FILE |
 	    EXT4_FEATURE_RO_COMPAT_HUGE_FILE | EXT4_FEATURE_RO_COMPAT_DIR_NLINK |
 	    EXT4_FEATURE_RO_COMPAT_EXTRA_ISIZE | EXT4_FEATURE_RO_COMPAT_METADATA_CSUM;
-	if (img_ext2_io_name(dev, name, sizeof(name)) < 0)
+	if (img_ext2_io_name(target, name, sizeof(name)) < 0)
 		return img_set_error(ctx, -ERANGE, "ext4: device name too long");
 	err = ext2fs_initialize(name, EXT2_FLAG_64BITS, &param, img_ext2_io_manager, out);
 	if (err)
@@ -272,7 +272,7 @@ static int ext4_fits(struct img_ctx *ctx, struct img_dev *dev, uint64_t blocks,
 		*short_by = EXT4_MIN_BLOCKS - blocks;
 		return -ENOSPC;
 	}
-	r = ext4_init(ctx, dev, blocks, need, &fs);
+	r = ext4_init(ctx, &(struct img_ext2_io_target){ .dev = dev }, blocks, need, &fs);
 	if (r < 0)
 		return r;
 	/* the group tables as the writer places them (in memory only): with
@@ -1242,10 +1242,15 @@ static int ext4_reserved(struct ext4_writer *w)
 	return 0;
 }
 
-static int ext4_write(struct img_ctx *ctx, struct img_tree *tree, const struct img_fs_opts *opts,
-                      struct img_dev *dev)
+int img_ext4_write_cached(struct img_ctx *ctx, struct img_tree *tree,
+                          const struct img_fs_opts *opts, struct img_dev *dev, size_t cache_blocks)
 {
 	struct ext4_writer w = { .ctx = ctx, .tree = tree, .dev = dev };
+	/* Nothing is written before ext2fs_initialize returns (it only lays
+	 * out in memory); the channel spills beside the output from then on. */
+	struct img_ext2_io_target target = { .dev = dev,
+		                             .spill_dir = opts ? opts->spill_dir : NULL,
+		                             .cache_blocks = cache_blocks };
 	struct ext4_need need;
 	uint64_t blocks = img_dev_size(dev) / EXT4_BS, short_by, min_blocks;
 	errcode_t err;
@@ -1276,7 +1281,7 @@ static int ext4_write(struct img_ctx *ctx, struct img_tree *tree, const struct i
 		return r;
 
 	img_progress_phase(ctx, "ext4", tree->data_bytes, tree->nodes);
-	r = ext4_init(ctx, dev, blocks, &need, &w.fs);
+	r = ext4_init(ctx, &target, blocks, &need, &w.fs);
 	if (r < 0)
 		return r;
 	r = ext4_setup(&w, opts);
@@ -1304,6 +1309,12 @@ static int ext4_write(struct img_ctx *ctx, struct img_tree *tree, const struct i
 	if (err)
 		return ext2_err(ctx, err, "cannot write the superblock and group tables");
 	return img_dev_error(dev) ? img_dev_error(dev) : 0;
+}
+
+static int ext4_write(struct img_ctx *ctx, struct img_tree *tree, const struct img_fs_opts *opts,
+                      struct img_dev *dev)
+{
+	return img_ext4_write_cached(ctx, tree, opts, dev, 0);
 }
 
 /* The plan sizes the file system and fixes its IDs; emit is ext4_write. */

@@ -15,7 +15,26 @@ extern const struct img_fs_ops img_fs_ext4;
 
 /* The io_manager forwarding to an img_dev (ext2-io.c). */
 extern io_manager const img_ext2_io_manager;
-/* The channel name that makes img_ext2_io_manager open @dev. */
-int img_ext2_io_name(struct img_dev *dev, char *buf, size_t len);
+/*
+ * What a channel of img_ext2_io_manager writes to. Opening copies it, so it
+ * need only live until ext2fs_initialize() returns; the device must live
+ * as long as the channel (which takes no reference).
+ */
+struct img_ext2_io_target {
+	struct img_dev *dev;
+	/* Where the block cache may spill (an unlinked file): the output's
+	 * directory. NULL: the cache stays in memory, however large. */
+	const char *spill_dir;
+	/* Blocks the cache keeps in memory with a spill_dir; 0: 8 MiB worth.
+	 * Tests set a few to make it spill. */
+	size_t cache_blocks;
+};
+/* The channel name that makes img_ext2_io_manager open @t. */
+int img_ext2_io_name(const struct img_ext2_io_target *t, char *buf, size_t len);
+
+/* The ext4 row's write with the io cache held to @cache_blocks (0: the
+ * default), so tests can make it spill; fs-ext4.c. */
+int img_ext4_write_cached(struct img_ctx *ctx, struct img_tree *tree,
+                          const struct img_fs_opts *opts, struct img_dev *dev, size_t cache_blocks);
 
 #endif

@@ -17,7 +17,8 @@ int img_fs_plan_new(struct img_ctx *ctx, struct img_tree *tree, const struct img
 	if (opts)
 		p->opts = *opts;
 	if ((p->opts.label && !(p->label = img_strdup(p->opts.label))) ||
-	    (p->opts.id_role && !(p->id_role = img_strdup(p->opts.id_role)))) {
+	    (p->opts.id_role && !(p->id_role = img_strdup(p->opts.id_role))) ||
+	    (p->opts.spill_dir && !(p->spill_dir = img_strdup(p->opts.spill_dir)))) {
 		img_fs_plan_free(p);
 		return img_set_error(ctx, -ENOMEM, "out of memory");
 	}
@@ -25,6 +26,7 @@ int img_fs_plan_new(struct img_ctx *ctx, struct img_tree *tree, const struct img
 	p->tree = tree;
 	p->opts.label = p->label;
 	p->opts.id_role = p->id_role;
+	p->opts.spill_dir = p->spill_dir;
 	p->opts.size = size;
 	*out = p;
 	return 0;
@@ -36,6 +38,7 @@ void img_fs_plan_free(struct img_fs_plan *plan)
 		return;
 	free(plan->label);
 	free(plan->id_role);
+	free(plan->spill_dir);
 	free(plan);
 }
 

@@ -15,8 +15,8 @@
 struct img_fs_plan {
 	struct img_ctx *ctx;
 	struct img_tree *tree;
-	struct img_fs_opts opts; /* .label/.id_role point at the copies below; .size set */
-	char *label, *id_role;
+	struct img_fs_opts opts; /* strings point at the copies below; .size set */
+	char *label, *id_role, *spill_dir;
 	void *format; /* the row's own plan, or NULL */
 };
 

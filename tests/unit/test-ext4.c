@@ -1,6 +1,8 @@
 /* test-ext4.c -- the ext4 writer on trees built in memory: every file type
  * (device nodes, FIFOs, sockets come only from tar sources), kept hard links,
- * sizing, determinism; validated with e2fsck -fn and debugfs. */
+ * sizing, determinism; validated with e2fsck -fn and debugfs. The io_manager's
+ * block cache (ext2-io.c): spilling changes no byte and no write, checked
+ * against an unbounded cache and against a model. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -232,13 +234,15 @@ START_TEST(io_forwarding)
 {
 	struct img_ctx *ctx = t_ctx();
 	struct img_dev *dev;
+	struct img_ext2_io_target target = { 0 };
 	io_channel io;
 	char name[64];
 	uint8_t a[4096], b[8192], back[8192];
 	const uint8_t *mem;
 
 	ck_assert_ok(img_dev_mem_new(ctx, 1 << 20, &dev), ctx);
-	ck_assert_ok(img_ext2_io_name(dev, name, sizeof(name)), ctx);
+	target.dev = dev;
+	ck_assert_ok(img_ext2_io_name(&target, name, sizeof(name)), ctx);
 	ck_assert_int_eq(img_ext2_io_manager->open("not-ours", 0, &io), EXT2_ET_BAD_DEVICE_NAME);
 	ck_assert_int_eq(img_ext2_io_manager->open(name, IO_FLAG_RW, &io), 0);
 	ck_assert_int_eq(io_channel_set_blksize(io, 4096), 0);
@@ -346,6 +350,268 @@ START_TEST(sizing)
 }
 END_TEST
 
+/*
+ * A memory device that also hashes every write it gets, in order (offset,
+ * length, bytes): two builds with equal hashes wrote the same runs in the
+ * same order, which is what a qcow2 output's cluster order depends on.
+ */
+struct rec_dev {
+	uint8_t *mem;
+	uint64_t hash, writes;
+};
+
+static void rec_mix(struct rec_dev *r, const void *buf, size_t len)
+{
+	const uint8_t *b = buf;
+
+	for (size_t i = 0; i < len; i++)
+		r->hash = (r->hash ^ b[i]) * 0x100000001b3ull;
+}
+
+static int rec_pread(struct img_dev *dev, void *buf, size_t len, uint64_t off)
+{
+	struct rec_dev *r = img_dev_priv(dev);
+
+	memcpy(buf, r->mem + off, len);
+	return 0;
+}
+
+static int rec_pwrite(struct img_dev *dev, const void *buf, size_t len, uint64_t off)
+{
+	struct rec_dev *r = img_dev_priv(dev);
+	uint64_t hdr[2] = { off, len };
+
+	rec_mix(r, hdr, sizeof(hdr));
+	rec_mix(r, buf, len);
+	r->writes++;
+	memcpy(r->mem + off, buf, len);
+	return 0;
+}
+
+static int rec_flush(struct img_dev *dev)
+{
+	(void)dev;
+	return 0;
+}
+
+static void rec_destroy(struct img_dev *dev)
+{
+	free(((struct rec_dev *)img_dev_priv(dev))->mem);
+}
+
+static const struct img_dev_ops rec_ops = {
+	.name = "recording",
+	.pread = rec_pread,
+	.pwrite = rec_pwrite,
+	.flush = rec_flush,
+	.destroy = rec_destroy,
+};
+
+static struct img_dev *rec_new(struct img_ctx *ctx, uint64_t size)
+{
+	struct img_dev *dev;
+	struct rec_dev *r;
+
+	ck_assert_ok(img_dev_new(ctx, &rec_ops, size, 0, sizeof(*r), &dev), ctx);
+	r = img_dev_priv(dev);
+	r->mem = calloc(1, size);
+	r->hash = 0xcbf29ce484222325ull;
+	ck_assert_ptr_nonnull(r->mem);
+	return dev;
+}
+
+/* Many inodes and directory blocks: thousands of inode table block writes. */
+static struct img_tree *many_tree(struct img_ctx *ctx)
+{
+	struct img_tree_opts o = { .flags = IMG_TREE_KEEP_HARDLINKS };
+	struct img_tree *t;
+	char name[1024];
+
+	ck_assert_ok(img_tree_new(ctx, &o, &t), ctx);
+	for (int d = 0; d < 40; d++)
+		for (int i = 0; i < 1000; i++) {
+			snprintf(name, sizeof(name), "d%02d/sub%d/f%04d", d, i % 7, i);
+			add(t, name, i % 5 ? IMG_NODE_REG : IMG_NODE_DIR, i % 5 ? 0644 : 0755);
+		}
+	add_mem(t, "etc/hello", "hello, world\n");
+	ck_assert_ok(img_tree_add_hardlink(t, "etc/hello2", "etc/hello"), ctx);
+	/* parents written long after their first block was evicted */
+	for (int i = 0, n = 0; i < 200; i++)
+		n += snprintf(name + n, sizeof(name) - (size_t)n, "%s", i ? "/x" : "x");
+	add_mem(t, name, "deep\n");
+	ck_assert_ok(img_tree_finish(t), ctx);
+	return t;
+}
+
+/*
+ * A cache of a few blocks that spills all the time writes the same bytes,
+ * with the same writes in the same order, as one that keeps everything in
+ * memory; e2fsck accepts it.
+ */
+START_TEST(spill_same_bytes)
+{
+	struct img_ctx *ctx = t_ctx();
+	struct img_tree *t = many_tree(ctx);
+	char *dir = t_tmpdir("ext4-spill"), path[4096], cmd[8192], *out = NULL;
+	struct img_fs_opts fo = { .label = "nixos", .id_role = "root" };
+	const size_t budgets[] = { 1, 3, 64 };
+	struct img_dev *ref, *dev;
+	struct rec_dev *rr, *rd;
+	uint64_t size;
+	FILE *f;
+
+	ck_assert_ok(img_fs_find("ext4")->estimate(ctx, t, &fo, &size), ctx);
+	ref = rec_new(ctx, size);
+	ck_assert_ok(img_fs_find("ext4")->write(ctx, t, &fo, ref), ctx);
+	rr = img_dev_priv(ref);
+	fo.spill_dir = dir;
+	for (size_t i = 0; i < IMG_ARRAY_SIZE(budgets); i++) {
+		dev = rec_new(ctx, size);
+		ck_assert_ok(img_ext4_write_cached(ctx, t, &fo, dev, budgets[i]), ctx);
+		rd = img_dev_priv(dev);
+		ck_assert_msg(memcmp(rr->mem, rd->mem, size) == 0, "budget %zu: other bytes",
+		              budgets[i]);
+		ck_assert_uint_eq(rd->writes, rr->writes);
+		ck_assert_uint_eq(rd->hash, rr->hash);
+		img_dev_unref(dev);
+	}
+	/* a small tree fits the default budget: no spill file is made */
+	{
+		struct img_tree *small = sample_tree(ctx);
+
+		fo.spill_dir = "/nonexistent/spill";
+		ck_assert_ok(img_dev_mem_new(ctx, 32ull << 20, &dev), ctx);
+		ck_assert_ok(img_fs_find("ext4")->write(ctx, small, &fo, dev), ctx);
+		img_dev_unref(dev);
+		img_tree_free(small);
+	}
+	/* nothing left beside the output: the spill file was never linked */
+	snprintf(cmd, sizeof(cmd), "ls -A '%s' | wc -l", dir);
+	ck_assert_int_eq(run(cmd, &out), 0);
+	ck_assert_str_eq(out, "0\n");
+	free(out);
+	if (t_have("e2fsck")) {
+		snprintf(path, sizeof(path), "%s/fs.img", dir);
+		f = fopen(path, "wb");
+		ck_assert_ptr_nonnull(f);
+		ck_assert_uint_eq(fwrite(rr->mem, 1, size, f), size);
+		fclose(f);
+		snprintf(cmd, sizeof(cmd), "e2fsck -fn '%s' 2>&1", path);
+		ck_assert_msg(run(cmd, &out) == 0, "e2fsck: %s", out);
+		free(out);
+	}
+	img_dev_unref(ref);
+	img_tree_free(t);
+	t_rmrf(dir);
+	free(dir);
+	img_ctx_free(ctx);
+}
+END_TEST
+
+/* A spill file that cannot be made: an error naming the directory. */
+START_TEST(spill_no_dir)
+{
+	struct img_ctx *ctx = t_ctx();
+	struct img_tree *t = many_tree(ctx);
+	struct img_fs_opts fo = { .label = "nixos", .spill_dir = "/nonexistent/spill" };
+	struct img_dev *dev;
+	uint64_t size;
+	int r;
+
+	ck_assert_ok(img_fs_find("ext4")->estimate(ctx, t, &fo, &size), ctx);
+	ck_assert_ok(img_dev_mem_new(ctx, size, &dev), ctx);
+	r = img_ext4_write_cached(ctx, t, &fo, dev, 2);
+	ck_assert_int_eq(r, -ENOENT);
+	ck_assert_msg(strstr(img_ctx_error(ctx), "/nonexistent/spill: cannot create a spill file"),
+	              "%s", img_ctx_error(ctx));
+	img_dev_unref(dev);
+	img_tree_free(t);
+	img_ctx_free(ctx);
+}
+END_TEST
+
+static uint64_t rnd(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+/*
+ * The cache against a model: random single-block writes (cached), larger
+ * writes and byte writes (through to the device, over cached and spilled
+ * copies), reads, flushes; a four-block cache spills most of it. Reads see
+ * the model's bytes, and after each flush the device holds all of them.
+ */
+START_TEST(cache_model)
+{
+	enum { BS = 4096, NBLK = 64 };
+	struct img_ctx *ctx = t_ctx();
+	char *dir = t_tmpdir("ext4-model"), name[64];
+	struct img_ext2_io_target target = { .spill_dir = dir, .cache_blocks = 4 };
+	uint8_t *model = calloc(NBLK, BS), *buf = malloc(4 * BS);
+	const uint8_t *mem;
+	struct img_dev *dev;
+	uint64_t seed = 12345;
+	io_channel io;
+
+	ck_assert_ok(img_dev_mem_new(ctx, NBLK * BS, &dev), ctx);
+	mem = img_dev_mem_data(dev);
+	target.dev = dev;
+	ck_assert_ok(img_ext2_io_name(&target, name, sizeof(name)), ctx);
+	ck_assert_int_eq(img_ext2_io_manager->open(name, IO_FLAG_RW, &io), 0);
+	ck_assert_int_eq(io_channel_set_blksize(io, BS), 0);
+	for (int step = 0; step < 20000; step++) {
+		uint64_t op = rnd(&seed) % 100, blk = rnd(&seed) % NBLK;
+
+		if (op < 50) {
+			t_fill(buf, BS, rnd(&seed));
+			ck_assert_int_eq(io_channel_write_blk64(io, blk, 1, buf), 0);
+			memcpy(model + blk * BS, buf, BS);
+		} else if (op < 60) {
+			int n = 2 + (int)(rnd(&seed) % 3);
+
+			blk %= NBLK - (uint64_t)n;
+			t_fill(buf, (size_t)n * BS, rnd(&seed));
+			ck_assert_int_eq(io_channel_write_blk64(io, blk, n, buf), 0);
+			memcpy(model + blk * BS, buf, (size_t)n * BS);
+		} else if (op < 70) {
+			/* a byte write that may cross a block boundary */
+			uint64_t off = blk * BS + rnd(&seed) % BS;
+			int n = 1 + (int)(rnd(&seed) % 300);
+
+			if (off + (uint64_t)n > NBLK * BS)
+				off = NBLK * BS - (uint64_t)n;
+			t_fill(buf, (size_t)n, rnd(&seed));
+			ck_assert_int_eq(io_channel_write_byte(io, (unsigned long)off, n, buf), 0);
+			memcpy(model + off, buf, (size_t)n);
+		} else if (op < 98) {
+			int n = 1 + (int)(rnd(&seed) % 4);
+
+			blk %= NBLK - (uint64_t)n;
+			ck_assert_int_eq(io_channel_read_blk64(io, blk, n, buf), 0);
+			ck_assert_msg(memcmp(buf, model + blk * BS, (size_t)n * BS) == 0,
+			              "step %d: read of %d blocks at %llu differs", step, n,
+			              (unsigned long long)blk);
+		} else {
+			ck_assert_int_eq(io_channel_flush(io), 0);
+			ck_assert_msg(memcmp(mem, model, NBLK * BS) == 0,
+			              "step %d: flushed bytes differ", step);
+		}
+	}
+	ck_assert_int_eq(io_channel_flush(io), 0);
+	ck_assert(memcmp(mem, model, NBLK * BS) == 0);
+	ck_assert_int_eq(io_channel_close(io), 0);
+	img_dev_unref(dev);
+	free(model);
+	free(buf);
+	t_rmrf(dir);
+	free(dir);
+	img_ctx_free(ctx);
+}
+END_TEST
+
 Suite *img_test_suite(void);
 Suite *img_test_suite(void)
 {
@@ -363,6 +629,14 @@ Suite *img_test_suite(void)
 	suite_add_tcase(s, tc);
 	tc = tcase_create("io");
 	tcase_add_test(tc, io_forwarding);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("spill");
+	tcase_add_test(tc, spill_same_bytes);
+	tcase_add_test(tc, spill_no_dir);
+	tcase_set_timeout(tc, 120);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("cachemodel");
+	tcase_add_test(tc, cache_model);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("deterministic");
 	tcase_add_test(tc, deterministic);

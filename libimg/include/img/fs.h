@@ -54,6 +54,11 @@ struct img_fs_opts {
 	 * plan_free. The device must hold the uncompressed planned_size; after
 	 * emit, planned_size is the compressed size. */
 	const struct img_fs_compress *compress;
+	/* A directory a writer may keep an unlinked temporary file in, the
+	 * output's own (ext4 spills its metadata block cache there, keeping
+	 * 8 MiB in memory). NULL: everything stays in memory, as before.
+	 * Copied by plan. */
+	const char *spill_dir;
 };
 
 /* One format's layout of one finished tree (fs.c and the format's file). */
