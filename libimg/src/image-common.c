@@ -105,6 +105,17 @@ int img_image_create_output(struct img_ctx *ctx, const struct img_build_opts *o,
 	return img_dev_raw_create(ctx, o->output, size, out);
 }
 
+char *img_image_output_dir(const struct img_build_opts *o)
+{
+	const char *slash = strrchr(o->output, '/');
+
+	if (!slash)
+		return img_strdup(".");
+	if (slash == o->output)
+		return img_strdup("/");
+	return img_strndup(o->output, (size_t)(slash - o->output));
+}
+
 int img_image_load_closure(struct img_ctx *ctx, const struct img_build_opts *o,
                            struct img_closure **out)
 {

@@ -545,6 +545,7 @@ int img_build_disk(struct img_ctx *ctx, const struct img_build_opts *o)
 	const struct img_fs_ops *ext4 = img_fs_find("ext4");
 	struct img_fs_opts rfo = { .label = o->label ? o->label : ROOT_LABEL, .id_role = "root" };
 	struct img_fs_opts efo = { .label = "ESP", .id_role = "fat-esp" };
+	char *outdir;
 	uint64_t root_min = 0;
 	const struct img_disk_part *rp;
 	int r;
@@ -553,6 +554,11 @@ int img_build_disk(struct img_ctx *ctx, const struct img_build_opts *o)
 		return img_set_error(ctx, -EINVAL, "--uki and --bootloader need --efi or --hybrid");
 	if (o->verity && o->mode != IMG_MODE_EFI)
 		return img_set_error(ctx, -EINVAL, "--verity needs --store-image or --efi");
+	/* the ext4 cache's spill goes beside the output */
+	outdir = img_image_output_dir(o);
+	if (!outdir)
+		return img_set_error(ctx, -ENOMEM, "out of memory");
+	rfo.spill_dir = outdir;
 	r = o->tar ? tar_root(&b) : host_root(&b);
 	if (r < 0)
 		goto out;
@@ -631,5 +637,6 @@ out:
 	free(b.tree_name);
 	img_closure_free(b.c);
 	free(b.grub.core);
+	free(outdir);
 	return r;
 }

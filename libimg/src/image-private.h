@@ -29,6 +29,12 @@ enum img_vdisk_format img_image_vdisk_format(const struct img_build_opts *o);
  */
 int img_image_create_output(struct img_ctx *ctx, const struct img_build_opts *o, uint64_t size,
                             struct img_dev **out);
+/*
+ * The directory o->output is in (malloc'ed; NULL: out of memory): where a
+ * recipe keeps its temporary files (a tar's staging file, the ext4 block
+ * cache's spill), never TMPDIR, so they land on the output's file system.
+ */
+char *img_image_output_dir(const struct img_build_opts *o);
 /* Load opts->closure with opts->root / opts->store_dir. */
 int img_image_load_closure(struct img_ctx *ctx, const struct img_build_opts *o,
                            struct img_closure **out);

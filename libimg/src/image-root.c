@@ -282,23 +282,11 @@ static int seed_from_tree(struct img_ctx *ctx, const struct img_build_opts *o, s
 	return r;
 }
 
-/* The directory of @path, where a pipe's data is staged (never TMPDIR). */
-static char *dir_of(const char *path)
-{
-	const char *slash = strrchr(path, '/');
-
-	if (!slash)
-		return img_strdup(".");
-	if (slash == path)
-		return img_strdup("/");
-	return img_strndup(path, (size_t)(slash - path));
-}
-
 int img_root_tree_build_tar(struct img_ctx *ctx, const struct img_build_opts *o,
                             const struct img_closure *c, struct img_tree **out,
                             struct img_tar_source **tar)
 {
-	char *stage = dir_of(o->output);
+	char *stage = img_image_output_dir(o);
 	int r;
 
 	*out = NULL;
@@ -331,18 +319,23 @@ int img_build_root(struct img_ctx *ctx, const struct img_build_opts *o)
 	struct img_dev *dev = NULL;
 	struct img_fs_plan *plan = NULL;
 	struct img_tar_source *tar = NULL;
-	char *stage = NULL;
+	char *outdir;
 	uint64_t size = o->size;
 	char fs_id[40] = "";
 	int r;
 
 	if (!fs)
 		return img_set_error(ctx, -ENOSYS, "the ext4 writer is not built in");
+	if (o->mode == IMG_MODE_EMPTY && !o->size)
+		return img_set_error(ctx, -EINVAL, "--empty needs --size");
+	/* a tar's staging file and the ext4 cache's spill go beside the output */
+	outdir = img_image_output_dir(o);
+	if (!outdir)
+		return img_set_error(ctx, -ENOMEM, "out of memory");
+	fo.spill_dir = outdir;
 	if (o->mode == IMG_MODE_EMPTY) {
 		struct img_tree_opts to = { .flags = o->tree_flags };
 
-		if (!o->size)
-			return img_set_error(ctx, -EINVAL, "--empty needs --size");
 		r = img_image_set_seed(ctx, o, NULL, 0);
 		if (r >= 0)
 			r = img_tree_new(ctx, &to, &t);
@@ -361,9 +354,7 @@ int img_build_root(struct img_ctx *ctx, const struct img_build_opts *o)
 			r = img_image_load_closure(ctx, o, &c);
 		}
 		if (r >= 0 && o->tar) {
-			stage = dir_of(o->output);
-			r = stage ? root_tree(ctx, o, c, stage, &t, &tar)
-			          : img_set_error(ctx, -ENOMEM, "out of memory");
+			r = root_tree(ctx, o, c, outdir, &t, &tar);
 			if (r >= 0)
 				r = c ? img_image_set_seed(ctx, o, (const char *const *)c->paths,
 				                           c->npaths)
@@ -420,6 +411,6 @@ out:
 	img_tree_free(t);
 	img_tar_source_free(tar);
 	img_closure_free(c);
-	free(stage);
+	free(outdir);
 	return r;
 }
