@@ -3,8 +3,10 @@
  * sizing, determinism; validated with e2fsck -fn and debugfs. The io_manager's
  * block cache (ext2-io.c): spilling changes no byte and no write, checked
  * against an unbounded cache and against a model. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "private.h"
@@ -530,6 +532,46 @@ START_TEST(spill_no_dir)
 }
 END_TEST
 
+/*
+ * A spill file that cannot grow (RLIMIT_FSIZE, as a full disk would stop
+ * it: short writes, then an error): the build fails with the directory
+ * named, and the file system is never flushed onto the device.
+ */
+START_TEST(spill_full)
+{
+	struct img_ctx *ctx = t_ctx();
+	struct img_tree *t = many_tree(ctx);
+	char *dir = t_tmpdir("ext4-spill-full");
+	struct img_fs_opts fo = { .label = "nixos", .spill_dir = dir };
+	struct rlimit old, lim;
+	struct img_dev *dev;
+	const uint8_t *mem;
+	uint64_t size;
+	int r;
+
+	ck_assert_ok(img_fs_find("ext4")->estimate(ctx, t, &fo, &size), ctx);
+	ck_assert_ok(img_dev_mem_new(ctx, size, &dev), ctx);
+	signal(SIGXFSZ, SIG_IGN);
+	ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+	lim = old;
+	lim.rlim_cur = 64 * 1024 + 100; /* the last block fits only in part */
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	r = img_ext4_write_cached(ctx, t, &fo, dev, 2);
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+	ck_assert_int_eq(r, -EFBIG);
+	ck_assert_msg(strstr(img_ctx_error(ctx), "cannot write the ext4 block cache's spill file"),
+	              "%s", img_ctx_error(ctx));
+	ck_assert_msg(strstr(img_ctx_error(ctx), dir), "%s", img_ctx_error(ctx));
+	mem = img_dev_mem_data(dev);
+	ck_assert_uint_ne(img_get_le16(mem + 1024 + 0x38), 0xef53); /* no superblock */
+	img_dev_unref(dev);
+	img_tree_free(t);
+	t_rmrf(dir);
+	free(dir);
+	img_ctx_free(ctx);
+}
+END_TEST
+
 static uint64_t rnd(uint64_t *s)
 {
 	*s ^= *s << 13;
@@ -633,6 +675,7 @@ Suite *img_test_suite(void)
 	tc = tcase_create("spill");
 	tcase_add_test(tc, spill_same_bytes);
 	tcase_add_test(tc, spill_no_dir);
+	tcase_add_test(tc, spill_full);
 	tcase_set_timeout(tc, 120);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("cachemodel");
