@@ -306,6 +306,8 @@ int img_erofs_compress(struct img_ctx *ctx, struct img_erofs_plan *p, struct img
 		                     LZ4HC_CLEVEL_MAX);
 	if (!p->zindex && !(p->zindex = calloc(IMG_MAX(p->tree->nodes, 1), sizeof(*p->zindex))))
 		return img_set_error(ctx, -ENOMEM, "out of memory");
+	if (!p->zmeta && !(p->zmeta = calloc(IMG_MAX(p->tree->nodes, 1), sizeof(*p->zmeta))))
+		return img_set_error(ctx, -ENOMEM, "out of memory");
 	pthread_mutex_init(&z.lock, NULL);
 	pthread_cond_init(&z.work, NULL);
 	pthread_cond_init(&z.done, NULL);
@@ -422,7 +424,7 @@ int img_erofs_compress(struct img_ctx *ctx, struct img_erofs_plan *p, struct img
 			                  (unsigned long long)f.nlc);
 			break;
 		}
-		p->zindex[i] = encode(&f, &e->zmeta);
+		p->zindex[i] = encode(&f, &p->zmeta[i]);
 		free(f.ent);
 		if (!p->zindex[i]) {
 			r = img_set_error(ctx, -ENOMEM, "out of memory");

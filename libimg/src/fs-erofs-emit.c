@@ -211,7 +211,7 @@ static void put_inode(const struct img_erofs_plan *p, struct img_node *n, uint8_
 		img_put_le16(b + EROFS_IC_NLINK, (uint16_t)n->nlink);
 		img_put_le32(b + EROFS_IC_SIZE, (uint32_t)size);
 		img_put_le32(b + EROFS_IC_U, u);
-		img_put_le32(b + EROFS_IC_INO, e->ino);
+		img_put_le32(b + EROFS_IC_INO, img_erofs_ino(p, n->seq));
 		img_put_le16(b + EROFS_IC_UID, (uint16_t)n->uid);
 		img_put_le16(b + EROFS_IC_GID, (uint16_t)n->gid);
 	} else {
@@ -219,7 +219,7 @@ static void put_inode(const struct img_erofs_plan *p, struct img_node *n, uint8_
 		img_put_le16(b + EROFS_IE_MODE, mode_bits(n));
 		img_put_le64(b + EROFS_IE_SIZE, size);
 		img_put_le32(b + EROFS_IE_U, u);
-		img_put_le32(b + EROFS_IE_INO, e->ino);
+		img_put_le32(b + EROFS_IE_INO, img_erofs_ino(p, n->seq));
 		img_put_le32(b + EROFS_IE_UID, n->uid);
 		img_put_le32(b + EROFS_IE_GID, n->gid);
 		img_put_le64(b + EROFS_IE_MTIME, (uint64_t)n->mtime);
@@ -236,7 +236,8 @@ static void put_inode(const struct img_erofs_plan *p, struct img_node *n, uint8_
 static int put_zmeta(struct emit *em, struct img_node *n, uint8_t *blk, uint64_t *cur)
 {
 	const struct img_erofs_inode *e = &em->p->inode[n->seq];
-	size_t pos = (size_t)(e->nid * EROFS_SLOT % EROFS_BLKSZ), left = e->zmeta;
+	size_t pos = (size_t)(e->nid * EROFS_SLOT % EROFS_BLKSZ),
+	       left = img_erofs_zmeta(em->p, n->seq);
 	const uint8_t *src = em->p->zindex[n->seq];
 	int r;
 
@@ -489,7 +490,7 @@ int img_erofs_emit(struct img_ctx *ctx, struct img_erofs_plan *p, struct img_dev
 			memset(blk, 0, EROFS_BLKSZ);
 			cur = b;
 		}
-		if (p->inode[n->seq].zmeta) {
+		if (img_erofs_zmeta(p, n->seq)) {
 			r = put_zmeta(&em, n, blk, &cur);
 			if (r < 0)
 				goto out;

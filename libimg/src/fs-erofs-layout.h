@@ -34,15 +34,15 @@
 #include <img/tree.h>
 
 /*
- * One per node, so packed (32 bytes; docs/memory.md): block numbers are 32
- * bits on disk and the plan refuses more than 2^32 blocks.
+ * One per node, so packed (24 bytes; docs/memory.md): block numbers are 32
+ * bits on disk and the plan refuses more than 2^32 blocks; the inode number
+ * follows from seq (img_erofs_ino) and what only compressed files have is in
+ * arrays compression allocates.
  */
 struct img_erofs_inode {
 	uint64_t nid;          /* inode slot (meta_blkaddr 0: byte offset / 32) */
 	uint32_t startblk;     /* first data block, or EROFS_NULL_ADDR */
 	uint32_t nblocks;      /* data blocks outside the metadata area */
-	uint32_t ino;          /* i_ino: canonical inode number, root 0 */
-	uint32_t zmeta;        /* compressed: bytes after the inode (map header + indexes) */
 	uint16_t tail;         /* bytes inlined after the inode (FLAT_INLINE), or 0 */
 	uint8_t isize;         /* 32 compact, 64 extended */
 	uint8_t layout;        /* EROFS_INODE_FLAT_PLAIN, _FLAT_INLINE or _COMPRESSED_COMPACT */
@@ -72,8 +72,13 @@ struct img_erofs_plan {
 	struct img_tree *tree;
 	struct img_node **nodes;       /* by node->seq */
 	struct img_erofs_inode *inode; /* by node->seq; valid for inode holders */
-	uint8_t **zindex;              /* by node->seq: a compressed file's zmeta bytes; NULL
-	                                * unless compressing (fs-erofs-compress.c) */
+	/* By node->seq, both NULL unless compressing (fs-erofs-compress.c): a
+	 * compressed file's bytes after its inode (map header + indexes). */
+	uint8_t **zindex;
+	uint32_t *zmeta; /* their length */
+	/* Seqs of kept hard links (not inodes of their own), ascending. */
+	uint32_t *links;
+	size_t nlinks;
 	uint32_t *meta_order;          /* seqs of inode holders sorted by nid */
 	size_t ninodes;
 	uint64_t data_start;  /* first file data block (1) */
@@ -101,6 +106,29 @@ int img_erofs_plan_layout(struct img_erofs_plan *plan);
 static inline uint64_t img_erofs_plan_bytes(const struct img_erofs_plan *plan)
 {
 	return plan->blocks << 12;
+}
+/* Bytes after the inode of node @seq: a compressed file's indexes, else 0. */
+static inline uint32_t img_erofs_zmeta(const struct img_erofs_plan *plan, uint64_t seq)
+{
+	return plan->zmeta ? plan->zmeta[seq] : 0;
+}
+/*
+ * i_ino of the inode held by node @seq: inode holders numbered in canonical
+ * order from 0 (the root), i.e. @seq less the kept links before it.
+ */
+static inline uint32_t img_erofs_ino(const struct img_erofs_plan *plan, uint32_t seq)
+{
+	size_t lo = 0, hi = plan->nlinks;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (plan->links[mid] < seq)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return seq - (uint32_t)lo;
 }
 /* The plan entry of @node's inode (the holder's for a kept hard link). */
 static inline struct img_erofs_inode *img_erofs_inode_of(const struct img_erofs_plan *plan,

@@ -229,6 +229,8 @@ void img_erofs_plan_free(struct img_erofs_plan *p)
 	for (uint64_t i = 0; p->zindex && i < p->tree->nodes; i++)
 		free(p->zindex[i]);
 	free(p->zindex);
+	free(p->zmeta);
+	free(p->links);
 	free(p->nodes);
 	free(p->inode);
 	free(p->meta_order);
@@ -247,7 +249,6 @@ int img_erofs_plan(struct img_ctx *ctx, struct img_tree *tree, const struct img_
 	struct img_erofs_plan *p;
 	const char *label = opts && opts->label ? opts->label : "nix-store";
 	uint64_t nnodes = tree->nodes, root_end;
-	uint32_t ino = 0;
 	int r;
 
 	if (!tree->finished)
@@ -279,13 +280,23 @@ int img_erofs_plan(struct img_ctx *ctx, struct img_tree *tree, const struct img_
 
 	/* Sizes, forms and layouts. */
 	root_end = EROFS_SB_OFFSET + EROFS_SB_SIZE;
+	if (tree->nodes > tree->inodes &&
+	    !(p->links = calloc(tree->nodes - tree->inodes, sizeof(*p->links)))) {
+		r = img_set_error(ctx, -ENOMEM, "out of memory");
+		goto fail;
+	}
 	for (uint64_t i = 0; i < nnodes; i++) {
 		struct img_node *n = p->nodes[i];
 
-		if (n->link)
+		if (n->link) {
+			if (p->nlinks == tree->nodes - tree->inodes) {
+				r = img_set_error(ctx, -EIO, "erofs: more links than the tree counted");
+				goto fail;
+			}
+			p->links[p->nlinks++] = (uint32_t)i;
 			continue;
+		}
 		plan_inode(p, n, &root_end);
-		p->inode[i].ino = ino++;
 	}
 	r = img_erofs_plan_layout(p);
 	if (r < 0)
@@ -351,7 +362,8 @@ int img_erofs_plan_layout(struct img_erofs_plan *p)
 			e->nid = (EROFS_SB_OFFSET + EROFS_SB_SIZE) / EROFS_SLOT;
 		} else {
 			uint64_t need =
-			    IMG_DIV_ROUND_UP((uint64_t)e->isize + e->tail + e->zmeta, EROFS_SLOT);
+			    IMG_DIV_ROUND_UP((uint64_t)e->isize + e->tail + img_erofs_zmeta(p, i),
+			                     EROFS_SLOT);
 
 			if (pack(&k, need, &slot) < 0) {
 				r = img_set_error(ctx, -ENOMEM, "out of memory");

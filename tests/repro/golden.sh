@@ -33,6 +33,7 @@ build() {
 	build store.img --store-image
 	build store.qcow2 --store-image
 	build store-lz4.img --store-image --compress-fs lz4hc
+	build store-keep.img --store-image --keep-hardlinks
 	build store-verity.img --store-image --verity
 	build root.img
 	build root.qcow2
