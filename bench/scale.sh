@@ -105,7 +105,7 @@ for n in $sizes; do
 	done
 	if [ -n "$anchors" ]; then
 		o=$work/anchor.img
-		measure erofs "$o" sh -c '"$0" -q -T0 --force-uid=0 --force-gid=0 -L nix-store "$1" "$2/nix/store" && sync "$1"' \
+		measure erofs "$o" sh -c '"$0" -T0 --force-uid=0 --force-gid=0 -L nix-store "$1" "$2/nix/store" && sync "$1"' \
 			"$MKFS_EROFS" "$o" "$C"
 		fsck.erofs "$o" >/dev/null
 		rows+="| store | $entries | mkfs.erofs 1.8.6 DIR | $T | $((M >> 10)) | |"$'\n'
