@@ -53,7 +53,7 @@ flags=$(pkg-config --cflags --libs libimg) || t_fail "pkg-config libimg"
 # shellcheck disable=SC2086
 cc -Werror -o "$T/use" "$T/use.c" $flags -Wl,-rpath,"$(pkg-config --variable=libdir libimg)" ||
 	t_fail "cannot build against the installed headers"
-ldd "$T/use" | grep -q "libimg.so.0 => $libdir/libimg.so.0" ||
+ldd "$T/use" | grep -q "libimg.so.1 => $libdir/libimg.so.1" ||
 	t_fail "the program does not load the installed libimg: $(ldd "$T/use" | grep libimg)"
 out=$("$T/use" "$T/x.qcow2" 2>&1) || t_fail "program using the library failed: $out"
 qemu-img check "$T/x.qcow2" >/dev/null || t_fail "qemu-img check"
@@ -64,8 +64,8 @@ grep -q "written through the installed libimg" "$T/x.raw" || t_fail "data not fo
 for tool in mkvmimage vmlaunch; do
 	out=$(env -u LD_LIBRARY_PATH "$P/bin/$tool" --version 2>&1) || t_fail "installed $tool --version: $out"
 	case $out in *"$(pkg-config --modversion libimg)"*) ;; *) t_fail "$tool --version: '$out'" ;; esac
-	lib=$(env -u LD_LIBRARY_PATH ldd "$P/bin/$tool" | awk '$1 == "libimg.so.0" { print $3 }')
-	[ "$(realpath "$lib")" = "$(realpath "$libdir/libimg.so.0")" ] ||
+	lib=$(env -u LD_LIBRARY_PATH ldd "$P/bin/$tool" | awk '$1 == "libimg.so.1" { print $3 }')
+	[ "$(realpath "$lib")" = "$(realpath "$libdir/libimg.so.1")" ] ||
 		t_fail "installed $tool loads libimg from '$lib', not $libdir"
 	readelf -d "$P/bin/$tool" | grep -q "$BUILDDIR" && t_fail "installed $tool keeps the build dir in its RUNPATH"
 done
