@@ -124,7 +124,7 @@ struct emit {
 	 * order), searched by seq: only files with a cached tail cost. */
 	struct tail_ref {
 		uint32_t seq, off;
-	} *tail_refs;
+	} * tail_refs;
 	size_t ntail_refs, tail_refs_cap;
 };
 

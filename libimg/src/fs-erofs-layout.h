@@ -79,7 +79,7 @@ struct img_erofs_plan {
 	/* Seqs of kept hard links (not inodes of their own), ascending. */
 	uint32_t *links;
 	size_t nlinks;
-	uint32_t *meta_order;          /* seqs of inode holders sorted by nid */
+	uint32_t *meta_order; /* seqs of inode holders sorted by nid */
 	size_t ninodes;
 	uint64_t data_start;  /* first file data block (1) */
 	uint64_t data_blocks; /* file data blocks */

@@ -290,7 +290,8 @@ int img_erofs_plan(struct img_ctx *ctx, struct img_tree *tree, const struct img_
 
 		if (n->link) {
 			if (p->nlinks == tree->nodes - tree->inodes) {
-				r = img_set_error(ctx, -EIO, "erofs: more links than the tree counted");
+				r = img_set_error(ctx, -EIO,
+				                  "erofs: more links than the tree counted");
 				goto fail;
 			}
 			p->links[p->nlinks++] = (uint32_t)i;
@@ -361,9 +362,8 @@ int img_erofs_plan_layout(struct img_erofs_plan *p)
 		if (!n->parent) {
 			e->nid = (EROFS_SB_OFFSET + EROFS_SB_SIZE) / EROFS_SLOT;
 		} else {
-			uint64_t need =
-			    IMG_DIV_ROUND_UP((uint64_t)e->isize + e->tail + img_erofs_zmeta(p, i),
-			                     EROFS_SLOT);
+			uint64_t need = IMG_DIV_ROUND_UP(
+			    (uint64_t)e->isize + e->tail + img_erofs_zmeta(p, i), EROFS_SLOT);
 
 			if (pack(&k, need, &slot) < 0) {
 				r = img_set_error(ctx, -ENOMEM, "out of memory");

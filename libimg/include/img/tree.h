@@ -96,9 +96,9 @@ struct img_node {
 	/* CHR/BLK: the 12-bit major and 20-bit minor every format stores
 	 * (img_tree_add refuses larger ones). */
 	uint32_t rdev_major : 12, rdev_minor : 20;
-	uint16_t mode;      /* permission bits only (07777) */
-	uint8_t type;       /* enum img_node_type */
-	uint8_t name_len;   /* bytes (1..255; 0 for the root); any byte but '/' and NUL */
+	uint16_t mode;       /* permission bits only (07777) */
+	uint8_t type;        /* enum img_node_type */
+	uint8_t name_len;    /* bytes (1..255; 0 for the root); any byte but '/' and NUL */
 	uint8_t host_prefix; /* the library's (0: none; see data.path) */
 };
 
