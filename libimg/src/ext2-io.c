@@ -132,53 +132,17 @@ static struct img_ctx *io_ctx(const struct img_io_priv *p)
 	return img_dev_ctx(p->dev);
 }
 
-/* An unlinked file in the spill directory, as source-tar.c stages. */
-static int spill_open(struct img_io_priv *p)
-{
-	char *tmpl;
-
-	p->spill_fd = open(p->spill_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (p->spill_fd >= 0)
-		return 0;
-	/* No O_TMPFILE here: a named file, unlinked at once. */
-	if (img_asprintf(&tmpl, "%s/.mkvmimage-ext4-cache-XXXXXX", p->spill_dir) < 0)
-		return img_set_error(io_ctx(p), -ENOMEM, "out of memory");
-	p->spill_fd = mkostemp(tmpl, O_CLOEXEC);
-	if (p->spill_fd < 0) {
-		int r = img_set_error(io_ctx(p), -errno,
-		                      "%s: cannot create a spill file for the ext4 block cache: %s",
-		                      p->spill_dir, strerror(errno));
-
-		free(tmpl);
-		return r;
-	}
-	unlink(tmpl);
-	free(tmpl);
-	return 0;
-}
-
 /* @len bytes at @off of the spill file, all of them or an error. */
 static int spill_io(struct img_io_priv *p, int write, void *buf, size_t len, uint64_t off)
 {
-	uint8_t *b = buf;
+	int r = write ? img_pwrite_full(p->spill_fd, buf, len, off)
+	              : img_pread_full(p->spill_fd, buf, len, off);
 
-	while (len) {
-		ssize_t n = write ? pwrite(p->spill_fd, b, len, (off_t)off)
-		                  : pread(p->spill_fd, b, len, (off_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			int e = n < 0 ? errno : write ? ENOSPC : EIO;
-
-			p->failed = 1;
-			return img_set_error(io_ctx(p), -e,
-			                     "%s: cannot %s the ext4 block cache's spill file: %s",
-			                     p->spill_dir, write ? "write" : "read", strerror(e));
-		}
-		b += n;
-		off += (uint64_t)n;
-		len -= (size_t)n;
+	if (r < 0) {
+		p->failed = 1;
+		return img_set_error(io_ctx(p), r,
+		                     "%s: cannot %s the ext4 block cache's spill file: %s",
+		                     p->spill_dir, write ? "write" : "read", strerror(-r));
 	}
 	return 0;
 }
@@ -249,7 +213,9 @@ static int frame_evict(struct img_io_priv *p, uint32_t f, size_t bs)
 	struct cache_ent *e = cache_find(p, p->frame_blk[f]);
 	int r;
 
-	if (p->spill_fd < 0 && (r = spill_open(p)) < 0) {
+	if (p->spill_fd < 0 &&
+	    (r = img_open_unlinked(io_ctx(p), p->spill_dir, "ext4-cache",
+	                           "a spill file for the ext4 block cache", &p->spill_fd)) < 0) {
 		p->failed = 1;
 		return r;
 	}

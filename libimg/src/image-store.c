@@ -27,7 +27,6 @@
  */
 #include <fcntl.h>
 #include <uuid/uuid.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -183,9 +182,8 @@ static int store_sizes(struct img_ctx *ctx, const struct img_build_opts *o, uint
 
 static int build_compressed(struct img_ctx *ctx, const struct img_build_opts *o,
                             const struct img_fs_ops *fs, const struct img_tree *t,
-                            struct img_fs_plan *plan,
-                            struct img_tar_source *tar, struct img_verity *verity,
-                            uint64_t *fs_size)
+                            struct img_fs_plan *plan, struct img_tar_source *tar,
+                            struct img_verity *verity, uint64_t *fs_size)
 {
 	uint64_t room = IMG_MAX(fs->planned_size(plan), o->size), size, total;
 	struct img_dev *dev = NULL;
@@ -291,12 +289,12 @@ int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 	}
 	if (o->tar) {
 		/* A pipe's data is staged beside the output, never in TMPDIR. */
-		outdir = img_strdup(o->output);
+		outdir = img_image_output_dir(o);
 		if (!outdir) {
 			r = img_set_error(ctx, -ENOMEM, "out of memory");
 			goto out;
 		}
-		so.stage_dir = dirname(outdir);
+		so.stage_dir = outdir;
 		/* A sorted stream into a raw image: file data straight into its
 		 * final blocks (the layout puts file data first, in canonical
 		 * order, from block 1). Owner/time/link options could change an

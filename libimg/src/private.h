@@ -78,6 +78,13 @@ int img_asprintf(char **out, const char *fmt, ...) IMG_PRINTF(2, 3);
 int img_pread_full(int fd, void *buf, size_t len, uint64_t off);
 int img_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
 /*
+ * A new unlinked file in @dir (the output's directory: never TMPDIR) into
+ * *@fd: O_TMPFILE, else a named ".mkvmimage-@tag-XXXXXX" unlinked at once.
+ * The error names @dir and says it could not create @what.
+ */
+int img_open_unlinked(struct img_ctx *ctx, const char *dir, const char *tag, const char *what,
+                      int *fd);
+/*
  * Copy @len bytes of @in at @src to @out at @dst: copy_file_range, or
  * pread + pwrite where the kernel cannot (across file systems, from a
  * pipe-like file). 0; -ENODATA when @in ends early; another -errno

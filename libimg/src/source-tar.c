@@ -528,25 +528,7 @@ static int read_entries(struct img_tar_source *s, struct archive *a, struct img_
 
 static int open_stage(struct img_tar_source *s, const char *dir)
 {
-	char *tmpl;
-
-	s->stage_fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (s->stage_fd >= 0)
-		return 0;
-	/* No O_TMPFILE here: a named file, unlinked at once. */
-	if (img_asprintf(&tmpl, "%s/.mkvmimage-stage-XXXXXX", dir) < 0)
-		return img_set_error(s->ctx, -ENOMEM, "out of memory");
-	s->stage_fd = mkostemp(tmpl, O_CLOEXEC);
-	if (s->stage_fd < 0) {
-		int r = img_set_error(s->ctx, -errno, "%s: cannot create a staging file: %s", dir,
-		                      strerror(errno));
-
-		free(tmpl);
-		return r;
-	}
-	unlink(tmpl);
-	free(tmpl);
-	return 0;
+	return img_open_unlinked(s->ctx, dir, "stage", "a staging file", &s->stage_fd);
 }
 
 int img_source_tar(struct img_ctx *ctx, const char *path, const struct img_source_opts *opts,

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 #include <openssl/evp.h>
 
@@ -88,6 +89,30 @@ int img_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 		len -= (size_t)n;
 		off += (uint64_t)n;
 	}
+	return 0;
+}
+
+int img_open_unlinked(struct img_ctx *ctx, const char *dir, const char *tag, const char *what,
+                      int *fd)
+{
+	char *tmpl;
+
+	*fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (*fd >= 0)
+		return 0;
+	/* No O_TMPFILE here: a named file, unlinked at once. */
+	if (img_asprintf(&tmpl, "%s/.mkvmimage-%s-XXXXXX", dir, tag) < 0)
+		return img_set_error(ctx, -ENOMEM, "out of memory");
+	*fd = mkostemp(tmpl, O_CLOEXEC);
+	if (*fd < 0) {
+		int r = img_set_error(ctx, -errno, "%s: cannot create %s: %s", dir, what,
+		                      strerror(errno));
+
+		free(tmpl);
+		return r;
+	}
+	unlink(tmpl);
+	free(tmpl);
 	return 0;
 }
 
