@@ -628,7 +628,7 @@ struct emit {
 	uint32_t *fat; /* clusters + 2 entries */
 	struct fat_names names;
 	uint32_t *first; /* by node seq: the first cluster (0: none) */
-	uint64_t next; /* next free cluster */
+	uint64_t next;   /* next free cluster */
 	uint8_t *dirbuf;
 	size_t dirbuf_len;
 	uint8_t label[11]; /* as in the BPB; the root's volume label entry repeats it */
@@ -764,11 +764,9 @@ static int emit_dir(struct emit *e, struct img_node *dir)
 		de += FAT_DIRENT;
 	} else {
 		static const uint8_t dot[11] = ".          ", dotdot[11] = "..         ";
-		uint32_t parent =
-		    dir->parent->parent ? e->first[dir->parent->seq] : 0;
+		uint32_t parent = dir->parent->parent ? e->first[dir->parent->seq] : 0;
 
-		put_short(de, dot, FAT_ATTR_DIRECTORY, e->first[dir->seq], 0,
-		          dir->mtime);
+		put_short(de, dot, FAT_ATTR_DIRECTORY, e->first[dir->seq], 0, dir->mtime);
 		put_short(de + FAT_DIRENT, dotdot, FAT_ATTR_DIRECTORY, parent, 0,
 		          dir->parent->mtime);
 		de += 2 * FAT_DIRENT;
@@ -781,8 +779,8 @@ static int emit_dir(struct emit *e, struct img_node *dir)
 		put_lfn(de, fc);
 		de += fc->nlfn * FAT_DIRENT;
 		put_short(de, fc->shortname, isdir ? FAT_ATTR_DIRECTORY : FAT_ATTR_ARCHIVE,
-		          e->first[c->seq],
-		          isdir ? 0 : (uint32_t)img_node_inode(c)->size, c->mtime);
+		          e->first[c->seq], isdir ? 0 : (uint32_t)img_node_inode(c)->size,
+		          c->mtime);
 		de += FAT_DIRENT;
 	}
 	if ((uint64_t)(de - e->dirbuf) != d->nentries * FAT_DIRENT)
@@ -944,8 +942,7 @@ static int fat_write(struct img_ctx *ctx, struct img_tree *tree, const struct im
 	e.fat[1] = FAT_ENTRY1;
 	e.next = FAT_FIRST_CLUSTER;
 	img_tree_walk(tree, alloc_visit, &e);
-	if (e.next - FAT_FIRST_CLUSTER != need ||
-	    e.first[tree->root->seq] != FAT_FIRST_CLUSTER) {
+	if (e.next - FAT_FIRST_CLUSTER != need || e.first[tree->root->seq] != FAT_FIRST_CLUSTER) {
 		r = img_set_error(ctx, -EIO, "fat32: allocation differs from the plan");
 		goto out;
 	}

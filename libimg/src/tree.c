@@ -606,8 +606,8 @@ static int set_attrs(struct img_tree *t, struct img_node *n, const struct img_no
 		/* Linux's dev_t, and what ext4 and EROFS store: 12 + 20 bits */
 		if (a->rdev_major > 0xFFF || a->rdev_minor > 0xFFFFF)
 			return img_set_error(t->ctx, -ERANGE,
-			                     "%s: device number %u:%u (at most 4095:1048575)",
-			                     path, a->rdev_major, a->rdev_minor);
+			                     "%s: device number %u:%u (at most 4095:1048575)", path,
+			                     a->rdev_major, a->rdev_minor);
 		n->rdev_major = a->rdev_major & 0xFFF;
 		n->rdev_minor = a->rdev_minor & 0xFFFFF;
 		break;
