@@ -2,7 +2,8 @@
  * dev-slice.c -- a window (offset, length) onto a parent device: what a
  * partition is to the file system written into it. Every op forwards with
  * the offset added, so a slice of a qcow2 device writes straight into the
- * qcow2 image.
+ * qcow2 image; so does the plan (img_dev_plan), which lets the qcow2 parent
+ * lay its file out for what the slice's writer will write.
  */
 #include "private.h"
 
@@ -54,6 +55,23 @@ static int slice_flush(struct img_dev *dev)
 	return img_dev_flush(s->parent);
 }
 
+/* The plan in the parent's offsets, kept inside the window (dev.c has
+ * refused ranges past the slice's end already). */
+static int slice_plan(struct img_dev *dev, uint64_t off, uint64_t len)
+{
+	struct slice *s = img_dev_priv(dev);
+	uint64_t end = IMG_MIN(off + len, img_dev_size(dev));
+
+	return off < end ? img_dev_plan(s->parent, s->off + off, end - off) : 0;
+}
+
+static int slice_plan_done(struct img_dev *dev)
+{
+	struct slice *s = img_dev_priv(dev);
+
+	return img_dev_plan_done(s->parent);
+}
+
 /* Finishing a slice only flushes: the parent is finished by its owner. */
 static int slice_finish(struct img_dev *dev)
 {
@@ -77,6 +95,8 @@ static const struct img_dev_ops slice_ops = {
 	.write_data = slice_write_data,
 	.finish = slice_finish,
 	.destroy = slice_destroy,
+	.plan = slice_plan,
+	.plan_done = slice_plan_done,
 };
 
 int img_dev_slice_new(struct img_dev *parent, uint64_t off, uint64_t len, struct img_dev **out)

@@ -16,6 +16,9 @@ struct img_dev {
 	unsigned refs;
 	int error; /* first failure; later calls fail with it */
 	int finished;
+	int wrote; /* a write op was called */
+	enum { PLAN_NONE, PLAN_OPEN, PLAN_DONE } plan;
+	uint64_t plan_end;  /* end of the last planned range */
 	max_align_t priv[]; /* backend state */
 };
 
@@ -103,7 +106,65 @@ static int check_range(struct img_dev *dev, uint64_t off, uint64_t len, int writ
 		                     "access [%llu, +%llu) beyond the end of a %llu-byte %s device",
 		                     (unsigned long long)off, (unsigned long long)len,
 		                     (unsigned long long)dev->size, dev->ops->name);
+	if (write && dev->plan == PLAN_OPEN)
+		return img_set_error(dev->ctx, -EINVAL,
+		                     "%s device: write at %llu before img_dev_plan_done()",
+		                     dev->ops->name, (unsigned long long)off);
+	if (write)
+		dev->wrote = 1;
 	return 0;
+}
+
+/* May the plan still be given? 0, or the error (message set). */
+static int plan_open(struct img_dev *dev, const char *what)
+{
+	if (dev->error)
+		return dev->error;
+	if (dev->flags & IMG_DEV_READONLY)
+		return img_set_error(dev->ctx, -EROFS, "%s device is read-only", dev->ops->name);
+	if (dev->finished || dev->wrote || dev->plan == PLAN_DONE)
+		return img_set_error(
+		    dev->ctx, -EINVAL, "%s device: %s after %s", dev->ops->name, what,
+		    dev->plan == PLAN_DONE ? "img_dev_plan_done()" : "the first write");
+	return 0;
+}
+
+int img_dev_plan(struct img_dev *dev, uint64_t off, uint64_t len)
+{
+	uint64_t end;
+	int r = plan_open(dev, "a plan range");
+
+	if (r < 0)
+		return sticky(dev, r);
+	if (img_add_overflow(off, len, &end) || end > dev->size)
+		return sticky(
+		    dev, img_set_error(
+		             dev->ctx, -EINVAL,
+		             "plan range [%llu, +%llu) beyond the end of a %llu-byte %s device",
+		             (unsigned long long)off, (unsigned long long)len,
+		             (unsigned long long)dev->size, dev->ops->name));
+	if (len == 0)
+		return 0;
+	if (dev->plan == PLAN_OPEN && off < dev->plan_end)
+		return sticky(
+		    dev, img_set_error(dev->ctx, -EINVAL,
+		                       "%s device: plan range [%llu, +%llu) does not start "
+		                       "after the one before, which ends at %llu",
+		                       dev->ops->name, (unsigned long long)off,
+		                       (unsigned long long)len, (unsigned long long)dev->plan_end));
+	dev->plan = PLAN_OPEN;
+	dev->plan_end = end;
+	return dev->ops->plan ? sticky(dev, dev->ops->plan(dev, off, len)) : 0;
+}
+
+int img_dev_plan_done(struct img_dev *dev)
+{
+	int r = plan_open(dev, "img_dev_plan_done()");
+
+	if (r < 0)
+		return sticky(dev, r);
+	dev->plan = PLAN_DONE;
+	return dev->ops->plan_done ? sticky(dev, dev->ops->plan_done(dev)) : 0;
 }
 
 int img_dev_pread(struct img_dev *dev, void *buf, size_t len, uint64_t off)

@@ -13,6 +13,8 @@
  *
  * Calling sequence for a writer:
  *   img_dev_raw_create(ctx, path, size, &dev);      or img_dev_qcow2_create()
+ *   img_dev_plan(dev, off, len); ...                 optional: what will be written
+ *   img_dev_plan_done(dev);
  *   img_dev_pwrite(dev, buf, len, off); ...          any order, any offsets
  *   img_dev_copy_from_fd(dev, fd, src_off, len, off); file data, in-kernel
  *   img_dev_finish(dev);                             final metadata + fsync
@@ -60,6 +62,11 @@ struct img_dev_ops {
 	/* After finish: the file's SHA-256, taken as it was written. NULL or
 	 * -ENODATA: the backend did not see every byte go out in order. */
 	int (*sha256)(struct img_dev *dev, uint8_t out[32]);
+	/* Before the first write: [off, off+len) will be written (dev.c has
+	 * checked the order and the range). NULL: the plan is ignored. */
+	int (*plan)(struct img_dev *dev, uint64_t off, uint64_t len);
+	/* The plan is complete, writes follow. NULL: nothing to do. */
+	int (*plan_done)(struct img_dev *dev);
 };
 
 /* Flags for img_dev_new(). */
@@ -81,6 +88,26 @@ IMG_EXPORT void img_dev_unref(struct img_dev *dev);
 IMG_EXPORT uint64_t img_dev_size(const struct img_dev *dev);
 IMG_EXPORT const char *img_dev_backend(const struct img_dev *dev);
 IMG_EXPORT int img_dev_readonly(const struct img_dev *dev);
+
+/*
+ * The plan: before the first write, a writer that knows its layout declares
+ * every range it will write, img_dev_plan() once per range, ascending and
+ * not overlapping, then img_dev_plan_done(); the writes follow (in any
+ * order, but in plan order the output goes out in file order). A backend
+ * may lay its file out for it: qcow2 (uncompressed) puts all its tables in
+ * front of the data and the data clusters in guest order, so the file is
+ * written front to back and hashed on the way (img_dev_sha256), and refuses
+ * non-zero data outside the plan. Backends that cannot use a plan ignore it
+ * (raw, mem, compressed qcow2, the vdisk formats). A slice forwards it to
+ * its parent at its offset; its img_dev_plan_done() completes the parent's
+ * plan, so a device with several slices is planned on the parent itself.
+ * -EINVAL (message set, sticky) for a range out of order, overlapping the
+ * one before, beyond the end, or any plan call after a write or after
+ * img_dev_plan_done(); a write between img_dev_plan() and
+ * img_dev_plan_done() fails too. A range of length 0 is ignored.
+ */
+IMG_EXPORT int img_dev_plan(struct img_dev *dev, uint64_t off, uint64_t len);
+IMG_EXPORT int img_dev_plan_done(struct img_dev *dev);
 
 /* Read @len bytes at @off. Reads past the end fail with -EINVAL. */
 IMG_EXPORT int img_dev_pread(struct img_dev *dev, void *buf, size_t len, uint64_t off);
