@@ -1,8 +1,8 @@
 /*
  * dev-qcow2-header.c -- the qcow2 header codec: reading and validating a
- * header (extensions and backing name included), encoding one, and the L1
- * size a virtual size needs. Used by the reader, the writer and the front
- * door (dev-qcow2.c); it uses none of them.
+ * header (extensions and backing name included), encoding one, the L1
+ * size a virtual size needs and the refcount table and blocks an image needs. Used by the reader,
+ * the writer and the front door (dev-qcow2.c); it uses none of them.
  *
  * Spec: qemu docs/interop/qcow2.txt ("Header", "Header extensions").
  */
@@ -22,6 +22,23 @@ uint64_t qcow2_l1_entries(uint64_t size, unsigned cluster_bits)
 		return 0;
 	clusters = IMG_DIV_ROUND_UP(size, 1ull << cluster_bits);
 	return IMG_DIV_ROUND_UP(clusters, per_l2);
+}
+
+/* The blocks count themselves and the table: iterate to a fixed point. */
+void qcow2_refcount_fit(uint64_t others, unsigned cluster_bits, uint64_t *rt, uint64_t *rb)
+{
+	uint64_t cs = 1ull << cluster_bits, rb_entries = cs / 2;
+
+	*rt = *rb = 0;
+	for (;;) {
+		uint64_t t = others + *rt + *rb, nrb = IMG_DIV_ROUND_UP(t, rb_entries);
+		uint64_t nrt = IMG_DIV_ROUND_UP(nrb * 8, cs);
+
+		if (nrb == *rb && nrt == *rt)
+			return;
+		*rb = nrb;
+		*rt = nrt;
+	}
 }
 
 static bool ranges_overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)

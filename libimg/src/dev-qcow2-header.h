@@ -41,6 +41,12 @@ struct qcow2_hdr {
 uint64_t qcow2_l1_entries(uint64_t size, unsigned cluster_bits);
 
 /*
+ * The refcount table (*rt clusters) and blocks (*rb) that count @others
+ * clusters and themselves, 16-bit refcounts (refcount_order 4).
+ */
+void qcow2_refcount_fit(uint64_t others, unsigned cluster_bits, uint64_t *rt, uint64_t *rb);
+
+/*
  * Read and validate the header, extensions and backing name of @fd
  * (@path names it in messages). Checks everything that does not need the
  * L1 table: magic, version, lengths, cluster_bits, features, table offsets

@@ -129,6 +129,11 @@ static int place(struct img_dev *dev, uint64_t off, uint64_t len, const struct p
 		if (!host && pl->zero(dev, pl->user, pos, n)) {
 			r = run.len ? pl->flush(dev, pl->user, &run) : 0;
 			run.len = 0;
+		} else if (!host && w->planned) {
+			r = img_set_error(img_dev_ctx(dev), -EINVAL,
+			                  "%s: data at guest offset %llu is outside the planned "
+			                  "layout",
+			                  w->path, (unsigned long long)off);
 		} else if (!host && (r = alloc_cluster(dev, gc, &host)) < 0) {
 			break;
 		} else if (run_extends(&run, host + in)) {
@@ -153,19 +158,25 @@ static bool buf_zero(struct img_dev *dev, void *user, uint64_t pos, uint64_t n)
 }
 
 /*
- * Through the writer when there is one: a write of ours straight to the file
- * at or past the writer's frontier would be overwritten by the zeros it
- * fills a short gap of its next run with.
+ * Bytes at host offset @at through the writer when there is one (it hashes
+ * them while they come in order, and a write of ours straight to the file
+ * at or past its frontier would be overwritten by the zeros it fills a
+ * short gap of its next run with), else straight to the file.
  */
-static int flush_write(struct img_dev *dev, void *user, const struct run *r)
+static int emit(struct img_dev *dev, const void *buf, uint64_t len, uint64_t at)
 {
-	const uint8_t *src = (const uint8_t *)user + r->pos;
+	struct qcow2_w *w = W(dev);
 	int e;
 
-	if (W(dev)->dio)
-		return img_dio_pwrite(W(dev)->dio, src, r->len, r->host);
-	e = img_pwrite_full(W(dev)->fd, src, (size_t)r->len, r->host);
+	if (w->dio)
+		return img_dio_pwrite(w->dio, buf, len, at);
+	e = img_pwrite_full(w->fd, buf, (size_t)len, at);
 	return e < 0 ? w_io_err(dev, e, "writing") : 0;
+}
+
+static int flush_write(struct img_dev *dev, void *user, const struct run *r)
+{
+	return emit(dev, (const uint8_t *)user + r->pos, r->len, r->host);
 }
 
 static int w_pwrite(struct img_dev *dev, const void *buf, size_t len, uint64_t off)
@@ -274,6 +285,51 @@ static int flush_punch(struct img_dev *dev, struct run *r)
 	return e;
 }
 
+/*
+ * Planned layout: host bytes to read as zeros, told to the writer first.
+ * In order they are a hole of the new file already (or short zeros in the
+ * run); behind the frontier (img_dio_zero fenced them) punched.
+ */
+static int flush_planned_zeros(struct img_dev *dev, struct run *r)
+{
+	int e = r->len ? img_dio_zero(W(dev)->dio, r->host, r->len) : 1;
+
+	if (e == 0) {
+		if (fallocate(W(dev)->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		              (off_t)r->host, (off_t)r->len) < 0)
+			e = write_zero_bytes(dev, r->host, r->len);
+	}
+	r->len = 0;
+	return e < 0 ? e : 0;
+}
+
+static int planned_zeroes(struct img_dev *dev, uint64_t off, uint64_t len)
+{
+	struct qcow2_w *w = W(dev);
+	struct run run = { 0 };
+	int r;
+
+	while (len) {
+		uint64_t gc = off >> w->cb, in = off & (w->cs - 1), host = lookup(w, gc);
+		uint64_t n = IMG_MIN(len, w->cs - in);
+
+		if (!host) {
+			r = flush_planned_zeros(dev, &run);
+		} else if (run_extends(&run, host + in)) {
+			run.len += n;
+			r = 0;
+		} else {
+			r = flush_planned_zeros(dev, &run);
+			run = (struct run){ .host = host + in, .len = n };
+		}
+		if (r < 0)
+			return r;
+		off += n;
+		len -= n;
+	}
+	return flush_planned_zeros(dev, &run);
+}
+
 /* Zeros over [off, off+len): nothing to do where unallocated. */
 static int w_write_zeroes(struct img_dev *dev, uint64_t off, uint64_t len)
 {
@@ -281,6 +337,8 @@ static int w_write_zeroes(struct img_dev *dev, uint64_t off, uint64_t len)
 	struct run run = { 0 };
 	int r;
 
+	if (w->planned)
+		return planned_zeroes(dev, off, len);
 	while (len) {
 		uint64_t gc = off >> w->cb, in = off & (w->cs - 1), host = lookup(w, gc);
 		uint64_t n = IMG_MIN(len, w->cs - in);
@@ -379,11 +437,43 @@ static uint16_t refcount_of(const struct qcow2_w *w, uint64_t c)
 	return 1;
 }
 
+/* L2 table @i as on disk: flags set (plain images: every cluster has refcount 1). */
+static void encode_l2(const struct qcow2_w *w, uint32_t i, uint8_t *buf)
+{
+	for (uint64_t j = 0; j < w->l2_entries; j++) {
+		uint64_t v = w->l2[i][j];
+
+		/* Plain images: host offsets still; all have refcount 1. */
+		if (!w->dref && v)
+			v |= QCOW2_OFLAG_COPIED;
+		img_put_be64(buf + j * 8, v);
+	}
+}
+
+/* The refcount table: @rb blocks from host offset @blocks on. */
+static void encode_reftable(const struct qcow2_w *w, uint8_t *buf, uint64_t rt, uint64_t rb,
+                            uint64_t blocks)
+{
+	memset(buf, 0, (size_t)(rt * w->cs));
+	for (uint64_t i = 0; i < rb; i++)
+		img_put_be64(buf + i * 8, blocks + i * w->cs);
+}
+
+/* Refcount block @i of an image of @total clusters. */
+static void encode_refblock(const struct qcow2_w *w, uint8_t *buf, uint64_t i, uint64_t total)
+{
+	uint64_t rb_entries = w->cs / 2, c = i * rb_entries;
+
+	memset(buf, 0, (size_t)w->cs);
+	for (uint64_t j = 0; j < rb_entries && c < total; j++, c++)
+		img_put_be16(buf + j * 2, refcount_of(w, c));
+}
+
 static int write_tables(struct img_dev *dev)
 {
 	struct qcow2_w *w = W(dev);
-	uint64_t cs = w->cs, rb_entries = cs / 2, n_l2 = 0, meta, rt = 0, rb = 0, total;
-	uint64_t l1_bytes = IMG_ALIGN_UP((uint64_t)w->hdr.l1_size * 8, cs), k = 0, c;
+	uint64_t cs = w->cs, n_l2 = 0, meta, rt, rb, total;
+	uint64_t l1_bytes = IMG_ALIGN_UP((uint64_t)w->hdr.l1_size * 8, cs), k = 0;
 	uint8_t *buf = NULL, *l1 = NULL;
 	int e = 0;
 
@@ -395,17 +485,8 @@ static int write_tables(struct img_dev *dev)
 		}
 		n_l2 += w->l2[i] != NULL;
 	}
-	/* Refcount blocks count themselves: iterate to a fixed point. */
 	meta = w->data_end + n_l2 * cs;
-	for (;;) {
-		uint64_t t = (meta >> w->cb) + rt + rb, nrb = IMG_DIV_ROUND_UP(t, rb_entries);
-		uint64_t nrt = IMG_DIV_ROUND_UP(nrb * 8, cs);
-
-		if (nrb == rb && nrt == rt)
-			break;
-		rb = nrb;
-		rt = nrt;
-	}
+	qcow2_refcount_fit(meta >> w->cb, w->cb, &rt, &rb);
 	total = (meta >> w->cb) + rt + rb;
 	if (rt * cs > QCOW2_MAX_REFTABLE_BYTES)
 		return img_set_error(img_dev_ctx(dev), -EFBIG,
@@ -427,14 +508,7 @@ static int write_tables(struct img_dev *dev)
 
 		if (!w->l2[i])
 			continue;
-		for (uint64_t j = 0; j < w->l2_entries; j++) {
-			uint64_t v = w->l2[i][j];
-
-			/* Plain images: host offsets still; all have refcount 1. */
-			if (!w->dref && v)
-				v |= QCOW2_OFLAG_COPIED;
-			img_put_be64(buf + j * 8, v);
-		}
+		encode_l2(w, i, buf);
 		e = img_pwrite_full(w->fd, buf, (size_t)cs, at);
 		if (e < 0)
 			goto io;
@@ -444,17 +518,12 @@ static int write_tables(struct img_dev *dev)
 	e = img_pwrite_full(w->fd, l1, (size_t)l1_bytes, w->hdr.l1_offset);
 	if (e < 0)
 		goto io;
-	memset(buf, 0, (size_t)(rt * cs));
-	for (uint64_t i = 0; i < rb; i++)
-		img_put_be64(buf + i * 8, meta + (rt + i) * cs);
+	encode_reftable(w, buf, rt, rb, meta + rt * cs);
 	e = img_pwrite_full(w->fd, buf, (size_t)(rt * cs), meta);
 	if (e < 0)
 		goto io;
-	c = 0;
 	for (uint64_t i = 0; i < rb; i++) {
-		memset(buf, 0, (size_t)cs);
-		for (uint64_t j = 0; j < rb_entries && c < total; j++, c++)
-			img_put_be16(buf + j * 2, refcount_of(w, c));
+		encode_refblock(w, buf, i, total);
 		e = img_pwrite_full(w->fd, buf, (size_t)cs, meta + (rt + i) * cs);
 		if (e < 0)
 			goto io;
@@ -476,11 +545,160 @@ out:
 	return e;
 }
 
+/* ---- the planned layout ---------------------------------------------- */
+
+/* [off, off+len) will be written (dev.c checked: ascending, inside the disk). */
+static int w_plan(struct img_dev *dev, uint64_t off, uint64_t len)
+{
+	struct qcow2_w *w = W(dev);
+	uint64_t first = off >> w->cb, end = ((off + len - 1) >> w->cb) + 1;
+	struct qcow2_run *last = w->plan_n ? &w->plan[w->plan_n - 1] : NULL;
+
+	if (w->compression != IMG_QCOW2_COMPRESS_NONE)
+		return 0; /* staged and packed at finish: nothing to lay out */
+	/* Ranges may share a cluster with the one before, or touch it. */
+	if (last && first <= last->gc + last->n) {
+		last->n = IMG_MAX(last->n, end - last->gc);
+		return 0;
+	}
+	if (w->plan_n == w->plan_cap) {
+		size_t cap = w->plan_cap ? w->plan_cap * 2 : 64;
+		struct qcow2_run *n = realloc(w->plan, cap * sizeof(*n));
+
+		if (!n)
+			return img_set_error(img_dev_ctx(dev), -ENOMEM, "out of memory");
+		w->plan = n;
+		w->plan_cap = cap;
+	}
+	w->plan[w->plan_n++] = (struct qcow2_run){ first, end - first };
+	return 0;
+}
+
+/*
+ * Lay the file out for the plan and write everything in front of the data,
+ * in file order: header, L1, refcount table, refcount blocks (every cluster
+ * of the file has refcount 1, and the file's size is known now), the L2
+ * tables of the planned clusters, in L1 order. The data clusters follow,
+ * one per planned guest cluster, in guest order: written in plan order, the
+ * whole file goes out front to back.
+ */
+static int w_plan_done(struct img_dev *dev)
+{
+	struct qcow2_w *w = W(dev);
+	uint64_t cs = w->cs, l1c = IMG_ALIGN_UP((uint64_t)w->hdr.l1_size * 8, cs) / cs;
+	uint64_t n_l2 = 0, data = 0, rt, rb, front, l2_at, data_at, last_t = UINT64_MAX, k;
+	uint8_t *buf = NULL, *l1 = NULL;
+	int e = 0;
+
+	if (w->compression != IMG_QCOW2_COMPRESS_NONE)
+		return 0;
+	for (size_t i = 0; i < w->plan_n; i++) {
+		uint64_t t0 = w->plan[i].gc / w->l2_entries;
+		uint64_t t1 = (w->plan[i].gc + w->plan[i].n - 1) / w->l2_entries;
+
+		n_l2 += t1 - t0 + 1 - (t0 == last_t);
+		last_t = t1;
+		data += w->plan[i].n;
+	}
+	front = 1 + l1c;
+	qcow2_refcount_fit(front + n_l2 + data, w->cb, &rt, &rb);
+	if (rt * cs > QCOW2_MAX_REFTABLE_BYTES)
+		return img_set_error(img_dev_ctx(dev), -EFBIG,
+		                     "%s: the image needs a refcount table beyond qcow2 limits",
+		                     w->path);
+	w->total = front + rt + rb + n_l2 + data;
+	l2_at = (front + rt + rb) * cs;
+	data_at = l2_at + n_l2 * cs;
+	/* The data clusters, in guest order; the tables know them from now on. */
+	k = 0;
+	for (size_t i = 0; i < w->plan_n; i++)
+		for (uint64_t gc = w->plan[i].gc; gc < w->plan[i].gc + w->plan[i].n; gc++) {
+			uint64_t *slot = l2_slot(w, gc, true);
+
+			if (!slot)
+				return img_set_error(img_dev_ctx(dev), -ENOMEM,
+				                     "out of memory for qcow2 tables");
+			*slot = data_at + k++ * cs;
+		}
+	w->next_free = w->data_end = w->total * cs;
+	buf = malloc((size_t)IMG_MAX(cs, rt * cs));
+	l1 = calloc(1, (size_t)(l1c * cs));
+	if (!buf || !l1) {
+		e = img_set_error(img_dev_ctx(dev), -ENOMEM, "out of memory");
+		goto out;
+	}
+	k = 0;
+	for (uint32_t i = 0; i < w->hdr.l1_size; i++)
+		if (w->l2[i])
+			img_put_be64(l1 + (uint64_t)i * 8, (l2_at + k++ * cs) | QCOW2_OFLAG_COPIED);
+	w->hdr.reftable_offset = front * cs;
+	w->hdr.reftable_clusters = (uint32_t)rt;
+	qcow2_encode_header(&w->hdr, buf);
+	e = emit(dev, buf, cs, 0);
+	if (e == 0)
+		e = emit(dev, l1, l1c * cs, w->hdr.l1_offset);
+	if (e == 0) {
+		encode_reftable(w, buf, rt, rb, (front + rt) * cs);
+		e = emit(dev, buf, rt * cs, front * cs);
+	}
+	for (uint64_t i = 0; e == 0 && i < rb; i++) {
+		encode_refblock(w, buf, i, w->total);
+		e = emit(dev, buf, cs, (front + rt + i) * cs);
+	}
+	k = 0;
+	for (uint32_t i = 0; e == 0 && i < w->hdr.l1_size; i++) {
+		if (!w->l2[i])
+			continue;
+		encode_l2(w, i, buf);
+		e = emit(dev, buf, cs, l2_at + k++ * cs);
+	}
+	w->planned = e == 0;
+out:
+	free(buf);
+	free(l1);
+	return e;
+}
+
+/*
+ * Finish a planned image: nothing is left to write, the tables went out at
+ * plan_done. The file ends after the last planned cluster (a hole when it
+ * was never written). The hash is the writer's when everything came in
+ * order.
+ */
+static int finish_planned(struct img_dev *dev)
+{
+	struct qcow2_w *w = W(dev);
+	int r = img_dio_digest(w->dio, w->total * w->cs, w->sha);
+
+	if (r == -ENODATA)
+		r = img_dio_drain(w->dio);
+	else
+		w->have_sha = r == 0;
+	if (r < 0)
+		return r;
+	if (ftruncate(w->fd, (off_t)(w->total * w->cs)) < 0 || fsync(w->fd) < 0)
+		return w_io_err(dev, -errno, "completing");
+	return 0;
+}
+
+static int w_sha256(struct img_dev *dev, uint8_t out[32])
+{
+	struct qcow2_w *w = W(dev);
+
+	if (!w->have_sha)
+		return -ENODATA;
+	memcpy(out, w->sha, 32);
+	return 0;
+}
+
 static int w_finish(struct img_dev *dev)
 {
 	struct qcow2_w *w = W(dev);
-	int r = img_dio_drain(w->dio);
+	int r;
 
+	if (w->planned)
+		return finish_planned(dev);
+	r = img_dio_drain(w->dio);
 	if (r < 0)
 		return r;
 	if (w->compression != IMG_QCOW2_COMPRESS_NONE) {
@@ -505,6 +723,7 @@ static void w_destroy(struct img_dev *dev)
 	free(w->rev);
 	free(w->dref);
 	free(w->zbuf);
+	free(w->plan);
 	free(w->path);
 	if (w->fd >= 0)
 		close(w->fd);
@@ -520,6 +739,9 @@ static const struct img_dev_ops qcow2_w_ops = {
 	.write_data = w_write_data,
 	.finish = w_finish,
 	.destroy = w_destroy,
+	.sha256 = w_sha256,
+	.plan = w_plan,
+	.plan_done = w_plan_done,
 };
 
 int qcow2_create_with_backing(struct img_ctx *ctx, const char *path,

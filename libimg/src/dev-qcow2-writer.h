@@ -33,6 +33,19 @@ struct qcow2_w {
 	struct img_dio *dio; /* direct writes of copied data (dio.h), or NULL */
 	int level;
 	unsigned threads;
+	/*
+	 * The plan (img_dev_plan; uncompressed images only): the guest
+	 * clusters to be written, as ascending runs, merged. After plan_done
+	 * @planned: the file is laid out (dev-qcow2-write.c), @total clusters.
+	 */
+	struct qcow2_run {
+		uint64_t gc, n;
+	} * plan;
+	size_t plan_n, plan_cap;
+	bool planned;
+	uint64_t total;
+	bool have_sha; /* finish: the file's hash, as dio took it */
+	uint8_t sha[32];
 };
 
 /* img_dev_qcow2_create() with a backing file name and format (overlays). */
