@@ -1,4 +1,4 @@
-/* test-qcow2.c -- the qcow2 backend: writer, compression, reader, overlays. */
+/* test-qcow2.c -- the qcow2 backend: writer, planned layout, compression, reader, overlays. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -634,6 +634,367 @@ START_TEST(qemu_check)
 }
 END_TEST
 
+/* ---- the planned layout (img_dev_plan) ----------------------------- */
+
+/* What a plan case writes: the disk, its cluster size, the source file. */
+struct plan_case {
+	unsigned cb;
+	uint64_t size;
+	int out_of_order; /* some writes behind the frontier: no hash */
+	int direct;       /* img_ctx_set_direct_io: 0 = no writer, no hash */
+};
+
+static const struct plan_case plan_cases[] = {
+	/* 4 KiB clusters: an L2 table maps 2 MiB, the disk spans several */
+	{ 12, (9 << 20) + 4096 * 3, 0, 1 },
+	/* 64 KiB: a table maps 512 MiB, the plan crosses into the second */
+	{ 16, 520ull << 20, 0, 1 },
+	/* 512 B: a table maps 32 KiB, hundreds of them */
+	{ 9, 3 << 20, 0, 1 },
+	{ 16, 24 << 20, 1, 1 },
+	{ 12, 12 << 20, 1, 1 },
+	{ 16, 20 << 20, 0, 0 },
+};
+
+/* A range of @len bytes of the disk: random data, written as the kind asks. */
+static void plan_write(struct img_ctx *ctx, struct img_dev *d, uint8_t *model, int srcfd,
+                       const uint8_t *src, size_t srclen, uint64_t off, uint64_t len)
+{
+	uint64_t kind = rnd() % 10, s = rnd() % (srclen - len + 1);
+	uint8_t *buf;
+
+	switch (kind) {
+	case 0: /* left unwritten: a planned cluster that reads as zeros */
+		return;
+	case 1:
+		ck_assert_ok(img_dev_write_zeroes(d, off, len), ctx);
+		memset(model + off, 0, (size_t)len);
+		return;
+	case 2: /* zeros as data */
+		buf = calloc(1, (size_t)len);
+		ck_assert_ok(img_dev_pwrite(d, buf, (size_t)len, off), ctx);
+		free(buf);
+		memset(model + off, 0, (size_t)len);
+		return;
+	case 3:
+	case 4:
+		ck_assert_ok(img_dev_copy_from_fd(d, srcfd, s, len, off), ctx);
+		break;
+	case 5:
+	case 6:
+		ck_assert_ok(img_dev_write_data(d, src + s, (size_t)len, off), ctx);
+		break;
+	default:
+		ck_assert_ok(img_dev_pwrite(d, src + s, (size_t)len, off), ctx);
+		break;
+	}
+	memcpy(model + off, src + s, (size_t)len);
+}
+
+/* Every byte of @path read by the qcow2 reader is the model's. */
+static void plan_compare(struct img_ctx *ctx, const char *path, const uint8_t *model, uint64_t size)
+{
+	size_t chunk = 1 << 20;
+	uint8_t *back = malloc(chunk);
+	struct img_dev *r;
+
+	ck_assert_ok(img_dev_qcow2_open(ctx, path, 0, &r), ctx);
+	ck_assert_uint_eq(img_dev_size(r), size);
+	for (uint64_t off = 0; off < size; off += chunk) {
+		size_t n = (size_t)IMG_MIN(chunk, size - off);
+
+		ck_assert_ok(img_dev_pread(r, back, n, off), ctx);
+		for (size_t i = 0; i < n; i += 512)
+			if (memcmp(back + i, model + off + i, IMG_MIN(512, n - i)))
+				ck_abort_msg("%s: sector at %llu differs from the model", path,
+				             (unsigned long long)(off + i));
+	}
+	img_dev_unref(r);
+	free(back);
+}
+
+/*
+ * A random plan: ranges with gaps of every size between them (none, inside
+ * a cluster, across clusters and L2 tables), written in plan order as the
+ * one-pass writers do (copies, data, metadata, zeros, pieces left out),
+ * with reads in between and zeros written outside the plan; some cases
+ * then write behind the frontier. The reader gives the model back, the
+ * device's hash is the file's (or it claims none), qemu-img check finds
+ * neither errors nor leaks, and the file is laid out as documented.
+ */
+START_TEST(plan_model)
+{
+	const struct plan_case *pc = &plan_cases[_i];
+	struct img_ctx *ctx = t_ctx();
+	char *dir = t_tmpdir("qcow2-plan"), path[4096], src[4096];
+	struct img_qcow2_opts o = { .size = pc->size, .cluster_bits = pc->cb };
+	uint64_t cs = 1ull << pc->cb, at = 0, nplan = 0, ranges[64][2];
+	size_t srclen = 3 << 20;
+	uint8_t *model = calloc(1, (size_t)pc->size), *data = malloc(srclen), got[32], want[32];
+	struct img_dev *d;
+	int srcfd;
+
+	rng = 0x51a9 + (uint64_t)_i * 7919;
+	ck_assert_ptr_nonnull(model);
+	snprintf(path, sizeof(path), "%s/p.qcow2", dir);
+	snprintf(src, sizeof(src), "%s/src", dir);
+	t_fill(data, srclen, rng);
+	t_write_file(src, data, srclen);
+	srcfd = open(src, O_RDONLY);
+	ck_assert_int_ge(srcfd, 0);
+	img_ctx_set_direct_io(ctx, pc->direct);
+	ck_assert_ok(img_dev_qcow2_create(ctx, path, &o, &d), ctx);
+	/* The plan. The 64 KiB case keeps one range just below 512 MiB. */
+	while (nplan < 64) {
+		static const uint64_t gaps[] = { 0, 0, 1, 100, 4096, 65536, 300000, 3 << 20 };
+		uint64_t gap = gaps[rnd() % IMG_ARRAY_SIZE(gaps)], len = 1 + rnd() % (700000);
+
+		if (pc->size > (512ull << 20) && nplan == 8)
+			at = IMG_MAX(at, (512ull << 20) - 200000);
+		if (at + gap + len > pc->size)
+			break;
+		at += gap;
+		ranges[nplan][0] = at;
+		ranges[nplan][1] = len;
+		ck_assert_ok(img_dev_plan(d, at, len), ctx);
+		nplan++;
+		at += len;
+	}
+	ck_assert_uint_gt(nplan, 5);
+	ck_assert_ok(img_dev_plan_done(d), ctx);
+	/* The writes, in plan order. */
+	for (uint64_t i = 0; i < nplan; i++) {
+		uint64_t off = ranges[i][0], end = off + ranges[i][1];
+
+		while (off < end) {
+			uint64_t n = 1 + rnd() % 200000;
+
+			n = IMG_MIN(n, end - off); /* a macro: rnd() once */
+
+			plan_write(ctx, d, model, srcfd, data, srclen, off, n);
+			off += n;
+		}
+		if (rnd() % 3 == 0) { /* a read of anything so far */
+			uint64_t roff = rnd() % end, n = 1 + rnd() % 300000;
+			uint8_t *back;
+
+			n = IMG_MIN(n, pc->size - roff);
+			back = malloc((size_t)n);
+			ck_assert_ok(img_dev_pread(d, back, (size_t)n, roff), ctx);
+			ck_assert_msg(!memcmp(back, model + roff, (size_t)n),
+			              "read [%llu, +%llu) differs from the model",
+			              (unsigned long long)roff, (unsigned long long)n);
+			free(back);
+		}
+	}
+	/* Zeros outside the plan are fine: they read as zeros already. */
+	if (at + 2 * cs <= pc->size) {
+		uint8_t *z = calloc(1, (size_t)cs);
+
+		ck_assert_ok(img_dev_pwrite(d, z, (size_t)cs, pc->size - cs), ctx);
+		ck_assert_ok(img_dev_write_zeroes(d, pc->size - 2 * cs, 2 * cs), ctx);
+		free(z);
+	}
+	if (pc->out_of_order)
+		for (int k = 0; k < 5; k++) {
+			uint64_t i = rnd() % nplan, n = IMG_MIN(ranges[i][1], 5000);
+
+			plan_write(ctx, d, model, srcfd, data, srclen, ranges[i][0], n);
+		}
+	ck_assert_ok(img_dev_finish(d), ctx);
+	close(srcfd);
+	if (pc->out_of_order || !pc->direct) {
+		ck_assert_int_eq(img_dev_sha256(d, got), -ENODATA);
+	} else {
+		ck_assert_int_eq(img_dev_sha256(d, got), 0);
+		ck_assert_ok(img_sha256_file(ctx, path, want), ctx);
+		ck_assert_mem_eq(got, want, 32);
+	}
+	img_dev_unref(d);
+	plan_compare(ctx, path, model, pc->size);
+	/* Header, L1, refcounts, L2 and nothing else before the first data
+	 * cluster, which is guest cluster 0's if it was planned: the layout. */
+	{
+		struct qcow2_hdr h;
+		int fd = open(path, O_RDONLY);
+
+		ck_assert_int_ge(fd, 0);
+		ck_assert_ok(qcow2_read_header(ctx, path, fd, &h), ctx);
+		close(fd);
+		ck_assert_uint_eq(h.l1_offset, cs);
+		ck_assert_uint_eq(h.refcount_order, 4);
+		ck_assert_uint_eq(h.l1_size, qcow2_l1_entries(pc->size, pc->cb));
+		ck_assert_uint_eq(h.reftable_offset, cs + IMG_ALIGN_UP(h.l1_size * 8ull, cs));
+		ck_assert_uint_eq(file_size(path) % cs, 0);
+	}
+	if (t_have("qemu-img")) {
+		char *argv[] = { "qemu-img", "check", "-q", path, NULL }, *out = NULL;
+
+		ck_assert_msg(t_run(argv, &out) == 0, "qemu-img check %s: %s", path,
+		              out ? out : "");
+		free(out);
+		/* qemu's own reader gives the model back too. */
+		if (pc->size <= (32u << 20)) {
+			char raw[4096];
+			char *cv[] = { "qemu-img", "convert", "-O", "raw", path, raw, NULL };
+			size_t n;
+			uint8_t *r;
+
+			snprintf(raw, sizeof(raw), "%s/p.raw", dir);
+			ck_assert_int_eq(t_run(cv, NULL), 0);
+			r = read_file(raw, &n);
+			ck_assert_uint_eq(n, pc->size);
+			ck_assert_msg(!memcmp(r, model, n),
+			              "qemu-img convert differs from the model");
+			free(r);
+		}
+	}
+	free(model);
+	free(data);
+	t_rmrf(dir);
+	free(dir);
+	img_ctx_free(ctx);
+}
+END_TEST
+
+/*
+ * What the plan refuses, with messages that name the offsets: data outside
+ * it, ranges out of order or past the end, a plan after a write, writes
+ * before plan_done. A slice forwards its plan at its offset.
+ */
+START_TEST(plan_refused)
+{
+	struct img_ctx *ctx = t_ctx();
+	char *dir = t_tmpdir("qcow2-planref"), path[4096];
+	struct img_qcow2_opts o = { .size = 8 << 20 };
+	uint8_t buf[4096], got[32], want[32];
+	struct img_dev *d, *sl;
+
+	snprintf(path, sizeof(path), "%s/r.qcow2", dir);
+	t_fill(buf, sizeof(buf), 3);
+	ck_assert_ok(img_dev_qcow2_create(ctx, path, &o, &d), ctx);
+	ck_assert_ok(img_dev_plan(d, 1 << 20, 100000), ctx);
+	ck_assert_int_eq(img_dev_pwrite(d, buf, sizeof(buf), 1 << 20), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "img_dev_plan_done"));
+	img_dev_unref(d);
+
+	ck_assert_ok(img_dev_qcow2_create(ctx, path, &o, &d), ctx);
+	ck_assert_ok(img_dev_plan(d, 1 << 20, 100000), ctx);
+	ck_assert_int_eq(img_dev_plan(d, 1000000, 10), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "[1000000, +10)"));
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "1148576"));
+	img_dev_unref(d);
+
+	ck_assert_ok(img_dev_qcow2_create(ctx, path, &o, &d), ctx);
+	ck_assert_int_eq(img_dev_plan(d, 8 << 20, 1), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "beyond the end"));
+	img_dev_unref(d);
+
+	ck_assert_ok(img_dev_qcow2_create(ctx, path, &o, &d), ctx);
+	ck_assert_ok(img_dev_pwrite(d, buf, sizeof(buf), 0), ctx);
+	ck_assert_int_eq(img_dev_plan(d, 0, 4096), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "after the first write"));
+	img_dev_unref(d);
+
+	/* Outside the plan: zeros are fine, data is refused (and sticks). */
+	ck_assert_ok(img_dev_qcow2_create(ctx, path, &o, &d), ctx);
+	ck_assert_ok(img_dev_plan(d, 0, 65536), ctx);
+	ck_assert_ok(img_dev_plan_done(d), ctx);
+	ck_assert_int_eq(img_dev_plan_done(d), -EINVAL);
+	img_dev_unref(d);
+	ck_assert_ok(img_dev_qcow2_create(ctx, path, &o, &d), ctx);
+	ck_assert_ok(img_dev_plan(d, 0, 65536), ctx);
+	ck_assert_ok(img_dev_plan_done(d), ctx);
+	ck_assert_ok(img_dev_pwrite(d, buf, sizeof(buf), 0), ctx);
+	memset(buf, 0, sizeof(buf));
+	ck_assert_ok(img_dev_pwrite(d, buf, sizeof(buf), 3 << 20), ctx);
+	ck_assert_ok(img_dev_write_zeroes(d, 65536, 1 << 20), ctx);
+	buf[100] = 1;
+	ck_assert_int_eq(img_dev_pwrite(d, buf, sizeof(buf), (3 << 20) + 5), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "outside the planned layout"));
+	ck_assert_ptr_nonnull(strstr(img_ctx_error(ctx), "guest offset 3145733"));
+	ck_assert_int_eq(img_dev_finish(d), -EINVAL);
+	img_dev_unref(d);
+
+	/* Through a slice at 1 MiB: the plan lands at the slice's offset. */
+	t_fill(buf, sizeof(buf), 4);
+	ck_assert_ok(img_dev_qcow2_create(ctx, path, &o, &d), ctx);
+	ck_assert_ok(img_dev_slice_new(d, 1 << 20, 2 << 20, &sl), ctx);
+	ck_assert_ok(img_dev_plan(sl, 0, 8192), ctx);
+	ck_assert_int_eq(img_dev_plan(sl, 8192, 2 << 20), -EINVAL);
+	img_dev_unref(sl);
+	img_dev_unref(d);
+	ck_assert_ok(img_dev_qcow2_create(ctx, path, &o, &d), ctx);
+	ck_assert_ok(img_dev_slice_new(d, 1 << 20, 2 << 20, &sl), ctx);
+	ck_assert_ok(img_dev_plan(sl, 0, 8192), ctx);
+	ck_assert_ok(img_dev_plan_done(sl), ctx);
+	ck_assert_ok(img_dev_pwrite(sl, buf, sizeof(buf), 4096), ctx);
+	ck_assert_int_eq(img_dev_pwrite(d, buf, sizeof(buf), 0), -EINVAL);
+	img_dev_unref(sl);
+	img_dev_unref(d);
+	ck_assert_ok(img_dev_qcow2_create(ctx, path, &o, &d), ctx);
+	ck_assert_ok(img_dev_slice_new(d, 1 << 20, 2 << 20, &sl), ctx);
+	ck_assert_ok(img_dev_plan(sl, 0, 8192), ctx);
+	ck_assert_ok(img_dev_plan_done(sl), ctx);
+	ck_assert_ok(img_dev_pwrite(sl, buf, sizeof(buf), 4096), ctx);
+	ck_assert_ok(img_dev_finish(sl), ctx);
+	img_dev_unref(sl);
+	ck_assert_ok(img_dev_finish(d), ctx);
+	ck_assert_int_eq(img_dev_sha256(d, got), 0);
+	ck_assert_ok(img_sha256_file(ctx, path, want), ctx);
+	ck_assert_mem_eq(got, want, 32);
+	img_dev_unref(d);
+	{
+		struct img_dev *r;
+		uint8_t back[4096];
+
+		ck_assert_ok(img_dev_qcow2_open(ctx, path, 0, &r), ctx);
+		ck_assert_ok(img_dev_pread(r, back, sizeof(back), (1 << 20) + 4096), ctx);
+		ck_assert_mem_eq(back, buf, sizeof(buf));
+		img_dev_unref(r);
+	}
+	/* A mem device ignores the plan (but dev.c still checks it). */
+	ck_assert_ok(img_dev_mem_new(ctx, 1 << 20, &d), ctx);
+	ck_assert_ok(img_dev_plan(d, 4096, 10), ctx);
+	ck_assert_int_eq(img_dev_plan(d, 0, 10), -EINVAL);
+	img_dev_unref(d);
+	ck_assert_ok(img_dev_mem_new(ctx, 1 << 20, &d), ctx);
+	ck_assert_ok(img_dev_plan(d, 4096, 10), ctx);
+	ck_assert_ok(img_dev_plan_done(d), ctx);
+	ck_assert_ok(img_dev_pwrite(d, buf, sizeof(buf), 500000), ctx);
+	img_dev_unref(d);
+	t_rmrf(dir);
+	free(dir);
+	img_ctx_free(ctx);
+}
+END_TEST
+
+/* Compressed images ignore the plan: the same bytes with and without one. */
+START_TEST(plan_compressed)
+{
+	struct img_ctx *ctx = t_ctx();
+	char *dir = t_tmpdir("qcow2-planz"), p1[4096], p2[4096];
+	struct img_qcow2_opts o = { .size = 16 << 20, .compression = IMG_QCOW2_COMPRESS_ZSTD };
+	struct img_dev *q, *m;
+
+	snprintf(p1, sizeof(p1), "%s/a.qcow2", dir);
+	snprintf(p2, sizeof(p2), "%s/b.qcow2", dir);
+	write_image(ctx, p1, &o, 61, NULL);
+	ck_assert_ok(img_dev_qcow2_create(ctx, p2, &o, &q), ctx);
+	ck_assert_ok(img_dev_plan(q, 0, 4096), ctx);
+	ck_assert_ok(img_dev_plan_done(q), ctx);
+	ck_assert_ok(img_dev_mem_new(ctx, o.size, &m), ctx);
+	random_ops(ctx, q, m, 61, 150, 150000);
+	ck_assert_ok(img_dev_finish(q), ctx);
+	img_dev_unref(q);
+	img_dev_unref(m);
+	assert_files_equal(p1, p2);
+	t_rmrf(dir);
+	free(dir);
+	img_ctx_free(ctx);
+}
+END_TEST
+
 /* One literal tcase_create() call per case: tests.cmake finds them for CTest. */
 static void add(Suite *s, TCase *tc, const TTest *t)
 {
@@ -645,6 +1006,7 @@ Suite *img_test_suite(void);
 Suite *img_test_suite(void)
 {
 	Suite *s = suite_create("qcow2");
+	TCase *tc;
 
 	add(s, tcase_create("create_readback"), create_readback);
 	add(s, tcase_create("zero_clusters"), zero_clusters);
@@ -657,5 +1019,10 @@ Suite *img_test_suite(void)
 	add(s, tcase_create("open_validation"), open_validation);
 	add(s, tcase_create("overlay"), overlay);
 	add(s, tcase_create("qemu_check"), qemu_check);
+	tc = tcase_create("plan_model");
+	tcase_add_loop_test(tc, plan_model, 0, (int)IMG_ARRAY_SIZE(plan_cases));
+	suite_add_tcase(s, tc);
+	add(s, tcase_create("plan_refused"), plan_refused);
+	add(s, tcase_create("plan_compressed"), plan_compressed);
 	return s;
 }
