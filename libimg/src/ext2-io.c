@@ -10,10 +10,17 @@
  * keeps a reference on the device for as long as the file system is open;
  * the channel takes none.
  *
- * Single-block writes (inode table blocks, directory blocks, bitmaps: libext2fs
- * rewrites an inode table block once per inode) are kept in a write-back
- * cache and written once, sorted and coalesced, at flush. Metadata only;
- * file data never passes through here.
+ * Every write (inode table blocks, directory and symlink blocks, extent
+ * blocks, bitmaps, group descriptors, the superblock: libext2fs rewrites an
+ * inode table block once per inode) goes into a write-back cache and reaches
+ * the device once, in block order: all of it at flush, or, while the ext4
+ * writer emits its file data in block order, the part below each data run
+ * just before that run (img_ext2_io_emit_until), so the whole file system
+ * goes out front to back and the output can be hashed as it is written.
+ * A write that is not a whole block of the cache's block size (the channel's
+ * at the first write) is merged into the cached block, or into the device's
+ * bytes when not cached (the device reads as zeros where nothing was
+ * written). File data never passes through here.
  *
  * The cache is an index (open addressing; per block its number, its frame
  * in memory and its slot in the spill file, 16 bytes) and frames of one
@@ -31,13 +38,13 @@
  * 8 MiB (2048 frames) keeps even a deep directory chain's parents in memory
  * while being a small share of the 100 MiB a 400k-entry build may take.
  *
- * A spilled block is read from its slot, and a multi-block write or
- * write_byte over it updates the slot in place; only a whole-block write
- * brings it back into a frame (the cache_put path, the one libext2fs uses).
- * Flush writes exactly what the unbounded cache did: every block in block
- * order, contiguous runs of up to 256 blocks in one write (qcow2 allocates
- * clusters in write order, so the output's bytes depend on it). Then the
- * spill file is emptied and refilled from slot 0. A spill read or write
+ * A spilled block is read from its slot, and a partial write over it
+ * updates the slot in place; only a whole-block write brings it back into a
+ * frame (the cache_put path, the one libext2fs uses). Emission writes every
+ * block in block order, contiguous runs of up to 256 blocks in one write.
+ * Once it has begun the cache only serves reads (a write is refused:
+ * nothing may land behind what went out); flush ends it, then the spill
+ * file is emptied and refilled from slot 0. A spill read or write
  * that fails (ENOSPC included) is an error on the context that names the
  * directory, and the channel refuses all further I/O.
  */
@@ -75,6 +82,11 @@ struct img_io_priv {
 	int spill_fd;    /* -1 until the first eviction */
 	uint32_t nslots; /* slots of the spill file in use */
 	int failed;      /* a spill read or write failed: no more I/O */
+	size_t cbs;      /* the cache's block size (the channel's at the first write) */
+	uint8_t *tmp;    /* one block, for merging a partial write */
+	/* Emitting: the cache in block order, and the next entry to write. */
+	struct cache_ent *emit;
+	size_t emit_n, emit_pos;
 };
 
 static int ent_used(const struct cache_ent *e)
@@ -316,7 +328,7 @@ static int cache_get(struct img_io_priv *p, uint64_t blk, size_t in, void *out, 
 	return r < 0 ? r : 1;
 }
 
-/* A write that bypasses the cache: keep a cached copy of @blk current. */
+/* Bytes [in, in+n) of block @blk's cached copy (its frame or its slot); 0 if not cached. */
 static int cache_update(struct img_io_priv *p, uint64_t blk, size_t in, const void *src, size_t n,
                         size_t bs)
 {
@@ -355,33 +367,43 @@ static int cache_reset(struct img_io_priv *p)
 	return 0;
 }
 
-/* Write every cached block, in block order, contiguous runs in one write. */
-static int cache_flush(struct img_io_priv *p, size_t bs)
+/* Begin emission: the cached blocks in block order. */
+static int emit_begin(struct img_io_priv *p)
 {
-	struct cache_ent *list;
-	uint8_t *run = NULL;
 	size_t k = 0;
-	int r = 0, r2;
 
-	if (p->failed)
-		return -EIO;
-	if (!p->n)
+	if (p->emit || !p->n)
 		return 0;
-	list = malloc(p->n * sizeof(*list));
-	run = malloc(MAX_RUN * bs);
-	if (!list || !run) {
-		free(list);
-		free(run);
+	p->emit = malloc(p->n * sizeof(*p->emit));
+	if (!p->emit)
 		return -ENOMEM;
-	}
 	for (size_t i = 0; i < p->cap; i++)
 		if (ent_used(&p->ents[i]))
-			list[k++] = p->ents[i];
-	qsort(list, k, sizeof(*list), cmp_ent);
-	for (size_t i = 0; i < k && r >= 0;) {
+			p->emit[k++] = p->ents[i];
+	qsort(p->emit, k, sizeof(*p->emit), cmp_ent);
+	p->emit_n = k;
+	p->emit_pos = 0;
+	return 0;
+}
+
+/* Write the cached blocks below block @end not written yet, contiguous runs in one write. */
+static int emit_below(struct img_io_priv *p, uint64_t end)
+{
+	const struct cache_ent *list = p->emit;
+	size_t bs = p->cbs, i = p->emit_pos;
+	uint8_t *run;
+	int r = 0;
+
+	if (i >= p->emit_n || list[i].blk >= end)
+		return 0;
+	run = malloc(MAX_RUN * bs);
+	if (!run)
+		return -ENOMEM;
+	while (r >= 0 && i < p->emit_n && list[i].blk < end) {
 		size_t j = i;
 
-		while (r >= 0 && j < k && j - i < MAX_RUN && list[j].blk == list[i].blk + (j - i)) {
+		while (r >= 0 && j < p->emit_n && j - i < MAX_RUN && list[j].blk < end &&
+		       list[j].blk == list[i].blk + (j - i)) {
 			uint8_t *dst = run + (j - i) * bs;
 
 			if (list[j].frame != NONE)
@@ -394,15 +416,116 @@ static int cache_flush(struct img_io_priv *p, size_t bs)
 			r = img_dev_pwrite(p->dev, run, (j - i) * bs, list[i].blk * bs);
 		i = j;
 	}
-	free(list);
+	p->emit_pos = i;
 	free(run);
+	return r;
+}
+
+/* Write every cached block not written yet, in block order; then empty the cache. */
+static int cache_flush(struct img_io_priv *p)
+{
+	int r, r2;
+
+	if (p->failed)
+		return -EIO;
+	if (!p->n)
+		return 0;
+	r = emit_begin(p);
+	if (r >= 0)
+		r = emit_below(p, UINT64_MAX);
+	free(p->emit);
+	p->emit = NULL;
+	p->emit_n = p->emit_pos = 0;
 	r2 = cache_reset(p);
 	return r < 0 ? r : r2;
+}
+
+int img_ext2_io_emit_until(io_channel io, uint64_t off)
+{
+	struct img_io_priv *p = io->private_data;
+	int r;
+
+	if (p->failed)
+		return -EIO;
+	if (!p->n || !p->cbs)
+		return 0;
+	r = emit_begin(p);
+	if (r >= 0)
+		r = emit_below(p, off / p->cbs);
+	if (r == -ENOMEM)
+		return img_set_error(io_ctx(p), r, "out of memory");
+	return r;
+}
+
+/*
+ * Bytes [off, off+len) into the cache: whole blocks as they are, a part of
+ * a block merged into its cached copy, or into the device's bytes.
+ */
+static int cache_write(struct img_io_priv *p, uint64_t off, const uint8_t *src, size_t len)
+{
+	size_t bs = p->cbs;
+
+	if (p->emit)
+		return img_set_error(io_ctx(p), -EINVAL,
+		                     "ext4: metadata at byte %llu written after the output "
+		                     "began to go out",
+		                     (unsigned long long)off);
+	while (len) {
+		uint64_t blk = off / bs;
+		size_t in = (size_t)(off % bs), n = IMG_MIN(bs - in, len);
+		int r;
+
+		if (n == bs) {
+			r = cache_put(p, blk, src, bs);
+		} else if (cache_find(p, blk)) {
+			r = cache_update(p, blk, in, src, n, bs);
+		} else {
+			if (!p->tmp && !(p->tmp = malloc(bs)))
+				return -ENOMEM;
+			r = img_dev_pread(p->dev, p->tmp, bs, blk * bs);
+			if (r >= 0) {
+				memcpy(p->tmp + in, src, n);
+				r = cache_put(p, blk, p->tmp, bs);
+			}
+		}
+		if (r < 0)
+			return r;
+		off += n;
+		src += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* Cached bytes over @len bytes at @off; 1 if every block of it was cached. */
+static int cache_overlay(struct img_io_priv *p, uint64_t off, uint8_t *dst, size_t len)
+{
+	size_t bs = p->cbs;
+	int all = 1;
+
+	while (len) {
+		uint64_t blk = off / bs;
+		size_t in = (size_t)(off % bs), n = IMG_MIN(bs - in, len);
+		int r = cache_get(p, blk, in, dst, n, bs);
+
+		if (r < 0)
+			return r;
+		if (!r)
+			all = 0;
+		off += n;
+		dst += n;
+		len -= n;
+	}
+	return all;
 }
 
 static void cache_drop(struct img_io_priv *p)
 {
 	frames_free(p);
+	free(p->tmp);
+	p->tmp = NULL;
+	free(p->emit);
+	p->emit = NULL;
 	free(p->ents);
 	p->ents = NULL;
 	p->n = p->cap = 0;
@@ -490,14 +613,9 @@ static errcode_t io_err(int r, errcode_t io_failure)
 
 static errcode_t io_set_blksize(io_channel io, int blksize)
 {
-	struct img_io_priv *p = io->private_data;
-	int r;
-
 	if (blksize <= 0)
 		return EXT2_ET_INVALID_ARGUMENT;
-	/* the frames are of the old size: flushing frees them */
-	if (blksize != io->block_size && (r = cache_flush(p, (size_t)io->block_size)) < 0)
-		return io_err(r, EXT2_ET_SHORT_WRITE);
+	/* the cache keeps its own block size: writes of another are merged */
 	io->block_size = blksize;
 	return 0;
 }
@@ -517,7 +635,7 @@ static int io_range(io_channel io, unsigned long long block, int count, size_t *
 static errcode_t io_read_blk64(io_channel io, unsigned long long block, int count, void *data)
 {
 	struct img_io_priv *p = io->private_data;
-	size_t bs = (size_t)io->block_size, len;
+	size_t len;
 	uint64_t off;
 	int r;
 
@@ -525,44 +643,43 @@ static errcode_t io_read_blk64(io_channel io, unsigned long long block, int coun
 		return EXT2_ET_SHORT_READ;
 	if (io_range(io, block, count, &len, &off) < 0)
 		return EXT2_ET_LLSEEK_FAILED;
-	r = img_dev_pread(p->dev, data, len, off);
+	/* what the cache holds, and the device for the rest */
+	r = p->n ? cache_overlay(p, off, data, len) : 0;
 	if (r < 0)
 		return EXT2_ET_SHORT_READ;
-	/* cached blocks over what the device has */
-	for (uint64_t b = 0; p->n && b * bs < len; b++) {
-		r = cache_get(p, block + b, 0, (uint8_t *)data + b * bs, IMG_MIN(bs, len - b * bs),
-		              bs);
-		if (r < 0)
-			return EXT2_ET_SHORT_READ;
-	}
-	return 0;
+	if (r == 1)
+		return 0;
+	r = img_dev_pread(p->dev, data, len, off);
+	if (r >= 0 && p->n)
+		r = cache_overlay(p, off, data, len);
+	return r < 0 ? EXT2_ET_SHORT_READ : 0;
+}
+
+/* Every write goes into the cache (in the cache's block size). */
+static errcode_t cached_write(io_channel io, uint64_t off, const void *data, size_t len)
+{
+	struct img_io_priv *p = io->private_data;
+	int r;
+
+	if (p->failed)
+		return EXT2_ET_SHORT_WRITE;
+	if (!p->cbs)
+		p->cbs = (size_t)io->block_size;
+	if (off > img_dev_size(p->dev) || len > img_dev_size(p->dev) - off)
+		return EXT2_ET_SHORT_WRITE;
+	r = cache_write(p, off, data, len);
+	return r < 0 ? io_err(r, EXT2_ET_SHORT_WRITE) : 0;
 }
 
 static errcode_t io_write_blk64(io_channel io, unsigned long long block, int count,
                                 const void *data)
 {
-	struct img_io_priv *p = io->private_data;
-	size_t bs = (size_t)io->block_size, len;
+	size_t len;
 	uint64_t off;
-	int r;
 
-	if (p->failed)
-		return EXT2_ET_SHORT_WRITE;
 	if (io_range(io, block, count, &len, &off) < 0)
 		return EXT2_ET_LLSEEK_FAILED;
-	if (len == bs) {
-		r = cache_put(p, block, data, len);
-		return r < 0 ? io_err(r, EXT2_ET_SHORT_WRITE) : 0;
-	}
-	/* a larger write supersedes cached copies of its blocks */
-	for (uint64_t b = 0; p->n && b * bs < len; b++) {
-		r = cache_update(p, block + b, 0, (const uint8_t *)data + b * bs,
-		                 IMG_MIN(bs, len - b * bs), bs);
-		if (r < 0)
-			return EXT2_ET_SHORT_WRITE;
-	}
-	r = img_dev_pwrite(p->dev, data, len, off);
-	return r < 0 ? EXT2_ET_SHORT_WRITE : 0;
+	return cached_write(io, off, data, len);
 }
 
 static errcode_t io_read_blk(io_channel io, unsigned long block, int count, void *data)
@@ -577,28 +694,15 @@ static errcode_t io_write_blk(io_channel io, unsigned long block, int count, con
 
 static errcode_t io_write_byte(io_channel io, unsigned long offset, int count, const void *data)
 {
-	struct img_io_priv *p = io->private_data;
-	size_t bs = (size_t)io->block_size;
-
 	if (count < 0)
 		return EXT2_ET_INVALID_ARGUMENT;
-	if (p->failed)
-		return EXT2_ET_SHORT_WRITE;
-	/* keep a cached copy of the touched blocks current */
-	for (unsigned long o = offset; p->n && o < offset + (unsigned long)count;) {
-		size_t in = o % bs, n = IMG_MIN(bs - in, offset + (unsigned long)count - o);
-
-		if (cache_update(p, o / bs, in, (const uint8_t *)data + (o - offset), n, bs) < 0)
-			return EXT2_ET_SHORT_WRITE;
-		o += n;
-	}
-	return img_dev_pwrite(p->dev, data, (size_t)count, offset) < 0 ? EXT2_ET_SHORT_WRITE : 0;
+	return cached_write(io, offset, data, (size_t)count);
 }
 
 static errcode_t io_flush(io_channel io)
 {
 	struct img_io_priv *p = io->private_data;
-	int r = cache_flush(p, (size_t)io->block_size);
+	int r = cache_flush(p);
 
 	if (r < 0)
 		return io_err(r, EXT2_ET_SHORT_WRITE);
@@ -616,15 +720,40 @@ static errcode_t io_set_option(io_channel io, const char *option, const char *ar
 static errcode_t io_zeroout(io_channel io, unsigned long long block, unsigned long long count)
 {
 	struct img_io_priv *p = io->private_data;
-	uint64_t bs = (uint64_t)io->block_size;
+	uint64_t bs = (uint64_t)io->block_size, off, len;
 	int r;
 
 	if (block > UINT64_MAX / bs || count > UINT64_MAX / bs)
 		return EXT2_ET_INVALID_ARGUMENT;
-	r = cache_flush(p, (size_t)bs);
-	if (r < 0)
-		return io_err(r, EXT2_ET_SHORT_WRITE);
-	return img_dev_write_zeroes(p->dev, block * bs, count * bs) < 0 ? EXT2_ET_SHORT_WRITE : 0;
+	if (p->failed)
+		return EXT2_ET_SHORT_WRITE;
+	off = block * bs;
+	len = count * bs;
+	if (p->emit) {
+		img_set_error(io_ctx(p), -EINVAL,
+		              "ext4: blocks at byte %llu zeroed after the output began to go out",
+		              (unsigned long long)off);
+		return EXT2_ET_SHORT_WRITE;
+	}
+	/* cached copies in the range become zeros; nothing goes to the device */
+	for (size_t i = 0; p->n && i < p->cap; i++) {
+		const struct cache_ent *e = &p->ents[i];
+		uint64_t lo, hi;
+
+		if (!ent_used(e) || (e->blk + 1) * p->cbs <= off || e->blk * p->cbs >= off + len)
+			continue;
+		if (!p->tmp && !(p->tmp = malloc(p->cbs)))
+			return EXT2_ET_NO_MEMORY;
+		lo = IMG_MAX(off, e->blk * p->cbs);
+		hi = IMG_MIN(off + len, (e->blk + 1) * p->cbs);
+		memset(p->tmp, 0, p->cbs);
+		r = cache_update(p, e->blk, (size_t)(lo - e->blk * p->cbs), p->tmp,
+		                 (size_t)(hi - lo), p->cbs);
+		if (r < 0)
+			return io_err(r, EXT2_ET_SHORT_WRITE);
+	}
+	/* the device reads as zeros where nothing was written (fs-ext4.c) */
+	return 0;
 }
 
 static struct struct_io_manager img_io_manager_struct = {

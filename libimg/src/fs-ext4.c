@@ -16,13 +16,22 @@
  *   - directories: blocks packed here (hash-indexed, one or two levels, when
  *     over one block; else linear) and written with
  *     ext2fs_write_dir_block4(), which adds the metadata_csum checksums.
- *   - file data: read a chunk at a time; blocks of all zeros stay holes (as
- *     mke2fs -d leaves them, so the image holds no more than the classic
- *     one), the others are allocated as contiguous extents
- *     (ext2fs_fallocate, goal = right after the previous file) and handed to
- *     the device as file data (img_dev_write_data: written behind with
- *     O_DIRECT), the last block padded with zeros. libext2fs only ever
- *     writes metadata. Holes of sparse host files are skipped unread.
+ *   - file data: every block of a file is allocated up front, as contiguous
+ *     extents (goal = right after the previous file), before any byte of
+ *     data is read. Blocks of zeros are stored like any other (mke2fs -d
+ *     leaves them holes, which needs the data read before it is placed).
+ *
+ * Then one pass, front to back (issue 12): every metadata block (inode
+ * tables, bitmaps, group descriptors, superblocks, directory, symlink and
+ * extent blocks) waits in the io_manager's cache (ext2-io.c); a second walk
+ * in the same order reads each file's extents back from its inode and, just
+ * before each extent, the cache writes the metadata below it; the file data
+ * then goes to the device (img_dev_write_data: written behind with
+ * O_DIRECT), the last block padded with zeros, blocks of zeros and holes of
+ * sparse host files left unwritten (the device reads as zeros). The last
+ * flush writes the metadata past the last file. Every write lands past the
+ * one before, so the output is hashed as it goes out and a planned qcow2
+ * (img_dev_plan) lays its clusters out before the first.
  *
  * Reproducibility: UUID, hash seed from repro; every time from the epoch
  * (fs->now too: libext2fs reads 0 as "now", so epoch 0 becomes 1 for the
@@ -741,25 +750,21 @@ static int write_dir_extent(struct ext4_writer *w, void *user, blk64_t lblk, blk
 {
 	ext2_ino_t ino = (ext2_ino_t)(uintptr_t)user;
 	uint8_t *blk = w->buf + lblk * EXT4_BS;
-	int r;
+
+	errcode_t err = 0;
 
 	/*
 	 * What ext2fs_write_dir_block4 does on a little-endian host (the
-	 * entries are packed little-endian already), but the blocks go to the
-	 * device as data, written once: they lie between files' data, and the
-	 * io_manager's cache would write them only at the end, breaking every
-	 * direct run of file data at every directory.
+	 * entries are packed little-endian already), the extent in one write.
 	 */
-	for (blk64_t i = 0; i < len; i++) {
-		errcode_t err = ext2fs_dir_block_csum_set(
-		    w->fs, ino, (struct ext2_dir_entry *)(blk + i * EXT4_BS));
-
-		if (err)
-			return ext2_err(w->ctx, err, "cannot checksum a directory block");
-	}
-	r = img_dev_write_data(w->dev, blk, (size_t)(len * EXT4_BS), pblk * EXT4_BS);
-	if (r < 0)
-		return r;
+	for (blk64_t i = 0; i < len && !err; i++)
+		err = ext2fs_dir_block_csum_set(w->fs, ino,
+		                                (struct ext2_dir_entry *)(blk + i * EXT4_BS));
+	if (err)
+		return ext2_err(w->ctx, err, "cannot checksum a directory block");
+	err = io_channel_write_blk64(w->fs->io, pblk, (int)len, blk);
+	if (err)
+		return ext2_err(w->ctx, err, "cannot write a directory block");
 	return track_goal(w, NULL, lblk, pblk, len);
 }
 
@@ -811,13 +816,11 @@ static int write_lost_found(struct ext4_writer *w)
 /* ---- content -------------------------------------------------------------- */
 
 /*
- * A regular file's blocks as they are written: each run of non-zero blocks
- * gets the free blocks right at the goal (ext2fs_new_range), and the file's
- * extents grow as long as logical and physical blocks stay contiguous; each
- * finished extent goes into the inode's tree (ext2fs_extent_insert, which
- * adds index blocks as needed). ext2fs_fallocate would not do here: after a
- * hole it keeps the physical offset of the extent before it, which leaves a
- * gap of the hole's size behind in the disk.
+ * A regular file's blocks, all of them, before any data is read: each run
+ * gets the free blocks right at the goal (ext2fs_new_range), a chunk at a
+ * time, and the file's extents grow as long as logical and physical blocks
+ * stay contiguous; each finished extent goes into the inode's tree
+ * (ext2fs_extent_insert, which adds index blocks as needed).
  */
 struct file_map {
 	ext2_extent_handle_t h;
@@ -849,9 +852,8 @@ static int map_flush(struct ext4_writer *w, struct file_map *m)
 	return 0;
 }
 
-/* Allocate and write @n blocks of @buf as logical blocks @lblk... */
-static int map_write(struct ext4_writer *w, struct file_map *m, blk64_t lblk, blk64_t n,
-                     const uint8_t *buf)
+/* Allocate @n blocks as logical blocks @lblk... */
+static int map_alloc(struct ext4_writer *w, struct file_map *m, blk64_t lblk, blk64_t n)
 {
 	while (n) {
 		blk64_t pblk, plen;
@@ -861,12 +863,8 @@ static int map_write(struct ext4_writer *w, struct file_map *m, blk64_t lblk, bl
 		if (err)
 			return ext2_err(w->ctx, err, "cannot allocate blocks");
 		ext2fs_block_alloc_stats_range(w->fs, pblk, (blk_t)plen, +1);
-		r = img_dev_write_data(w->dev, buf, (size_t)(plen * EXT4_BS), pblk * EXT4_BS);
-		if (r < 0)
-			return r;
 		w->goal = pblk + plen;
 		m->blocks += plen;
-		buf += plen * EXT4_BS;
 		while (plen) {
 			struct ext2fs_extent *c = &m->cur;
 			blk64_t k;
@@ -889,85 +887,20 @@ static int map_write(struct ext4_writer *w, struct file_map *m, blk64_t lblk, bl
 	return 0;
 }
 
-/*
- * Bytes [off, end) of the file (off block-aligned), a chunk at a time:
- * each run of blocks that are not all zeros is allocated and written.
- */
-static int write_span(struct ext4_writer *w, const struct img_node_reader *rd, struct file_map *m,
-                      uint64_t off, uint64_t end)
+/* Every block of a regular file, a chunk's worth at a time (the data comes at emission). */
+static int alloc_file(struct ext4_writer *w, const struct img_node *node, ext2_ino_t ino,
+                      struct ext2_inode_large *in)
 {
+	const blk64_t chunk = EXT4_CHUNK / EXT4_BS, nb = IMG_DIV_ROUND_UP(node->size, EXT4_BS);
+	struct file_map m = { 0 };
+	errcode_t err;
 	int r = 0;
 
-	while (off < end && r >= 0) {
-		size_t n = (size_t)IMG_MIN(end - off, EXT4_CHUNK);
-		size_t nb = IMG_DIV_ROUND_UP(n, EXT4_BS), i = 0;
-
-		r = img_node_reader_pread(w->ctx, rd, w->data, n, off);
-		if (r < 0)
-			break;
-		memset(w->data + n, 0, nb * EXT4_BS - n); /* the last block's padding */
-		while (i < nb && r >= 0) {
-			size_t j;
-
-			if (img_all_zero(w->data + i * EXT4_BS, EXT4_BS)) {
-				i++;
-				continue;
-			}
-			for (j = i + 1; j < nb && !img_all_zero(w->data + j * EXT4_BS, EXT4_BS);
-			     j++)
-				;
-			r = map_write(w, m, off / EXT4_BS + i, j - i, w->data + i * EXT4_BS);
-			i = j;
-		}
-		img_progress_add(w->ctx, n, 0);
-		off += n;
-	}
-	return r;
-}
-
-/*
- * A regular file's data, opened once. A large host file is read only where
- * it has data (SEEK_DATA/SEEK_HOLE); its holes, like its blocks of zeros,
- * stay unallocated.
- */
-static int write_file_data(struct ext4_writer *w, const struct img_node *node, ext2_ino_t ino,
-                           struct ext2_inode_large *in)
-{
-	struct file_map m = { 0 };
-	struct img_node_reader rd;
-	uint64_t pos = 0;
-	errcode_t err;
-	int r, scan;
-
-	if (!w->data && !(w->data = malloc(EXT4_CHUNK)))
-		return img_set_error(w->ctx, -ENOMEM, "out of memory");
 	err = ext2fs_extent_open2(w->fs, ino, (struct ext2_inode *)in, &m.h);
 	if (err)
 		return ext2_err(w->ctx, err, "cannot read an extent tree");
-	r = img_node_reader_open(w->ctx, node, &rd);
-	scan = node->data.kind == IMG_DATA_PATH && node->size >= EXT4_HOLE_SCAN_MIN;
-	while (r >= 0 && pos < node->size) {
-		uint64_t end = node->size;
-
-		if (scan) {
-			off_t d = lseek(rd.fd, (off_t)pos, SEEK_DATA), h;
-
-			if (d < 0 && errno == ENXIO)
-				break; /* only a hole is left */
-			if (d >= 0) {
-				h = lseek(rd.fd, d, SEEK_HOLE);
-				pos = (uint64_t)d / EXT4_BS * EXT4_BS;
-				if (h >= 0)
-					end =
-					    IMG_MIN(IMG_ALIGN_UP((uint64_t)h, EXT4_BS), node->size);
-			} else {
-				scan = 0; /* no hole support here: read it all */
-			}
-		}
-		r = write_span(w, &rd, &m, pos, end);
-		pos = end;
-	}
-	img_node_reader_close(&rd);
+	for (blk64_t b = 0; b < nb && r >= 0; b += chunk)
+		r = map_alloc(w, &m, b, IMG_MIN(chunk, nb - b));
 	if (r >= 0)
 		r = map_flush(w, &m);
 	if (r >= 0 && m.blocks) {
@@ -993,7 +926,7 @@ static int write_reg(struct ext4_writer *w, struct img_node *node, ext2_ino_t in
 	r = inode_write(w, ino, &in);
 	if (r < 0 || !node->size)
 		return r;
-	r = write_file_data(w, node, ino, &in);
+	r = alloc_file(w, node, ino, &in);
 	if (r >= 0)
 		r = inode_write(w, ino, &in);
 	if (r < 0)
@@ -1004,11 +937,10 @@ static int write_reg(struct ext4_writer *w, struct img_node *node, ext2_ino_t in
 static int write_symlink_block(struct ext4_writer *w, void *user, blk64_t lblk, blk64_t pblk,
                                blk64_t len)
 {
-	/* data between files' data, as for directory blocks */
-	int r = img_dev_write_data(w->dev, user, EXT4_BS, pblk * EXT4_BS);
+	errcode_t err = io_channel_write_blk64(w->fs->io, pblk, 1, user);
 
-	if (r < 0)
-		return r;
+	if (err)
+		return ext2_err(w->ctx, err, "cannot write a symlink block");
 	return track_goal(w, NULL, lblk, pblk, len);
 }
 
@@ -1133,6 +1065,115 @@ static int write_visit(void *user, struct img_node *node, unsigned depth)
 	default:
 		return write_special(w, node, ino);
 	}
+}
+
+/* ---- emission: front to back --------------------------------------------- */
+
+struct emit_file {
+	const struct img_node *node;
+	struct img_node_reader rd;
+	int scan; /* a large host file: read only where it has data */
+};
+
+/*
+ * One extent of a file: the metadata below it first, then its data a chunk
+ * at a time, blocks of zeros and host holes left unwritten.
+ */
+static int emit_extent(struct ext4_writer *w, void *user, blk64_t lblk, blk64_t pblk, blk64_t len)
+{
+	struct emit_file *f = user;
+	uint64_t off = lblk * EXT4_BS, end = IMG_MIN((lblk + len) * EXT4_BS, f->node->size);
+	uint64_t base = pblk * EXT4_BS - off; /* device offset = base + file offset */
+	int r = img_ext2_io_emit_until(w->fs->io, pblk * EXT4_BS);
+
+	while (r >= 0 && off < end) {
+		size_t n = (size_t)IMG_MIN(end - off, EXT4_CHUNK);
+		size_t nb = IMG_DIV_ROUND_UP(n, EXT4_BS), i = 0;
+
+		if (f->scan) {
+			off_t d = lseek(f->rd.fd, (off_t)off, SEEK_DATA);
+			uint64_t next;
+
+			if (d < 0 && errno != ENXIO) {
+				f->scan = 0; /* no hole support here: read it all */
+			} else {
+				next = d < 0 ? end : IMG_MIN((uint64_t)d / EXT4_BS * EXT4_BS, end);
+				if (next > off) {
+					img_progress_add(w->ctx, next - off, 0);
+					off = next;
+					continue;
+				}
+			}
+		}
+		r = img_node_reader_pread(w->ctx, &f->rd, w->data, n, off);
+		if (r < 0)
+			break;
+		memset(w->data + n, 0, nb * EXT4_BS - n); /* the last block's padding */
+		while (i < nb && r >= 0) {
+			size_t j;
+
+			if (img_all_zero(w->data + i * EXT4_BS, EXT4_BS)) {
+				i++;
+				continue;
+			}
+			for (j = i + 1; j < nb && !img_all_zero(w->data + j * EXT4_BS, EXT4_BS);
+			     j++)
+				;
+			r = img_dev_write_data(w->dev, w->data + i * EXT4_BS, (j - i) * EXT4_BS,
+			                       base + off + i * EXT4_BS);
+			i = j;
+		}
+		img_progress_add(w->ctx, n, 0);
+		off += n;
+	}
+	return r;
+}
+
+/* A regular file's data, where alloc_file put it (read back from its inode). */
+static int emit_visit(void *user, struct img_node *node, unsigned depth)
+{
+	struct ext4_writer *w = user;
+	struct emit_file f = { .node = node };
+	ext2_ino_t ino = w->ino[node->seq];
+	struct ext2_inode_large in;
+	errcode_t err;
+	int r;
+
+	(void)depth;
+	if (node->link || node->type != IMG_NODE_REG || !node->size)
+		return 0;
+	r = img_check_cancel(w->ctx);
+	if (r < 0)
+		return r;
+	err = ext2fs_read_inode_full(w->fs, ino, (struct ext2_inode *)&in, sizeof(in));
+	if (err)
+		return ext2_err(w->ctx, err, "cannot read back an inode");
+	r = img_node_reader_open(w->ctx, node, &f.rd);
+	if (r >= 0) {
+		f.scan = node->data.kind == IMG_DATA_PATH && node->size >= EXT4_HOLE_SCAN_MIN;
+		r = for_each_extent(w, ino, &in, emit_extent, &f);
+		img_node_reader_close(&f.rd);
+	}
+	if (r < 0)
+		return img_error_prefix(w->ctx, r, "ext4: %s", node->name);
+	return 0;
+}
+
+/* The second walk (the data in the first one's order), then the metadata past it. */
+static int emit_all(struct ext4_writer *w)
+{
+	errcode_t err;
+	int r;
+
+	if (!w->data && !(w->data = malloc(EXT4_CHUNK)))
+		return img_set_error(w->ctx, -ENOMEM, "out of memory");
+	r = img_tree_walk(w->tree, emit_visit, w);
+	if (r < 0)
+		return r;
+	err = io_channel_flush(w->fs->io);
+	if (err)
+		return ext2_err(w->ctx, err, "cannot write the metadata");
+	return 0;
 }
 
 /* Inode numbers in depth-first order; kept links share their first link's. */
@@ -1296,18 +1337,22 @@ int img_ext4_write_cached(struct img_ctx *ctx, struct img_tree *tree,
 	}
 	if (r >= 0)
 		r = img_tree_walk(tree, write_visit, &w);
+	if (r >= 0) {
+		/* superblocks, group descriptors, bitmaps: into the cache too */
+		w.fs->super->s_kbytes_written = 0;
+		ext2fs_mark_super_dirty(w.fs);
+		err = ext2fs_flush2(w.fs, EXT2_FLAG_FLUSH_NO_SYNC);
+		if (err)
+			r = ext2_err(ctx, err, "cannot write the superblock and group tables");
+	}
+	if (r >= 0)
+		r = emit_all(&w);
 	free(w.ino);
 	free(w.buf);
 	free(w.data);
-	if (r < 0) {
-		ext2fs_free(w.fs);
+	ext2fs_free(w.fs);
+	if (r < 0)
 		return r;
-	}
-	w.fs->super->s_kbytes_written = 0;
-	ext2fs_mark_super_dirty(w.fs);
-	err = ext2fs_close_free(&w.fs);
-	if (err)
-		return ext2_err(ctx, err, "cannot write the superblock and group tables");
 	return img_dev_error(dev) ? img_dev_error(dev) : 0;
 }
 

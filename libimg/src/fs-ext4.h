@@ -31,6 +31,12 @@ struct img_ext2_io_target {
 };
 /* The channel name that makes img_ext2_io_manager open @t. */
 int img_ext2_io_name(const struct img_ext2_io_target *t, char *buf, size_t len);
+/*
+ * Write the cached blocks that lie wholly below byte @off, in block order,
+ * those not written yet (ext2-io.c). From the first call on the channel
+ * takes no more writes; io_channel_flush writes the rest.
+ */
+int img_ext2_io_emit_until(io_channel io, uint64_t off);
 
 /* The ext4 row's write with the io cache held to @cache_blocks (0: the
  * default), so tests can make it spill; fs-ext4.c. */

@@ -355,11 +355,14 @@ END_TEST
 /*
  * A memory device that also hashes every write it gets, in order (offset,
  * length, bytes): two builds with equal hashes wrote the same runs in the
- * same order, which is what a qcow2 output's cluster order depends on.
+ * same order, which is what a qcow2 output's cluster order depends on. It
+ * counts the writes that began behind the end of an earlier one (the
+ * output's writer can hash only what goes out front to back).
  */
 struct rec_dev {
 	uint8_t *mem;
 	uint64_t hash, writes;
+	uint64_t front, behind;
 };
 
 static void rec_mix(struct rec_dev *r, const void *buf, size_t len)
@@ -386,6 +389,9 @@ static int rec_pwrite(struct img_dev *dev, const void *buf, size_t len, uint64_t
 	rec_mix(r, hdr, sizeof(hdr));
 	rec_mix(r, buf, len);
 	r->writes++;
+	if (off < r->front)
+		r->behind++;
+	r->front = IMG_MAX(r->front, off + len);
 	memcpy(r->mem + off, buf, len);
 	return 0;
 }
@@ -466,6 +472,8 @@ START_TEST(spill_same_bytes)
 	ref = rec_new(ctx, size);
 	ck_assert_ok(img_fs_find("ext4")->write(ctx, t, &fo, ref), ctx);
 	rr = img_dev_priv(ref);
+	/* front to back, every write past the one before */
+	ck_assert_uint_eq(rr->behind, 0);
 	fo.spill_dir = dir;
 	for (size_t i = 0; i < IMG_ARRAY_SIZE(budgets); i++) {
 		dev = rec_new(ctx, size);
@@ -475,6 +483,7 @@ START_TEST(spill_same_bytes)
 		              budgets[i]);
 		ck_assert_uint_eq(rd->writes, rr->writes);
 		ck_assert_uint_eq(rd->hash, rr->hash);
+		ck_assert_uint_eq(rd->behind, 0);
 		img_dev_unref(dev);
 	}
 	/* a small tree fits the default budget: no spill file is made */
@@ -655,6 +664,96 @@ START_TEST(cache_model)
 }
 END_TEST
 
+/*
+ * Emission against a model: random metadata writes of every kind (whole
+ * blocks, several blocks, byte ranges across blocks, zeroed ranges) into a
+ * cache of four blocks that spills, then file data into the blocks no
+ * metadata took, in random ascending extents, each after
+ * img_ext2_io_emit_until() at its start, then the flush: the device ends
+ * with the model's bytes and got every write past the one before.
+ */
+START_TEST(emit_model)
+{
+	enum { BS = 4096, NBLK = 256 };
+	struct img_ctx *ctx = t_ctx();
+	char *dir = t_tmpdir("ext4-emit"), name[64];
+	struct img_ext2_io_target target = { .spill_dir = dir, .cache_blocks = 4 };
+	uint8_t *model = calloc(NBLK, BS), *buf = malloc(8 * BS), meta[NBLK] = { 0 };
+	uint64_t seed = 777;
+	struct img_dev *dev;
+	struct rec_dev *rd;
+	io_channel io;
+
+	for (int round = 0; round < 20; round++) {
+		dev = rec_new(ctx, NBLK * BS);
+		rd = img_dev_priv(dev);
+		memset(model, 0, NBLK * BS);
+		memset(meta, 0, sizeof(meta));
+		target.dev = dev;
+		ck_assert_ok(img_ext2_io_name(&target, name, sizeof(name)), ctx);
+		ck_assert_int_eq(img_ext2_io_manager->open(name, IO_FLAG_RW, &io), 0);
+		ck_assert_int_eq(io_channel_set_blksize(io, BS), 0);
+		for (int step = 0; step < 300; step++) {
+			uint64_t op = rnd(&seed) % 100, blk = rnd(&seed) % (NBLK - 4);
+			int n = 1 + (int)(rnd(&seed) % 3);
+
+			if (op < 60) {
+				t_fill(buf, (size_t)n * BS, rnd(&seed));
+				ck_assert_int_eq(io_channel_write_blk64(io, blk, n, buf), 0);
+				memcpy(model + blk * BS, buf, (size_t)n * BS);
+			} else if (op < 90) {
+				uint64_t off = blk * BS + rnd(&seed) % BS;
+				int len = 1 + (int)(rnd(&seed) % 5000);
+
+				t_fill(buf, (size_t)len, rnd(&seed));
+				ck_assert_int_eq(
+				    io_channel_write_byte(io, (unsigned long)off, len, buf), 0);
+				memcpy(model + off, buf, (size_t)len);
+				n = (int)((off + (uint64_t)len + BS - 1) / BS - blk);
+			} else {
+				ck_assert_int_eq(io_channel_zeroout(io, blk, (unsigned long long)n),
+				                 0);
+				memset(model + blk * BS, 0, (size_t)n * BS);
+			}
+			for (int i = 0; i < n; i++)
+				meta[blk + (uint64_t)i] = 1;
+		}
+		/* data: ascending extents over the blocks no metadata touched */
+		for (uint64_t b = 0; b < NBLK;) {
+			uint64_t len = 0;
+
+			if (meta[b] || rnd(&seed) % 3 == 0) {
+				b++;
+				continue;
+			}
+			while (b + len < NBLK && !meta[b + len] && len < 8 && rnd(&seed) % 4)
+				len++;
+			if (!len)
+				len = 1;
+			ck_assert_int_eq(img_ext2_io_emit_until(io, b * BS), 0);
+			t_fill(buf, len * BS, rnd(&seed));
+			ck_assert_ok(img_dev_pwrite(dev, buf, len * BS, b * BS), ctx);
+			memcpy(model + b * BS, buf, len * BS);
+			b += len;
+		}
+		/* the cache takes no writes once it began to go out */
+		ck_assert_int_ne(io_channel_write_blk64(io, 0, 1, buf), 0);
+		ck_assert_int_eq(io_channel_flush(io), 0);
+		ck_assert_msg(memcmp(rd->mem, model, NBLK * BS) == 0, "round %d: other bytes",
+		              round);
+		ck_assert_msg(rd->behind == 0, "round %d: %llu writes behind", round,
+		              (unsigned long long)rd->behind);
+		ck_assert_int_eq(io_channel_close(io), 0);
+		img_dev_unref(dev);
+	}
+	free(model);
+	free(buf);
+	t_rmrf(dir);
+	free(dir);
+	img_ctx_free(ctx);
+}
+END_TEST
+
 Suite *img_test_suite(void);
 Suite *img_test_suite(void)
 {
@@ -681,6 +780,7 @@ Suite *img_test_suite(void)
 	suite_add_tcase(s, tc);
 	tc = tcase_create("cachemodel");
 	tcase_add_test(tc, cache_model);
+	tcase_add_test(tc, emit_model);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("deterministic");
 	tcase_add_test(tc, deterministic);
