@@ -84,9 +84,10 @@ struct img_io_priv {
 	int failed;      /* a spill read or write failed: no more I/O */
 	size_t cbs;      /* the cache's block size (the channel's at the first write) */
 	uint8_t *tmp;    /* one block, for merging a partial write */
-	/* Emitting: the cache in block order, and the next entry to write. */
+	/* Emitting: the cache in block order, the next entry to write and the
+	 * next one to declare to the device's plan. */
 	struct cache_ent *emit;
-	size_t emit_n, emit_pos;
+	size_t emit_n, emit_pos, plan_pos;
 };
 
 static int ent_used(const struct cache_ent *e)
@@ -382,7 +383,7 @@ static int emit_begin(struct img_io_priv *p)
 			p->emit[k++] = p->ents[i];
 	qsort(p->emit, k, sizeof(*p->emit), cmp_ent);
 	p->emit_n = k;
-	p->emit_pos = 0;
+	p->emit_pos = p->plan_pos = 0;
 	return 0;
 }
 
@@ -454,6 +455,32 @@ int img_ext2_io_emit_until(io_channel io, uint64_t off)
 		r = emit_below(p, off / p->cbs);
 	if (r == -ENOMEM)
 		return img_set_error(io_ctx(p), r, "out of memory");
+	return r;
+}
+
+int img_ext2_io_plan_until(io_channel io, uint64_t off)
+{
+	struct img_io_priv *p = io->private_data;
+	size_t i;
+	int r;
+
+	if (p->failed)
+		return -EIO;
+	if (!p->n || !p->cbs)
+		return 0;
+	r = emit_begin(p);
+	if (r < 0)
+		return img_set_error(io_ctx(p), r, "out of memory");
+	for (i = p->plan_pos; r >= 0 && i < p->emit_n && p->emit[i].blk < off / p->cbs;) {
+		size_t j = i + 1;
+
+		while (j < p->emit_n && p->emit[j].blk == p->emit[j - 1].blk + 1 &&
+		       p->emit[j].blk < off / p->cbs)
+			j++;
+		r = img_dev_plan(p->dev, p->emit[i].blk * p->cbs, (uint64_t)(j - i) * p->cbs);
+		i = j;
+	}
+	p->plan_pos = i;
 	return r;
 }
 

@@ -1159,15 +1159,57 @@ static int emit_visit(void *user, struct img_node *node, unsigned depth)
 	return 0;
 }
 
+/* One data extent in the plan, after the metadata below it. */
+static int plan_extent(struct ext4_writer *w, void *user, blk64_t lblk, blk64_t pblk, blk64_t len)
+{
+	int r = img_ext2_io_plan_until(w->fs->io, pblk * EXT4_BS);
+
+	(void)user;
+	(void)lblk;
+	return r < 0 ? r : img_dev_plan(w->dev, pblk * EXT4_BS, len * EXT4_BS);
+}
+
+static int plan_visit(void *user, struct img_node *node, unsigned depth)
+{
+	struct ext4_writer *w = user;
+	ext2_ino_t ino = w->ino[node->seq];
+	struct ext2_inode_large in;
+	errcode_t err;
+
+	(void)depth;
+	if (node->link || node->type != IMG_NODE_REG || !node->size)
+		return 0;
+	err = ext2fs_read_inode_full(w->fs, ino, (struct ext2_inode *)&in, sizeof(in));
+	if (err)
+		return ext2_err(w->ctx, err, "cannot read back an inode");
+	return for_each_extent(w, ino, &in, plan_extent, NULL);
+}
+
+/*
+ * The device's plan (img_dev_plan), when it is ours alone: every cached
+ * metadata block and every file's extents, in block order, so that a qcow2
+ * lays its clusters out before the first write.
+ */
+static int plan_all(struct ext4_writer *w)
+{
+	int r = img_tree_walk(w->tree, plan_visit, w);
+
+	if (r >= 0)
+		r = img_ext2_io_plan_until(w->fs->io, UINT64_MAX);
+	return r < 0 ? r : img_dev_plan_done(w->dev);
+}
+
 /* The second walk (the data in the first one's order), then the metadata past it. */
-static int emit_all(struct ext4_writer *w)
+static int emit_all(struct ext4_writer *w, unsigned flags)
 {
 	errcode_t err;
 	int r;
 
 	if (!w->data && !(w->data = malloc(EXT4_CHUNK)))
 		return img_set_error(w->ctx, -ENOMEM, "out of memory");
-	r = img_tree_walk(w->tree, emit_visit, w);
+	r = flags & IMG_FS_OWN_DEVICE ? plan_all(w) : 0;
+	if (r >= 0)
+		r = img_tree_walk(w->tree, emit_visit, w);
 	if (r < 0)
 		return r;
 	err = io_channel_flush(w->fs->io);
@@ -1346,7 +1388,7 @@ int img_ext4_write_cached(struct img_ctx *ctx, struct img_tree *tree,
 			r = ext2_err(ctx, err, "cannot write the superblock and group tables");
 	}
 	if (r >= 0)
-		r = emit_all(&w);
+		r = emit_all(&w, opts ? opts->flags : 0);
 	free(w.ino);
 	free(w.buf);
 	free(w.data);

@@ -37,6 +37,12 @@ int img_ext2_io_name(const struct img_ext2_io_target *t, char *buf, size_t len);
  * takes no more writes; io_channel_flush writes the rest.
  */
 int img_ext2_io_emit_until(io_channel io, uint64_t off);
+/*
+ * Declare to the device (img_dev_plan) the runs of cached blocks that lie
+ * wholly below byte @off, those not declared yet; as emit_until, the
+ * channel takes no more writes from the first call on.
+ */
+int img_ext2_io_plan_until(io_channel io, uint64_t off);
 
 /* The ext4 row's write with the io cache held to @cache_blocks (0: the
  * default), so tests can make it spill; fs-ext4.c. */

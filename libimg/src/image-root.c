@@ -333,6 +333,7 @@ int img_build_root(struct img_ctx *ctx, const struct img_build_opts *o)
 	if (!outdir)
 		return img_set_error(ctx, -ENOMEM, "out of memory");
 	fo.spill_dir = outdir;
+	fo.flags |= IMG_FS_OWN_DEVICE; /* the whole output: ext4 plans its layout */
 	if (o->mode == IMG_MODE_EMPTY) {
 		struct img_tree_opts to = { .flags = o->tree_flags };
 

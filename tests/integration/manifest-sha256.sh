@@ -18,7 +18,7 @@ zstd -q -c "$T/s.tar" >"$T/s.tar.zst"
 
 # The outputs hashed as they are written (mode/format as named below); every
 # other one is read back. Grows as the writers learn to write in order.
-STREAMED=" store/raw store-tar/raw root/raw empty/raw bios/raw root-tar/raw "
+STREAMED=" store/raw store-tar/raw root/raw empty/raw bios/raw root-tar/raw root/qcow2 empty/qcow2 root-tar/qcow2 "
 
 n=0
 check() { # name format out args...

@@ -43,6 +43,13 @@ struct img_fs_compress {
 	unsigned threads; /* compressing threads; 0 = 2 */
 };
 
+/*
+ * img_fs_opts.flags: the device is the writer's alone (a whole output, not
+ * a partition of one), so it may declare its layout with img_dev_plan()
+ * before the first write (ext4).
+ */
+#define IMG_FS_OWN_DEVICE 0x1u
+
 struct img_fs_opts {
 	const char *label;   /* volume label */
 	const char *id_role; /* repro role for UUID/volume ID, e.g. "root" */
