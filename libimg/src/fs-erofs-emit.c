@@ -405,6 +405,111 @@ static void put_super(const struct img_erofs_plan *p, uint8_t *blk0)
 	             img_crc32c(0xFFFFFFFFu, sb, EROFS_BLKSZ - EROFS_SB_OFFSET));
 }
 
+/* ---- the device's plan ------------------------------------------------ */
+
+/* Ranges handed to img_dev_plan() merged while they touch: [start, end). */
+struct plan_span {
+	struct img_dev *dev;
+	uint64_t start, end;
+};
+
+/* [off, end) will be written; what the span covers already is dropped. */
+static int span_add(struct plan_span *s, uint64_t off, uint64_t end)
+{
+	int r = 0;
+
+	off = IMG_MAX(off, s->end);
+	if (off >= end)
+		return 0;
+	if (off > s->end) {
+		if (s->end > s->start)
+			r = img_dev_plan(s->dev, s->start, s->end - s->start);
+		s->start = off;
+	}
+	s->end = end;
+	return r;
+}
+
+/* Sources of at least this size are probed for holes (as dev.c copies them). */
+#define PLAN_HOLE_PROBE (256u << 10)
+
+/*
+ * A file's data blocks: only the data segments of a sparse source (the
+ * copy turns its holes into write_zeroes, which write nothing), each
+ * widened to whole blocks, and the last block, whose padding emit writes.
+ * The probe moves the descriptor's position, which a shared one (a tar's)
+ * keeps: it is put back.
+ */
+static int plan_file(struct img_ctx *ctx, const struct img_erofs_plan *p, struct img_node *n,
+                     struct plan_span *s)
+{
+	const struct img_erofs_inode *e = &p->inode[n->seq];
+	uint64_t body = n->size - e->tail, at = (uint64_t)e->startblk * EROFS_BLKSZ, pos = 0;
+	struct img_node_reader rd;
+	struct stat st;
+	off_t keep;
+	int r;
+
+	if (!body)
+		return 0;
+	if (body < PLAN_HOLE_PROBE ||
+	    (n->data.kind != IMG_DATA_PATH && n->data.kind != IMG_DATA_FD))
+		return span_add(s, at, at + (uint64_t)e->nblocks * EROFS_BLKSZ);
+	r = img_node_reader_open(ctx, n, &rd);
+	if (r < 0)
+		return r;
+	keep = lseek(rd.fd, 0, SEEK_CUR);
+	while (r >= 0 && pos < body) {
+		off_t d = fstat(rd.fd, &st) == 0 && S_ISREG(st.st_mode)
+		              ? lseek(rd.fd, (off_t)(rd.base + pos), SEEK_DATA)
+		              : -1;
+		uint64_t ds, he;
+
+		if (d < 0 && errno == ENXIO)
+			break; /* a hole to the end */
+		if (d < 0) {
+			r = span_add(s, at + (pos & ~(uint64_t)(EROFS_BLKSZ - 1)),
+			             at + IMG_ALIGN_UP(body, (uint64_t)EROFS_BLKSZ));
+			break; /* no hole support: all of it */
+		}
+		ds = (uint64_t)d - rd.base;
+		if (ds >= body)
+			break;
+		d = lseek(rd.fd, d, SEEK_HOLE);
+		he = d < 0 ? body : IMG_MIN((uint64_t)d - rd.base, body);
+		r = span_add(s, at + (ds & ~(uint64_t)(EROFS_BLKSZ - 1)),
+		             at + IMG_ALIGN_UP(he, (uint64_t)EROFS_BLKSZ));
+		pos = IMG_MAX(he, ds + 1);
+	}
+	if (keep >= 0)
+		lseek(rd.fd, keep, SEEK_SET);
+	img_node_reader_close(&rd);
+	if (r >= 0 && body % EROFS_BLKSZ)
+		r = span_add(s, at + (body & ~(uint64_t)(EROFS_BLKSZ - 1)),
+		             at + IMG_ALIGN_UP(body, (uint64_t)EROFS_BLKSZ));
+	return r;
+}
+
+int img_erofs_plan_writes(struct img_ctx *ctx, const struct img_erofs_plan *p, struct img_dev *dev)
+{
+	struct plan_span s = { .dev = dev };
+	int r = span_add(&s, 0, EROFS_BLKSZ);
+
+	/* File data in canonical order = block order, as emit writes it. */
+	for (uint64_t i = 0; r >= 0 && i < p->tree->nodes; i++) {
+		struct img_node *n = p->nodes[i];
+
+		if (!n->link && n->type == IMG_NODE_REG)
+			r = plan_file(ctx, p, n, &s);
+	}
+	/* Directory and symlink blocks, then the metadata: densely packed. */
+	if (r >= 0)
+		r = span_add(&s, p->other_start * EROFS_BLKSZ, p->blocks * EROFS_BLKSZ);
+	if (r >= 0 && s.end > s.start)
+		r = img_dev_plan(dev, s.start, s.end - s.start);
+	return r;
+}
+
 int img_erofs_emit(struct img_ctx *ctx, struct img_erofs_plan *p, struct img_dev *dev,
                    unsigned flags)
 {

@@ -21,6 +21,7 @@
  * Calling sequence:
  *   img_erofs_plan(ctx, tree, &opts, &plan);       tree finished
  *   size = img_erofs_plan_bytes(plan);
+ *   img_erofs_plan_writes(ctx, plan, dev);         optional: the device's plan
  *   img_erofs_emit(ctx, plan, dev, flags);         metadata + data it can reach
  *   img_erofs_write_data(plan, dev, node, ...);    data the emit skipped
  *   img_erofs_plan_free(plan);
@@ -169,6 +170,16 @@ int img_erofs_compress(struct img_ctx *ctx, struct img_erofs_plan *plan, struct 
  */
 int img_erofs_emit(struct img_ctx *ctx, struct img_erofs_plan *plan, struct img_dev *dev,
                    unsigned flags);
+
+/*
+ * img_dev_plan() on @dev for every range img_erofs_emit() (and the data
+ * img_erofs_write_data() fills in after it) will write, ascending: block 0,
+ * each file's data blocks less the holes of a sparse source (emit leaves
+ * those unwritten), everything from the directory blocks to the end. Not
+ * for compressed plans (their data is written before emit).
+ */
+int img_erofs_plan_writes(struct img_ctx *ctx, const struct img_erofs_plan *plan,
+                          struct img_dev *dev);
 
 /* Where the bytes [@off, @off + @len) of @node's data go on the device:
  * up to two extents (full blocks, inline tail). Returns the count. */

@@ -118,6 +118,13 @@ static int erofs_write_data_row(struct img_fs_plan *plan, struct img_dev *dev,
 	return img_erofs_write_data(plan->format, dev, node, off, buf, len);
 }
 
+static int erofs_plan_writes_row(struct img_fs_plan *plan, struct img_dev *dev)
+{
+	if (plan->opts.compress)
+		return -EINVAL; /* compressed while emitting: nothing to plan ahead */
+	return img_erofs_plan_writes(plan->ctx, plan->format, dev);
+}
+
 const struct img_fs_ops img_fs_erofs = {
 	.name = "erofs",
 	.plan = erofs_plan_row,
@@ -130,4 +137,5 @@ const struct img_fs_ops img_fs_erofs = {
 	.write_data = erofs_write_data_row,
 	.estimate = erofs_estimate,
 	.write = erofs_write,
+	.plan_writes = erofs_plan_writes_row,
 };

@@ -12,7 +12,14 @@
  *                        planned, then the data decompressed again straight
  *                        into its final blocks;
  *   tar on a pipe        data staged in an unlinked file beside the output
- *                        while reading, then copied in-kernel into place.
+ *                        while reading, then copied in-kernel into place
+ *                        (raw, sorted: straight into its final blocks).
+ * The output is planned (img_dev_plan) before the emit, so a qcow2 output
+ * goes out in file order and is hashed as it is written, except where data
+ * comes after the emit (a compressed tar's replay) or the verity tree is
+ * written (its levels and superblock come back to earlier blocks): then the
+ * manifest reads the output back. The sorted pipe's raw output is written
+ * before any plan could be made, and is read back too.
  * The image depends on the content only: the tree is canonical, so the
  * order of a tar stream's entries changes no byte.
  *
@@ -235,6 +242,32 @@ out:
 	return r;
 }
 
+/*
+ * Declare what the output will get (img_dev_plan): the EROFS emit writes
+ * the file system's blocks in block order but for a sparse file's holes
+ * (the row's plan_writes knows which, fs-erofs-emit.c), the dm-verity tree
+ * follows at its hash offset; what --size adds in between is never
+ * written. A qcow2 output lays itself out for this and goes out in file
+ * order, so its sha256 is taken as it is written, and a sparse file's
+ * holes stay unallocated clusters.
+ */
+static int plan_output(struct img_dev *dev, const struct img_build_opts *o,
+                       const struct img_fs_ops *fs, struct img_fs_plan *plan,
+                       const struct img_verity *verity)
+{
+	int r;
+
+	/* Only a qcow2 output uses the plan: raw would pay the probe for nothing. */
+	if (o->format != IMG_FORMAT_QCOW2 || o->compression != IMG_QCOW2_COMPRESS_NONE)
+		return 0;
+	r = fs->plan_writes ? fs->plan_writes(plan, dev)
+	                    : img_dev_plan(dev, 0, fs->planned_size(plan));
+
+	if (r >= 0 && o->verity)
+		r = img_dev_plan(dev, verity->hash_offset, verity->hash_size);
+	return r < 0 ? r : img_dev_plan_done(dev);
+}
+
 /* Is the tar a pipe (or anything that cannot be read twice)? */
 static int tar_is_stream(const char *tar)
 {
@@ -375,7 +408,11 @@ int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 		        "tar stream: %llu bytes went straight into place, %llu staged",
 		        (unsigned long long)in, (unsigned long long)st);
 	} else {
+		/* (The data a sorted pipe put in place above is written already:
+		 * that raw output is not planned.) */
 		r = img_image_create_output(ctx, o, total, &dev);
+		if (r >= 0)
+			r = plan_output(dev, o, fs, sp.plan, &verity);
 	}
 	if (r < 0)
 		goto out;

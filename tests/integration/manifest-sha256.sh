@@ -17,8 +17,13 @@ R=$T/root
 zstd -q -c "$T/s.tar" >"$T/s.tar.zst"
 
 # The outputs hashed as they are written (mode/format as named below); every
-# other one is read back. Grows as the writers learn to write in order.
-STREAMED=" store/raw store-tar/raw root/raw empty/raw bios/raw root-tar/raw root/qcow2 empty/qcow2 root-tar/qcow2 "
+# other one is read back. Grows as the writers learn to write in order. A
+# store qcow2 is planned (img_dev_plan), so its tables go in front and it is
+# written in file order too; a pipe into qcow2 is staged, then emitted in
+# order. Read back: the sorted pipe's raw output (data in place before the
+# plan), a compressed tar (data replayed after the emit), --verity (the
+# tree's levels come back to earlier blocks), zstd qcow2 (packed at finish).
+STREAMED=" store/raw store-tar/raw root/raw empty/raw bios/raw root-tar/raw root/qcow2 empty/qcow2 root-tar/qcow2 store/qcow2 store-tar/qcow2 store-pipe/qcow2 "
 
 n=0
 check() { # name format out args...

@@ -10,6 +10,7 @@
 
 #include "fs-erofs-layout.h"
 #include "testutil.h"
+#include <img/qcow2.h>
 #include <img/repro.h>
 #include <img/tree.h>
 
@@ -513,6 +514,86 @@ START_TEST(fs_table)
 }
 END_TEST
 
+/*
+ * The device's plan (img_erofs_plan_writes) holds everything emit writes:
+ * on a qcow2 device that refuses data outside it, emit succeeds, the image
+ * goes out in file order (its hash is the file's) and reads back as the
+ * same plan emitted on a raw device; a sparse source's holes are left out
+ * of the plan, so they cost no clusters.
+ */
+START_TEST(plan_writes)
+{
+	struct img_ctx *ctx = t_ctx();
+	struct img_tree *t = new_tree(ctx, 0);
+	char *dir = t_tmpdir("erofs-planw"), raw[4096], q[4096], src[4096];
+	struct img_node_attr a = { .type = IMG_NODE_REG, .mode = 0644, .size = 40u << 20 };
+	struct img_qcow2_opts qo = { .cluster_bits = 12 };
+	struct img_fs_opts o = { 0 };
+	uint8_t *buf = malloc(300000), got[32], want[32];
+	struct img_erofs_plan *p;
+	struct img_dev *dr, *dq, *rq;
+	struct stat st;
+	int fd;
+
+	/* 40 MiB, data at 0, at 20 MiB + 5 and in the last bytes: holes between. */
+	snprintf(src, sizeof(src), "%s/sparse", dir);
+	fd = open(src, O_RDWR | O_CREAT | O_TRUNC, 0644);
+	ck_assert_int_ge(fd, 0);
+	t_fill(buf, 300000, 7);
+	ck_assert_int_eq(img_pwrite_full(fd, buf, 100000, 0), 0);
+	ck_assert_int_eq(img_pwrite_full(fd, buf, 300000, (20u << 20) + 5), 0);
+	ck_assert_int_eq(img_pwrite_full(fd, buf, 777, a.size - 777), 0);
+	a.data.kind = IMG_DATA_FD;
+	a.data.fd = fd;
+	a.data.offset = 0;
+	ck_assert_ok(img_tree_add(t, "p/sparse", &a, NULL), ctx);
+	add_sized(t, "p/dense", 300000, 3);
+	add_sized(t, "p/small", 10, 4);
+	add_sized(t, "q/other", 5000, 5);
+	ck_assert_ok(img_tree_finish(t), ctx);
+	ck_assert_ok(img_erofs_plan(ctx, t, &o, &p), ctx);
+	snprintf(raw, sizeof(raw), "%s/a.erofs", dir);
+	snprintf(q, sizeof(q), "%s/a.qcow2", dir);
+	ck_assert_ok(img_dev_raw_create(ctx, raw, img_erofs_plan_bytes(p), &dr), ctx);
+	ck_assert_ok(img_erofs_emit(ctx, p, dr, 0), ctx);
+	ck_assert_ok(img_dev_finish(dr), ctx);
+	qo.size = img_erofs_plan_bytes(p);
+	ck_assert_ok(img_dev_qcow2_create(ctx, q, &qo, &dq), ctx);
+	ck_assert_ok(img_erofs_plan_writes(ctx, p, dq), ctx);
+	ck_assert_ok(img_dev_plan_done(dq), ctx);
+	ck_assert_ok(img_erofs_emit(ctx, p, dq, 0), ctx);
+	ck_assert_ok(img_dev_finish(dq), ctx);
+	ck_assert_int_eq(img_dev_sha256(dq, got), 0);
+	ck_assert_ok(img_sha256_file(ctx, q, want), ctx);
+	ck_assert_mem_eq(got, want, 32);
+	img_dev_unref(dq);
+	ck_assert_int_eq(stat(q, &st), 0);
+	ck_assert_msg(st.st_size < (4 << 20), "the holes were planned: %lld bytes",
+	              (long long)st.st_size);
+	ck_assert_ok(img_dev_qcow2_open(ctx, q, 0, &rq), ctx);
+	{
+		size_t n = img_dev_size(dr);
+		uint8_t *x = malloc(n), *y = malloc(n);
+
+		ck_assert_ok(img_dev_pread(dr, x, n, 0), ctx);
+		ck_assert_ok(img_dev_pread(rq, y, n, 0), ctx);
+		ck_assert_msg(!memcmp(x, y, n), "qcow2 and raw images differ");
+		free(x);
+		free(y);
+	}
+	img_dev_unref(rq);
+	img_dev_unref(dr);
+	fsck(raw, NULL);
+	close(fd);
+	free(buf);
+	img_erofs_plan_free(p);
+	img_tree_free(t);
+	t_rmrf(dir);
+	free(dir);
+	img_ctx_free(ctx);
+}
+END_TEST
+
 Suite *img_test_suite(void);
 Suite *img_test_suite(void)
 {
@@ -539,6 +620,9 @@ Suite *img_test_suite(void)
 	suite_add_tcase(s, tc);
 	tc = tcase_create("kept_times");
 	tcase_add_test(tc, kept_times);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("plan_writes");
+	tcase_add_test(tc, plan_writes);
 	suite_add_tcase(s, tc);
 	return s;
 }

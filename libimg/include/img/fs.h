@@ -16,6 +16,7 @@
  *   size = fs->planned_size(plan);
  *   fs->volume_id(plan, id, sizeof(id));      as blkid shows it
  *   ... create a device of at least size bytes ...
+ *   fs->plan_writes(plan, dev); img_dev_plan_done(dev);   optional (dev.h)
  *   fs->emit(plan, dev);
  *   fs->plan_free(plan);
  * estimate and write are the same in one call each.
@@ -113,6 +114,10 @@ struct img_fs_ops {
 	/* Plan and emit on the whole of @dev (whose size is the fs size). */
 	int (*write)(struct img_ctx *ctx, struct img_tree *tree, const struct img_fs_opts *opts,
 	             struct img_dev *dev);
+	/* Before emit: img_dev_plan() on @dev for every range emit will write,
+	 * ascending; the caller may add ranges after them, then calls
+	 * img_dev_plan_done(). NULL: the format does not know them up front. */
+	int (*plan_writes)(struct img_fs_plan *plan, struct img_dev *dev);
 };
 
 /* The writer called @name, or NULL. */
