@@ -2,16 +2,39 @@
  * dev-qcow2-write.c -- writing a qcow2 v3 image directly, without a raw
  * intermediate (qemu docs/interop/qcow2.txt: header, L1/L2, refcounts).
  *
- * Layout: cluster 0 header, then the L1 table (its size follows from the
- * virtual size), then data clusters in the order the writes first touch
- * them (a bump allocator: the same writes give the same bytes). The L2
- * tables live in memory until finish, which appends them, then the
- * refcount table and blocks, and writes the header last. With compression
- * the data clusters are first staged uncompressed in the output file itself
- * and packed in place at finish (dev-qcow2-compress.c).
+ * Layout without a plan: cluster 0 header, then the L1 table (its size
+ * follows from the virtual size), then data clusters in the order the
+ * writes first touch them (a bump allocator: the same writes give the same
+ * bytes). The L2 tables live in memory until finish, which appends them,
+ * then the refcount table and blocks, and writes the header last: behind
+ * the frontier, so the output is read back for its sha256. With
+ * compression the data clusters are first staged uncompressed in the
+ * output file itself and packed in place at finish (dev-qcow2-compress.c);
+ * compressed images ignore a plan.
  *
- * A guest cluster is only allocated when non-zero data is written to it,
- * so clusters only ever written with zeros stay unallocated. write_zeroes
+ * Layout with a plan (img_dev_plan, uncompressed): the writer knows at
+ * plan_done every guest cluster that will get data, so the whole file is
+ * known and its front is written right then, in file order, through the
+ * writer that hashes (dio.c):
+ *   cluster 0              header (refcount_order 4, as without a plan)
+ *   1 ..                   L1 table
+ *   then                   refcount table, refcount blocks (every cluster
+ *                          of the file has refcount 1)
+ *   then                   the L2 tables that cover planned clusters, in
+ *                          L1 order
+ *   then                   one data cluster per planned guest cluster, in
+ *                          guest order, to the end of the file
+ * Data written in plan order then goes out in file order too, finish
+ * writes nothing (the file is extended to its last cluster: planned
+ * clusters never written are a hole and read as zeros) and the device's
+ * sha256 op gives dio's digest; any write behind the frontier makes it
+ * -ENODATA, and the bytes are still right. Non-zero data for a cluster
+ * outside the plan is refused (there is no room for it); zeros there are
+ * fine, they read as zeros already.
+ *
+ * Without a plan a guest cluster is only allocated when non-zero data is
+ * written to it, so clusters only ever written with zeros stay
+ * unallocated. write_zeroes
  * on an allocated cluster keeps it allocated (refcount 1) and punches a
  * hole in the host file under it.
  */

@@ -6,6 +6,11 @@
  * ranges read as zeros; clusters only ever written with zeros stay
  * unallocated; the same sequence of writes gives the same bytes. With
  * compression the clusters are compressed when the device is finished.
+ * Given a plan (img_dev_plan, dev.h; uncompressed only) the tables go in
+ * front of the data and the data clusters in guest order, so written in
+ * plan order the file goes out front to back and img_dev_sha256() knows
+ * its hash; every planned cluster is allocated, and non-zero data outside
+ * the plan is refused.
  *
  * Reading: img_dev_qcow2_open() validates every header field and table it
  * reads and refuses what is inconsistent. A backing file is never opened
