@@ -218,7 +218,12 @@ static int copy_region(struct img_ctx *ctx, int fd, struct img_dev *dev, uint64_
 	return r;
 }
 
-int img_disk_write(struct img_ctx *ctx, const struct img_disk_layout *l, struct img_dev *dev)
+/*
+ * The table through libfdisk on a staging memfd the size of the disk; on
+ * success *@fd_out is that memfd, the table regions filled in.
+ */
+static int stage_table(struct img_ctx *ctx, const struct img_disk_layout *l, struct img_dev *dev,
+                       int *fd_out)
 {
 	struct fdisk_context *cxt = NULL;
 	struct fdisk_label *lb;
@@ -288,12 +293,56 @@ int img_disk_write(struct img_ctx *ctx, const struct img_disk_layout *l, struct 
 		r = fdisk_fail(ctx, r, "closing the staging file");
 		goto out;
 	}
-	r = copy_region(ctx, fd, dev, 0, GPT_HEAD_SECT * IMG_DISK_SECTOR);
-	if (r == 0 && l->label == IMG_DISK_GPT)
-		r = copy_region(ctx, fd, dev, l->size - GPT_TAIL, GPT_TAIL);
 out:
 	fdisk_unref_context(cxt);
+	if (r < 0)
+		close(fd);
+	else
+		*fd_out = fd;
+	return r;
+}
+
+int img_disk_write_head(struct img_ctx *ctx, const struct img_disk_layout *l, struct img_dev *dev,
+                        uint8_t **tail)
+{
+	int fd = -1, r;
+
+	*tail = NULL;
+	r = stage_table(ctx, l, dev, &fd);
+	if (r < 0)
+		return r;
+	r = copy_region(ctx, fd, dev, 0, GPT_HEAD_SECT * IMG_DISK_SECTOR);
+	if (r == 0 && l->label == IMG_DISK_GPT) {
+		*tail = malloc(GPT_TAIL);
+		if (!*tail)
+			r = img_set_error(ctx, -ENOMEM, "out of memory");
+		else if ((r = img_pread_full(fd, *tail, GPT_TAIL, l->size - GPT_TAIL)) < 0)
+			r = img_set_error(ctx, r, "partition table: reading the staging copy: %s",
+			                  strerror(-r));
+		if (r < 0) {
+			free(*tail);
+			*tail = NULL;
+		}
+	}
 	close(fd);
+	return r;
+}
+
+int img_disk_write_tail(const struct img_disk_layout *l, struct img_dev *dev, const uint8_t *tail)
+{
+	if (l->label != IMG_DISK_GPT || !tail)
+		return 0;
+	return img_dev_pwrite(dev, tail, GPT_TAIL, l->size - GPT_TAIL);
+}
+
+int img_disk_write(struct img_ctx *ctx, const struct img_disk_layout *l, struct img_dev *dev)
+{
+	uint8_t *tail;
+	int r = img_disk_write_head(ctx, l, dev, &tail);
+
+	if (r == 0)
+		r = img_disk_write_tail(l, dev, tail);
+	free(tail);
 	return r;
 }
 

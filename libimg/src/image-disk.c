@@ -548,6 +548,7 @@ int img_build_disk(struct img_ctx *ctx, const struct img_build_opts *o)
 	char *outdir;
 	uint64_t root_min = 0;
 	const struct img_disk_part *rp;
+	uint8_t *gpt_tail = NULL;
 	int r;
 
 	if (o->mode == IMG_MODE_BIOS && (o->uki || o->bootloader))
@@ -603,7 +604,8 @@ int img_build_disk(struct img_ctx *ctx, const struct img_build_opts *o)
 	r = img_image_create_output(ctx, o, b.l.size, &b.dev);
 	if (r < 0)
 		goto out;
-	r = img_disk_write(ctx, &b.l, b.dev);
+	/* the GPT's backup last: the disk goes out front to back */
+	r = img_disk_write_head(ctx, &b.l, b.dev, &gpt_tail);
 	for (size_t i = 0; i < b.l.nparts && r >= 0; i++) {
 		const struct img_disk_part *p = &b.l.parts[i];
 
@@ -625,10 +627,13 @@ int img_build_disk(struct img_ctx *ctx, const struct img_build_opts *o)
 	if (r >= 0 && o->verity)
 		r = write_verity(&b, rp);
 	if (r >= 0)
+		r = img_disk_write_tail(&b.l, b.dev, gpt_tail);
+	if (r >= 0)
 		r = img_dev_finish(b.dev);
 	if (r >= 0)
 		r = write_manifest(&b);
 out:
+	free(gpt_tail);
 	img_dev_unref(b.dev);
 	img_boot_esp_free(b.esp);
 	img_tree_free(b.root);

@@ -254,6 +254,21 @@ START_TEST(gpt_write_and_validate)
 		ck_assert_int_eq(img_pread_full(fd, b2, l.size, 0), 0);
 		close(fd);
 		ck_assert(memcmp(b1, b2, l.size) == 0);
+		/* In two steps (the head, then the GPT's backup last): the same
+		 * bytes, and nothing at the end until the tail is written. */
+		{
+			struct img_dev *m;
+			uint8_t *tail;
+
+			ck_assert_ok(img_dev_mem_new(ctx, l.size, &m), ctx);
+			ck_assert_ok(img_disk_write_head(ctx, &l, m, &tail), ctx);
+			ck_assert_ptr_nonnull(tail);
+			ck_assert(img_all_zero(img_dev_mem_data(m) + l.size - 33 * 512, 33 * 512));
+			ck_assert_ok(img_disk_write_tail(&l, m, tail), ctx);
+			ck_assert(memcmp(img_dev_mem_data(m), b1, l.size) == 0);
+			free(tail);
+			img_dev_unref(m);
+		}
 		free(b1);
 		free(b2);
 	}

@@ -100,6 +100,17 @@ IMG_EXPORT int img_disk_plan(struct img_ctx *ctx, struct img_disk_layout *l);
  */
 IMG_EXPORT int img_disk_write(struct img_ctx *ctx, const struct img_disk_layout *l,
                               struct img_dev *dev);
+/*
+ * The same in two steps, so that a disk goes out front to back (and can be
+ * hashed as it is written): the head (MBR, or protective MBR, GPT header
+ * and entries) now, and the GPT's backup at the end of the disk, returned
+ * in *@tail (malloc'd, NULL for MBR), with img_disk_write_tail() after the
+ * partitions. The caller frees *@tail.
+ */
+IMG_EXPORT int img_disk_write_head(struct img_ctx *ctx, const struct img_disk_layout *l,
+                                   struct img_dev *dev, uint8_t **tail);
+IMG_EXPORT int img_disk_write_tail(const struct img_disk_layout *l, struct img_dev *dev,
+                                   const uint8_t *tail);
 
 /* What a disk's partition table says (img_disk_probe). */
 struct img_disk_info {
