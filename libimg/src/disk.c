@@ -328,6 +328,18 @@ int img_disk_write_head(struct img_ctx *ctx, const struct img_disk_layout *l, st
 	return r;
 }
 
+int img_disk_plan_head(const struct img_disk_layout *l, struct img_dev *dev)
+{
+	/* an MBR is its first sector (the rest of the head is written as zeros) */
+	return img_dev_plan(dev, 0,
+	                    (l->label == IMG_DISK_GPT ? GPT_HEAD_SECT : 1) * IMG_DISK_SECTOR);
+}
+
+int img_disk_plan_tail(const struct img_disk_layout *l, struct img_dev *dev)
+{
+	return l->label == IMG_DISK_GPT ? img_dev_plan(dev, l->size - GPT_TAIL, GPT_TAIL) : 0;
+}
+
 int img_disk_write_tail(const struct img_disk_layout *l, struct img_dev *dev, const uint8_t *tail)
 {
 	if (l->label != IMG_DISK_GPT || !tail)

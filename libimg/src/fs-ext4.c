@@ -1185,31 +1185,15 @@ static int plan_visit(void *user, struct img_node *node, unsigned depth)
 	return for_each_extent(w, ino, &in, plan_extent, NULL);
 }
 
-/*
- * The device's plan (img_dev_plan), when it is ours alone: every cached
- * metadata block and every file's extents, in block order, so that a qcow2
- * lays its clusters out before the first write.
- */
-static int plan_all(struct ext4_writer *w)
-{
-	int r = img_tree_walk(w->tree, plan_visit, w);
-
-	if (r >= 0)
-		r = img_ext2_io_plan_until(w->fs->io, UINT64_MAX);
-	return r < 0 ? r : img_dev_plan_done(w->dev);
-}
-
 /* The second walk (the data in the first one's order), then the metadata past it. */
-static int emit_all(struct ext4_writer *w, unsigned flags)
+static int emit_all(struct ext4_writer *w)
 {
 	errcode_t err;
 	int r;
 
 	if (!w->data && !(w->data = malloc(EXT4_CHUNK)))
 		return img_set_error(w->ctx, -ENOMEM, "out of memory");
-	r = flags & IMG_FS_OWN_DEVICE ? plan_all(w) : 0;
-	if (r >= 0)
-		r = img_tree_walk(w->tree, emit_visit, w);
+	r = img_tree_walk(w->tree, emit_visit, w);
 	if (r < 0)
 		return r;
 	err = io_channel_flush(w->fs->io);
@@ -1325,27 +1309,43 @@ static int ext4_reserved(struct ext4_writer *w)
 	return 0;
 }
 
-int img_ext4_write_cached(struct img_ctx *ctx, struct img_tree *tree,
-                          const struct img_fs_opts *opts, struct img_dev *dev, size_t cache_blocks)
-{
-	struct ext4_writer w = { .ctx = ctx, .tree = tree, .dev = dev };
+/* A build between its two walks (fs-ext4.h). */
+struct img_ext4_job {
+	struct ext4_writer w;
 	/* Nothing is written before ext2fs_initialize returns (it only lays
 	 * out in memory); the channel spills beside the output from then on. */
-	struct img_ext2_io_target target = { .dev = dev,
-		                             .spill_dir = opts ? opts->spill_dir : NULL,
-		                             .cache_blocks = cache_blocks };
+	struct img_ext2_io_target target;
+};
+
+void img_ext4_job_free(struct img_ext4_job *j)
+{
+	if (!j)
+		return;
+	free(j->w.ino);
+	free(j->w.buf);
+	free(j->w.data);
+	if (j->w.fs)
+		ext2fs_free(j->w.fs);
+	free(j);
+}
+
+int img_ext4_layout(struct img_ctx *ctx, struct img_tree *tree, const struct img_fs_opts *opts,
+                    struct img_dev *dev, size_t cache_blocks, struct img_ext4_job **out)
+{
+	struct img_ext4_job *j;
+	struct ext4_writer *w;
 	struct ext4_need need;
 	uint64_t blocks = img_dev_size(dev) / EXT4_BS, short_by, min_blocks;
 	errcode_t err;
 	int r;
 
+	*out = NULL;
 	if (!tree || !tree->root || !tree->finished)
 		return img_set_error(ctx, -EINVAL, "ext4: the tree is not finished");
 	if (img_tree_lookup(tree, "lost+found"))
 		return img_set_error(ctx, -EEXIST,
 		                     "ext4: the content has a /lost+found; the file system makes "
 		                     "its own");
-	w.epoch = img_repro_epoch(ctx);
 	tree_need(tree, &need);
 	/* Too small is an error before anything is written. */
 	r = ext4_fits(ctx, dev, blocks, &need, 0, &short_by);
@@ -1362,40 +1362,78 @@ int img_ext4_write_cached(struct img_ctx *ctx, struct img_tree *tree,
 	}
 	if (r < 0)
 		return r;
-
+	j = calloc(1, sizeof(*j));
+	if (!j)
+		return img_set_error(ctx, -ENOMEM, "out of memory");
+	w = &j->w;
+	*w = (struct ext4_writer){ .ctx = ctx, .tree = tree, .dev = dev };
+	w->epoch = img_repro_epoch(ctx);
+	j->target = (struct img_ext2_io_target){ .dev = dev,
+		                                 .spill_dir = opts ? opts->spill_dir : NULL,
+		                                 .cache_blocks = cache_blocks };
 	img_progress_phase(ctx, "ext4", tree->data_bytes, tree->nodes);
-	r = ext4_init(ctx, &target, blocks, &need, &w.fs);
-	if (r < 0)
-		return r;
-	r = ext4_setup(&w, opts);
+	r = ext4_init(ctx, &j->target, blocks, &need, &w->fs);
 	if (r >= 0)
-		r = ext4_reserved(&w);
-	if (r >= 0 && !(w.ino = calloc(tree->nodes, sizeof(*w.ino))))
+		r = ext4_setup(w, opts);
+	if (r >= 0)
+		r = ext4_reserved(w);
+	if (r >= 0 && !(w->ino = calloc(tree->nodes, sizeof(*w->ino))))
 		r = img_set_error(ctx, -ENOMEM, "out of memory");
 	if (r >= 0) {
-		w.next_ino = EXT4_FIRST_INO + 1;
-		w.goal = 0;
-		r = img_tree_walk(tree, number_visit, &w);
+		w->next_ino = EXT4_FIRST_INO + 1;
+		w->goal = 0;
+		r = img_tree_walk(tree, number_visit, w);
 	}
 	if (r >= 0)
-		r = img_tree_walk(tree, write_visit, &w);
+		r = img_tree_walk(tree, write_visit, w);
 	if (r >= 0) {
 		/* superblocks, group descriptors, bitmaps: into the cache too */
-		w.fs->super->s_kbytes_written = 0;
-		ext2fs_mark_super_dirty(w.fs);
-		err = ext2fs_flush2(w.fs, EXT2_FLAG_FLUSH_NO_SYNC);
+		w->fs->super->s_kbytes_written = 0;
+		ext2fs_mark_super_dirty(w->fs);
+		err = ext2fs_flush2(w->fs, EXT2_FLAG_FLUSH_NO_SYNC);
 		if (err)
 			r = ext2_err(ctx, err, "cannot write the superblock and group tables");
 	}
-	if (r >= 0)
-		r = emit_all(&w, opts ? opts->flags : 0);
-	free(w.ino);
-	free(w.buf);
-	free(w.data);
-	ext2fs_free(w.fs);
+	if (r < 0) {
+		img_ext4_job_free(j);
+		return r;
+	}
+	*out = j;
+	return 0;
+}
+
+int img_ext4_plan_ranges(struct img_ext4_job *j)
+{
+	int r = img_tree_walk(j->w.tree, plan_visit, &j->w);
+
+	return r < 0 ? r : img_ext2_io_plan_until(j->w.fs->io, UINT64_MAX);
+}
+
+int img_ext4_emit(struct img_ext4_job *j)
+{
+	int r = emit_all(&j->w);
+
+	return r < 0 ? r : img_dev_error(j->w.dev);
+}
+
+int img_ext4_write_cached(struct img_ctx *ctx, struct img_tree *tree,
+                          const struct img_fs_opts *opts, struct img_dev *dev, size_t cache_blocks)
+{
+	struct img_ext4_job *j;
+	int r = img_ext4_layout(ctx, tree, opts, dev, cache_blocks, &j);
+
 	if (r < 0)
 		return r;
-	return img_dev_error(dev) ? img_dev_error(dev) : 0;
+	/* the whole output: plan it (a qcow2 lays its clusters out for it) */
+	if (opts && opts->flags & IMG_FS_OWN_DEVICE) {
+		r = img_ext4_plan_ranges(j);
+		if (r >= 0)
+			r = img_dev_plan_done(dev);
+	}
+	if (r >= 0)
+		r = img_ext4_emit(j);
+	img_ext4_job_free(j);
+	return r;
 }
 
 static int ext4_write(struct img_ctx *ctx, struct img_tree *tree, const struct img_fs_opts *opts,

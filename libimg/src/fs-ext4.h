@@ -46,6 +46,26 @@ int img_ext2_io_plan_until(io_channel io, uint64_t off);
 
 /* The ext4 row's write with the io cache held to @cache_blocks (0: the
  * default), so tests can make it spill; fs-ext4.c. */
+/*
+ * The writer in its steps, for a caller that plans a device holding more
+ * than this file system (a disk: its partitions declared to the disk's
+ * device in order, then img_dev_plan_done on it):
+ *   img_ext4_layout()       the first walk: everything laid out and cached,
+ *                           nothing written to @dev
+ *   img_ext4_plan_ranges()  optional: img_dev_plan() every range the emit
+ *                           will write, in block order (not plan_done)
+ *   img_ext4_emit()         the second walk: the file system front to back
+ *   img_ext4_job_free()     always (also after an error)
+ * img_ext4_write_cached() is all of them (planning when opts->flags has
+ * IMG_FS_OWN_DEVICE).
+ */
+struct img_ext4_job;
+int img_ext4_layout(struct img_ctx *ctx, struct img_tree *tree, const struct img_fs_opts *opts,
+                    struct img_dev *dev, size_t cache_blocks, struct img_ext4_job **out);
+int img_ext4_plan_ranges(struct img_ext4_job *j);
+int img_ext4_emit(struct img_ext4_job *j);
+void img_ext4_job_free(struct img_ext4_job *j);
+
 int img_ext4_write_cached(struct img_ctx *ctx, struct img_tree *tree,
                           const struct img_fs_opts *opts, struct img_dev *dev, size_t cache_blocks);
 

@@ -985,6 +985,27 @@ out:
 	return r;
 }
 
+int img_fat32_written_bytes(struct img_ctx *ctx, struct img_tree *tree, uint64_t size,
+                            uint64_t *end)
+{
+	struct emit e = { .ctx = ctx };
+	struct fat_names nm;
+	uint64_t need;
+	int r;
+
+	*end = size; /* what cannot be worked out here, fat_write refuses */
+	if (geom_pick(size, &e.g) < 0)
+		return 0;
+	r = name_all(ctx, tree, &nm);
+	if (r < 0)
+		return r;
+	need = count_clusters(tree, &nm, (uint64_t)e.g.spc * FAT_SECTOR);
+	unname(tree, &nm);
+	if (need <= e.g.clusters)
+		*end = cluster_off(&e, FAT_FIRST_CLUSTER + need);
+	return 0;
+}
+
 void img_fat32_volume_id_str(const struct img_ctx *ctx, const char *role, char out[10])
 {
 	uint32_t id = img_repro_u32(ctx, role ? role : "fat-volume-id");

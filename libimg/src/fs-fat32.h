@@ -15,6 +15,14 @@
 extern const struct img_fs_ops img_fs_fat32;
 
 /* The volume ID of role @role as blkid prints it: "XXXX-XXXX". */
+/*
+ * The bytes from the volume's start that writing @tree on @size bytes puts
+ * data in (boot sectors, FATs, every used cluster); past them the volume
+ * stays zeros. For a device's plan (img_dev_plan); *end is @size when the
+ * content does not fit (the write then says so).
+ */
+int img_fat32_written_bytes(struct img_ctx *ctx, struct img_tree *tree, uint64_t size,
+                            uint64_t *end);
 void img_fat32_volume_id_str(const struct img_ctx *ctx, const char *role, char out[10]);
 
 #endif

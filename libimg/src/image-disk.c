@@ -39,6 +39,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fs-ext4.h"
+#include "fs-fat32.h"
 #include "image-private.h"
 #include "verity.h"
 #include <img/boot.h>
@@ -161,6 +163,9 @@ struct disk_build {
 	int have_grub;
 	char ids[IMG_DISK_MAX_PARTS][40]; /* file system IDs read back before finishing */
 	struct img_verity verity;         /* --verity: the root's hash tree */
+	/* A planned disk: the root's ext4 between its walks, on its slice. */
+	struct img_ext4_job *root_job;
+	struct img_dev *root_dev;
 };
 
 /* The index of the partition of @role in @l, or -1. */
@@ -311,6 +316,74 @@ static int write_part(struct disk_build *b, const struct img_disk_part *p,
 	if (r >= 0)
 		r = img_dev_flush(s);
 	img_dev_unref(s);
+	if (r < 0)
+		img_error_prefix(b->ctx, r, "partition %u (%s)", p->number, p->rolename);
+	return r;
+}
+
+/*
+ * An uncompressed qcow2 --efi disk is planned whole before its first write
+ * (img_dev_plan on the disk's device): the table's head, the ESP's used
+ * bytes, every range the root's ext4 will write (its first walk runs here,
+ * writing nothing), the table's tail. Then the disk goes out front to back,
+ * tables first, and is hashed as it is written. A raw disk needs no plan
+ * (it is written in order already); GRUB (--bios, --hybrid) writes behind
+ * the partitions and --verity its tree's superblock last, so those are not
+ * planned and their output is read back for the sha256.
+ */
+static bool want_plan(const struct img_build_opts *o)
+{
+	return o->format == IMG_FORMAT_QCOW2 && o->compression == IMG_QCOW2_COMPRESS_NONE &&
+	       o->mode == IMG_MODE_EFI && !o->verity;
+}
+
+static int plan_disk(struct disk_build *b, const struct img_fs_opts *rfo)
+{
+	struct img_fs_opts o = *rfo;
+	uint64_t end;
+	int r = 0;
+
+	for (size_t i = 0; i < b->l.nparts && r >= 0; i++) {
+		const struct img_disk_part *p = &b->l.parts[i];
+
+		if (p->role != IMG_PART_ROOT)
+			continue;
+		r = img_dev_slice_new(b->dev, p->offset, p->size, &b->root_dev);
+		o.size = p->size;
+		if (r >= 0)
+			r = img_ext4_layout(b->ctx, b->root, &o, b->root_dev, 0, &b->root_job);
+		if (r < 0)
+			return img_error_prefix(b->ctx, r, "partition %u (%s)", p->number,
+			                        p->rolename);
+	}
+	r = img_disk_plan_head(&b->l, b->dev);
+	for (size_t i = 0; i < b->l.nparts && r >= 0; i++) {
+		const struct img_disk_part *p = &b->l.parts[i];
+
+		if (p->role == IMG_PART_ESP) {
+			r = img_fat32_written_bytes(b->ctx, b->esp->tree, p->size, &end);
+			if (r >= 0)
+				r = img_dev_plan(b->dev, p->offset, end);
+		} else if (p->role == IMG_PART_ROOT) {
+			r = img_ext4_plan_ranges(b->root_job);
+		}
+	}
+	if (r >= 0)
+		r = img_disk_plan_tail(&b->l, b->dev);
+	/* through the root's slice, which was given ranges too: it completes
+	 * the disk's plan and lets the slice be written (dev.h) */
+	return r < 0 ? r : img_dev_plan_done(b->root_dev);
+}
+
+/* The planned root: its second walk, on the slice its first one laid out. */
+static int emit_root(struct disk_build *b, const struct img_disk_part *p)
+{
+	int r = img_ext4_emit(b->root_job);
+
+	if (r >= 0)
+		r = img_dev_flush(b->root_dev);
+	img_ext4_job_free(b->root_job);
+	b->root_job = NULL;
 	if (r < 0)
 		img_error_prefix(b->ctx, r, "partition %u (%s)", p->number, p->rolename);
 	return r;
@@ -604,13 +677,18 @@ int img_build_disk(struct img_ctx *ctx, const struct img_build_opts *o)
 	r = img_image_create_output(ctx, o, b.l.size, &b.dev);
 	if (r < 0)
 		goto out;
+	if (want_plan(o))
+		r = plan_disk(&b, &rfo);
 	/* the GPT's backup last: the disk goes out front to back */
-	r = img_disk_write_head(ctx, &b.l, b.dev, &gpt_tail);
+	if (r >= 0)
+		r = img_disk_write_head(ctx, &b.l, b.dev, &gpt_tail);
 	for (size_t i = 0; i < b.l.nparts && r >= 0; i++) {
 		const struct img_disk_part *p = &b.l.parts[i];
 
 		if (p->role == IMG_PART_ESP)
 			r = write_part(&b, p, img_fs_find("vfat"), b.esp->tree, &efo);
+		else if (p->role == IMG_PART_ROOT && b.root_job)
+			r = emit_root(&b, p);
 		else if (p->role == IMG_PART_ROOT)
 			r = write_part(&b, p, ext4, b.root, &rfo);
 		else if (p->role == IMG_PART_BIOS_BOOT)
@@ -634,6 +712,8 @@ int img_build_disk(struct img_ctx *ctx, const struct img_build_opts *o)
 		r = write_manifest(&b);
 out:
 	free(gpt_tail);
+	img_ext4_job_free(b.root_job);
+	img_dev_unref(b.root_dev);
 	img_dev_unref(b.dev);
 	img_boot_esp_free(b.esp);
 	img_tree_free(b.root);

@@ -23,7 +23,7 @@ zstd -q -c "$T/s.tar" >"$T/s.tar.zst"
 # order. Read back: the sorted pipe's raw output (data in place before the
 # plan), a compressed tar (data replayed after the emit), --verity (the
 # tree's levels come back to earlier blocks), zstd qcow2 (packed at finish).
-STREAMED=" store/raw store-tar/raw root/raw empty/raw bios/raw root-tar/raw root/qcow2 empty/qcow2 root-tar/qcow2 store/qcow2 store-tar/qcow2 store-pipe/qcow2 efi/raw hybrid/raw "
+STREAMED=" store/raw store-tar/raw root/raw empty/raw bios/raw root-tar/raw root/qcow2 empty/qcow2 root-tar/qcow2 store/qcow2 store-tar/qcow2 store-pipe/qcow2 efi/raw hybrid/raw efi/qcow2 "
 
 n=0
 check() { # name format out args...

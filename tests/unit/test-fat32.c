@@ -358,6 +358,45 @@ START_TEST(errors)
 }
 END_TEST
 
+/*
+ * What a disk's plan is told of the ESP (img_fat32_written_bytes): every
+ * byte the writer puts data in lies below it, and the cluster it ends in
+ * holds data (the bound is tight, not the whole volume).
+ */
+START_TEST(written_bytes)
+{
+	struct img_ctx *ctx = t_ctx();
+	char *dir = t_tmpdir("fat32-written"), src[4096];
+	struct img_fs_opts o = { .label = "ESP" };
+	const uint64_t size = 64 * MIB;
+	struct img_tree *tree;
+	struct img_dev *dev;
+	const uint8_t *m;
+	uint64_t end, last = 0;
+
+	snprintf(src, sizeof(src), "%s/src", dir);
+	make_content(src);
+	tree = tree_of(ctx, src);
+	ck_assert_ok(img_fat32_written_bytes(ctx, tree, size, &end), ctx);
+	ck_assert_uint_lt(end, size);
+	ck_assert_ok(img_dev_mem_new(ctx, size, &dev), ctx);
+	ck_assert_ok(img_fs_fat32.write(ctx, tree, &o, dev), ctx);
+	m = img_dev_mem_data(dev);
+	for (uint64_t i = 0; i < size; i++)
+		if (m[i])
+			last = i;
+	ck_assert_msg(last < end, "data at %llu, past the %llu bytes planned",
+	              (unsigned long long)last, (unsigned long long)end);
+	ck_assert_msg(end - last <= 64 * 1024, "%llu bytes planned, data ends at %llu",
+	              (unsigned long long)end, (unsigned long long)last);
+	img_dev_unref(dev);
+	img_tree_free(tree);
+	t_rmrf(dir);
+	free(dir);
+	img_ctx_free(ctx);
+}
+END_TEST
+
 Suite *img_test_suite(void);
 Suite *img_test_suite(void)
 {
@@ -373,6 +412,7 @@ Suite *img_test_suite(void)
 	suite_add_tcase(s, tc);
 	tc = tcase_create("errors");
 	tcase_add_test(tc, errors);
+	tcase_add_test(tc, written_bytes);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -111,6 +111,10 @@ IMG_EXPORT int img_disk_write_head(struct img_ctx *ctx, const struct img_disk_la
                                    struct img_dev *dev, uint8_t **tail);
 IMG_EXPORT int img_disk_write_tail(const struct img_disk_layout *l, struct img_dev *dev,
                                    const uint8_t *tail);
+/* The ranges those two write, for @dev's plan (img_dev_plan): the head
+ * first, the tail after every partition's ranges. */
+IMG_EXPORT int img_disk_plan_head(const struct img_disk_layout *l, struct img_dev *dev);
+IMG_EXPORT int img_disk_plan_tail(const struct img_disk_layout *l, struct img_dev *dev);
 
 /* What a disk's partition table says (img_disk_probe). */
 struct img_disk_info {
