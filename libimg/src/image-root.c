@@ -333,7 +333,10 @@ int img_build_root(struct img_ctx *ctx, const struct img_build_opts *o)
 	if (!outdir)
 		return img_set_error(ctx, -ENOMEM, "out of memory");
 	fo.spill_dir = outdir;
-	fo.flags |= IMG_FS_OWN_DEVICE; /* the whole output: ext4 plans its layout */
+	/* The whole output: ext4 declares its layout when a qcow2 can use it (a
+	 * raw file needs none, and the declaring walk reads every inode again). */
+	if (o->format == IMG_FORMAT_QCOW2 && o->compression == IMG_QCOW2_COMPRESS_NONE)
+		fo.flags |= IMG_FS_OWN_DEVICE;
 	if (o->mode == IMG_MODE_EMPTY) {
 		struct img_tree_opts to = { .flags = o->tree_flags };
 
