@@ -25,12 +25,13 @@
  * written before (the frontier), the writer is "ordered": metadata writes
  * (img_dio_pwrite) join the runs too, a short gap goes out as zeros inside
  * the run, a longer one (or img_dio_zero) stays a hole of the new file, and
- * the writer thread hashes each buffer after writing it, with the gap before
- * it hashed as zeros, never read. img_dio_digest() then gives the SHA-256 of
- * the whole file without reading it back. The first write behind the
- * frontier ends that for good: the writer goes on as before (every write
- * still lands, in order) and img_dio_digest() says -ENODATA, so the caller
- * reads the output back. Only a new (all-hole) file can be hashed this way.
+ * a hasher thread hashes each buffer, in the order they were filled and
+ * while the writer thread writes it (so the device does not wait for the
+ * hash), with the gap before it hashed as zeros, never read. img_dio_digest() then gives the
+ * SHA-256 of the whole file without reading it back. The first write behind the frontier ends that
+ * for good: the writer goes on as before (every write still lands, in order) and img_dio_digest()
+ * says -ENODATA, so the caller reads the output back. Only a new (all-hole) file can be hashed this
+ * way.
  */
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -49,7 +50,8 @@
 /* In order, a gap up to this size inside a run is written as zeros. */
 #define DIO_GAP_FILL (64u << 10)
 
-enum buf_state { BUF_FREE, BUF_FILLING, BUF_QUEUED, BUF_WRITING };
+/* BUF_WRITTEN: written, its hash still to be taken (then FREE). */
+enum buf_state { BUF_FREE, BUF_FILLING, BUF_QUEUED, BUF_WRITING, BUF_WRITTEN };
 
 struct dio_buf {
 	uint8_t *mem;
@@ -57,7 +59,8 @@ struct dio_buf {
 	size_t start;  /* the run: mem[start, len) (start < DIO_ALIGN) */
 	size_t len;
 	uint64_t seq; /* submission order */
-	bool hash;    /* the writer thread hashes it (written in order) */
+	bool hash;    /* the hasher thread hashes it (written in order) */
+	bool hashed;  /* ... and has */
 	enum buf_state state;
 };
 
@@ -71,14 +74,14 @@ struct img_dio {
 	uint64_t seq;
 	pthread_mutex_t lock;
 	pthread_cond_t cond; /* any state change; waiters re-check */
-	pthread_t thread;
+	pthread_t thread, hasher;
 	bool started, stop;
 	bool buffered; /* O_DIRECT refused: the thread writes through the page cache */
 	int error;     /* first write failure (negative errno), set by the thread */
 	/* In order (caller's thread): everything so far below @front. */
 	bool ordered;
 	uint64_t front;
-	/* The hash (writer thread while it runs): bytes [0, hashed) of the file. */
+	/* The hash (hasher thread while it runs): bytes [0, hashed) of the file. */
 	EVP_MD_CTX *md;
 	uint64_t hashed;
 };
@@ -212,6 +215,23 @@ static struct dio_buf *next_queued(struct img_dio *d)
 	return best;
 }
 
+static bool unhashed(const struct dio_buf *b)
+{
+	return b->hash && !b->hashed &&
+	       (b->state == BUF_QUEUED || b->state == BUF_WRITING || b->state == BUF_WRITTEN);
+}
+
+/* The next buffer to hash: the first filled of those not hashed yet. */
+static struct dio_buf *next_unhashed(struct img_dio *d)
+{
+	struct dio_buf *best = NULL;
+
+	for (int i = 0; i < DIO_BUFS; i++)
+		if (unhashed(&d->buf[i]) && (!best || d->buf[i].seq < best->seq))
+			best = &d->buf[i];
+	return best;
+}
+
 static void *writer(void *arg)
 {
 	struct img_dio *d = arg;
@@ -230,12 +250,40 @@ static void *writer(void *arg)
 		b->state = BUF_WRITING;
 		pthread_mutex_unlock(&d->lock);
 		e = write_out(d, b);
-		if (e == 0 && b->hash)
-			hash_out(d, b);
 		pthread_mutex_lock(&d->lock);
 		if (e < 0 && !d->error)
 			d->error = e;
-		b->state = BUF_FREE;
+		b->state = b->hash && !b->hashed ? BUF_WRITTEN : BUF_FREE;
+		pthread_cond_broadcast(&d->cond);
+	}
+	pthread_mutex_unlock(&d->lock);
+	return NULL;
+}
+
+/*
+ * Buffers are hashed in the order they were filled (bytes in file order: a
+ * buffer is hashed only while the output is in order), beside their write.
+ */
+static void *hasher(void *arg)
+{
+	struct img_dio *d = arg;
+
+	pthread_mutex_lock(&d->lock);
+	for (;;) {
+		struct dio_buf *b = next_unhashed(d);
+
+		if (!b) {
+			if (d->stop)
+				break;
+			pthread_cond_wait(&d->cond, &d->lock);
+			continue;
+		}
+		pthread_mutex_unlock(&d->lock);
+		hash_out(d, b);
+		pthread_mutex_lock(&d->lock);
+		b->hashed = true;
+		if (b->state == BUF_WRITTEN)
+			b->state = BUF_FREE;
 		pthread_cond_broadcast(&d->cond);
 	}
 	pthread_mutex_unlock(&d->lock);
@@ -255,7 +303,8 @@ static int read_error(struct img_dio *d, int e)
 	return img_set_error(d->ctx, e, "reading input: %s", strerror(-e));
 }
 
-/* The writer thread, started on the first run; signals stay with the caller's threads. */
+/* The writer and hasher threads, started on the first run; signals stay with the caller's threads.
+ */
 static int start(struct img_dio *d)
 {
 	sigset_t all, old;
@@ -266,6 +315,14 @@ static int start(struct img_dio *d)
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	e = pthread_create(&d->thread, NULL, writer, d);
+	if (!e && (e = pthread_create(&d->hasher, NULL, hasher, d)) != 0) {
+		pthread_mutex_lock(&d->lock);
+		d->stop = true;
+		pthread_cond_broadcast(&d->cond);
+		pthread_mutex_unlock(&d->lock);
+		pthread_join(d->thread, NULL);
+		d->stop = false;
+	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (e)
 		return img_set_error(d->ctx, -e, "starting the writer thread: %s", strerror(e));
@@ -319,6 +376,7 @@ static int close_run(struct img_dio *d)
 	if (e == 0 && some) {
 		b->seq = ++d->seq;
 		b->hash = d->ordered;
+		b->hashed = false;
 		b->state = BUF_QUEUED;
 	} else {
 		b->state = BUF_FREE;
@@ -558,7 +616,11 @@ int img_dio_digest(struct img_dio *d, uint64_t size, uint8_t out[32])
 	e = img_dio_drain(d);
 	if (e < 0)
 		return e;
-	/* Nothing in flight: the thread's hash is ours now. */
+	/* Nothing in flight: once every buffer is hashed, the hash is ours. */
+	pthread_mutex_lock(&d->lock);
+	while (next_unhashed(d))
+		pthread_cond_wait(&d->cond, &d->lock);
+	pthread_mutex_unlock(&d->lock);
 	hash_zeros(d->md, size - d->hashed);
 	d->hashed = size;
 	d->ordered = false; /* once */
@@ -577,6 +639,7 @@ void img_dio_free(struct img_dio *d)
 		pthread_cond_broadcast(&d->cond);
 		pthread_mutex_unlock(&d->lock);
 		pthread_join(d->thread, NULL);
+		pthread_join(d->hasher, NULL);
 	}
 	for (int i = 0; i < DIO_BUFS; i++)
 		free(d->buf[i].mem);
