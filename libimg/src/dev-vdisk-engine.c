@@ -228,6 +228,10 @@ static int vd_finish(struct img_dev *dev)
 	if ((e = img_dio_drain(v->dio)) < 0)
 		return e;
 	e = v->format->finish(v);
+	/* its tables went through the writer too (vdisk_pwrite): on the file
+	 * before it is sized and synced */
+	if (e == 0)
+		e = img_dio_drain(v->dio);
 	if (e < 0)
 		return e;
 	if (ftruncate(v->fd, (off_t)v->end) < 0)
