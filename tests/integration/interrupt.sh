@@ -28,6 +28,12 @@ for i in $(seq 1 10); do
 	delay=$(printf "0.%03d" $((RANDOM % 700 + 20)))
 	bg_build 2>"$T/err"
 	pid=$!
+	# counted from the first temporary: before it, the handlers may not be
+	# in place yet on a loaded host (the default action would kill it)
+	for _ in $(seq 1 500); do
+		[ -n "$(find "$T/out" -name '.s.img.tmp-*')" ] || ! kill -0 "$pid" 2>/dev/null && break
+		sleep 0.01
+	done
 	sleep "$delay"
 	kill -"$sig" "$pid" 2>/dev/null
 	rc=0
@@ -53,7 +59,14 @@ mkfifo "$T/fifo"
 pid=$!
 { head -c 1048576 "$T/s.tar"; sleep 4; } >"$T/fifo" &
 feeder=$!
-sleep 0.5
+# the handlers are in place before the temporaries exist: wait for them, so
+# that a loaded host does not see SIGTERM before the build can catch it
+for _ in $(seq 1 500); do
+	[ -n "$(find "$T/out" -name '.s.img.tmp-*')" ] && break
+	sleep 0.01
+done
+[ -n "$(find "$T/out" -name '.s.img.tmp-*')" ] || t_fail "stalled pipe: the build made no temporary in 5 s"
+sleep 0.2
 t0=$(date +%s%N)
 kill -TERM "$pid"
 rc=0
