@@ -303,7 +303,7 @@ out:
 }
 
 int img_disk_write_head(struct img_ctx *ctx, const struct img_disk_layout *l, struct img_dev *dev,
-                        uint8_t **tail)
+                        const uint8_t *boot_code, uint8_t **tail)
 {
 	int fd = -1, r;
 
@@ -311,7 +311,11 @@ int img_disk_write_head(struct img_ctx *ctx, const struct img_disk_layout *l, st
 	r = stage_table(ctx, l, dev, &fd);
 	if (r < 0)
 		return r;
-	r = copy_region(ctx, fd, dev, 0, GPT_HEAD_SECT * IMG_DISK_SECTOR);
+	if (boot_code && (r = img_pwrite_full(fd, boot_code, IMG_DISK_BOOT_CODE, 0)) < 0)
+		r = img_set_error(ctx, r, "partition table: the boot code: %s", strerror(-r));
+	if (r == 0)
+		r = copy_region(ctx, fd, dev, 0,
+		                (l->label == IMG_DISK_GPT ? GPT_HEAD_SECT : 1) * IMG_DISK_SECTOR);
 	if (r == 0 && l->label == IMG_DISK_GPT) {
 		*tail = malloc(GPT_TAIL);
 		if (!*tail)
@@ -330,7 +334,7 @@ int img_disk_write_head(struct img_ctx *ctx, const struct img_disk_layout *l, st
 
 int img_disk_plan_head(const struct img_disk_layout *l, struct img_dev *dev)
 {
-	/* an MBR is its first sector (the rest of the head is written as zeros) */
+	/* an MBR is its first sector */
 	return img_dev_plan(dev, 0,
 	                    (l->label == IMG_DISK_GPT ? GPT_HEAD_SECT : 1) * IMG_DISK_SECTOR);
 }
@@ -350,7 +354,7 @@ int img_disk_write_tail(const struct img_disk_layout *l, struct img_dev *dev, co
 int img_disk_write(struct img_ctx *ctx, const struct img_disk_layout *l, struct img_dev *dev)
 {
 	uint8_t *tail;
-	int r = img_disk_write_head(ctx, l, dev, &tail);
+	int r = img_disk_write_head(ctx, l, dev, NULL, &tail);
 
 	if (r == 0)
 		r = img_disk_write_tail(l, dev, tail);

@@ -62,11 +62,14 @@
 #define GRUB_BOOT_DRIVE    0x64  /* 0xFF: the drive the BIOS booted from */
 #define GRUB_MBR_CODE_END  0x1B8 /* disk signature and partition table follow */
 #define GRUB_BLOCKLIST     0x1F4 /* diskboot.img: u64 start, u16 len, u16 segment */
+_Static_assert(GRUB_MBR_CODE_END == IMG_DISK_BOOT_CODE, "boot.img's code is LBA 0's boot code");
 
 struct grub {
 	uint8_t boot[512];
 	uint8_t *core;
 	size_t core_len;
+	uint64_t at;                      /* sector core.img starts at (grub_prepare) */
+	uint8_t code[IMG_DISK_BOOT_CODE]; /* LBA 0's boot code (grub_prepare) */
 };
 
 /*
@@ -119,28 +122,38 @@ static int grub_load(struct img_ctx *ctx, const char *dir, size_t room, struct g
 	return grub_read(ctx, dir, &bn, &cn, room, g);
 }
 
-/* Put core.img at sector @at and point boot.img (in LBA 0) at it, as grub-bios-setup does. */
-static int grub_install(struct img_ctx *ctx, struct img_dev *dev, struct grub *g, uint64_t at)
+/*
+ * Point core.img at itself (its blocklist: the sectors after its first, at
+ * sector @at) and make LBA 0's boot code from boot.img pointing at core.img,
+ * as grub-bios-setup does: boot.img's code around the BPB area, which stays
+ * zero (the partition table's MBR has none), and the disk signature and
+ * table after it are the table's. Both are ready before the disk's head goes
+ * out, so the disk is written in order (core.img right after LBA 0 for
+ * --bios, at the start of the BIOS boot partition for --hybrid).
+ */
+static void grub_prepare(struct grub *g, uint64_t at)
 {
-	uint8_t mbr[512];
 	uint64_t sectors = IMG_DIV_ROUND_UP(g->core_len, 512);
-	int r;
 
-	(void)ctx;
+	g->at = at;
 	img_put_le64(g->core + GRUB_BLOCKLIST, at + 1);
 	img_put_le16(g->core + GRUB_BLOCKLIST + 8, (uint16_t)(sectors - 1));
-	r = img_dev_pwrite(dev, g->core, sectors * 512, at * 512);
-	if (r < 0)
-		return r;
-	r = img_dev_pread(dev, mbr, sizeof(mbr), 0);
-	if (r < 0)
-		return r;
-	/* boot.img's code, keeping the (empty) BPB area and the partition table. */
-	memcpy(mbr, g->boot, GRUB_BPB_START);
-	memcpy(mbr + GRUB_BPB_END, g->boot + GRUB_BPB_END, GRUB_MBR_CODE_END - GRUB_BPB_END);
-	img_put_le64(mbr + GRUB_KERNEL_SECTOR, at);
-	mbr[GRUB_BOOT_DRIVE] = 0xFF;
-	return img_dev_pwrite(dev, mbr, sizeof(mbr), 0);
+	memset(g->code, 0, sizeof(g->code));
+	memcpy(g->code, g->boot, GRUB_BPB_START);
+	memcpy(g->code + GRUB_BPB_END, g->boot + GRUB_BPB_END, GRUB_MBR_CODE_END - GRUB_BPB_END);
+	img_put_le64(g->code + GRUB_KERNEL_SECTOR, at);
+	g->code[GRUB_BOOT_DRIVE] = 0xFF;
+}
+
+/* Bytes of core.img on the disk (whole sectors). */
+static uint64_t grub_core_bytes(const struct grub *g)
+{
+	return IMG_ALIGN_UP((uint64_t)g->core_len, 512);
+}
+
+static int grub_write_core(struct img_dev *dev, const struct grub *g)
+{
+	return img_dev_pwrite(dev, g->core, grub_core_bytes(g), g->at * 512);
 }
 
 /* ---- the recipe ---------------------------------------------------------- */
@@ -322,19 +335,20 @@ static int write_part(struct disk_build *b, const struct img_disk_part *p,
 }
 
 /*
- * An uncompressed qcow2 --efi disk is planned whole before its first write
- * (img_dev_plan on the disk's device): the table's head, the ESP's used
- * bytes, every range the root's ext4 will write (its first walk runs here,
- * writing nothing), the table's tail. Then the disk goes out front to back,
- * tables first, and is hashed as it is written. A raw disk needs no plan
- * (it is written in order already); GRUB (--bios, --hybrid) writes behind
- * the partitions and --verity its tree's superblock last, so those are not
- * planned and their output is read back for the sha256.
+ * An uncompressed qcow2 disk is planned whole before its first write
+ * (img_dev_plan on the disk's device): the table's head, GRUB's core.img
+ * (--bios: after LBA 0; --hybrid: in the BIOS boot partition), the ESP's
+ * used bytes, every range the root's ext4 will write (its first walk runs
+ * here, writing nothing), the table's tail. Then the disk goes out front to
+ * back, tables first, and is hashed as it is written. A raw disk needs no
+ * plan (it is written in order already); --verity writes its tree's
+ * superblock last, so it is not planned and its output is read back for the
+ * sha256.
  */
 static bool want_plan(const struct img_build_opts *o)
 {
 	return o->format == IMG_FORMAT_QCOW2 && o->compression == IMG_QCOW2_COMPRESS_NONE &&
-	       o->mode == IMG_MODE_EFI && !o->verity;
+	       !o->verity;
 }
 
 static int plan_disk(struct disk_build *b, const struct img_fs_opts *rfo)
@@ -357,10 +371,14 @@ static int plan_disk(struct disk_build *b, const struct img_fs_opts *rfo)
 			                        p->rolename);
 	}
 	r = img_disk_plan_head(&b->l, b->dev);
+	if (r >= 0 && b->have_grub && b->o->mode == IMG_MODE_BIOS)
+		r = img_dev_plan(b->dev, b->grub.at * 512, grub_core_bytes(&b->grub));
 	for (size_t i = 0; i < b->l.nparts && r >= 0; i++) {
 		const struct img_disk_part *p = &b->l.parts[i];
 
-		if (p->role == IMG_PART_ESP) {
+		if (p->role == IMG_PART_BIOS_BOOT && b->have_grub) {
+			r = img_dev_plan(b->dev, b->grub.at * 512, grub_core_bytes(&b->grub));
+		} else if (p->role == IMG_PART_ESP) {
 			r = img_fat32_written_bytes(b->ctx, b->esp->tree, p->size, &end);
 			if (r >= 0)
 				r = img_dev_plan(b->dev, p->offset, end);
@@ -373,6 +391,17 @@ static int plan_disk(struct disk_build *b, const struct img_fs_opts *rfo)
 	/* through the root's slice, which was given ranges too: it completes
 	 * the disk's plan and lets the slice be written (dev.h) */
 	return r < 0 ? r : img_dev_plan_done(b->root_dev);
+}
+
+/* --hybrid's BIOS boot partition: core.img at its start, zeros after. */
+static int write_bios_boot(struct disk_build *b, const struct img_disk_part *p)
+{
+	uint64_t core = b->have_grub ? grub_core_bytes(&b->grub) : 0;
+	int r = core ? grub_write_core(b->dev, &b->grub) : 0;
+
+	if (r >= 0)
+		r = img_dev_write_zeroes(b->dev, p->offset + core, p->size - core);
+	return r;
 }
 
 /* The planned root: its second walk, on the slice its first one laid out. */
@@ -674,14 +703,23 @@ int img_build_disk(struct img_ctx *ctx, const struct img_build_opts *o)
 		    "no GRUB given (--grub DIR, or a closure path with "
 		    "lib/grub/i386-pc/boot.img and core.img): the disk has no BIOS boot loader");
 
+	if (b.have_grub)
+		grub_prepare(&b.grub,
+		             o->mode == IMG_MODE_BIOS
+		                 ? 1
+		                 : b.l.parts[part_index(&b.l, IMG_PART_BIOS_BOOT)].offset / 512);
 	r = img_image_create_output(ctx, o, b.l.size, &b.dev);
 	if (r < 0)
 		goto out;
 	if (want_plan(o))
 		r = plan_disk(&b, &rfo);
-	/* the GPT's backup last: the disk goes out front to back */
+	/* the GPT's backup last: the disk goes out front to back, GRUB's
+	 * stages in their places on the way */
 	if (r >= 0)
-		r = img_disk_write_head(ctx, &b.l, b.dev, &gpt_tail);
+		r = img_disk_write_head(ctx, &b.l, b.dev, b.have_grub ? b.grub.code : NULL,
+		                        &gpt_tail);
+	if (r >= 0 && b.have_grub && o->mode == IMG_MODE_BIOS)
+		r = grub_write_core(b.dev, &b.grub);
 	for (size_t i = 0; i < b.l.nparts && r >= 0; i++) {
 		const struct img_disk_part *p = &b.l.parts[i];
 
@@ -692,11 +730,8 @@ int img_build_disk(struct img_ctx *ctx, const struct img_build_opts *o)
 		else if (p->role == IMG_PART_ROOT)
 			r = write_part(&b, p, ext4, b.root, &rfo);
 		else if (p->role == IMG_PART_BIOS_BOOT)
-			r = img_dev_write_zeroes(b.dev, p->offset, p->size);
+			r = write_bios_boot(&b, p);
 	}
-	if (r >= 0 && b.have_grub)
-		r = grub_install(ctx, b.dev, &b.grub,
-		                 o->mode == IMG_MODE_BIOS ? 1 : b.l.parts[0].offset / 512);
 	for (size_t i = 0; i < b.l.nparts && r >= 0; i++)
 		if (b.l.parts[i].role == IMG_PART_ESP || b.l.parts[i].role == IMG_PART_ROOT)
 			r = img_image_fs_id(ctx, b.dev, b.l.parts[i].offset,

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # manifest-sha256.sh -- the manifest's sha256 is sha256sum of the output, for
-# every mode (root, --empty, --efi, --bios, --hybrid, --store-image from a
-# closure, a tar file, a sorted tar pipe, a compressed tar), raw, qcow2 and
-# zstd qcow2, with and without --no-direct-io. And the outputs written in
-# file order are hashed as they are written, not read back (the log says
-# which): a writer that loses its order is caught here, not only in the
+# every mode (root, --empty, --efi, --bios, --hybrid, both with --grub,
+# --store-image from a closure, a tar file, a sorted tar pipe, a compressed
+# tar), raw, qcow2 and zstd qcow2, with and without --no-direct-io. And
+# the outputs written in file order are hashed as they are written, not read
+# back (the log says which): a writer that loses its order is caught here, not only in the
 # bench. For bare file systems the fs_uuid the plan gave the manifest is
 # what blkid reads from the image. docs/manifest.md.
 . "$SRCDIR/tests/lib.sh"
@@ -15,6 +15,12 @@ disk_store "$T"
 R=$T/root
 (cd "$R" && tar --sort=name -cf "$T/s.tar" nix/store/*)
 zstd -q -c "$T/s.tar" >"$T/s.tar.zst"
+# a stand-in GRUB (never booted: tests/boot boots the real one): boot.img
+# ends in 55 AA, core.img is 20 KiB of noise for the gap or the BIOS boot
+# partition
+mkdir "$T/grub"
+{ head -c 510 /dev/urandom; printf '\125\252'; } >"$T/grub/boot.img"
+head -c 20480 /dev/urandom >"$T/grub/core.img"
 
 # The outputs hashed as they are written (mode/format as named below); every
 # other one is read back. Grows as the writers learn to write in order. A
@@ -23,7 +29,10 @@ zstd -q -c "$T/s.tar" >"$T/s.tar.zst"
 # order. Read back: the sorted pipe's raw output (data in place before the
 # plan), a compressed tar (data replayed after the emit), --verity (the
 # tree's levels come back to earlier blocks), zstd qcow2 (packed at finish).
-STREAMED=" store/raw store-tar/raw root/raw empty/raw bios/raw root-tar/raw root/qcow2 empty/qcow2 root-tar/qcow2 store/qcow2 store-tar/qcow2 store-pipe/qcow2 efi/raw hybrid/raw efi/qcow2 "
+# GRUB's stages go out in their places on the way (boot code with the head,
+# core.img after it or in the BIOS boot partition), so the disks with GRUB
+# are planned and streamed too.
+STREAMED=" store/raw store-tar/raw root/raw empty/raw bios/raw root-tar/raw root/qcow2 empty/qcow2 root-tar/qcow2 store/qcow2 store-tar/qcow2 store-pipe/qcow2 efi/raw hybrid/raw efi/qcow2 bios/qcow2 hybrid/qcow2 bios-grub/raw bios-grub/qcow2 hybrid-grub/raw hybrid-grub/qcow2 "
 
 n=0
 check() { # name format out args...
@@ -62,6 +71,8 @@ for fmt in raw qcow2 zstd; do
 	check efi $fmt efi.img "${f[@]}" --efi --root "$R" "$T/closure"
 	check bios $fmt bios.img "${f[@]}" --bios --root "$R" "$T/closure"
 	check hybrid $fmt hybrid.img "${f[@]}" --hybrid --root "$R" "$T/closure"
+	check bios-grub $fmt bios.img "${f[@]}" --bios --grub "$T/grub" --root "$R" "$T/closure"
+	check hybrid-grub $fmt hybrid.img "${f[@]}" --hybrid --grub "$T/grub" --root "$R" "$T/closure"
 	check store $fmt store.img "${f[@]}" --store-image --root "$R" "$T/closure"
 	check store-tar $fmt store-tar.img "${f[@]}" --store-image --tar "$T/s.tar"
 	check store-zst $fmt store-zst.img "${f[@]}" --store-image --tar "$T/s.tar.zst"
@@ -78,5 +89,5 @@ done
 # The page-cache path (no writer thread): read back, still right.
 check store-nodio raw store.img --no-direct-io --store-image --root "$R" "$T/closure"
 check root-nodio qcow2 root.qcow2 --no-direct-io --format qcow2 --root "$R" "$T/closure"
-[ $n = 38 ] || t_fail "$n builds checked"
+[ $n = 44 ] || t_fail "$n builds checked"
 t_pass

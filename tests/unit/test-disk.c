@@ -261,7 +261,7 @@ START_TEST(gpt_write_and_validate)
 			uint8_t *tail;
 
 			ck_assert_ok(img_dev_mem_new(ctx, l.size, &m), ctx);
-			ck_assert_ok(img_disk_write_head(ctx, &l, m, &tail), ctx);
+			ck_assert_ok(img_disk_write_head(ctx, &l, m, NULL, &tail), ctx);
 			ck_assert_ptr_nonnull(tail);
 			ck_assert(img_all_zero(img_dev_mem_data(m) + l.size - 33 * 512, 33 * 512));
 			ck_assert_ok(img_disk_write_tail(&l, m, tail), ctx);
@@ -313,6 +313,31 @@ START_TEST(mbr_write_and_validate)
 	ck_assert_uint_eq(info.parts[0].size, 30 * MIB);
 	ck_assert_str_eq(info.parts[0].type, "83");
 	img_dev_unref(dev);
+	/* With boot code: LBA 0 starts with it, the table after it is the same
+	 * (byte for byte), and the head is LBA 0 alone, so a boot loader's next
+	 * stage can follow in order. */
+	{
+		uint8_t code[IMG_DISK_BOOT_CODE], *tail;
+		const uint8_t *plain;
+		struct img_dev *m, *p;
+
+		for (size_t i = 0; i < sizeof(code); i++)
+			code[i] = (uint8_t)(i * 7 + 1);
+		ck_assert_ok(img_dev_mem_new(ctx, l.size, &m), ctx);
+		ck_assert_ok(img_dev_mem_new(ctx, l.size, &p), ctx);
+		ck_assert_ok(img_disk_write_head(ctx, &l, m, code, &tail), ctx);
+		ck_assert_ptr_null(tail);
+		ck_assert_ok(img_disk_write_head(ctx, &l, p, NULL, &tail), ctx);
+		plain = img_dev_mem_data(p);
+		ck_assert(memcmp(img_dev_mem_data(m), code, sizeof(code)) == 0);
+		ck_assert(img_all_zero(plain, sizeof(code)));
+		ck_assert(memcmp(img_dev_mem_data(m) + sizeof(code), plain + sizeof(code),
+		                 512 - sizeof(code)) == 0);
+		ck_assert(plain[510] == 0x55 && plain[511] == 0xAA);
+		ck_assert(img_all_zero(img_dev_mem_data(m) + 512, l.size - 512));
+		img_dev_unref(m);
+		img_dev_unref(p);
+	}
 	t_rmrf(dir);
 	free(dir);
 	img_ctx_free(ctx);

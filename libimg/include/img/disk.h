@@ -105,12 +105,18 @@ IMG_EXPORT int img_disk_write(struct img_ctx *ctx, const struct img_disk_layout 
  * hashed as it is written): the head (MBR, or protective MBR, GPT header
  * and entries) now, and the GPT's backup at the end of the disk, returned
  * in *@tail (malloc'd, NULL for MBR), with img_disk_write_tail() after the
- * partitions. The caller frees *@tail.
+ * partitions. The caller frees *@tail. @boot_code, when not NULL, is the
+ * 440 bytes of BIOS boot code (a boot loader's first stage) LBA 0 starts
+ * with; without it they are zeros. The head is LBA 0 alone for MBR, so a
+ * boot loader's next stage can follow it in order (the gap before 1 MiB).
  */
 IMG_EXPORT int img_disk_write_head(struct img_ctx *ctx, const struct img_disk_layout *l,
-                                   struct img_dev *dev, uint8_t **tail);
+                                   struct img_dev *dev, const uint8_t *boot_code, uint8_t **tail);
 IMG_EXPORT int img_disk_write_tail(const struct img_disk_layout *l, struct img_dev *dev,
                                    const uint8_t *tail);
+/* Bytes of boot code img_disk_write_head() puts at the start of LBA 0. */
+#define IMG_DISK_BOOT_CODE 440u
+
 /* The ranges those two write, for @dev's plan (img_dev_plan): the head
  * first, the tail after every partition's ranges. */
 IMG_EXPORT int img_disk_plan_head(const struct img_disk_layout *l, struct img_dev *dev);
