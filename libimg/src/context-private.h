@@ -23,6 +23,9 @@ struct img_ctx {
 	size_t seed_len;
 	int64_t epoch;
 	int no_direct_io;
+	/* img_build without a manifest: nobody asks for the output's sha256,
+	 * so the writer does not take it (dio.c) */
+	int no_output_hash;
 
 	volatile sig_atomic_t cancelled;
 };

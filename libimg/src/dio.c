@@ -31,7 +31,7 @@
  * SHA-256 of the whole file without reading it back. The first write behind the frontier ends that
  * for good: the writer goes on as before (every write still lands, in order) and img_dio_digest()
  * says -ENODATA, so the caller reads the output back. Only a new (all-hole) file can be hashed this
- * way.
+ * way. A build without a manifest (img_build, no o->manifest) takes no hash at all.
  */
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -42,6 +42,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "context-private.h"
 #include "dio.h"
 
 #define DIO_ALIGN    4096u
@@ -80,6 +81,7 @@ struct img_dio {
 	int error;     /* first write failure (negative errno), set by the thread */
 	/* In order (caller's thread): everything so far below @front. */
 	bool ordered;
+	bool hash; /* take the SHA-256 at all (not when no manifest wants it) */
 	uint64_t front;
 	/* The hash (hasher thread while it runs): bytes [0, hashed) of the file. */
 	EVP_MD_CTX *md;
@@ -144,6 +146,7 @@ int img_dio_new(struct img_ctx *ctx, int fd, const char *name, struct img_dio **
 	d->dfd = open_direct(fd);
 	d->buffered = d->dfd < 0;
 	d->ordered = true;
+	d->hash = !ctx->no_output_hash;
 	pthread_mutex_init(&d->lock, NULL);
 	pthread_cond_init(&d->cond, NULL);
 	*out = d;
@@ -375,7 +378,7 @@ static int close_run(struct img_dio *d)
 	pthread_mutex_lock(&d->lock);
 	if (e == 0 && some) {
 		b->seq = ++d->seq;
-		b->hash = d->ordered;
+		b->hash = d->ordered && d->hash;
 		b->hashed = false;
 		b->state = BUF_QUEUED;
 	} else {
@@ -611,7 +614,7 @@ int img_dio_digest(struct img_dio *d, uint64_t size, uint8_t out[32])
 	unsigned int n = 32;
 	int e;
 
-	if (!d || !d->ordered || d->front > size)
+	if (!d || !d->ordered || !d->hash || d->front > size)
 		return -ENODATA;
 	e = img_dio_drain(d);
 	if (e < 0)

@@ -67,7 +67,8 @@ int img_dio_drain(struct img_dio *d);
 /*
  * The SHA-256 of the whole file, @size bytes (drains first): 0 when every
  * write came in order (the hash was taken as the bytes went out, holes as
- * zeros); -ENODATA when not (or no @d): read the file back. Once only.
+ * zeros); -ENODATA when not (or no @d, or a build without a manifest,
+ * whose writer takes no hash): read the file back. Once only.
  */
 int img_dio_digest(struct img_dio *d, uint64_t size, uint8_t out[32]);
 

@@ -2,12 +2,11 @@
  * image.c -- img_build(): the front door of the recipes; the mode picks one.
  * What they share is image-common.c, below them.
  */
+#include "context-private.h"
 #include "image-private.h"
 
-int img_build(struct img_ctx *ctx, const struct img_build_opts *o)
+static int build(struct img_ctx *ctx, const struct img_build_opts *o)
 {
-	if (!o->output)
-		return img_set_error(ctx, -EINVAL, "no output file given");
 	switch (o->mode) {
 	case IMG_MODE_ROOT:
 	case IMG_MODE_EMPTY:
@@ -20,4 +19,17 @@ int img_build(struct img_ctx *ctx, const struct img_build_opts *o)
 		return img_build_disk(ctx, o);
 	}
 	return img_set_error(ctx, -EINVAL, "unknown mode %d", (int)o->mode);
+}
+
+int img_build(struct img_ctx *ctx, const struct img_build_opts *o)
+{
+	int r;
+
+	if (!o->output)
+		return img_set_error(ctx, -EINVAL, "no output file given");
+	/* no manifest, no sha256 to give it: the writer skips the hash */
+	ctx->no_output_hash = !o->manifest;
+	r = build(ctx, o);
+	ctx->no_output_hash = 0;
+	return r;
 }
