@@ -2,6 +2,8 @@
 # make-closure.sh -- generate a benchmark closure (>= 500 MB) from installed files.
 #
 # Usage: bench/make-closure.sh --root DIR [--min-mb N]
+# (N above what the fixed list gives adds bigger directories in a fixed
+# order until the closure reaches N MB.)
 #
 # Copies a fixed list of installed directories (headers, docs, locales, a Python
 # and a Perl library, GCC's back ends: a mix of many small files, symlinks and
@@ -46,6 +48,16 @@ sources=(
 	"i18n-data-1.0:/usr/share/i18n"
 	"zoneinfo-1.0:/usr/share/zoneinfo"
 )
+# Taken in this order, only while the closure is still below --min-mb (the
+# 2 GiB runs of bench/onepass.sh): big libraries and binaries, as a desktop
+# closure holds them.
+extra=(
+	"multiarch-libs-1.0:/usr/lib/x86_64-linux-gnu"
+	"openjdk-17:/usr/lib/jvm"
+	"llvm-14:/usr/lib/llvm-14"
+	"kernel-modules-1.0:/usr/lib/modules"
+	"share-misc-1.0:/usr/share/misc"
+)
 
 # The 32-character hash part: sha256 of the name, mapped onto the nix-base32
 # alphabet (0-9 a-z without e o u t). Not Nix's own hashing: only the shape matters.
@@ -58,14 +70,22 @@ print("".join(a[b % 32] for b in d[:32]))' "$1"
 }
 
 : >"$root/store-paths.unsorted"
-for s in "${sources[@]}"; do
-	name=${s%%:*}
-	src=${s#*:}
-	[ -d "$src" ] || { echo "make-closure.sh: skipping missing $src" >&2; continue; }
+total=0
+add() {
+	local name=${1%%:*} src=${1#*:} p
+	[ -d "$src" ] || { echo "make-closure.sh: skipping missing $src" >&2; return 0; }
 	p="/nix/store/$(store_hash "$name")-$name"
 	# cp -a keeps modes and symlinks; no reflinks so the data really exists twice.
 	cp -a --reflink=never "$src" "$root$p"
 	echo "$p" >>"$root/store-paths.unsorted"
+	total=$((total + $(du -s --apparent-size -B1 "$root$p" | cut -f1)))
+}
+for s in "${sources[@]}"; do
+	add "$s"
+done
+for s in "${extra[@]}"; do
+	[ $((total >> 20)) -lt "$min_mb" ] || break
+	add "$s"
 done
 LC_ALL=C sort -u "$root/store-paths.unsorted" >"$root/store-paths"
 rm -f "$root/store-paths.unsorted"

@@ -4,7 +4,9 @@
 # round runs each job once, in the same order, so a busy machine slows all
 # of them alike; the medians and their ratios are reported (issue 12).
 #
-# Usage: bench/onepass.sh [--work DIR] [--rounds N]
+# Usage: bench/onepass.sh [--work DIR] [--rounds N] [--min-mb N]
+#   --min-mb N: a closure of at least N MB (DIR/closure-N; default the
+#   500 MB one in DIR/closure), e.g. 2048 for the 2 GiB run of issue 12
 #
 # Jobs (all durable: mkvmimage fsyncs, the others end with sync FILE):
 #   store default       mkvmimage --store-image CLOSURE (manifest, sha256)
@@ -20,18 +22,19 @@
 # manifest's sha256 against sha256sum) and removed.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-work=${TMPDIR:-/tmp}/bench-onepass rounds=5
+work=${TMPDIR:-/tmp}/bench-onepass rounds=5 min_mb=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--work) work=$2; shift 2 ;;
 	--rounds) rounds=$2; shift 2 ;;
+	--min-mb) min_mb=$2; shift 2 ;;
 	*) echo "onepass.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
 MKVMIMAGE=${MKVMIMAGE:-$here/../build/mkvmimage}
 mkdir -p "$work"
-"$here/make-closure.sh" --root "$work/closure" >&2
-C=$work/closure
+C=$work/closure${min_mb:+-$min_mb}
+"$here/make-closure.sh" --root "$C" ${min_mb:+--min-mb "$min_mb"} >&2
 MKFS=$("$here/setup-erofs-utils.sh")
 UUID=eb176051-bd15-49b7-9e6b-462e0b467019
 export SOURCE_DATE_EPOCH=0
