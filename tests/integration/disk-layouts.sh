@@ -4,7 +4,8 @@
 # put when a partition is added; GRUB i386-pc installed from --grub DIR (a
 # core.img made here with grub-mkimage) or from the closure (the same files
 # in a store path's lib/grub/i386-pc, on disk or in a tar), or the disk says
-# it has no loader.
+# it has no loader. The planned qcow2 of each disk converts back to its raw
+# build byte for byte.
 . "$SRCDIR/tests/lib.sh"
 t_begin disk-layouts
 t_need sgdisk sfdisk e2fsck python3 fsck.fat
@@ -105,5 +106,23 @@ PY
 		t_fail "bios --tar, grub from the stream"
 	cmp "$T/g2.img" "$T/g4.img" || t_fail "GRUB from the tar stream differs from --grub"
 	[ "$(disk_json "$T/g4.img.json" 'm["bootloader"]')" = grub ] || t_fail "manifest: grub"
+
+	# The planned qcow2 disks (tables in front, GRUB's stages in their
+	# places as the disk goes out) hold the raw disks' bytes: qemu-img
+	# converts each back to the raw build, byte for byte, GRUB included.
+	if t_can "planned qcow2 disks against raw" cmd:qemu-img; then
+		for m in bios hybrid efi; do
+			g=(--grub "$T/grub")
+			[ $m != efi ] || g=()
+			for f in raw qcow2; do
+				"$MKVMIMAGE" -q --$m "${g[@]}" --seed s1 --format $f --root "$R" \
+					-o "$T/p.$f" "$T/closure" || t_fail "$m $f"
+			done
+			qemu-img check -q "$T/p.qcow2" || t_fail "$m: qemu-img check"
+			qemu-img convert -O raw "$T/p.qcow2" "$T/p.back" || t_fail "$m: qemu-img convert"
+			cmp "$T/p.raw" "$T/p.back" || t_fail "$m: the qcow2 is not the raw disk"
+			rm -f "$T/p.raw" "$T/p.qcow2" "$T/p.back" "$T"/p.*.json
+		done
+	fi
 fi
 t_pass
