@@ -1,6 +1,7 @@
 /*
  * dev.c -- the block device front end: range checks, fallbacks for the
- * optional ops, reference counting and the sticky error flag.
+ * optional ops, reference counting, the sticky error flag, and the write
+ * tap (img_dev_set_tap, private.h) that shows a range's writes to a hasher.
  */
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -18,7 +19,11 @@ struct img_dev {
 	int finished;
 	int wrote; /* a write op was called */
 	enum { PLAN_NONE, PLAN_OPEN, PLAN_DONE } plan;
-	uint64_t plan_end;  /* end of the last planned range */
+	uint64_t plan_end; /* end of the last planned range */
+	/* The tap: writes into [tap_off, tap_end) are shown to tap_fn. */
+	img_dev_tap_fn tap_fn;
+	void *tap_user;
+	uint64_t tap_off, tap_end;
 	max_align_t priv[]; /* backend state */
 };
 
@@ -88,6 +93,32 @@ static int sticky(struct img_dev *dev, int r)
 	if (r < 0 && !dev->error)
 		dev->error = r;
 	return r;
+}
+
+void img_dev_set_tap(struct img_dev *dev, uint64_t off, uint64_t len, img_dev_tap_fn fn, void *user)
+{
+	dev->tap_fn = fn;
+	dev->tap_user = user;
+	dev->tap_off = off;
+	dev->tap_end = fn ? off + len : off;
+}
+
+/* Does [off, off+len) reach into the tapped range? */
+static bool tapped(const struct img_dev *dev, uint64_t off, uint64_t len)
+{
+	return dev->tap_fn && off < dev->tap_end && dev->tap_off < off + len;
+}
+
+/* Show the part of a write inside the tapped range (@buf NULL: zeros). */
+static void tap(struct img_dev *dev, const void *buf, uint64_t len, uint64_t off)
+{
+	uint64_t lo, hi;
+
+	if (!tapped(dev, off, len))
+		return;
+	lo = IMG_MAX(off, dev->tap_off);
+	hi = IMG_MIN(off + len, dev->tap_end);
+	dev->tap_fn(dev->tap_user, buf ? (const uint8_t *)buf + (lo - off) : NULL, hi - lo, lo);
 }
 
 static int check_range(struct img_dev *dev, uint64_t off, uint64_t len, int write)
@@ -183,6 +214,7 @@ int img_dev_pwrite(struct img_dev *dev, const void *buf, size_t len, uint64_t of
 
 	if (r < 0 || len == 0)
 		return r;
+	tap(dev, buf, len, off);
 	return sticky(dev, dev->ops->pwrite(dev, buf, len, off));
 }
 
@@ -192,6 +224,7 @@ int img_dev_write_data(struct img_dev *dev, const void *buf, size_t len, uint64_
 
 	if (r < 0 || len == 0)
 		return r;
+	tap(dev, buf, len, off);
 	if (!dev->ops->write_data)
 		return sticky(dev, dev->ops->pwrite(dev, buf, len, off));
 	return sticky(dev, dev->ops->write_data(dev, buf, len, off));
@@ -221,17 +254,24 @@ int img_dev_write_zeroes(struct img_dev *dev, uint64_t off, uint64_t len)
 
 	if (r < 0 || len == 0)
 		return r;
+	tap(dev, NULL, len, off);
 	return sticky(dev, zero_range(dev, off, len));
 }
 
-/* One range of data: the backend's in-kernel copy, else read + write. */
+/*
+ * One range of data: the backend's in-kernel copy, else read + write. Into
+ * a tapped range the bytes go through memory, so the tap sees exactly the
+ * bytes written (the backend then takes them as write_data: the same bytes
+ * in the same places).
+ */
 static int copy_range(struct img_dev *dev, int fd, uint64_t src_off, uint64_t len, uint64_t dst_off)
 {
+	bool through = tapped(dev, dst_off, len);
 	size_t bufsz;
 	uint8_t *buf;
 	int r = 0;
 
-	if (dev->ops->copy_from_fd)
+	if (dev->ops->copy_from_fd && !through)
 		return dev->ops->copy_from_fd(dev, fd, src_off, len, dst_off);
 	bufsz = (size_t)IMG_MIN(len, (uint64_t)1 << 20);
 	buf = malloc(bufsz);
@@ -249,7 +289,11 @@ static int copy_range(struct img_dev *dev, int fd, uint64_t src_off, uint64_t le
 			    strerror(-r));
 			break;
 		}
-		r = dev->ops->pwrite(dev, buf, n, dst_off);
+		tap(dev, buf, n, dst_off);
+		if (through && dev->ops->write_data)
+			r = dev->ops->write_data(dev, buf, n, dst_off);
+		else
+			r = dev->ops->pwrite(dev, buf, n, dst_off);
 		if (r < 0)
 			break;
 		src_off += n;
@@ -292,11 +336,13 @@ static int copy_segments(struct img_dev *dev, int fd, uint64_t src, uint64_t len
 			break;
 		}
 		if (d < 0 || (uint64_t)d >= src + len) {
+			tap(dev, NULL, len, dst);
 			r = zero_range(dev, dst, len); /* the rest is a hole */
 			break;
 		}
 		if ((uint64_t)d > src) {
 			n = (uint64_t)d - src;
+			tap(dev, NULL, n, dst);
 			r = zero_range(dev, dst, n);
 		} else {
 			h = lseek(fd, d, SEEK_HOLE);

@@ -41,6 +41,19 @@ int img_set_error(struct img_ctx *ctx, int err, const char *fmt, ...) IMG_PRINTF
 int img_error_prefix(struct img_ctx *ctx, int err, const char *fmt, ...) IMG_PRINTF(3, 4);
 void img_log(struct img_ctx *ctx, enum img_log_level level, const char *fmt, ...) IMG_PRINTF(3, 4);
 
+/*
+ * A device's write tap (dev.c): from now on every write the front end takes
+ * that reaches into [@off, @off+@len) of @dev is shown to @fn, clipped to
+ * the range, as it is made: the bytes, or @buf NULL for zeros
+ * (write_zeroes, a source's holes). File data copied from a descriptor into
+ * the range go through memory then, so @fn sees exactly the bytes written.
+ * Writes through a slice reach its parent's tap. One tap per device; @fn
+ * NULL removes it. The tap cannot fail a write.
+ */
+typedef void (*img_dev_tap_fn)(void *user, const void *buf, uint64_t len, uint64_t off);
+void img_dev_set_tap(struct img_dev *dev, uint64_t off, uint64_t len, img_dev_tap_fn fn,
+                     void *user);
+
 /* Progress accounting: writers add what they did; the context rate-limits reports. */
 void img_progress_phase(struct img_ctx *ctx, const char *phase, uint64_t bytes_total,
                         uint64_t files_total);
