@@ -105,6 +105,12 @@ int img_image_create_output(struct img_ctx *ctx, const struct img_build_opts *o,
 	return img_dev_raw_create(ctx, o->output, size, out);
 }
 
+bool img_image_tap_verity(const struct img_build_opts *o)
+{
+	return o->format == IMG_FORMAT_RAW ||
+	       (o->format == IMG_FORMAT_QCOW2 && o->compression == IMG_QCOW2_COMPRESS_NONE);
+}
+
 char *img_image_output_dir(const struct img_build_opts *o)
 {
 	const char *slash = strrchr(o->output, '/');

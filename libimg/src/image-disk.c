@@ -176,6 +176,7 @@ struct disk_build {
 	int have_grub;
 	char ids[IMG_DISK_MAX_PARTS][40]; /* file system IDs read back before finishing */
 	struct img_verity verity;         /* --verity: the root's hash tree */
+	struct img_verity_tap *vtap;      /* ... hashing the root as it is written */
 	/* A planned disk: the root's ext4 between its walks, on its slice. */
 	struct img_ext4_job *root_job;
 	struct img_dev *root_dev;
@@ -339,16 +340,15 @@ static int write_part(struct disk_build *b, const struct img_disk_part *p,
  * (img_dev_plan on the disk's device): the table's head, GRUB's core.img
  * (--bios: after LBA 0; --hybrid: in the BIOS boot partition), the ESP's
  * used bytes, every range the root's ext4 will write (its first walk runs
- * here, writing nothing), the table's tail. Then the disk goes out front to
- * back, tables first, and is hashed as it is written. A raw disk needs no
- * plan (it is written in order already); --verity writes its tree's
- * superblock last, so it is not planned and its output is read back for the
- * sha256.
+ * here, writing nothing), with --verity the verity partition's superblock
+ * and tree, the table's tail. Then the disk goes out front to back, tables
+ * first, and is hashed as it is written (the verity tree is computed from
+ * the root's writes and follows it, verity.c). A raw disk needs no plan (it
+ * is written in order already).
  */
 static bool want_plan(const struct img_build_opts *o)
 {
-	return o->format == IMG_FORMAT_QCOW2 && o->compression == IMG_QCOW2_COMPRESS_NONE &&
-	       !o->verity;
+	return o->format == IMG_FORMAT_QCOW2 && o->compression == IMG_QCOW2_COMPRESS_NONE;
 }
 
 static int plan_disk(struct disk_build *b, const struct img_fs_opts *rfo)
@@ -384,6 +384,9 @@ static int plan_disk(struct disk_build *b, const struct img_fs_opts *rfo)
 				r = img_dev_plan(b->dev, p->offset, end);
 		} else if (p->role == IMG_PART_ROOT) {
 			r = img_ext4_plan_ranges(b->root_job);
+		} else if (p->role == IMG_PART_ROOT_VERITY) {
+			/* the rest of the partition stays zeros */
+			r = img_dev_plan(b->dev, p->offset, b->verity.hash_size);
 		}
 	}
 	if (r >= 0)
@@ -556,26 +559,45 @@ out:
 }
 
 /*
- * The root's hash tree, from the root partition as written, into its verity
- * partition (superblock at the partition's start, so the partition alone is
- * veritysetup's hash device with hash offset 0).
+ * --verity, once the layout is planned: the root's hash tree over the whole
+ * root partition, superblock at the verity partition's start (so the
+ * partition alone is veritysetup's hash device with hash offset 0).
  */
-static int write_verity(struct disk_build *b, const struct img_disk_part *root)
+static int setup_verity(struct disk_build *b)
 {
+	const struct img_disk_part *rp = &b->l.parts[part_index(&b->l, IMG_PART_ROOT)];
 	const struct img_disk_part *vp = &b->l.parts[part_index(&b->l, IMG_PART_ROOT_VERITY)];
-	int r;
+	int r = img_verity_init(b->ctx, &b->verity, rp->offset, rp->size, vp->offset);
 
-	r = img_verity_init(b->ctx, &b->verity, root->offset, root->size, vp->offset);
 	if (r >= 0 && b->verity.hash_size > vp->size)
 		r = img_set_error(b->ctx, -EIO,
 		                  "verity: the tree (%llu bytes) does not fit its partition "
 		                  "(%llu bytes)",
 		                  (unsigned long long)b->verity.hash_size,
 		                  (unsigned long long)vp->size);
-	if (r >= 0)
+	if (r < 0)
+		img_error_prefix(b->ctx, r, "partition %u (%s)", vp->number, vp->rolename);
+	return r;
+}
+
+/*
+ * The tree into its partition once the root is written, the rest of the
+ * partition zeros. Tapped, the tree goes first and the zeros after it: the
+ * partition in file order. Without a tap (read back), as it always was:
+ * zeros over the partition, then the tree.
+ */
+static int write_verity(struct disk_build *b)
+{
+	const struct img_disk_part *vp = &b->l.parts[part_index(&b->l, IMG_PART_ROOT_VERITY)];
+	uint64_t hs = b->verity.hash_size;
+	int r = 0;
+
+	if (!b->vtap)
 		r = img_dev_write_zeroes(b->dev, vp->offset, vp->size);
 	if (r >= 0)
-		r = img_verity_write(b->ctx, b->dev, &b->verity);
+		r = img_verity_write(b->ctx, b->dev, &b->verity, b->vtap);
+	if (r >= 0 && b->vtap)
+		r = img_dev_write_zeroes(b->dev, vp->offset + hs, vp->size - hs);
 	if (r < 0)
 		img_error_prefix(b->ctx, r, "partition %u (%s)", vp->number, vp->rolename);
 	return r;
@@ -708,11 +730,19 @@ int img_build_disk(struct img_ctx *ctx, const struct img_build_opts *o)
 		             o->mode == IMG_MODE_BIOS
 		                 ? 1
 		                 : b.l.parts[part_index(&b.l, IMG_PART_BIOS_BOOT)].offset / 512);
+	if (o->verity) {
+		r = setup_verity(&b);
+		if (r < 0)
+			goto out;
+	}
 	r = img_image_create_output(ctx, o, b.l.size, &b.dev);
 	if (r < 0)
 		goto out;
 	if (want_plan(o))
 		r = plan_disk(&b, &rfo);
+	/* a new disk: the root's writes are the verity data, hashed as they go */
+	if (r >= 0 && o->verity && img_image_tap_verity(o))
+		r = img_verity_tap_new(ctx, b.dev, &b.verity, &b.vtap);
 	/* the GPT's backup last: the disk goes out front to back, GRUB's
 	 * stages in their places on the way */
 	if (r >= 0)
@@ -738,7 +768,7 @@ int img_build_disk(struct img_ctx *ctx, const struct img_build_opts *o)
 			                    b.l.parts[i].role == IMG_PART_ESP ? "vfat" : "ext4",
 			                    b.ids[i], sizeof(b.ids[i]));
 	if (r >= 0 && o->verity)
-		r = write_verity(&b, rp);
+		r = write_verity(&b);
 	if (r >= 0)
 		r = img_disk_write_tail(&b.l, b.dev, gpt_tail);
 	if (r >= 0)
@@ -747,6 +777,7 @@ int img_build_disk(struct img_ctx *ctx, const struct img_build_opts *o)
 		r = write_manifest(&b);
 out:
 	free(gpt_tail);
+	img_verity_tap_free(b.vtap);
 	img_ext4_job_free(b.root_job);
 	img_dev_unref(b.root_dev);
 	img_dev_unref(b.dev);

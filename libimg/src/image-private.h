@@ -30,6 +30,13 @@ enum img_vdisk_format img_image_vdisk_format(const struct img_build_opts *o);
 int img_image_create_output(struct img_ctx *ctx, const struct img_build_opts *o, uint64_t size,
                             struct img_dev **out);
 /*
+ * --verity on a new output of this format: hash the data as they are
+ * written (img_verity_tap_new)? Raw and uncompressed qcow2; a compressed
+ * qcow2 packs at finish and the vdisk formats keep their own copy paths,
+ * so those read the data back as before.
+ */
+bool img_image_tap_verity(const struct img_build_opts *o);
+/*
  * The directory o->output is in (malloc'ed; NULL: out of memory): where a
  * recipe keeps its temporary files (a tar's staging file, the ext4 block
  * cache's spill), never TMPDIR, so they land on the output's file system.

@@ -16,17 +16,21 @@
  *                        (raw, sorted: straight into its final blocks).
  * The output is planned (img_dev_plan) before the emit, so a qcow2 output
  * goes out in file order and is hashed as it is written, except where data
- * comes after the emit (a compressed tar's replay) or the verity tree is
- * written (its levels and superblock come back to earlier blocks): then the
- * manifest reads the output back. The sorted pipe's raw output is written
- * before any plan could be made, and is read back too.
+ * comes after the emit (a compressed tar's replay): then the manifest reads
+ * the output back. The sorted pipe's raw output is written before any plan
+ * could be made, and is read back too.
  * The image depends on the content only: the tree is canonical, so the
  * order of a tar stream's entries changes no byte.
  *
  * --verity appends a dm-verity hash tree (verity.c) right after the file
  * system: the EROFS bytes are the same as without it, the superblock of the
  * tree sits at the file system's size (the hash offset), and the root hash
- * goes into the manifest.
+ * goes into the manifest. The data blocks are hashed from a tap on the
+ * device as the emit writes them, and the tree follows them in file order;
+ * where the data were not all written in order through the device (a
+ * compressed tar's replay, the sorted pipe's data put in place before the
+ * device, --compress-fs, a compressed qcow2 packed at finish) the tree is
+ * computed from the data read back.
  *
  * --compress-fs: the EROFS row compresses the file data as it emits
  * (fs-erofs-compress.c) onto an output sized for the uncompressed plan; the
@@ -228,7 +232,7 @@ static int build_compressed(struct img_ctx *ctx, const struct img_build_opts *o,
 	*fs_size = fs->planned_size(plan);
 	r = store_sizes(ctx, o, *fs_size, "compressed store image", verity, &size, &total);
 	if (r >= 0 && o->verity)
-		r = img_verity_write(ctx, dev, verity);
+		r = img_verity_write(ctx, dev, verity, NULL);
 	if (r < 0)
 		goto out;
 	r = img_dev_finish(dev);
@@ -299,6 +303,7 @@ int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 	char **paths = NULL, *outdir = NULL;
 	struct img_tar_inplace inplace = { .fd = -1 };
 	struct img_verity verity = { 0 };
+	struct img_verity_tap *vtap = NULL;
 	uint64_t size, fs_size, total;
 	uint8_t fixed_uuid[16];
 	int r;
@@ -413,6 +418,9 @@ int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 		r = img_image_create_output(ctx, o, total, &dev);
 		if (r >= 0)
 			r = plan_output(dev, o, fs, sp.plan, &verity);
+		/* a new output: the emit's writes are the data, hashed as they go */
+		if (r >= 0 && o->verity && img_image_tap_verity(o))
+			r = img_verity_tap_new(ctx, dev, &verity, &vtap);
 	}
 	if (r < 0)
 		goto out;
@@ -426,12 +434,13 @@ int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 	}
 	/* The data are complete only now (a replay may have filled them in). */
 	if (r >= 0 && o->verity)
-		r = img_verity_write(ctx, dev, &verity);
+		r = img_verity_write(ctx, dev, &verity, vtap);
 	if (r >= 0)
 		r = img_dev_finish(dev);
 	if (r >= 0)
 		r = manifest(ctx, o, dev, fs, sp.plan, fo.label, fs_size, &verity);
 out:
+	img_verity_tap_free(vtap);
 	img_dev_unref(dev);
 	if (sp.plan)
 		fs->plan_free(sp.plan);

@@ -1,8 +1,12 @@
 /* test-verity.c -- the dm-verity hash tree: for data sizes around every level
  * boundary the tree must be byte for byte what `veritysetup format`
  * (cryptsetup, a program we did not write) writes for the same data, salt
- * and UUID, and `veritysetup verify` must accept it; plus the planned sizes
- * and the failure cases of the plan. */
+ * and UUID, and `veritysetup verify` must accept it, read back and hashed
+ * as written (the tap); plus the planned sizes and the failure cases of the
+ * plan. The tap's model: random writes (bytes, zeros, file copies with
+ * holes, through slices, across the data range's edges) in order with gaps
+ * and out of order, each compared byte for byte with the read-back tree
+ * over the same writes. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,9 +53,11 @@ static void hex(const uint8_t *b, size_t n, char *out)
 		sprintf(out + 2 * i, "%02x", b[i]);
 }
 
-/* Build a tree over @blocks data blocks, compare with veritysetup's. */
-static void against_veritysetup(uint64_t blocks, int holes)
+/* Build a tree over @blocks data blocks (@tapped: hashed as written),
+ * compare with veritysetup's. */
+static void against_veritysetup(uint64_t blocks, int holes, int tapped)
 {
+	struct img_verity_tap *tap = NULL;
 	struct img_ctx *ctx = t_ctx();
 	char *dir = t_tmpdir("verity"), data[512], ref[512], salt[65], uuid[37], root[65];
 	char hoff[64], opt_salt[80], opt_uuid[64], *out = NULL;
@@ -68,6 +74,8 @@ static void against_veritysetup(uint64_t blocks, int holes)
 	ck_assert_ok(img_verity_init(ctx, &v, 0, size, size), ctx);
 	ck_assert_uint_eq(v.hash_size, (1 + img_verity_tree_blocks(blocks)) * IMG_VERITY_BLOCK);
 	ck_assert_ok(img_dev_raw_create(ctx, data, size + v.hash_size, &dev), ctx);
+	if (tapped)
+		ck_assert_ok(img_verity_tap_new(ctx, dev, &v, &tap), ctx);
 	for (uint64_t i = 0; i < blocks; i++) {
 		/* with @holes, most blocks stay unwritten (read as zeros) */
 		if (holes && i % 97 && i != blocks - 1)
@@ -75,7 +83,9 @@ static void against_veritysetup(uint64_t blocks, int holes)
 		t_fill(buf, IMG_VERITY_BLOCK, i + 1);
 		ck_assert_ok(img_dev_pwrite(dev, buf, IMG_VERITY_BLOCK, i * IMG_VERITY_BLOCK), ctx);
 	}
-	ck_assert_ok(img_verity_write(ctx, dev, &v), ctx);
+	ck_assert_ok(img_verity_write(ctx, dev, &v, tap), ctx);
+	ck_assert_int_eq(v.hashed_as_written, tapped);
+	img_verity_tap_free(tap);
 	ck_assert_ok(img_dev_finish(dev), ctx);
 	img_dev_unref(dev);
 
@@ -135,7 +145,8 @@ static void against_veritysetup(uint64_t blocks, int holes)
 
 START_TEST(one_block)
 {
-	against_veritysetup(1, 0);
+	against_veritysetup(1, 0, 0);
+	against_veritysetup(1, 0, 1);
 }
 END_TEST
 
@@ -143,15 +154,280 @@ START_TEST(level_boundaries)
 {
 	static const uint64_t n[] = { 2, 127, 128, 129, 300 };
 
-	for (size_t i = 0; i < sizeof(n) / sizeof(n[0]); i++)
-		against_veritysetup(n[i], 0);
+	for (size_t i = 0; i < sizeof(n) / sizeof(n[0]); i++) {
+		against_veritysetup(n[i], 0, 0);
+		against_veritysetup(n[i], 0, 1);
+	}
 }
 END_TEST
 
 START_TEST(three_levels)
 {
 	/* 128*128+1 blocks (64 MiB), mostly holes */
-	against_veritysetup(128 * 128 + 1, 1);
+	against_veritysetup(128 * 128 + 1, 1, 0);
+	against_veritysetup(128 * 128 + 1, 1, 1);
+}
+END_TEST
+
+/* ---- the tap's model ------------------------------------------------- */
+
+static uint64_t rnd(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+enum wkind { W_BYTES, W_ZERO_BYTES, W_ZEROES, W_DATA, W_COPY, W_SLICE, W_NKINDS };
+
+struct wop {
+	enum wkind kind;
+	uint64_t off, len, seed, src;
+};
+
+/* Do @w on @dev (@fd: the copy source). */
+static void apply(struct img_ctx *ctx, struct img_dev *dev, const struct wop *w, int fd)
+{
+	uint8_t *buf = malloc(w->len ? w->len : 1);
+	struct img_dev *s;
+
+	t_fill(buf, w->len, w->seed);
+	switch (w->kind) {
+	case W_BYTES:
+		ck_assert_ok(img_dev_pwrite(dev, buf, w->len, w->off), ctx);
+		break;
+	case W_ZERO_BYTES:
+		memset(buf, 0, w->len);
+		ck_assert_ok(img_dev_pwrite(dev, buf, w->len, w->off), ctx);
+		break;
+	case W_ZEROES:
+		ck_assert_ok(img_dev_write_zeroes(dev, w->off, w->len), ctx);
+		break;
+	case W_DATA:
+		ck_assert_ok(img_dev_write_data(dev, buf, w->len, w->off), ctx);
+		break;
+	case W_COPY:
+		ck_assert_ok(img_dev_copy_from_fd(dev, fd, w->src, w->len, w->off), ctx);
+		break;
+	default:
+		/* through a slice from the write's offset on: the parent's tap sees it */
+		ck_assert_ok(img_dev_slice_new(dev, w->off, w->len, &s), ctx);
+		ck_assert_ok(img_dev_write_data(s, buf, w->len, 0), ctx);
+		img_dev_unref(s);
+		break;
+	}
+	free(buf);
+}
+
+/* A copy source of @len bytes: data with holes (big copies keep them, dev.c). */
+static int make_source(const char *dir, uint64_t len)
+{
+	char path[512];
+	uint8_t *b = malloc(65536);
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/src", dir);
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	ck_assert(fd >= 0);
+	ck_assert_int_eq(ftruncate(fd, (off_t)len), 0);
+	/* 64 KiB of data every 192 KiB (and a run of zero bytes inside one) */
+	for (uint64_t o = 0; o + 65536 <= len; o += 3 * 65536) {
+		t_fill(b, 65536, o + 7);
+		if (o == 3 * 65536)
+			memset(b + 1000, 0, 20000);
+		ck_assert_int_eq(pwrite(fd, b, 65536, (off_t)o), 65536);
+	}
+	free(b);
+	return fd;
+}
+
+/*
+ * One case: a device of data (@blocks at @data_off) and tree, random writes
+ * (@shuffle: then in random order, with some written twice), once tapped and
+ * once not; both must end byte for byte the same, the tapped one hashed as
+ * written exactly when the writes into the data range came in order.
+ */
+static void tap_case(const char *dir, int raw, uint64_t seed, uint64_t blocks, uint64_t data_off,
+                     int shuffle, int *streamed)
+{
+	struct img_ctx *ctx = t_ctx();
+	uint64_t s = seed * 2654435761u + 1, size = blocks * IMG_VERITY_BLOCK, devsize;
+	uint64_t end = data_off + size, pos, front = 0, src_len = 4u << 20;
+	struct img_verity va, vb;
+	struct img_verity_tap *tap;
+	struct img_dev *a, *b;
+	struct wop *w = NULL;
+	size_t n = 0, cap = 0;
+	int fd = make_source(dir, src_len), in_order = 1;
+	uint8_t *ba, *bb;
+
+	ck_assert_ok(img_ctx_set_seed(ctx, "verity-tap", 10), ctx);
+	ck_assert_ok(img_verity_init(ctx, &va, data_off, size, end + IMG_VERITY_BLOCK), ctx);
+	vb = va;
+	devsize = va.hash_offset + va.hash_size;
+	if (raw) {
+		char pa[512], pb[512];
+
+		snprintf(pa, sizeof(pa), "%s/a.img", dir);
+		snprintf(pb, sizeof(pb), "%s/b.img", dir);
+		ck_assert_ok(img_dev_raw_create(ctx, pa, devsize, &a), ctx);
+		ck_assert_ok(img_dev_raw_create(ctx, pb, devsize, &b), ctx);
+	} else {
+		ck_assert_ok(img_dev_mem_new(ctx, devsize, &a), ctx);
+		ck_assert_ok(img_dev_mem_new(ctx, devsize, &b), ctx);
+	}
+	ck_assert_ok(img_verity_tap_new(ctx, a, &va, &tap), ctx);
+
+	/* writes in order, from before the data range to just past it */
+	pos = data_off ? rnd(&s) % data_off : 0;
+	while (pos < end + IMG_VERITY_BLOCK) {
+		struct wop o = { .kind = (enum wkind)(rnd(&s) % W_NKINDS), .seed = rnd(&s) };
+		uint64_t gap = rnd(&s) % 4 == 0 ? 0 : rnd(&s) % (3 * IMG_VERITY_BLOCK);
+
+		/* now and then a long gap (whole zero blocks never written) or a big copy */
+		if (rnd(&s) % 16 == 0)
+			gap = (rnd(&s) % 40) * IMG_VERITY_BLOCK + rnd(&s) % 3;
+		o.off = pos + gap;
+		o.len = 1 + rnd(&s) % (2 * IMG_VERITY_BLOCK + 100);
+		if (o.kind == W_COPY && rnd(&s) % 4 == 0)
+			o.len = 300000 + rnd(&s) % 200000;
+		if (o.off >= end + IMG_VERITY_BLOCK)
+			break;
+		o.len = IMG_MIN(o.len, end + IMG_VERITY_BLOCK - o.off);
+		o.src = rnd(&s) % (src_len - o.len);
+		if (n == cap) {
+			cap = cap ? 2 * cap : 64;
+			w = realloc(w, cap * sizeof(*w));
+		}
+		w[n++] = o;
+		pos = o.off + o.len;
+	}
+	if (shuffle) {
+		for (size_t i = n; i > 1; i--) {
+			size_t j = rnd(&s) % i;
+			struct wop t = w[i - 1];
+
+			w[i - 1] = w[j];
+			w[j] = t;
+		}
+		/* and a few written again, over what is there */
+		for (size_t i = 0; i < n && i < 4; i++) {
+			if (n == cap)
+				w = realloc(w, (cap *= 2) * sizeof(*w));
+			w[n] = w[rnd(&s) % n];
+			w[n++].seed ^= 0x55;
+		}
+	}
+	/* the model: in order while no write into the data range starts behind
+	 * the end of the one before */
+	for (size_t i = 0; i < n; i++) {
+		uint64_t lo = IMG_MAX(w[i].off, data_off), hi = IMG_MIN(w[i].off + w[i].len, end);
+
+		if (lo >= hi)
+			continue;
+		if (lo - data_off < front)
+			in_order = 0;
+		front = hi - data_off;
+	}
+	for (size_t i = 0; i < n; i++) {
+		apply(ctx, a, &w[i], fd);
+		apply(ctx, b, &w[i], fd);
+	}
+	ck_assert_ok(img_verity_write(ctx, a, &va, tap), ctx);
+	ck_assert_ok(img_verity_write(ctx, b, &vb, NULL), ctx);
+	img_verity_tap_free(tap);
+	ck_assert_msg(va.hashed_as_written == in_order,
+	              "seed %llu: hashed as written %d, the writes %s in order",
+	              (unsigned long long)seed, va.hashed_as_written,
+	              in_order ? "were" : "were not");
+	ck_assert(!vb.hashed_as_written);
+	ck_assert_msg(!memcmp(va.root, vb.root, 32), "seed %llu (%llu blocks): root hashes differ",
+	              (unsigned long long)seed, (unsigned long long)blocks);
+	ba = malloc(devsize);
+	bb = malloc(devsize);
+	ck_assert_ok(img_dev_pread(a, ba, devsize, 0), ctx);
+	ck_assert_ok(img_dev_pread(b, bb, devsize, 0), ctx);
+	ck_assert_msg(!memcmp(ba, bb, devsize), "seed %llu (%llu blocks): the devices differ",
+	              (unsigned long long)seed, (unsigned long long)blocks);
+	*streamed += in_order;
+	free(ba);
+	free(bb);
+	free(w);
+	close(fd);
+	ck_assert_ok(img_dev_finish(a), ctx);
+	ck_assert_ok(img_dev_finish(b), ctx);
+	img_dev_unref(a);
+	img_dev_unref(b);
+	img_ctx_free(ctx);
+}
+
+static const uint64_t tap_sizes[] = { 1, 2, 3, 127, 128, 129, 300, 128 * 3 + 5 };
+
+START_TEST(tap_in_order)
+{
+	char *dir = t_tmpdir("verity-tap");
+	int streamed = 0, cases = 0;
+
+	for (uint64_t seed = 1; seed <= 120; seed++) {
+		uint64_t blocks = tap_sizes[seed % IMG_ARRAY_SIZE(tap_sizes)];
+
+		tap_case(dir, seed % 6 == 0, seed, blocks, (seed % 3) * IMG_VERITY_BLOCK, 0,
+		         &streamed);
+		cases++;
+	}
+	/* in order, every one of them is hashed as written */
+	ck_assert_int_eq(streamed, cases);
+	t_rmrf(dir);
+	free(dir);
+}
+END_TEST
+
+START_TEST(tap_out_of_order)
+{
+	char *dir = t_tmpdir("verity-tap");
+	int streamed = 0;
+
+	for (uint64_t seed = 1; seed <= 80; seed++) {
+		uint64_t blocks = tap_sizes[seed % IMG_ARRAY_SIZE(tap_sizes)];
+
+		tap_case(dir, seed % 5 == 0, seed, blocks, (seed % 2) * 2 * IMG_VERITY_BLOCK, 1,
+		         &streamed);
+	}
+	/* shuffled, nearly all are out of order (and read back, still right) */
+	ck_assert_int_lt(streamed, 8);
+	t_rmrf(dir);
+	free(dir);
+}
+END_TEST
+
+START_TEST(tap_nothing_written)
+{
+	/* no write at all: the tree of zero blocks, from the tap alone */
+	struct img_ctx *ctx = t_ctx();
+	struct img_verity va, vb;
+	struct img_verity_tap *tap;
+	struct img_dev *a, *b;
+
+	for (uint64_t blocks = 1; blocks <= 260; blocks += 129) {
+		ck_assert_ok(img_verity_init(ctx, &va, 0, blocks * IMG_VERITY_BLOCK,
+		                             blocks * IMG_VERITY_BLOCK),
+		             ctx);
+		vb = va;
+		ck_assert_ok(img_dev_mem_new(ctx, va.hash_offset + va.hash_size, &a), ctx);
+		ck_assert_ok(img_dev_mem_new(ctx, va.hash_offset + va.hash_size, &b), ctx);
+		ck_assert_ok(img_verity_tap_new(ctx, a, &va, &tap), ctx);
+		ck_assert_ok(img_verity_write(ctx, a, &va, tap), ctx);
+		ck_assert_ok(img_verity_write(ctx, b, &vb, NULL), ctx);
+		ck_assert(va.hashed_as_written);
+		ck_assert(!memcmp(va.root, vb.root, 32));
+		ck_assert(!memcmp(img_dev_mem_data(a), img_dev_mem_data(b), img_dev_size(a)));
+		/* freed after the device: the tap holds its own reference */
+		img_dev_unref(a);
+		img_verity_tap_free(tap);
+		img_dev_unref(b);
+	}
+	img_ctx_free(ctx);
 }
 END_TEST
 
@@ -169,6 +445,11 @@ Suite *img_test_suite(void)
 	tcase_add_test(tc, one_block);
 	tcase_add_test(tc, level_boundaries);
 	tcase_add_test(tc, three_levels);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("tap");
+	tcase_add_test(tc, tap_in_order);
+	tcase_add_test(tc, tap_out_of_order);
+	tcase_add_test(tc, tap_nothing_written);
 	suite_add_tcase(s, tc);
 	return s;
 }
