@@ -2,9 +2,10 @@
 # manifest-sha256.sh -- the manifest's sha256 is sha256sum of the output, for
 # every mode (root, --empty, --efi, --bios, --hybrid, both with --grub,
 # --store-image from a closure, a tar file, a sorted tar pipe, a compressed
-# tar), raw, qcow2 and zstd qcow2, with and without --no-direct-io. And
-# the outputs written in file order are hashed as they are written, not read
-# back (the log says which): a writer that loses its order is caught here, not only in the
+# tar; --verity on a store image and an --efi disk), raw, qcow2 and zstd
+# qcow2, with and without --no-direct-io. And the outputs written in file
+# order are hashed as they are written, not read back (the log says which):
+# a writer that loses its order is caught here, not only in the
 # bench. For bare file systems the fs_uuid the plan gave the manifest is
 # what blkid reads from the image. docs/manifest.md.
 . "$SRCDIR/tests/lib.sh"
@@ -26,13 +27,16 @@ head -c 20480 /dev/urandom >"$T/grub/core.img"
 # other one is read back. Grows as the writers learn to write in order. A
 # store qcow2 is planned (img_dev_plan), so its tables go in front and it is
 # written in file order too; a pipe into qcow2 is staged, then emitted in
-# order. Read back: the sorted pipe's raw output (data in place before the
-# plan), a compressed tar (data replayed after the emit), --verity (the
-# tree's levels come back to earlier blocks), zstd qcow2 (packed at finish).
+# order. --verity hashes the data blocks from the device's writes as they
+# go by and writes superblock and tree after them, in file order (the store
+# image's tree after the file system, the --efi disk's verity partition
+# after the root, which a qcow2 disk plans too). Read back: the sorted
+# pipe's raw output (data in place before the plan), a compressed tar (data
+# replayed after the emit), zstd qcow2 (packed at finish).
 # GRUB's stages go out in their places on the way (boot code with the head,
 # core.img after it or in the BIOS boot partition), so the disks with GRUB
 # are planned and streamed too.
-STREAMED=" store/raw store-tar/raw root/raw empty/raw bios/raw root-tar/raw root/qcow2 empty/qcow2 root-tar/qcow2 store/qcow2 store-tar/qcow2 store-pipe/qcow2 efi/raw hybrid/raw efi/qcow2 bios/qcow2 hybrid/qcow2 bios-grub/raw bios-grub/qcow2 hybrid-grub/raw hybrid-grub/qcow2 "
+STREAMED=" store/raw store-tar/raw root/raw empty/raw bios/raw root-tar/raw root/qcow2 empty/qcow2 root-tar/qcow2 store/qcow2 store-tar/qcow2 store-pipe/qcow2 efi/raw hybrid/raw efi/qcow2 bios/qcow2 hybrid/qcow2 bios-grub/raw bios-grub/qcow2 hybrid-grub/raw hybrid-grub/qcow2 store-verity/raw store-verity/qcow2 efi-verity/raw efi-verity/qcow2 "
 
 n=0
 check() { # name format out args...
@@ -47,7 +51,15 @@ check() { # name format out args...
 	else t_fail "$name $fmt: the log does not say how the sha256 was taken"
 	fi
 	case "$STREAMED" in
-	*" $name/$fmt "*) [ $how = streamed ] || t_fail "$name $fmt: read back, not hashed as written" ;;
+	*" $name/$fmt "*)
+		[ $how = streamed ] || t_fail "$name $fmt: read back, not hashed as written"
+		# and the verity tree from the data as they were written, not read back
+		case $name in *verity*)
+			grep -q 'verity: the data were hashed as they were written' "$T/log" ||
+				t_fail "$name $fmt: the verity data were read back: $(grep verity: "$T/log")"
+			;;
+		esac
+		;;
 	esac
 	case "$name/$fmt" in
 	root*/raw | empty/raw | store*/raw)
@@ -80,6 +92,7 @@ for fmt in raw qcow2 zstd; do
 	IN=$T/fifo check store-pipe $fmt store-pipe.img "${f[@]}" --store-image --tar -
 	check root-tar $fmt root-tar.img "${f[@]}" --tar "$T/s.tar"
 	check store-verity $fmt store-verity.img "${f[@]}" --store-image --verity --root "$R" "$T/closure"
+	check efi-verity $fmt efi-verity.img "${f[@]}" --efi --verity --root "$R" "$T/closure"
 done
 # The virtual disk formats write their tables through the same writer at
 # finish: they must be on the file before it is hashed (read back).
@@ -89,5 +102,5 @@ done
 # The page-cache path (no writer thread): read back, still right.
 check store-nodio raw store.img --no-direct-io --store-image --root "$R" "$T/closure"
 check root-nodio qcow2 root.qcow2 --no-direct-io --format qcow2 --root "$R" "$T/closure"
-[ $n = 44 ] || t_fail "$n builds checked"
+[ $n = 47 ] || t_fail "$n builds checked"
 t_pass
