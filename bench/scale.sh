@@ -44,16 +44,19 @@ export SOURCE_DATE_EPOCH=1
 # through cat: GNU tar writing to /dev/null itself skips reading the files.
 warm() { tar -cf - -C "$1" nix | cat >/dev/null; }
 
-# measure NAME OUTPUT CMD...: one run; sets T (s) and M (KiB) for the row.
+# measure NAME OUTPUT CMD...: one run; sets T (wall s), U (CPU s, user +
+# system) and M (peak KiB) for the row. CPU time tells linearity apart from
+# a busy disk or a page cache the host reclaimed (the wall clock has both).
 measure() {
 	local out=$2
 	shift 2
 	rm -f "$out" "$out.json"
 	warm "$C"
 	sync
-	/usr/bin/time -f '%e %M' -o "$work/time" "$@" >/dev/null 2>"$work/err" ||
+	/usr/bin/time -f '%e %M %U %S' -o "$work/time" "$@" >/dev/null 2>"$work/err" ||
 		{ echo "scale.sh: $* failed:" >&2; cat "$work/err" >&2; exit 1; }
-	read -r T M <"$work/time"
+	read -r T M u s <"$work/time"
+	U=$(echo "$u + $s" | bc)
 }
 ours() { # JOB CLOSURE OUTPUT
 	local job=$1 c=$2 o=$3
@@ -86,7 +89,7 @@ for job in store ext4 efi; do
 done
 
 rows=
-declare -A first_m first_e last_m last_e first_t last_t ourt prev_t prev_e prev_m
+declare -A first_m first_e last_m last_e first_t last_t ourt prev_t prev_e prev_m first_u last_u prev_u
 ratios=
 for n in $sizes; do
 	C=$work/many-$n
@@ -97,25 +100,26 @@ for n in $sizes; do
 		ours "$job" "$C" "$o"
 		check "$job" "$o"
 		per=$(( (M - base[$job]) * 1024 / entries ))
-		rows+="| $job | $entries | mkvmimage (default) | $T | $((M >> 10)) | $per |"$'\n'
+		rows+="| $job | $entries | mkvmimage (default) | $T | $U | $((M >> 10)) | $per |"$'\n'
 		ourt[$job]=$T
 		prev_t[$job]=${last_t[$job]:-} prev_e[$job]=${last_e[$job]:-} prev_m[$job]=${last_m[$job]:-}
-		[ -n "${first_m[$job]:-}" ] || { first_m[$job]=$M; first_e[$job]=$entries; first_t[$job]=$T; }
-		last_m[$job]=$M last_e[$job]=$entries last_t[$job]=$T
+		prev_u[$job]=${last_u[$job]:-}
+		[ -n "${first_m[$job]:-}" ] || { first_m[$job]=$M; first_e[$job]=$entries; first_t[$job]=$T; first_u[$job]=$U; }
+		last_m[$job]=$M last_e[$job]=$entries last_t[$job]=$T last_u[$job]=$U
 	done
 	if [ -n "$anchors" ]; then
 		o=$work/anchor.img
 		measure erofs "$o" sh -c '"$0" -T0 --force-uid=0 --force-gid=0 -L nix-store "$1" "$2/nix/store" && sync "$1"' \
 			"$MKFS_EROFS" "$o" "$C"
 		fsck.erofs "$o" >/dev/null
-		rows+="| store | $entries | mkfs.erofs 1.8.6 DIR | $T | $((M >> 10)) | |"$'\n'
+		rows+="| store | $entries | mkfs.erofs 1.8.6 DIR | $T | $U | $((M >> 10)) | |"$'\n'
 		ratios+="- $entries entries: store image $(echo "scale=2; $T / ${ourt[store]}" | bc)x faster than mkfs.erofs 1.8.6"
 		rm -f "$o"
 		size=$(( $(du -s --apparent-size -B1 "$C/nix" | cut -f1) * 2 + (entries * 4096) + (64 << 20) ))
 		measure ext4 "$o" sh -c 'truncate -s "$2" "$1" && E2FSPROGS_FAKE_TIME=1 mkfs.ext4 -q -F -L nixos -N "$3" -d "$0" "$1" && sync "$1"' \
 			"$C" "$o" "$size" "$((entries + 1000))"
 		e2fsck -fn "$o" >/dev/null
-		rows+="| ext4 | $entries | mkfs.ext4 -d (raw) | $T | $((M >> 10)) | |"$'\n'
+		rows+="| ext4 | $entries | mkfs.ext4 -d (raw) | $T | $U | $((M >> 10)) | |"$'\n'
 		ratios+=", ext4 root (qcow2) $(echo "scale=2; $T / ${ourt[ext4]}" | bc)x faster than mkfs.ext4 -d (raw)."$'\n'
 		rm -f "$o"
 	fi
@@ -127,21 +131,23 @@ Closures from bench/make-many.py (1,000 small files a store path, sizes
 Base peak RSS (a 100-file closure): store ${base[store]} KiB, ext4 ${base[ext4]} KiB,
 --efi ${base[efi]} KiB.
 
-| job | entries | tool | wall (s) | peak RSS (MiB) | bytes per entry above the base |
-|---|---:|---|---:|---:|---:|
+| job | entries | tool | wall (s) | CPU (s) | peak RSS (MiB) | bytes per entry above the base |
+|---|---:|---|---:|---:|---:|---:|
 $rows
 EOT
 for job in store ext4 efi; do
 	[ "${last_e[$job]}" != "${first_e[$job]}" ] || continue
 	slope=$(( (last_m[$job] - first_m[$job]) * 1024 / (last_e[$job] - first_e[$job]) ))
 	tr=$(echo "scale=2; ${last_t[$job]} / ${first_t[$job]}" | bc)
+	ur=$(echo "scale=2; ${last_u[$job]} / ${first_u[$job]}" | bc)
 	er=$(echo "scale=2; ${last_e[$job]} / ${first_e[$job]}" | bc)
-	echo "- $job: memory slope $slope bytes per entry from ${first_e[$job]} to ${last_e[$job]} entries; time x$tr for x$er entries."
+	echo "- $job: memory slope $slope bytes per entry from ${first_e[$job]} to ${last_e[$job]} entries; time x$tr (CPU x$ur) for x$er entries."
 	if [ -n "${prev_e[$job]}" ] && [ "${prev_e[$job]}" != "${first_e[$job]}" ]; then
 		slope=$(( (last_m[$job] - prev_m[$job]) * 1024 / (last_e[$job] - prev_e[$job]) ))
 		tr=$(echo "scale=2; ${last_t[$job]} / ${prev_t[$job]}" | bc)
+		ur=$(echo "scale=2; ${last_u[$job]} / ${prev_u[$job]}" | bc)
 		er=$(echo "scale=2; ${last_e[$job]} / ${prev_e[$job]}" | bc)
-		echo "  from ${prev_e[$job]} to ${last_e[$job]} entries: slope $slope bytes per entry; time x$tr for x$er entries."
+		echo "  from ${prev_e[$job]} to ${last_e[$job]} entries: slope $slope bytes per entry; time x$tr (CPU x$ur) for x$er entries."
 	fi
 done
 printf '%s' "$ratios"
