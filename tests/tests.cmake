@@ -57,6 +57,7 @@ else()
   img_unit_test(disk)
   img_unit_test(fat32)
   img_unit_test(qcow2)
+  img_unit_test(vdisk)
   img_unit_test(vm)
 endif()
 

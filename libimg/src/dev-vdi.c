@@ -9,7 +9,8 @@
  * index of its host block from the data offset, 0xFFFFFFFF for none.
  *
  * Our layout: header at 0, block map at 512, data from the next 1 MiB
- * boundary (as VirtualBox aligns it), blocks in first-write order.
+ * boundary (as VirtualBox aligns it), blocks in first-write order (planned:
+ * in virtual order, dev-vdisk.h).
  */
 #include <stdlib.h>
 
@@ -33,6 +34,7 @@ static int vdi_layout(struct vdisk *v)
 	    VDI_BMAP_OFF + IMG_ALIGN_UP(IMG_DIV_ROUND_UP(v->vsize, v->bs) * 4, 512), VDI_BLOCK);
 	v->stride = v->bs;
 	v->data_in_slot = 0;
+	v->can_plan = true;
 	v->end = v->data_start;
 	return 0;
 }
@@ -48,7 +50,8 @@ static void guid(const struct vdisk *v, const char *role, uint8_t *out)
 	memcpy(out + 8, u + 8, 8);
 }
 
-static int vdi_finish(struct vdisk *v)
+/* Header and block map, in file order. */
+static int vdi_head(struct vdisk *v)
 {
 	static const char text[] = "<<< libimg VDI Disk Image >>>\n";
 	uint64_t maplen = v->data_start - VDI_BMAP_OFF;
@@ -83,8 +86,13 @@ static int vdi_finish(struct vdisk *v)
 	if (e == 0)
 		e = vdisk_pwrite(v, map, (size_t)maplen, VDI_BMAP_OFF);
 	free(map);
-	v->end = v->data_start + v->nalloc * v->bs;
 	return e;
+}
+
+static int vdi_tail(struct vdisk *v)
+{
+	v->end = v->data_start + v->nalloc * v->bs;
+	return 0;
 }
 
 static int bad(struct vdisk *v, const char *why)
@@ -148,6 +156,7 @@ static int vdi_open(struct vdisk *v)
 
 const struct vdisk_format vdisk_vdi = {
 	.layout = vdi_layout,
-	.finish = vdi_finish,
+	.head = vdi_head,
+	.tail = vdi_tail,
 	.open = vdi_open,
 };

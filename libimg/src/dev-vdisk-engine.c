@@ -7,7 +7,9 @@
  *
  * Allocation is in the order blocks are first written, which the writers
  * keep deterministic (as the qcow2 backend relies on too): the same calls
- * give the same bytes. A slot is never moved or freed.
+ * give the same bytes; planned, in the order of the blocks (the plan's).
+ * A slot is never moved or freed. The file's sha256 is dio's when every
+ * byte went out in order (planned, or fixed VHD written front to back).
  */
 #include <fcntl.h>
 #include <stdlib.h>
@@ -47,9 +49,16 @@ int vdisk_pread(struct vdisk *v, void *buf, size_t len, uint64_t off)
 	return e < 0 ? vdisk_io_err(v, e, "reading") : 0;
 }
 
+/* Host offset of slot @k's data. */
+static uint64_t slot_data(const struct vdisk *v, uint64_t k)
+{
+	return v->data_start + k * v->stride + v->data_in_slot;
+}
+
 /*
- * Host offset of virtual @off, allocating its block if @alloc: 1 and
- * *host set when the block is mapped, 0 when it is not, or -errno.
+ * Host offset of virtual @off, allocating its block if @alloc (never when
+ * planned: the plan gave every slot): 1 and *host set when the block is
+ * mapped, 0 when it is not, or -errno.
  */
 static int host_of(struct vdisk *v, uint64_t off, int alloc, uint64_t *host)
 {
@@ -60,7 +69,7 @@ static int host_of(struct vdisk *v, uint64_t off, int alloc, uint64_t *host)
 		return 1;
 	}
 	b = off / v->bs;
-	if (!v->map[b] && alloc) {
+	if (!v->map[b] && alloc && !v->planned) {
 		slot = v->data_start + v->nalloc * v->stride;
 		v->map[b] = slot + v->data_in_slot;
 		v->nalloc++;
@@ -74,6 +83,50 @@ static int host_of(struct vdisk *v, uint64_t off, int alloc, uint64_t *host)
 	}
 	*host = v->map[b] ? v->map[b] + off % v->bs : 0;
 	return v->map[b] != 0;
+}
+
+/* Planned: the heads of slots [v->heads, @upto), in file order. */
+static int write_heads(struct vdisk *v, uint64_t upto)
+{
+	int e = 0;
+
+	if (!v->slot_head_len) {
+		v->heads = IMG_MAX(v->heads, upto);
+		return 0;
+	}
+	for (; v->heads < upto && e == 0; v->heads++)
+		e = vdisk_pwrite(v, v->slot_head, v->slot_head_len,
+		                 slot_data(v, v->heads) - v->slot_head_len);
+	return e;
+}
+
+/*
+ * Where a write or zeros of virtual @off go: host_of() with allocation;
+ * planned, the heads of the slots up to this one go out first (they lie
+ * in front of its data).
+ */
+static int place(struct vdisk *v, uint64_t off, uint64_t *host)
+{
+	int e = host_of(v, off, 1, host);
+
+	if (e > 0 && v->planned && v->bs) {
+		uint64_t k = (v->map[off / v->bs] - slot_data(v, 0)) / v->stride;
+		int r = write_heads(v, k + 1);
+
+		if (r < 0)
+			return r;
+	}
+	return e;
+}
+
+/* Planned, a block outside the plan: zeros read as zeros already, data has no room. */
+static int outside(struct vdisk *v, uint64_t off, const uint8_t *p, uint64_t n)
+{
+	if (img_all_zero(p, (size_t)n))
+		return 0;
+	return img_set_error(v->ctx, -EINVAL,
+	                     "%s: data at virtual offset %llu is outside the planned layout",
+	                     v->path, (unsigned long long)off);
 }
 
 /* The bytes of [off, off+len) that lie in one block. */
@@ -114,16 +167,23 @@ static int vd_pread(struct img_dev *dev, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-static int vd_pwrite(struct img_dev *dev, const void *buf, size_t len, uint64_t off)
+/* pwrite and write_data: @data 1 for file data (written behind by dio). */
+static int write_bytes(struct img_dev *dev, const void *buf, size_t len, uint64_t off, int data)
 {
 	struct vdisk *v = img_dev_priv(dev);
 	const uint8_t *p = buf;
 
 	while (len) {
 		uint64_t n = chunk(v, off, len), host;
-		int e = host_of(v, off, 1, &host);
+		int e = place(v, off, &host);
 
-		if (e < 0 || (e = vdisk_pwrite(v, p, n, host)) < 0)
+		if (e == 0)
+			e = outside(v, off, p, n);
+		else if (e > 0 && data && v->dio)
+			e = img_dio_write(v->dio, p, n, host);
+		else if (e > 0)
+			e = vdisk_pwrite(v, p, n, host);
+		if (e < 0)
 			return e;
 		p += n;
 		off += n;
@@ -132,24 +192,33 @@ static int vd_pwrite(struct img_dev *dev, const void *buf, size_t len, uint64_t 
 	return 0;
 }
 
+static int vd_pwrite(struct img_dev *dev, const void *buf, size_t len, uint64_t off)
+{
+	return write_bytes(dev, buf, len, off, 0);
+}
+
 static int vd_write_data(struct img_dev *dev, const void *buf, size_t len, uint64_t off)
 {
-	struct vdisk *v = img_dev_priv(dev);
-	const uint8_t *p = buf;
+	return write_bytes(dev, buf, len, off, 1);
+}
 
-	if (!v->dio)
-		return vd_pwrite(dev, buf, len, off);
-	while (len) {
-		uint64_t n = chunk(v, off, len), host;
-		int e = host_of(v, off, 1, &host);
+/* Planned, a copy into a block outside the plan: only zeros are fine. */
+static int copy_outside(struct vdisk *v, int fd, uint64_t src, uint64_t n, uint64_t off)
+{
+	uint8_t *buf = malloc((size_t)n);
+	int e;
 
-		if (e < 0 || (e = img_dio_write(v->dio, p, n, host)) < 0)
-			return e;
-		p += n;
-		off += n;
-		len -= n;
-	}
-	return 0;
+	if (!buf)
+		return img_set_error(v->ctx, -ENOMEM, "out of memory");
+	e = img_pread_full(fd, buf, (size_t)n, src);
+	if (e == -EIO)
+		e = img_set_error(v->ctx, e, "input changed while reading (shorter than expected)");
+	else if (e < 0)
+		e = img_set_error(v->ctx, e, "reading input: %s", strerror(-e));
+	else
+		e = outside(v, off, buf, n);
+	free(buf);
+	return e;
 }
 
 static int vd_copy_from_fd(struct img_dev *dev, int fd, uint64_t src, uint64_t len, uint64_t off)
@@ -158,11 +227,13 @@ static int vd_copy_from_fd(struct img_dev *dev, int fd, uint64_t src, uint64_t l
 
 	while (len) {
 		uint64_t n = chunk(v, off, len), host;
-		int e = host_of(v, off, 1, &host);
+		int e = place(v, off, &host);
 
 		if (e < 0)
 			return e;
-		if (v->dio) {
+		if (e == 0) {
+			e = copy_outside(v, fd, src, n, off);
+		} else if (v->dio) {
 			e = img_dio_copy(v->dio, fd, src, n, host);
 		} else {
 			e = img_copy_fd_range(fd, src, v->fd, host, n);
@@ -182,31 +253,42 @@ static int vd_copy_from_fd(struct img_dev *dev, int fd, uint64_t src, uint64_t l
 	return 0;
 }
 
+/*
+ * Host bytes to read as zeros, told to the writer first: in order they are
+ * a hole of the new file already (or short zeros in the run), behind the
+ * frontier (img_dio_zero fenced them) a punched hole.
+ */
+static int zero_host(struct vdisk *v, uint64_t host, uint64_t n)
+{
+	static const uint8_t z[65536];
+	int e = img_dio_zero(v->dio, host, n);
+
+	if (e != 0)
+		return e < 0 ? e : 0;
+	if (fallocate(v->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)host, (off_t)n) ==
+	    0)
+		return 0;
+	for (uint64_t k = 0; k < n; k += sizeof(z)) {
+		e = vdisk_pwrite(v, z, (size_t)IMG_MIN(sizeof(z), n - k), host + k);
+		if (e < 0)
+			return e;
+	}
+	return 0;
+}
+
 /* Zeros: an unallocated block already reads as zeros; an allocated one gets a hole. */
 static int vd_write_zeroes(struct img_dev *dev, uint64_t off, uint64_t len)
 {
-	static const uint8_t z[65536];
 	struct vdisk *v = img_dev_priv(dev);
 
 	while (len) {
 		uint64_t n = chunk(v, off, len), host;
-		int e = host_of(v, off, 0, &host);
+		int e = v->planned ? place(v, off, &host) : host_of(v, off, 0, &host);
 
+		if (e > 0)
+			e = zero_host(v, host, n);
 		if (e < 0)
 			return e;
-		if (e) {
-			if ((e = img_dio_fence(v->dio, host, n)) < 0)
-				return e;
-			if (fallocate(v->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-			              (off_t)host, (off_t)n) < 0) {
-				for (uint64_t k = 0; k < n; k += sizeof(z)) {
-					e = vdisk_pwrite(v, z, (size_t)IMG_MIN(sizeof(z), n - k),
-					                 host + k);
-					if (e < 0)
-						return e;
-				}
-			}
-		}
 		off += n;
 		len -= n;
 	}
@@ -218,6 +300,44 @@ static int vd_flush(struct img_dev *dev)
 	return img_dio_drain(((struct vdisk *)img_dev_priv(dev))->dio);
 }
 
+/* [off, off+len) will be written: its blocks get their slots, in virtual order. */
+static int vd_plan(struct img_dev *dev, uint64_t off, uint64_t len)
+{
+	struct vdisk *v = img_dev_priv(dev);
+
+	if (!v->can_plan)
+		return 0;
+	for (uint64_t b = off / v->bs; b <= (off + len - 1) / v->bs; b++)
+		if (!v->map[b])
+			v->map[b] = slot_data(v, v->nalloc++);
+	return 0;
+}
+
+/* Every slot is known: the file's size, and its head, written first. */
+static int vd_plan_done(struct img_dev *dev)
+{
+	struct vdisk *v = img_dev_priv(dev);
+
+	if (!v->can_plan)
+		return 0;
+	v->planned = true;
+	v->end = v->data_start + v->nalloc * v->stride;
+	if (ftruncate(v->fd, (off_t)v->end) < 0)
+		return vdisk_io_err(v, -errno, "sizing");
+	return v->format->head(v);
+}
+
+int vdisk_write_tables(struct vdisk *v)
+{
+	int e = v->format->head(v);
+
+	for (uint64_t b = 0; b < v->nblocks && v->slot_head_len && e == 0; b++)
+		if (v->map[b])
+			e = vdisk_pwrite(v, v->slot_head, v->slot_head_len,
+			                 v->map[b] - v->slot_head_len);
+	return e < 0 ? e : v->format->tail(v);
+}
+
 static int vd_finish(struct img_dev *dev)
 {
 	struct vdisk *v = img_dev_priv(dev);
@@ -225,19 +345,41 @@ static int vd_finish(struct img_dev *dev)
 
 	if (img_dev_readonly(dev))
 		return 0;
-	if ((e = img_dio_drain(v->dio)) < 0)
-		return e;
-	e = v->format->finish(v);
-	/* its tables went through the writer too (vdisk_pwrite): on the file
-	 * before it is sized and synced */
-	if (e == 0)
+	if (v->planned) {
+		/* the heads of slots never written, then the tail: still in order */
+		e = write_heads(v, v->nalloc);
+		if (e == 0)
+			e = v->format->tail(v);
+	} else {
 		e = img_dio_drain(v->dio);
+		if (e == 0)
+			e = v->format->finish ? v->format->finish(v) : vdisk_write_tables(v);
+	}
+	/* the tables went through the writer too (vdisk_pwrite): on the file
+	 * before it is sized and synced; hashed if everything came in order */
+	if (e == 0) {
+		e = img_dio_digest(v->dio, v->end, v->sha);
+		if (e == -ENODATA)
+			e = img_dio_drain(v->dio);
+		else
+			v->have_sha = e == 0;
+	}
 	if (e < 0)
 		return e;
 	if (ftruncate(v->fd, (off_t)v->end) < 0)
 		return vdisk_io_err(v, -errno, "sizing");
 	if (fsync(v->fd) < 0 && errno != EINVAL && errno != EROFS)
 		return vdisk_io_err(v, -errno, "syncing");
+	return 0;
+}
+
+static int vd_sha256(struct img_dev *dev, uint8_t out[32])
+{
+	struct vdisk *v = img_dev_priv(dev);
+
+	if (!v->have_sha)
+		return -ENODATA;
+	memcpy(out, v->sha, 32);
 	return 0;
 }
 
@@ -267,6 +409,9 @@ static const struct img_dev_ops vdisk_ops = {
 	.write_data = vd_write_data,
 	.finish = vd_finish,
 	.destroy = vd_destroy,
+	.sha256 = vd_sha256,
+	.plan = vd_plan,
+	.plan_done = vd_plan_done,
 };
 
 int vdisk_dev_new(struct vdisk *v, unsigned flags, struct img_dev **out)

@@ -8,10 +8,22 @@
  * a format and the formats call only the engine.
  *
  * All five layouts are "virtual block -> host offset": fixed VHD maps every
- * block to itself; the others allocate a host slot on a block's first
- * write, in write order, after metadata whose size the virtual size alone
- * decides. Writes go to the slot at once (file data through dio.c); the
- * format's tables are encoded from the map at finish.
+ * block to itself; the others give a block a host slot after metadata
+ * whose size the virtual size alone decides. Writes go to the slot at once
+ * (file data through dio.c).
+ *
+ * Unplanned, a block gets its slot on its first write, in write order, and
+ * the format's tables are encoded from the map at finish, behind the data:
+ * the output is read back for its sha256. Planned (img_dev_plan; dynamic
+ * VHD, VDI, monolithicSparse VMDK), every block a planned range touches
+ * gets its slot at plan time, in virtual order, and plan_done writes the
+ * format's head (tables, maps) in front of the first slot: written in plan
+ * order, the file goes out front to back, the slot heads (VHD's bitmaps)
+ * each just before its slot's first write, the tail (VHD's footer) at
+ * finish, and dio's hash is the file's. Non-zero data for a block outside
+ * the plan is refused (its slot would be missing from the tables already
+ * written). streamOptimized VMDK deflates at finish and ignores a plan;
+ * fixed VHD needs none (it is in virtual order anyway).
  */
 #ifndef IMG_DEV_VDISK_H
 #define IMG_DEV_VDISK_H
@@ -40,7 +52,15 @@ struct vdisk {
 	uint64_t data_in_slot; /* where a slot's data starts in it */
 	uint64_t nalloc;       /* slots handed out */
 	uint64_t end;          /* host bytes the file has now */
-	char *extent_name;     /* VMDK descriptor */
+	/* Bytes right before a slot's data (VHD's sector bitmap), or none. */
+	uint8_t slot_head[512];
+	size_t slot_head_len;
+	bool can_plan;  /* layout: the tables can go in front (not a stream) */
+	bool planned;   /* plan_done: every slot assigned, the head written */
+	uint64_t heads; /* planned: slots 0..heads-1 have their head written */
+	bool have_sha;  /* finish: the file's hash, as dio took it */
+	uint8_t sha[32];
+	char *extent_name; /* VMDK descriptor */
 	/* Read side: VMDK streamOptimized grains are deflated behind markers. */
 	int compressed;
 	uint8_t *grain;       /* the last grain inflated */
@@ -50,9 +70,15 @@ struct vdisk {
 
 /* A format's half (dev-vpc.c, dev-vdi.c, dev-vmdk.c). */
 struct vdisk_format {
-	/* Lay out the metadata for writing (set bs, data_start, stride, end). */
+	/* Lay out the metadata for writing (set bs, data_start, stride, end,
+	 * slot_head, can_plan). */
 	int (*layout)(struct vdisk *v);
-	/* Write the final metadata from v->map; set v->end to the file size. */
+	/* Write the metadata in front of the first slot from v->map, in file
+	 * order (at plan_done when planned, else at finish). */
+	int (*head)(struct vdisk *v);
+	/* Write what follows the last slot; set v->end to the file size. */
+	int (*tail)(struct vdisk *v);
+	/* Unplanned finish, or NULL for vdisk_write_tables(). */
 	int (*finish)(struct vdisk *v);
 	/* Parse a header read-only and fill v (vsize, bs, map, ...). */
 	int (*open)(struct vdisk *v);
@@ -71,5 +97,7 @@ int vdisk_io_err(struct vdisk *v, int err, const char *what);
 /* Writing metadata: past direct writes, message set on failure. */
 int vdisk_pwrite(struct vdisk *v, const void *buf, size_t len, uint64_t off);
 int vdisk_pread(struct vdisk *v, void *buf, size_t len, uint64_t off);
+/* Unplanned finish: head, every slot's head, tail. */
+int vdisk_write_tables(struct vdisk *v);
 
 #endif

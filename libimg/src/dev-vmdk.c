@@ -10,7 +10,8 @@
  *
  * monolithicSparse, our layout: header, descriptor (sectors 1-20), the
  * redundant GD and its GTs, the GD and its GTs (every GT preallocated),
- * grains from the next 64 KiB boundary in first-write order.
+ * grains from the next 64 KiB boundary in first-write order (planned: in
+ * virtual order, the tables written at plan_done, dev-vdisk.h).
  *
  * streamOptimized must be readable front to back: the header says "GD at
  * end", then each grain deflated (zlib stream) behind a 12-byte marker
@@ -20,7 +21,9 @@
  * marker. A grain is final only when the device is, so writes go to
  * 64 KiB slots staged in the output file itself past the largest stream
  * these grains can make; finish lays the stream out from the start of the
- * file (never reaching the staging area) and cuts the staging off.
+ * file (never reaching the staging area) and cuts the staging off. What
+ * the grains deflate to is known only then, so a stream ignores a plan and
+ * is read back for its sha256.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,6 +75,7 @@ static int vmdk_layout(struct vdisk *v)
 			                     v->path);
 	v->bs = VMDK_GRAIN;
 	v->stride = VMDK_GRAIN;
+	v->can_plan = v->fmt == IMG_VDISK_VMDK_SPARSE;
 	v->data_in_slot = 0;
 	n = ngts(v);
 	gd_sect = SECT(n * 4);
@@ -152,14 +156,21 @@ static int write_descriptor(struct vdisk *v)
 	return vdisk_pwrite(v, d, sizeof(d), 512);
 }
 
-static int sparse_finish(struct vdisk *v)
+/* Header, descriptor, then both copies of GD + GTs: in file order. */
+static int sparse_head(struct vdisk *v)
 {
 	uint64_t n = ngts(v), gd_sect = SECT(n * 4), gt_sect = VMDK_GTES * 4 / 512;
 	uint64_t rgd = 1 + VMDK_DESC_SECT, gd = rgd + gd_sect + n * gt_sect;
 	uint64_t tables = gd_sect + n * gt_sect;
 	uint8_t h[512], *t;
-	int e = 0;
+	int e;
 
+	encode_header(v, h, rgd, gd, v->data_start / 512);
+	e = vdisk_pwrite(v, h, sizeof(h), 0);
+	if (e == 0)
+		e = write_descriptor(v);
+	if (e < 0)
+		return e;
 	t = calloc(tables, 512);
 	if (!t)
 		return img_set_error(v->ctx, -ENOMEM, "out of memory");
@@ -175,13 +186,13 @@ static int sparse_finish(struct vdisk *v)
 		e = vdisk_pwrite(v, t, (size_t)(tables * 512), base * 512);
 	}
 	free(t);
-	encode_header(v, h, rgd, gd, v->data_start / 512);
-	if (e == 0)
-		e = vdisk_pwrite(v, h, sizeof(h), 0);
-	if (e == 0)
-		e = write_descriptor(v);
-	v->end = v->data_start + v->nalloc * v->stride;
 	return e;
+}
+
+static int sparse_tail(struct vdisk *v)
+{
+	v->end = v->data_start + v->nalloc * v->stride;
+	return 0;
 }
 
 /* The stream, written front to back through a buffer. */
@@ -322,7 +333,7 @@ out:
 
 static int vmdk_finish(struct vdisk *v)
 {
-	return v->fmt == IMG_VDISK_VMDK_STREAM ? stream_finish(v) : sparse_finish(v);
+	return v->fmt == IMG_VDISK_VMDK_STREAM ? stream_finish(v) : vdisk_write_tables(v);
 }
 
 static int bad(struct vdisk *v, const char *why)
@@ -440,6 +451,8 @@ out:
 
 const struct vdisk_format vdisk_vmdk = {
 	.layout = vmdk_layout,
+	.head = sparse_head,
+	.tail = sparse_tail,
 	.finish = vmdk_finish,
 	.open = vmdk_open,
 	.read_grain = vmdk_read_grain,

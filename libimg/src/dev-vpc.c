@@ -13,7 +13,9 @@
  * Our layout: footer copy at 0, dynamic header at 512, BAT at 1536, 2 MiB
  * blocks from the next 4 KiB boundary; each block's host slot is 4 KiB of
  * which the last 512 bytes are its bitmap (all ones, as qemu writes them),
- * then the data, so data stays page-aligned for direct writes.
+ * then the data, so data stays page-aligned for direct writes. Planned
+ * (dev-vdisk.h), the blocks are in virtual order and the file goes out
+ * front to back: head, each bitmap before its block, the footer.
  *
  * Geometry: the footer's CHS is the spec's maximum (65535/16/255) and the
  * current-size field holds the exact size. Readers that size a disk by CHS
@@ -31,6 +33,7 @@
 #define VHD_BAT_OFF      1536
 #define VHD_BLOCK        (2u << 20)
 #define VHD_SLOT_HDR     4096u                 /* padding + the 512-byte bitmap before the data */
+#define VHD_BITMAP       512u                  /* 2 MiB / 512 bits */
 #define VHD_MAX_SIZE     (0xff000000ull * 512) /* 2040 GiB, as qemu */
 #define VHD_EPOCH_2000   946684800
 #define VHD_TYPE_FIXED   2
@@ -59,6 +62,10 @@ static int vpc_layout(struct vdisk *v)
 	    VHD_BAT_OFF + IMG_ALIGN_UP(IMG_DIV_ROUND_UP(v->vsize, v->bs) * 4, 512), 4096);
 	v->stride = VHD_SLOT_HDR + v->bs;
 	v->data_in_slot = VHD_SLOT_HDR;
+	/* the bitmap: every sector is in the block */
+	memset(v->slot_head, 0xff, VHD_BITMAP);
+	v->slot_head_len = VHD_BITMAP;
+	v->can_plan = true;
 	v->end = v->data_start;
 	return 0;
 }
@@ -86,18 +93,17 @@ static void encode_footer(const struct vdisk *v, uint8_t *f)
 	img_put_be32(f + 64, vhd_checksum(f, VHD_FOOTER));
 }
 
-static int vpc_finish(struct vdisk *v)
+/* Dynamic: footer copy, dynamic header, BAT, in file order. */
+static int vpc_head(struct vdisk *v)
 {
-	uint8_t foot[VHD_FOOTER], dyn[VHD_DYN_HDR], bitmap[512];
-	uint64_t batlen, tail;
+	uint8_t foot[VHD_FOOTER], dyn[VHD_DYN_HDR];
+	uint64_t batlen;
 	uint8_t *bat;
 	int e;
 
+	if (v->fmt == IMG_VDISK_VPC_FIXED)
+		return 0;
 	encode_footer(v, foot);
-	if (v->fmt == IMG_VDISK_VPC_FIXED) {
-		v->end = v->vsize + VHD_FOOTER;
-		return vdisk_pwrite(v, foot, sizeof(foot), v->vsize);
-	}
 	memset(dyn, 0, sizeof(dyn));
 	memcpy(dyn, "cxsparse", 8);
 	img_put_be64(dyn + 8, UINT64_MAX);
@@ -111,28 +117,30 @@ static int vpc_finish(struct vdisk *v)
 	bat = malloc(batlen);
 	if (!bat)
 		return img_set_error(v->ctx, -ENOMEM, "out of memory");
-	memset(bat, 0xff, batlen);
-	memset(bitmap, 0xff, sizeof(bitmap));
-	e = 0;
-	for (uint64_t b = 0; b < v->nblocks && e == 0; b++) {
-		if (!v->map[b])
-			continue;
-		img_put_be32(bat + 4 * b, (uint32_t)((v->map[b] - sizeof(bitmap)) / 512));
-		e = vdisk_pwrite(v, bitmap, sizeof(bitmap), v->map[b] - sizeof(bitmap));
-	}
 	/* The BAT's padding up to the first slot stays 0xFF: no entries there. */
-	if (e == 0)
-		e = vdisk_pwrite(v, foot, sizeof(foot), 0);
+	memset(bat, 0xff, batlen);
+	for (uint64_t b = 0; b < v->nblocks; b++)
+		if (v->map[b])
+			img_put_be32(bat + 4 * b, (uint32_t)((v->map[b] - v->slot_head_len) / 512));
+	e = vdisk_pwrite(v, foot, sizeof(foot), 0);
 	if (e == 0)
 		e = vdisk_pwrite(v, dyn, sizeof(dyn), VHD_FOOTER);
 	if (e == 0)
 		e = vdisk_pwrite(v, bat, (size_t)batlen, VHD_BAT_OFF);
 	free(bat);
-	tail = v->data_start + v->nalloc * v->stride;
-	if (e == 0)
-		e = vdisk_pwrite(v, foot, sizeof(foot), tail);
-	v->end = tail + VHD_FOOTER;
 	return e;
+}
+
+/* The footer after the data (fixed: after the disk itself). */
+static int vpc_tail(struct vdisk *v)
+{
+	uint8_t foot[VHD_FOOTER];
+	uint64_t tail =
+	    v->fmt == IMG_VDISK_VPC_FIXED ? v->vsize : v->data_start + v->nalloc * v->stride;
+
+	encode_footer(v, foot);
+	v->end = tail + VHD_FOOTER;
+	return vdisk_pwrite(v, foot, sizeof(foot), tail);
 }
 
 static int bad(struct vdisk *v, const char *why)
@@ -215,6 +223,7 @@ static int vpc_open(struct vdisk *v)
 
 const struct vdisk_format vdisk_vpc = {
 	.layout = vpc_layout,
-	.finish = vpc_finish,
+	.head = vpc_head,
+	.tail = vpc_tail,
 	.open = vpc_open,
 };

@@ -1,7 +1,7 @@
 /*
  * dio.h -- the output's writer (dio.c): write-behind through O_DIRECT, and
  * the output's SHA-256 taken as it is written, for the file backends
- * (dev-raw.c, dev-qcow2-write.c). Internal to libimg.
+ * (dev-raw.c, dev-qcow2-write.c, dev-vdisk-engine.c). Internal to libimg.
  *
  * Calling sequence: img_dio_new() on a new (all-hole) output; img_dio_copy()
  * for file data at host offsets, img_dio_write() for file data from memory,

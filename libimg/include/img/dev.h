@@ -97,8 +97,10 @@ IMG_EXPORT int img_dev_readonly(const struct img_dev *dev);
  * may lay its file out for it: qcow2 (uncompressed) puts all its tables in
  * front of the data and the data clusters in guest order, so the file is
  * written front to back and hashed on the way (img_dev_sha256), and refuses
- * non-zero data outside the plan. Backends that cannot use a plan ignore it
- * (raw, mem, compressed qcow2, the vdisk formats). A slice forwards it to
+ * non-zero data outside the plan; so do dynamic VHD, VDI and monolithicSparse
+ * VMDK (vdisk.h: slots in virtual order, tables in front). Backends that
+ * cannot use a plan ignore it (raw, mem, compressed qcow2, fixed VHD,
+ * streamOptimized VMDK). A slice forwards it to
  * its parent at its offset; its img_dev_plan_done() completes the parent's
  * plan, so a device with several slices is planned on the parent itself.
  * -EINVAL (message set, sticky) for a range out of order, overlapping the

@@ -13,6 +13,12 @@
  *                           with markers, tables at the end; staged in the
  *                           output and laid out by img_dev_finish()
  *
+ * Dynamic VHD, VDI and monolithicSparse VMDK use a plan (img_dev_plan, dev.h):
+ * every block it touches gets its slot in virtual order, the tables are
+ * written at img_dev_plan_done() in front of the data, and the file goes out
+ * front to back, hashed on the way (img_dev_sha256). Without a plan blocks
+ * are allocated in write order and the tables written at img_dev_finish().
+ *
  * Identifiers (VHD and VDI UUIDs, the VMDK CID) come from the context's
  * seed (repro.h); the VHD timestamp from its epoch.
  */
