@@ -63,6 +63,23 @@ enum img_vdisk_format img_image_vdisk_format(const struct img_build_opts *o)
 	}
 }
 
+bool img_image_output_plans(const struct img_build_opts *o)
+{
+	switch (o->format) {
+	case IMG_FORMAT_QCOW2:
+		return o->compression == IMG_QCOW2_COMPRESS_NONE;
+	case IMG_FORMAT_VPC:
+	case IMG_FORMAT_VDI:
+	case IMG_FORMAT_VMDK: {
+		enum img_vdisk_format f = img_image_vdisk_format(o);
+
+		return f != IMG_VDISK_VPC_FIXED && f != IMG_VDISK_VMDK_STREAM;
+	}
+	default:
+		return false;
+	}
+}
+
 const char *img_image_format_name(const struct img_build_opts *o)
 {
 	static const char *const names[] = { "raw", "qcow2", "vpc", "vdi", "vmdk" };

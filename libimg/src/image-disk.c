@@ -336,19 +336,20 @@ static int write_part(struct disk_build *b, const struct img_disk_part *p,
 }
 
 /*
- * An uncompressed qcow2 disk is planned whole before its first write
- * (img_dev_plan on the disk's device): the table's head, GRUB's core.img
- * (--bios: after LBA 0; --hybrid: in the BIOS boot partition), the ESP's
- * used bytes, every range the root's ext4 will write (its first walk runs
- * here, writing nothing), with --verity the verity partition's superblock
- * and tree, the table's tail. Then the disk goes out front to back, tables
- * first, and is hashed as it is written (the verity tree is computed from
- * the root's writes and follows it, verity.c). A raw disk needs no plan (it
- * is written in order already).
+ * A disk whose format lays itself out for a plan (uncompressed qcow2,
+ * dynamic VHD, VDI, sparse VMDK: img_image_output_plans) is planned whole
+ * before its first write (img_dev_plan on the disk's device): the table's
+ * head, GRUB's core.img (--bios: after LBA 0; --hybrid: in the BIOS boot
+ * partition), the ESP's used bytes, every range the root's ext4 will write
+ * (its first walk runs here, writing nothing), with --verity the verity
+ * partition's superblock and tree, the table's tail. Then the disk goes out
+ * front to back, tables first, and is hashed as it is written (the verity
+ * tree is computed from the root's writes and follows it, verity.c). A raw
+ * or fixed VHD disk needs no plan (it is written in order already).
  */
 static bool want_plan(const struct img_build_opts *o)
 {
-	return o->format == IMG_FORMAT_QCOW2 && o->compression == IMG_QCOW2_COMPRESS_NONE;
+	return img_image_output_plans(o);
 }
 
 static int plan_disk(struct disk_build *b, const struct img_fs_opts *rfo)

@@ -23,6 +23,13 @@ const char *img_image_format_name(const struct img_build_opts *o);
 /* The vdisk.h format of a VPC, VDI or VMDK output (0 for raw and qcow2). */
 enum img_vdisk_format img_image_vdisk_format(const struct img_build_opts *o);
 /*
+ * Does the output's device lay its file out for a plan (img_dev_plan), so
+ * that it goes out front to back and is hashed as written? Uncompressed
+ * qcow2, dynamic VHD, VDI, monolithicSparse VMDK. Raw and fixed VHD are in
+ * order without one; zstd qcow2 and streamOptimized VMDK pack at finish.
+ */
+bool img_image_output_plans(const struct img_build_opts *o);
+/*
  * Create the output device of @size bytes in the requested format. VPC
  * rounds a bare file system's size up to 1 MiB (VDI, VMDK: 512 bytes); a
  * partitioned disk must have that size already.

@@ -333,9 +333,10 @@ int img_build_root(struct img_ctx *ctx, const struct img_build_opts *o)
 	if (!outdir)
 		return img_set_error(ctx, -ENOMEM, "out of memory");
 	fo.spill_dir = outdir;
-	/* The whole output: ext4 declares its layout when a qcow2 can use it (a
-	 * raw file needs none, and the declaring walk reads every inode again). */
-	if (o->format == IMG_FORMAT_QCOW2 && o->compression == IMG_QCOW2_COMPRESS_NONE)
+	/* The whole output: ext4 declares its layout when the output can use it
+	 * (qcow2, the sparse vdisk formats: img_image_output_plans; a raw file
+	 * needs none, and the declaring walk reads every inode again). */
+	if (img_image_output_plans(o))
 		fo.flags |= IMG_FS_OWN_DEVICE;
 	if (o->mode == IMG_MODE_EMPTY) {
 		struct img_tree_opts to = { .flags = o->tree_flags };

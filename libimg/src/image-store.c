@@ -14,11 +14,12 @@
  *   tar on a pipe        data staged in an unlinked file beside the output
  *                        while reading, then copied in-kernel into place
  *                        (raw, sorted: straight into its final blocks).
- * The output is planned (img_dev_plan) before the emit, so a qcow2 output
- * goes out in file order and is hashed as it is written, except where data
- * comes after the emit (a compressed tar's replay): then the manifest reads
- * the output back. The sorted pipe's raw output is written before any plan
- * could be made, and is read back too.
+ * The output is planned (img_dev_plan) before the emit, so a qcow2 (or
+ * dynamic VHD, VDI, sparse VMDK) output goes out in file order and is
+ * hashed as it is written, except where data comes after the emit (a
+ * compressed tar's replay): then the manifest reads the output back. The
+ * sorted pipe's raw output is written before any plan could be made, and
+ * is read back too.
  * The image depends on the content only: the tree is canonical, so the
  * order of a tar stream's entries changes no byte.
  *
@@ -251,9 +252,9 @@ out:
  * the file system's blocks in block order but for a sparse file's holes
  * (the row's plan_writes knows which, fs-erofs-emit.c), the dm-verity tree
  * follows at its hash offset; what --size adds in between is never
- * written. A qcow2 output lays itself out for this and goes out in file
- * order, so its sha256 is taken as it is written, and a sparse file's
- * holes stay unallocated clusters.
+ * written. A qcow2 output (and a dynamic VHD, VDI, sparse VMDK) lays itself
+ * out for this and goes out in file order, so its sha256 is taken as it is
+ * written, and a sparse file's holes stay unallocated clusters (blocks).
  */
 static int plan_output(struct img_dev *dev, const struct img_build_opts *o,
                        const struct img_fs_ops *fs, struct img_fs_plan *plan,
@@ -261,8 +262,9 @@ static int plan_output(struct img_dev *dev, const struct img_build_opts *o,
 {
 	int r;
 
-	/* Only a qcow2 output uses the plan: raw would pay the probe for nothing. */
-	if (o->format != IMG_FORMAT_QCOW2 || o->compression != IMG_QCOW2_COMPRESS_NONE)
+	/* Only an output that lays itself out uses the plan (qcow2, the
+	 * sparse vdisk formats): raw would pay the probe for nothing. */
+	if (!img_image_output_plans(o))
 		return 0;
 	r = fs->plan_writes ? fs->plan_writes(plan, dev)
 	                    : img_dev_plan(dev, 0, fs->planned_size(plan));

@@ -3,9 +3,11 @@
 # every mode (root, --empty, --efi, --bios, --hybrid, both with --grub,
 # --store-image from a closure, a tar file, a sorted tar pipe, a compressed
 # tar; --verity on a store image and an --efi disk), raw, qcow2 and zstd
-# qcow2, with and without --no-direct-io. And the outputs written in file
-# order are hashed as they are written, not read back (the log says which):
-# a writer that loses its order is caught here, not only in the
+# qcow2, with and without --no-direct-io; and --efi (also with --verity),
+# --hybrid --grub, root and --store-image (also with --verity) as VHD
+# (fixed, dynamic), VDI and VMDK (sparse, stream). And the outputs written
+# in file order are hashed as they are written, not read back (the log says
+# which): a writer that loses its order is caught here, not only in the
 # bench. For bare file systems the fs_uuid the plan gave the manifest is
 # what blkid reads from the image. docs/manifest.md.
 . "$SRCDIR/tests/lib.sh"
@@ -35,8 +37,10 @@ head -c 20480 /dev/urandom >"$T/grub/core.img"
 # replayed after the emit), zstd qcow2 (packed at finish).
 # GRUB's stages go out in their places on the way (boot code with the head,
 # core.img after it or in the BIOS boot partition), so the disks with GRUB
-# are planned and streamed too.
+# are planned and streamed too. Dynamic VHD, VDI and sparse VMDK are
+# planned as qcow2 is (below).
 STREAMED=" store/raw store-tar/raw root/raw empty/raw bios/raw root-tar/raw root/qcow2 empty/qcow2 root-tar/qcow2 store/qcow2 store-tar/qcow2 store-pipe/qcow2 efi/raw hybrid/raw efi/qcow2 bios/qcow2 hybrid/qcow2 bios-grub/raw bios-grub/qcow2 hybrid-grub/raw hybrid-grub/qcow2 store-verity/raw store-verity/qcow2 efi-verity/raw efi-verity/qcow2 "
+for f in vhd vhd-dyn vdi vmdk; do STREAMED+="efi/$f efi-verity/$f hybrid-grub/$f root/$f store/$f store-verity/$f "; done
 
 n=0
 check() { # name format out args...
@@ -94,13 +98,26 @@ for fmt in raw qcow2 zstd; do
 	check store-verity $fmt store-verity.img "${f[@]}" --store-image --verity --root "$R" "$T/closure"
 	check efi-verity $fmt efi-verity.img "${f[@]}" --efi --verity --root "$R" "$T/closure"
 done
-# The virtual disk formats write their tables through the same writer at
-# finish: they must be on the file before it is hashed (read back).
-for fmt in vhd vdi vmdk; do
-	check efi $fmt efi.$fmt --efi --root "$R" "$T/closure"
+# The virtual disk formats: a fixed VHD is written in order as raw is; a
+# dynamic VHD, a VDI and a monolithicSparse VMDK are planned as qcow2 is
+# (blocks in virtual order, their tables in front, a VHD's footer last), so
+# all of these are hashed as written. A streamOptimized VMDK deflates its
+# grains at finish, behind them: read back.
+for fmt in vhd vhd-dyn vdi vmdk vmdk-stream; do
+	case $fmt in
+	vhd-dyn) f=(--vpc-subformat dynamic) x=vhd ;;
+	vmdk-stream) f=(--vmdk-subformat streamOptimized) x=vmdk ;;
+	*) f=() x=$fmt ;;
+	esac
+	check efi $fmt efi.$x "${f[@]}" --efi --root "$R" "$T/closure"
+	check efi-verity $fmt efiv.$x "${f[@]}" --efi --verity --root "$R" "$T/closure"
+	check hybrid-grub $fmt hybrid.$x "${f[@]}" --hybrid --grub "$T/grub" --root "$R" "$T/closure"
+	check root $fmt root.$x "${f[@]}" --root "$R" "$T/closure"
+	check store $fmt store.$x "${f[@]}" --store-image --root "$R" "$T/closure"
+	check store-verity $fmt storev.$x "${f[@]}" --store-image --verity --root "$R" "$T/closure"
 done
 # The page-cache path (no writer thread): read back, still right.
 check store-nodio raw store.img --no-direct-io --store-image --root "$R" "$T/closure"
 check root-nodio qcow2 root.qcow2 --no-direct-io --format qcow2 --root "$R" "$T/closure"
-[ $n = 47 ] || t_fail "$n builds checked"
+[ $n = 74 ] || t_fail "$n builds checked"
 t_pass
