@@ -38,9 +38,11 @@ int img_image_create_output(struct img_ctx *ctx, const struct img_build_opts *o,
                             struct img_dev **out);
 /*
  * --verity on a new output of this format: hash the data as they are
- * written (img_verity_tap_new)? Raw and uncompressed qcow2; a compressed
- * qcow2 packs at finish and the vdisk formats keep their own copy paths,
- * so those read the data back as before.
+ * written (img_verity_tap_new)? Where the output's layout does not depend
+ * on the order of the writes: raw, fixed VHD and the planned outputs
+ * (img_image_output_plans). A compressed qcow2 and a streamOptimized VMDK
+ * pack at finish from blocks staged in first-write order, so those read
+ * the data back as before (the tree's writes keep that fixed order).
  */
 bool img_image_tap_verity(const struct img_build_opts *o);
 /*

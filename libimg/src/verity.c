@@ -290,7 +290,7 @@ static void put_superblock(const struct img_verity *v, uint8_t *sb)
  * (known from the sizes alone) and its digest goes up one level, the
  * superblock last. Memory is one block per level; the writes come back to
  * earlier blocks, in a fixed order (an output that allocates on first
- * touch, compressed qcow2 or the vdisk formats, gets the same bytes as
+ * touch, compressed qcow2 or streamOptimized VMDK, gets the same bytes as
  * ever).
  */
 struct tree {
