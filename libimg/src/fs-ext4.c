@@ -28,7 +28,11 @@
  * before each extent, the cache writes the metadata below it; the file data
  * then goes to the device (img_dev_write_data: written behind with
  * O_DIRECT), the last block padded with zeros, blocks of zeros and holes of
- * sparse host files left unwritten (the device reads as zeros). The last
+ * sparse host files left unwritten (the device reads as zeros). A planned
+ * output (qcow2, a vdisk, a disk's slice of one) has its clusters laid out
+ * already, so there the data is copied into the writer directly (one copy
+ * instead of two; holes of sparse host files still skipped) and blocks of
+ * zeros go out as the zeros they are: the same bytes. The last
  * flush writes the metadata past the last file. Every write lands past the
  * one before, so the output is hashed as it goes out and a planned qcow2
  * (img_dev_plan) lays its clusters out before the first.
@@ -77,6 +81,11 @@ struct ext4_writer {
 	uint8_t *buf;    /* directory / symlink block buffer */
 	size_t buflen;
 	uint8_t *data; /* EXT4_CHUNK bytes of file data */
+	/* The output was planned (img_ext4_plan_ranges): every extent's
+	 * clusters are laid out already, so file data is copied straight into
+	 * the writer (one copy, holes of sparse host files kept) without
+	 * looking for blocks of zeros, which read the same either way. */
+	bool planned;
 };
 
 /* What the tree needs, independent of the file system size. */
@@ -1086,6 +1095,12 @@ static int emit_extent(struct ext4_writer *w, void *user, blk64_t lblk, blk64_t 
 	uint64_t base = pblk * EXT4_BS - off; /* device offset = base + file offset */
 	int r = img_ext2_io_emit_until(w->fs->io, pblk * EXT4_BS);
 
+	if (r >= 0 && w->planned && off < end) {
+		r = img_node_reader_copy(w->ctx, &f->rd, off, end - off, w->dev, base + off);
+		if (r >= 0)
+			img_progress_add(w->ctx, end - off, 0);
+		return r;
+	}
 	while (r >= 0 && off < end) {
 		size_t n = (size_t)IMG_MIN(end - off, EXT4_CHUNK);
 		size_t nb = IMG_DIV_ROUND_UP(n, EXT4_BS), i = 0;
@@ -1406,6 +1421,7 @@ int img_ext4_plan_ranges(struct img_ext4_job *j)
 {
 	int r = img_tree_walk(j->w.tree, plan_visit, &j->w);
 
+	j->w.planned = true;
 	return r < 0 ? r : img_ext2_io_plan_until(j->w.fs->io, UINT64_MAX);
 }
 
