@@ -691,26 +691,12 @@ out:
 static int finish_planned(struct img_dev *dev)
 {
 	struct qcow2_w *w = W(dev);
-	int r = img_dio_digest(w->dio, w->total * w->cs, w->sha);
+	int r = img_dev_finish_hash(dev, w->dio, w->total * w->cs);
 
-	if (r == -ENODATA)
-		r = img_dio_drain(w->dio);
-	else
-		w->have_sha = r == 0;
 	if (r < 0)
 		return r;
 	if (ftruncate(w->fd, (off_t)(w->total * w->cs)) < 0 || fsync(w->fd) < 0)
 		return w_io_err(dev, -errno, "completing");
-	return 0;
-}
-
-static int w_sha256(struct img_dev *dev, uint8_t out[32])
-{
-	struct qcow2_w *w = W(dev);
-
-	if (!w->have_sha)
-		return -ENODATA;
-	memcpy(out, w->sha, 32);
 	return 0;
 }
 
@@ -762,7 +748,6 @@ static const struct img_dev_ops qcow2_w_ops = {
 	.write_data = w_write_data,
 	.finish = w_finish,
 	.destroy = w_destroy,
-	.sha256 = w_sha256,
 	.plan = w_plan,
 	.plan_done = w_plan_done,
 };

@@ -44,8 +44,6 @@ struct qcow2_w {
 	size_t plan_n, plan_cap;
 	bool planned;
 	uint64_t total;
-	bool have_sha; /* finish: the file's hash, as dio took it */
-	uint8_t sha[32];
 };
 
 /* img_dev_qcow2_create() with a backing file name and format (overlays). */

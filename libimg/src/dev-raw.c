@@ -19,8 +19,6 @@ struct raw {
 	int owns_fd;
 	char *path;
 	struct img_dio *dio; /* NULL: no writer (read-only, or direct I/O off) */
-	bool have_sha;       /* finish hashed the file as it was written */
-	uint8_t sha[32];
 };
 
 static int raw_err(struct img_dev *dev, int err, const char *what)
@@ -133,25 +131,11 @@ static int raw_finish(struct img_dev *dev)
 
 	if (img_dev_readonly(dev))
 		return 0;
-	e = img_dio_digest(r->dio, img_dev_size(dev), r->sha);
-	if (e == -ENODATA)
-		e = img_dio_drain(r->dio);
-	else
-		r->have_sha = e == 0;
+	e = img_dev_finish_hash(dev, r->dio, img_dev_size(dev));
 	if (e < 0)
 		return e;
 	if (fsync(r->fd) < 0 && errno != EINVAL && errno != EROFS)
 		return raw_err(dev, -errno, "syncing");
-	return 0;
-}
-
-static int raw_sha256(struct img_dev *dev, uint8_t out[32])
-{
-	struct raw *r = img_dev_priv(dev);
-
-	if (!r->have_sha)
-		return -ENODATA;
-	memcpy(out, r->sha, 32);
 	return 0;
 }
 
@@ -175,7 +159,6 @@ static const struct img_dev_ops raw_ops = {
 	.write_data = raw_write_data,
 	.finish = raw_finish,
 	.destroy = raw_destroy,
-	.sha256 = raw_sha256,
 };
 
 static int raw_wrap(struct img_ctx *ctx, int fd, int owns, const char *path, uint64_t size,

@@ -357,29 +357,14 @@ static int vd_finish(struct img_dev *dev)
 	}
 	/* the tables went through the writer too (vdisk_pwrite): on the file
 	 * before it is sized and synced; hashed if everything came in order */
-	if (e == 0) {
-		e = img_dio_digest(v->dio, v->end, v->sha);
-		if (e == -ENODATA)
-			e = img_dio_drain(v->dio);
-		else
-			v->have_sha = e == 0;
-	}
+	if (e == 0)
+		e = img_dev_finish_hash(dev, v->dio, v->end);
 	if (e < 0)
 		return e;
 	if (ftruncate(v->fd, (off_t)v->end) < 0)
 		return vdisk_io_err(v, -errno, "sizing");
 	if (fsync(v->fd) < 0 && errno != EINVAL && errno != EROFS)
 		return vdisk_io_err(v, -errno, "syncing");
-	return 0;
-}
-
-static int vd_sha256(struct img_dev *dev, uint8_t out[32])
-{
-	struct vdisk *v = img_dev_priv(dev);
-
-	if (!v->have_sha)
-		return -ENODATA;
-	memcpy(out, v->sha, 32);
 	return 0;
 }
 
@@ -409,7 +394,6 @@ static const struct img_dev_ops vdisk_ops = {
 	.write_data = vd_write_data,
 	.finish = vd_finish,
 	.destroy = vd_destroy,
-	.sha256 = vd_sha256,
 	.plan = vd_plan,
 	.plan_done = vd_plan_done,
 };

@@ -55,11 +55,9 @@ struct vdisk {
 	/* Bytes right before a slot's data (VHD's sector bitmap), or none. */
 	uint8_t slot_head[512];
 	size_t slot_head_len;
-	bool can_plan;  /* layout: the tables can go in front (not a stream) */
-	bool planned;   /* plan_done: every slot assigned, the head written */
-	uint64_t heads; /* planned: slots 0..heads-1 have their head written */
-	bool have_sha;  /* finish: the file's hash, as dio took it */
-	uint8_t sha[32];
+	bool can_plan;     /* layout: the tables can go in front (not a stream) */
+	bool planned;      /* plan_done: every slot assigned, the head written */
+	uint64_t heads;    /* planned: slots 0..heads-1 have their head written */
 	char *extent_name; /* VMDK descriptor */
 	/* Read side: VMDK streamOptimized grains are deflated behind markers. */
 	int compressed;

@@ -54,6 +54,15 @@ typedef void (*img_dev_tap_fn)(void *user, const void *buf, uint64_t len, uint64
 void img_dev_set_tap(struct img_dev *dev, uint64_t off, uint64_t len, img_dev_tap_fn fn,
                      void *user);
 
+/*
+ * A file backend's finish (dev.c): the output's SHA-256 from its writer
+ * @dio when every byte of the file's @size went out in order (kept for
+ * img_dev_sha256()), else the writer drained and the hash left unknown.
+ * 0 or the first write failure. @dio NULL (no writer): drained, no hash.
+ */
+struct img_dio;
+int img_dev_finish_hash(struct img_dev *dev, struct img_dio *dio, uint64_t size);
+
 /* Progress accounting: writers add what they did; the context rate-limits reports. */
 void img_progress_phase(struct img_ctx *ctx, const char *phase, uint64_t bytes_total,
                         uint64_t files_total);

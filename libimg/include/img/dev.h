@@ -59,9 +59,6 @@ struct img_dev_ops {
 	int (*finish)(struct img_dev *dev);
 	/* Release everything the backend holds. */
 	void (*destroy)(struct img_dev *dev);
-	/* After finish: the file's SHA-256, taken as it was written. NULL or
-	 * -ENODATA: the backend did not see every byte go out in order. */
-	int (*sha256)(struct img_dev *dev, uint8_t out[32]);
 	/* Before the first write: [off, off+len) will be written (dev.c has
 	 * checked the order and the range). NULL: the plan is ignored. */
 	int (*plan)(struct img_dev *dev, uint64_t off, uint64_t len);
