@@ -372,14 +372,13 @@ static int plan_disk(struct disk_build *b, const struct img_fs_opts *rfo)
 			                        p->rolename);
 	}
 	r = img_disk_plan_head(&b->l, b->dev);
-	if (r >= 0 && b->have_grub && b->o->mode == IMG_MODE_BIOS)
+	/* core.img next: the gap after LBA 0, or the first partition's start */
+	if (r >= 0 && b->have_grub)
 		r = img_dev_plan(b->dev, b->grub.at * 512, grub_core_bytes(&b->grub));
 	for (size_t i = 0; i < b->l.nparts && r >= 0; i++) {
 		const struct img_disk_part *p = &b->l.parts[i];
 
-		if (p->role == IMG_PART_BIOS_BOOT && b->have_grub) {
-			r = img_dev_plan(b->dev, b->grub.at * 512, grub_core_bytes(&b->grub));
-		} else if (p->role == IMG_PART_ESP) {
+		if (p->role == IMG_PART_ESP) {
 			r = img_fat32_written_bytes(b->ctx, b->esp->tree, p->size, &end);
 			if (r >= 0)
 				r = img_dev_plan(b->dev, p->offset, end);
@@ -397,15 +396,12 @@ static int plan_disk(struct disk_build *b, const struct img_fs_opts *rfo)
 	return r < 0 ? r : img_dev_plan_done(b->root_dev);
 }
 
-/* --hybrid's BIOS boot partition: core.img at its start, zeros after. */
+/* --hybrid's BIOS boot partition after core.img (written with the head): zeros. */
 static int write_bios_boot(struct disk_build *b, const struct img_disk_part *p)
 {
 	uint64_t core = b->have_grub ? grub_core_bytes(&b->grub) : 0;
-	int r = core ? grub_write_core(b->dev, &b->grub) : 0;
 
-	if (r >= 0)
-		r = img_dev_write_zeroes(b->dev, p->offset + core, p->size - core);
-	return r;
+	return img_dev_write_zeroes(b->dev, p->offset + core, p->size - core);
 }
 
 /* The planned root: its second walk, on the slice its first one laid out. */
@@ -726,6 +722,8 @@ int img_build_disk(struct img_ctx *ctx, const struct img_build_opts *o)
 		    "no GRUB given (--grub DIR, or a closure path with "
 		    "lib/grub/i386-pc/boot.img and core.img): the disk has no BIOS boot loader");
 
+	/* core.img goes out right after the table's head: in the gap, or at
+	 * the start of the BIOS boot partition, the hybrid layout's first */
 	if (b.have_grub)
 		grub_prepare(&b.grub,
 		             o->mode == IMG_MODE_BIOS
@@ -749,7 +747,7 @@ int img_build_disk(struct img_ctx *ctx, const struct img_build_opts *o)
 	if (r >= 0)
 		r = img_disk_write_head(ctx, &b.l, b.dev, b.have_grub ? b.grub.code : NULL,
 		                        &gpt_tail);
-	if (r >= 0 && b.have_grub && o->mode == IMG_MODE_BIOS)
+	if (r >= 0 && b.have_grub)
 		r = grub_write_core(b.dev, &b.grub);
 	for (size_t i = 0; i < b.l.nparts && r >= 0; i++) {
 		const struct img_disk_part *p = &b.l.parts[i];
