@@ -101,16 +101,22 @@ struct img_verity_tap {
 	int err;              /* or the failure that lost them */
 };
 
-static int digest(struct img_verity_tap *t, const void *buf, size_t len, uint8_t out[DIGEST])
+/* One block's salted digest, as every level of the tree takes it. -EIO: OpenSSL failed. */
+static int salted_digest(EVP_MD_CTX *md, const uint8_t salt[32], const void *block,
+                         uint8_t out[DIGEST])
 {
 	unsigned n = 0;
 
-	if (EVP_DigestInit_ex(t->md, EVP_sha256(), NULL) != 1 ||
-	    EVP_DigestUpdate(t->md, t->salt, sizeof(t->salt)) != 1 ||
-	    EVP_DigestUpdate(t->md, buf, len) != 1 || EVP_DigestFinal_ex(t->md, out, &n) != 1 ||
-	    n != DIGEST)
+	if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 || EVP_DigestUpdate(md, salt, 32) != 1 ||
+	    EVP_DigestUpdate(md, block, IMG_VERITY_BLOCK) != 1 ||
+	    EVP_DigestFinal_ex(md, out, &n) != 1 || n != DIGEST)
 		return -EIO;
 	return 0;
+}
+
+static int digest(struct img_verity_tap *t, const void *block, uint8_t out[DIGEST])
+{
+	return salted_digest(t->md, t->salt, block, out);
 }
 
 /* Slots of level 0 hash block @j that stand for data blocks (the last block's rest is zeros). */
@@ -140,7 +146,7 @@ static int leaf_put(struct img_verity_tap *t, uint64_t b, const uint8_t *data)
 			return -ENOMEM;
 		zero_leaf(t, j, t->leaf[j]);
 	}
-	return digest(t, data, IMG_VERITY_BLOCK, t->leaf[j] + (b % PER_BLOCK) * DIGEST);
+	return digest(t, data, t->leaf[j] + (b % PER_BLOCK) * DIGEST);
 }
 
 /*
@@ -246,7 +252,7 @@ static int tap_alloc(struct img_ctx *ctx, const struct img_verity *v, struct img
 		img_verity_tap_free(t);
 		return img_set_error(ctx, -ENOMEM, "out of memory");
 	}
-	if (digest(t, z, IMG_VERITY_BLOCK, t->zero) < 0) {
+	if (digest(t, z, t->zero) < 0) {
 		free(z);
 		img_verity_tap_free(t);
 		return img_set_error(ctx, -EIO, "verity: SHA-256 failed");
@@ -307,12 +313,7 @@ struct tree {
 
 static int tree_digest(struct tree *t, const void *buf, uint8_t out[DIGEST])
 {
-	unsigned n = 0;
-
-	if (EVP_DigestInit_ex(t->md, EVP_sha256(), NULL) != 1 ||
-	    EVP_DigestUpdate(t->md, t->v->salt, sizeof(t->v->salt)) != 1 ||
-	    EVP_DigestUpdate(t->md, buf, IMG_VERITY_BLOCK) != 1 ||
-	    EVP_DigestFinal_ex(t->md, out, &n) != 1 || n != DIGEST)
+	if (salted_digest(t->md, t->v->salt, buf, out) < 0)
 		return img_set_error(t->ctx, -EIO, "verity: SHA-256 failed");
 	return 0;
 }
@@ -450,12 +451,11 @@ static int write_tree(struct img_verity_tap *t, struct img_dev *dev, struct img_
 		uint8_t *into = levels > 1 ? up[1] : v->root;
 
 		for (uint64_t j = 0; r >= 0 && j < size[0]; j++)
-			r = digest(t, leaf_block(t, j, buf), IMG_VERITY_BLOCK, into + j * DIGEST);
+			r = digest(t, leaf_block(t, j, buf), into + j * DIGEST);
 		for (unsigned i = 1; r >= 0 && i < levels; i++) {
 			into = i + 1 < levels ? up[i + 1] : v->root;
 			for (uint64_t j = 0; r >= 0 && j < size[i]; j++)
-				r = digest(t, up[i] + j * IMG_VERITY_BLOCK, IMG_VERITY_BLOCK,
-				           into + j * DIGEST);
+				r = digest(t, up[i] + j * IMG_VERITY_BLOCK, into + j * DIGEST);
 		}
 		if (r < 0) {
 			r = img_set_error(t->ctx, -EIO, "verity: SHA-256 failed");
