@@ -582,14 +582,6 @@ START_TEST(spill_full)
 }
 END_TEST
 
-static uint64_t rnd(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
-}
-
 /*
  * The cache against a model: random single-block writes (cached), larger
  * writes and byte writes (through to the device, over cached and spilled
@@ -615,31 +607,31 @@ START_TEST(cache_model)
 	ck_assert_int_eq(img_ext2_io_manager->open(name, IO_FLAG_RW, &io), 0);
 	ck_assert_int_eq(io_channel_set_blksize(io, BS), 0);
 	for (int step = 0; step < 20000; step++) {
-		uint64_t op = rnd(&seed) % 100, blk = rnd(&seed) % NBLK;
+		uint64_t op = t_rnd(&seed) % 100, blk = t_rnd(&seed) % NBLK;
 
 		if (op < 50) {
-			t_fill(buf, BS, rnd(&seed));
+			t_fill(buf, BS, t_rnd(&seed));
 			ck_assert_int_eq(io_channel_write_blk64(io, blk, 1, buf), 0);
 			memcpy(model + blk * BS, buf, BS);
 		} else if (op < 60) {
-			int n = 2 + (int)(rnd(&seed) % 3);
+			int n = 2 + (int)(t_rnd(&seed) % 3);
 
 			blk %= NBLK - (uint64_t)n;
-			t_fill(buf, (size_t)n * BS, rnd(&seed));
+			t_fill(buf, (size_t)n * BS, t_rnd(&seed));
 			ck_assert_int_eq(io_channel_write_blk64(io, blk, n, buf), 0);
 			memcpy(model + blk * BS, buf, (size_t)n * BS);
 		} else if (op < 70) {
 			/* a byte write that may cross a block boundary */
-			uint64_t off = blk * BS + rnd(&seed) % BS;
-			int n = 1 + (int)(rnd(&seed) % 300);
+			uint64_t off = blk * BS + t_rnd(&seed) % BS;
+			int n = 1 + (int)(t_rnd(&seed) % 300);
 
 			if (off + (uint64_t)n > NBLK * BS)
 				off = NBLK * BS - (uint64_t)n;
-			t_fill(buf, (size_t)n, rnd(&seed));
+			t_fill(buf, (size_t)n, t_rnd(&seed));
 			ck_assert_int_eq(io_channel_write_byte(io, (unsigned long)off, n, buf), 0);
 			memcpy(model + off, buf, (size_t)n);
 		} else if (op < 98) {
-			int n = 1 + (int)(rnd(&seed) % 4);
+			int n = 1 + (int)(t_rnd(&seed) % 4);
 
 			blk %= NBLK - (uint64_t)n;
 			ck_assert_int_eq(io_channel_read_blk64(io, blk, n, buf), 0);
@@ -694,18 +686,18 @@ START_TEST(emit_model)
 		ck_assert_int_eq(img_ext2_io_manager->open(name, IO_FLAG_RW, &io), 0);
 		ck_assert_int_eq(io_channel_set_blksize(io, BS), 0);
 		for (int step = 0; step < 300; step++) {
-			uint64_t op = rnd(&seed) % 100, blk = rnd(&seed) % (NBLK - 4);
-			int n = 1 + (int)(rnd(&seed) % 3);
+			uint64_t op = t_rnd(&seed) % 100, blk = t_rnd(&seed) % (NBLK - 4);
+			int n = 1 + (int)(t_rnd(&seed) % 3);
 
 			if (op < 60) {
-				t_fill(buf, (size_t)n * BS, rnd(&seed));
+				t_fill(buf, (size_t)n * BS, t_rnd(&seed));
 				ck_assert_int_eq(io_channel_write_blk64(io, blk, n, buf), 0);
 				memcpy(model + blk * BS, buf, (size_t)n * BS);
 			} else if (op < 90) {
-				uint64_t off = blk * BS + rnd(&seed) % BS;
-				int len = 1 + (int)(rnd(&seed) % 5000);
+				uint64_t off = blk * BS + t_rnd(&seed) % BS;
+				int len = 1 + (int)(t_rnd(&seed) % 5000);
 
-				t_fill(buf, (size_t)len, rnd(&seed));
+				t_fill(buf, (size_t)len, t_rnd(&seed));
 				ck_assert_int_eq(
 				    io_channel_write_byte(io, (unsigned long)off, len, buf), 0);
 				memcpy(model + off, buf, (size_t)len);
@@ -722,16 +714,16 @@ START_TEST(emit_model)
 		for (uint64_t b = 0; b < NBLK;) {
 			uint64_t len = 0;
 
-			if (meta[b] || rnd(&seed) % 3 == 0) {
+			if (meta[b] || t_rnd(&seed) % 3 == 0) {
 				b++;
 				continue;
 			}
-			while (b + len < NBLK && !meta[b + len] && len < 8 && rnd(&seed) % 4)
+			while (b + len < NBLK && !meta[b + len] && len < 8 && t_rnd(&seed) % 4)
 				len++;
 			if (!len)
 				len = 1;
 			ck_assert_int_eq(img_ext2_io_emit_until(io, b * BS), 0);
-			t_fill(buf, len * BS, rnd(&seed));
+			t_fill(buf, len * BS, t_rnd(&seed));
 			ck_assert_ok(img_dev_pwrite(dev, buf, len * BS, b * BS), ctx);
 			memcpy(model + b * BS, buf, len * BS);
 			b += len;

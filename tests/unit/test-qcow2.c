@@ -16,31 +16,7 @@ static uint64_t file_size(const char *path)
 	return (uint64_t)st.st_size;
 }
 
-static uint8_t *read_file(const char *path, size_t *len)
-{
-	int fd = open(path, O_RDONLY);
-	uint8_t *buf;
-	struct stat st;
-
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(fstat(fd, &st), 0);
-	buf = malloc((size_t)st.st_size + 1);
-	ck_assert_ptr_nonnull(buf);
-	ck_assert_int_eq(img_pread_full(fd, buf, (size_t)st.st_size, 0), 0);
-	close(fd);
-	*len = (size_t)st.st_size;
-	return buf;
-}
-
 static uint64_t rng;
-static uint64_t rnd(void)
-{
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
-}
-
 /*
  * The same random writes on both devices: random data, compressible text,
  * zero data, write_zeroes; aligned and unaligned.
@@ -53,13 +29,13 @@ static void random_ops(struct img_ctx *ctx, struct img_dev *a, struct img_dev *b
 
 	rng = seed * 0x9E3779B97F4A7C15ull + 1;
 	for (int i = 0; i < count; i++) {
-		size_t len = (size_t)(rnd() % maxlen) + 1;
-		uint64_t off = rnd() % (size - len + 1), kind = rnd() % 10;
+		size_t len = (size_t)(t_rnd(&rng) % maxlen) + 1;
+		uint64_t off = t_rnd(&rng) % (size - len + 1), kind = t_rnd(&rng) % 10;
 
-		if (rnd() & 1)
+		if (t_rnd(&rng) & 1)
 			off &= ~4095ull;
 		if (kind < 5)
-			t_fill(buf, len, rnd());
+			t_fill(buf, len, t_rnd(&rng));
 		else if (kind < 7)
 			for (size_t j = 0; j < len; j++)
 				buf[j] = "compressible text "[j % 18];
@@ -289,7 +265,7 @@ END_TEST
 static void assert_files_equal(const char *p1, const char *p2)
 {
 	size_t n1, n2;
-	uint8_t *a = read_file(p1, &n1), *b = read_file(p2, &n2);
+	uint8_t *a = t_read_file(p1, &n1), *b = t_read_file(p2, &n2);
 
 	ck_assert_uint_eq(n1, n2);
 	ck_assert_msg(!memcmp(a, b, n1), "%s and %s differ", p1, p2);
@@ -656,41 +632,6 @@ static const struct plan_case plan_cases[] = {
 	{ 16, 20 << 20, 0, 0 },
 };
 
-/* A range of @len bytes of the disk: random data, written as the kind asks. */
-static void plan_write(struct img_ctx *ctx, struct img_dev *d, uint8_t *model, int srcfd,
-                       const uint8_t *src, size_t srclen, uint64_t off, uint64_t len)
-{
-	uint64_t kind = rnd() % 10, s = rnd() % (srclen - len + 1);
-	uint8_t *buf;
-
-	switch (kind) {
-	case 0: /* left unwritten: a planned cluster that reads as zeros */
-		return;
-	case 1:
-		ck_assert_ok(img_dev_write_zeroes(d, off, len), ctx);
-		memset(model + off, 0, (size_t)len);
-		return;
-	case 2: /* zeros as data */
-		buf = calloc(1, (size_t)len);
-		ck_assert_ok(img_dev_pwrite(d, buf, (size_t)len, off), ctx);
-		free(buf);
-		memset(model + off, 0, (size_t)len);
-		return;
-	case 3:
-	case 4:
-		ck_assert_ok(img_dev_copy_from_fd(d, srcfd, s, len, off), ctx);
-		break;
-	case 5:
-	case 6:
-		ck_assert_ok(img_dev_write_data(d, src + s, (size_t)len, off), ctx);
-		break;
-	default:
-		ck_assert_ok(img_dev_pwrite(d, src + s, (size_t)len, off), ctx);
-		break;
-	}
-	memcpy(model + off, src + s, (size_t)len);
-}
-
 /* Every byte of @path read by the qcow2 reader is the model's. */
 static void plan_compare(struct img_ctx *ctx, const char *path, const uint8_t *model, uint64_t size)
 {
@@ -747,7 +688,8 @@ START_TEST(plan_model)
 	/* The plan. The 64 KiB case keeps one range just below 512 MiB. */
 	while (nplan < 64) {
 		static const uint64_t gaps[] = { 0, 0, 1, 100, 4096, 65536, 300000, 3 << 20 };
-		uint64_t gap = gaps[rnd() % IMG_ARRAY_SIZE(gaps)], len = 1 + rnd() % (700000);
+		uint64_t gap = gaps[t_rnd(&rng) % IMG_ARRAY_SIZE(gaps)],
+		         len = 1 + t_rnd(&rng) % (700000);
 
 		if (pc->size > (512ull << 20) && nplan == 8)
 			at = IMG_MAX(at, (512ull << 20) - 200000);
@@ -767,15 +709,15 @@ START_TEST(plan_model)
 		uint64_t off = ranges[i][0], end = off + ranges[i][1];
 
 		while (off < end) {
-			uint64_t n = 1 + rnd() % 200000;
+			uint64_t n = 1 + t_rnd(&rng) % 200000;
 
-			n = IMG_MIN(n, end - off); /* a macro: rnd() once */
+			n = IMG_MIN(n, end - off); /* a macro: draw the number once */
 
-			plan_write(ctx, d, model, srcfd, data, srclen, off, n);
+			t_dev_model_write(ctx, d, model, srcfd, data, srclen, off, n, &rng);
 			off += n;
 		}
-		if (rnd() % 3 == 0) { /* a read of anything so far */
-			uint64_t roff = rnd() % end, n = 1 + rnd() % 300000;
+		if (t_rnd(&rng) % 3 == 0) { /* a read of anything so far */
+			uint64_t roff = t_rnd(&rng) % end, n = 1 + t_rnd(&rng) % 300000;
 			uint8_t *back;
 
 			n = IMG_MIN(n, pc->size - roff);
@@ -797,9 +739,10 @@ START_TEST(plan_model)
 	}
 	if (pc->out_of_order)
 		for (int k = 0; k < 5; k++) {
-			uint64_t i = rnd() % nplan, n = IMG_MIN(ranges[i][1], 5000);
+			uint64_t i = t_rnd(&rng) % nplan, n = IMG_MIN(ranges[i][1], 5000);
 
-			plan_write(ctx, d, model, srcfd, data, srclen, ranges[i][0], n);
+			t_dev_model_write(ctx, d, model, srcfd, data, srclen, ranges[i][0], n,
+			                  &rng);
 		}
 	ck_assert_ok(img_dev_finish(d), ctx);
 	close(srcfd);
@@ -842,7 +785,7 @@ START_TEST(plan_model)
 
 			snprintf(raw, sizeof(raw), "%s/p.raw", dir);
 			ck_assert_int_eq(t_run(cv, NULL), 0);
-			r = read_file(raw, &n);
+			r = t_read_file(raw, &n);
 			ck_assert_uint_eq(n, pc->size);
 			ck_assert_msg(!memcmp(r, model, n),
 			              "qemu-img convert differs from the model");

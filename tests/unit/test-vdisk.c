@@ -14,30 +14,6 @@
 #include "testutil.h"
 
 static uint64_t rng;
-static uint64_t rnd(void)
-{
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
-}
-
-static uint8_t *read_file(const char *path, size_t *len)
-{
-	struct stat st;
-	uint8_t *buf;
-	int fd = open(path, O_RDONLY);
-
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(fstat(fd, &st), 0);
-	buf = malloc((size_t)st.st_size + 1);
-	ck_assert_ptr_nonnull(buf);
-	ck_assert_int_eq(img_pread_full(fd, buf, (size_t)st.st_size, 0), 0);
-	close(fd);
-	*len = (size_t)st.st_size;
-	return buf;
-}
-
 /* One model case: a format, planned or not, writes in order or not. */
 struct vcase {
 	const char *name;
@@ -69,41 +45,6 @@ static const struct vcase vcases[] = {
 	{ "vpc-fixed", IMG_VDISK_VPC_FIXED, 14 << 20, 0, 0, 1 },
 };
 
-/* A range of @len bytes of the disk: random data, written as the kind asks. */
-static void model_write(struct img_ctx *ctx, struct img_dev *d, uint8_t *model, int srcfd,
-                        const uint8_t *src, size_t srclen, uint64_t off, uint64_t len)
-{
-	uint64_t kind = rnd() % 10, s = rnd() % (srclen - len + 1);
-	uint8_t *buf;
-
-	switch (kind) {
-	case 0: /* left unwritten: a planned block that reads as zeros */
-		return;
-	case 1:
-		ck_assert_ok(img_dev_write_zeroes(d, off, len), ctx);
-		memset(model + off, 0, (size_t)len);
-		return;
-	case 2: /* zeros as data */
-		buf = calloc(1, (size_t)len);
-		ck_assert_ok(img_dev_pwrite(d, buf, (size_t)len, off), ctx);
-		free(buf);
-		memset(model + off, 0, (size_t)len);
-		return;
-	case 3:
-	case 4:
-		ck_assert_ok(img_dev_copy_from_fd(d, srcfd, s, len, off), ctx);
-		break;
-	case 5:
-	case 6:
-		ck_assert_ok(img_dev_write_data(d, src + s, (size_t)len, off), ctx);
-		break;
-	default:
-		ck_assert_ok(img_dev_pwrite(d, src + s, (size_t)len, off), ctx);
-		break;
-	}
-	memcpy(model + off, src + s, (size_t)len);
-}
-
 /* Every byte of @path, read by our reader and by qemu's, is the model's. */
 static void model_compare(struct img_ctx *ctx, const struct vcase *vc, const char *dir,
                           const char *path, const uint8_t *model)
@@ -134,7 +75,7 @@ static void model_compare(struct img_ctx *ctx, const struct vcase *vc, const cha
 
 		snprintf(raw, sizeof(raw), "%s/back.raw", dir);
 		ck_assert_int_eq(t_run(cv, NULL), 0);
-		r = read_file(raw, &n);
+		r = t_read_file(raw, &n);
 		ck_assert_uint_eq(n, vc->size);
 		ck_assert_msg(!memcmp(r, model, n), "%s: qemu-img convert differs from the model",
 		              vc->name);
@@ -238,7 +179,8 @@ START_TEST(plan_model)
 		touched = calloc(1, (size_t)IMG_DIV_ROUND_UP(vc->size, bs));
 	while (nplan < 64) {
 		static const uint64_t gaps[] = { 0, 0, 1, 100, 4096, 65536, 300000, 3 << 20 };
-		uint64_t gap = gaps[rnd() % IMG_ARRAY_SIZE(gaps)], len = 1 + rnd() % 700000;
+		uint64_t gap = gaps[t_rnd(&rng) % IMG_ARRAY_SIZE(gaps)],
+		         len = 1 + t_rnd(&rng) % 700000;
 
 		if (at + gap + len > vc->size)
 			break;
@@ -257,21 +199,21 @@ START_TEST(plan_model)
 		ck_assert_ok(img_dev_plan_done(d), ctx);
 	for (uint64_t j = 0; j < nplan; j++) {
 		/* unplanned: the ranges in a random order */
-		uint64_t i = vc->plan ? j : rnd() % nplan;
+		uint64_t i = vc->plan ? j : t_rnd(&rng) % nplan;
 		uint64_t off = ranges[i][0], end = off + ranges[i][1];
 
 		if (vc->plan && (i == nplan / 2 || i == nplan - 1))
 			continue; /* planned, never written: slots of zeros */
 
 		while (off < end) {
-			uint64_t n = 1 + rnd() % 200000;
+			uint64_t n = 1 + t_rnd(&rng) % 200000;
 
-			n = IMG_MIN(n, end - off); /* a macro: rnd() once */
-			model_write(ctx, d, model, srcfd, data, srclen, off, n);
+			n = IMG_MIN(n, end - off); /* a macro: draw the number once */
+			t_dev_model_write(ctx, d, model, srcfd, data, srclen, off, n, &rng);
 			off += n;
 		}
-		if (rnd() % 3 == 0) { /* a read of anything so far */
-			uint64_t roff = rnd() % end, n = 1 + rnd() % 300000;
+		if (t_rnd(&rng) % 3 == 0) { /* a read of anything so far */
+			uint64_t roff = t_rnd(&rng) % end, n = 1 + t_rnd(&rng) % 300000;
 			uint8_t *back;
 
 			n = IMG_MIN(n, vc->size - roff);
@@ -299,9 +241,10 @@ START_TEST(plan_model)
 	}
 	if (vc->out_of_order)
 		for (int k = 0; k < 5; k++) {
-			uint64_t i = rnd() % nplan, n = IMG_MIN(ranges[i][1], 5000);
+			uint64_t i = t_rnd(&rng) % nplan, n = IMG_MIN(ranges[i][1], 5000);
 
-			model_write(ctx, d, model, srcfd, data, srclen, ranges[i][0], n);
+			t_dev_model_write(ctx, d, model, srcfd, data, srclen, ranges[i][0], n,
+			                  &rng);
 		}
 	ck_assert_ok(img_dev_finish(d), ctx);
 	close(srcfd);

@@ -171,14 +171,6 @@ END_TEST
 
 /* ---- the tap's model ------------------------------------------------- */
 
-static uint64_t rnd(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
-}
-
 enum wkind { W_BYTES, W_ZERO_BYTES, W_ZEROES, W_DATA, W_COPY, W_SLICE, W_NKINDS };
 
 struct wop {
@@ -280,22 +272,22 @@ static void tap_case(const char *dir, int raw, uint64_t seed, uint64_t blocks, u
 	ck_assert_ok(img_verity_tap_new(ctx, a, &va, &tap), ctx);
 
 	/* writes in order, from before the data range to just past it */
-	pos = data_off ? rnd(&s) % data_off : 0;
+	pos = data_off ? t_rnd(&s) % data_off : 0;
 	while (pos < end + IMG_VERITY_BLOCK) {
-		struct wop o = { .kind = (enum wkind)(rnd(&s) % W_NKINDS), .seed = rnd(&s) };
-		uint64_t gap = rnd(&s) % 4 == 0 ? 0 : rnd(&s) % (3 * IMG_VERITY_BLOCK);
+		struct wop o = { .kind = (enum wkind)(t_rnd(&s) % W_NKINDS), .seed = t_rnd(&s) };
+		uint64_t gap = t_rnd(&s) % 4 == 0 ? 0 : t_rnd(&s) % (3 * IMG_VERITY_BLOCK);
 
 		/* now and then a long gap (whole zero blocks never written) or a big copy */
-		if (rnd(&s) % 16 == 0)
-			gap = (rnd(&s) % 40) * IMG_VERITY_BLOCK + rnd(&s) % 3;
+		if (t_rnd(&s) % 16 == 0)
+			gap = (t_rnd(&s) % 40) * IMG_VERITY_BLOCK + t_rnd(&s) % 3;
 		o.off = pos + gap;
-		o.len = 1 + rnd(&s) % (2 * IMG_VERITY_BLOCK + 100);
-		if (o.kind == W_COPY && rnd(&s) % 4 == 0)
-			o.len = 300000 + rnd(&s) % 200000;
+		o.len = 1 + t_rnd(&s) % (2 * IMG_VERITY_BLOCK + 100);
+		if (o.kind == W_COPY && t_rnd(&s) % 4 == 0)
+			o.len = 300000 + t_rnd(&s) % 200000;
 		if (o.off >= end + IMG_VERITY_BLOCK)
 			break;
 		o.len = IMG_MIN(o.len, end + IMG_VERITY_BLOCK - o.off);
-		o.src = rnd(&s) % (src_len - o.len);
+		o.src = t_rnd(&s) % (src_len - o.len);
 		if (n == cap) {
 			cap = cap ? 2 * cap : 64;
 			w = realloc(w, cap * sizeof(*w));
@@ -305,7 +297,7 @@ static void tap_case(const char *dir, int raw, uint64_t seed, uint64_t blocks, u
 	}
 	if (shuffle) {
 		for (size_t i = n; i > 1; i--) {
-			size_t j = rnd(&s) % i;
+			size_t j = t_rnd(&s) % i;
 			struct wop t = w[i - 1];
 
 			w[i - 1] = w[j];
@@ -315,7 +307,7 @@ static void tap_case(const char *dir, int raw, uint64_t seed, uint64_t blocks, u
 		for (size_t i = 0; i < n && i < 4; i++) {
 			if (n == cap)
 				w = realloc(w, (cap *= 2) * sizeof(*w));
-			w[n] = w[rnd(&s) % n];
+			w[n] = w[t_rnd(&s) % n];
 			w[n++].seed ^= 0x55;
 		}
 	}

@@ -9,6 +9,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <img/dev.h>
+
+#include "private.h"
 #include "testutil.h"
 
 char *t_tmpdir(const char *name)
@@ -133,4 +136,62 @@ void t_write_file(const char *path, const void *buf, size_t len)
 	ck_assert_msg(fd >= 0, "open %s: %s", path, strerror(errno));
 	ck_assert_int_eq(write(fd, buf, len), (ssize_t)len);
 	close(fd);
+}
+
+uint64_t t_rnd(uint64_t *state)
+{
+	*state ^= *state << 13;
+	*state ^= *state >> 7;
+	*state ^= *state << 17;
+	return *state;
+}
+
+uint8_t *t_read_file(const char *path, size_t *len)
+{
+	struct stat st;
+	uint8_t *buf;
+	int fd = open(path, O_RDONLY);
+
+	ck_assert_msg(fd >= 0, "%s: %s", path, strerror(errno));
+	ck_assert_int_eq(fstat(fd, &st), 0);
+	buf = malloc((size_t)st.st_size + 1);
+	ck_assert_ptr_nonnull(buf);
+	ck_assert_int_eq(img_pread_full(fd, buf, (size_t)st.st_size, 0), 0);
+	close(fd);
+	*len = (size_t)st.st_size;
+	return buf;
+}
+
+void t_dev_model_write(struct img_ctx *ctx, struct img_dev *d, uint8_t *model, int srcfd,
+                       const uint8_t *src, size_t srclen, uint64_t off, uint64_t len, uint64_t *rng)
+{
+	uint64_t kind = t_rnd(rng) % 10, s = t_rnd(rng) % (srclen - len + 1);
+	uint8_t *buf;
+
+	switch (kind) {
+	case 0: /* left unwritten: planned, it reads as zeros */
+		return;
+	case 1:
+		ck_assert_ok(img_dev_write_zeroes(d, off, len), ctx);
+		memset(model + off, 0, (size_t)len);
+		return;
+	case 2: /* zeros as data */
+		buf = calloc(1, (size_t)len);
+		ck_assert_ok(img_dev_pwrite(d, buf, (size_t)len, off), ctx);
+		free(buf);
+		memset(model + off, 0, (size_t)len);
+		return;
+	case 3:
+	case 4:
+		ck_assert_ok(img_dev_copy_from_fd(d, srcfd, s, len, off), ctx);
+		break;
+	case 5:
+	case 6:
+		ck_assert_ok(img_dev_write_data(d, src + s, (size_t)len, off), ctx);
+		break;
+	default:
+		ck_assert_ok(img_dev_pwrite(d, src + s, (size_t)len, off), ctx);
+		break;
+	}
+	memcpy(model + off, src + s, (size_t)len);
 }

@@ -18,6 +18,20 @@ int t_run(char *const argv[], char **out);
 int t_have(const char *prog);
 /* Deterministic pseudo-random bytes (xorshift) for test data. */
 void t_fill(void *buf, size_t len, uint64_t seed);
+/* One xorshift step of *@state (never 0 unless *@state is): the next number. */
+uint64_t t_rnd(uint64_t *state);
+/* A whole file, malloc'ed (one spare byte), its length in *@len; fails the test when unreadable. */
+uint8_t *t_read_file(const char *path, size_t *len);
+/*
+ * A model test's write of [@off, @off+@len) to @d, of a kind drawn from
+ * *@rng, mirrored into @model: left out, write_zeroes, zeros as data, or
+ * bytes of @src (@srclen bytes, the content of @srcfd) by copy_from_fd,
+ * write_data or pwrite.
+ */
+struct img_dev;
+void t_dev_model_write(struct img_ctx *ctx, struct img_dev *d, uint8_t *model, int srcfd,
+                       const uint8_t *src, size_t srclen, uint64_t off, uint64_t len,
+                       uint64_t *rng);
 /* A new context that fails the test if it cannot be made. */
 struct img_ctx *t_ctx(void);
 /* Write a file (creating parents is the caller's job). */
