@@ -95,6 +95,8 @@ B=$S/5bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-big
 mkdir -p "$T/b$B"
 printf 'start' | dd of="$T/b$B/big" bs=1 conv=notrunc status=none
 printf 'end' | dd of="$T/b$B/big" bs=1M seek=4097 conv=notrunc status=none
+# and blocks of zeros inside a file, between data (allocated, never holes)
+{ head -c 5000 /dev/urandom; head -c 12288 /dev/zero; head -c 7000 /dev/urandom; } >"$T/b$B/zeros-inside"
 echo "$B" >"$T/b/closure"
 "$MKVMIMAGE" -q --root "$T/b" -o "$T/big.img" "$T/b/closure" || t_fail "big build"
 e2fsck -fn "$T/big.img" >"$T/fsck" 2>&1 || t_fail "e2fsck (big): $(cat "$T/fsck")"
@@ -108,4 +110,12 @@ for lb in 0 1048832; do
 		t_fail "big file block $lb"
 done
 [ "$(du -k "$T/big.img" | cut -f1)" -lt 200000 ] || t_fail "big image not sparse"
+# as a planned qcow2 (the data copied straight into the writer, the host
+# file's holes skipped): the raw image's bytes, and no 4 GiB of zeros
+"$MKVMIMAGE" -q --root "$T/b" -o "$T/big.qcow2" "$T/b/closure" || t_fail "big qcow2 build"
+qemu-img check "$T/big.qcow2" >/dev/null 2>&1 || t_fail "qemu-img check (big)"
+qemu-img compare -f raw -F qcow2 "$T/big.img" "$T/big.qcow2" >/dev/null || t_fail "big qcow2 != raw"
+[ "$(du -k "$T/big.qcow2" | cut -f1)" -lt 200000 ] || t_fail "big qcow2 not sparse"
+debugfs -R "cat $B/zeros-inside" "$T/big.img" 2>/dev/null | cmp -s - "$T/b$B/zeros-inside" ||
+	t_fail "a file with zeros inside differs"
 t_pass
