@@ -26,9 +26,9 @@
  *                          guest order, to the end of the file
  * Data written in plan order then goes out in file order too, finish
  * writes nothing (the file is extended to its last cluster: planned
- * clusters never written are a hole and read as zeros) and the device's
- * sha256 op gives dio's digest; any write behind the frontier makes it
- * -ENODATA, and the bytes are still right. Non-zero data for a cluster
+ * clusters never written are a hole and read as zeros) and
+ * img_dev_sha256() gives dio's digest (img_dev_finish_hash); any write
+ * behind the frontier makes it -ENODATA, and the bytes are still right. Non-zero data for a cluster
  * outside the plan is refused (there is no room for it); zeros there are
  * fine, they read as zeros already.
  *
