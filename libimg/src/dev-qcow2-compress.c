@@ -1,6 +1,7 @@
 /*
  * dev-qcow2-compress.c -- compressed qcow2 clusters: the zlib and zstd
- * codecs, and the pass at finish that compresses a written image in place.
+ * codecs, and the packing of compressed clusters: as they are written or at
+ * finish from where they were staged.
  *
  * Spec: qemu docs/interop/qcow2.txt "Compressed Clusters Descriptor" and
  * the compression_type header field. zlib means a raw deflate stream with a
@@ -8,18 +9,20 @@
  * frame per cluster. As qemu does, a cluster is only stored compressed
  * when that saves at least 2 bytes (compressed size < cluster_size - 1).
  *
- * Why compress at finish, in place: writers touch clusters many times and
- * out of order (libext2fs rewrites bitmaps and inode tables), so a cluster
- * is only final when the device is finished. The writer therefore stages
- * every data cluster uncompressed in the output file itself (no TMPDIR, no
- * second copy, copy_file_range still works), and this pass then walks the
- * staged clusters in host order and packs their compressed form from the
- * start of the data area. Packing never overtakes reading: cluster k is
- * read from data_start + k * cs and everything written for clusters 0..k
- * ends at or before data_start + (k + 1) * cs, because no cluster grows.
- * Worker threads read and compress clusters, each result into its own
- * ring slot; one thread lays the slots out strictly in order, so the bytes
- * do not depend on thread timing or the number of threads.
+ * Two ways in, one layout. Streaming (the usual one): the writer hands over
+ * each data cluster from memory once its writes have moved past it
+ * (dev-qcow2-write.c), so nothing is staged. Staged: writers that touch
+ * clusters many times and out of order leave each data cluster
+ * uncompressed in the output file itself (no TMPDIR, no second copy), and
+ * qcow2_pack walks the staged clusters in host order at finish. Either
+ * way the compressed forms are packed from the start of the data area, in
+ * the same order, so the bytes are the same. Packing never overtakes
+ * reading: cluster k is staged at data_start + k * cs and everything
+ * written for clusters 0..k ends at or before data_start + (k + 1) * cs,
+ * because no cluster grows (which also lets a stream go back to staging,
+ * qcow2_stream_unpack). Worker threads compress clusters, each result into
+ * its own ring slot; one thread lays the slots out strictly in order, so
+ * the bytes do not depend on thread timing or the number of threads.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -145,36 +148,64 @@ int qcow2_decompress(struct qcow2_codec *c, const uint8_t *in, size_t len, uint8
 	return c->zs.avail_out == 0 ? 0 : -EIO;
 }
 
-/* ---- the packing pass ---------------------------------------------- */
+/* ---- packing ---------------------------------------------------------- */
 
 #define SLOT_ZERO ((size_t)-1)
 #define SLOT_RAW  ((size_t)0)
 
 /*
- * Workers claim staged clusters in order and put each result in ring slot
- * k % ring; the layout thread consumes the slots strictly in order. A
- * worker may run at most `ring` clusters ahead of the layout, so the ring
- * bounds memory, and there is no barrier per batch for a preempted thread
- * to hold up (this machine is shared).
+ * The layout: compressed clusters back to back at byte granularity from
+ * the start of the data area; an incompressible cluster starts a fresh
+ * host cluster, and the gap this leaves before it is filled by the next
+ * compressed clusters that fit (as qemu's byte allocator does). Output
+ * is collected in obuf (from file offset ostart) and written in big chunks.
  */
-struct pack {
+struct layout {
+	uint64_t pos;          /* end of the packed data */
+	uint64_t gap, gap_end; /* unused bytes before the last raw cluster */
+	uint8_t *obuf;
+	uint64_t ostart, olen, ocap;
+};
+
+struct worker {
+	struct qcow2_pack *p;
+	struct qcow2_codec *codec;
+	pthread_t tid;
+	bool started;
+};
+
+/*
+ * Data cluster k (w->rev[k] its guest cluster) goes through ring slot
+ * k % ring: filled (staged: a worker reads it from the file; streamed: the
+ * producer writes it and publishes it), compressed by a worker, laid out by
+ * the producer's thread strictly in order. A worker may run at most `ring`
+ * clusters ahead of the layout, so the ring bounds memory, and there is no
+ * barrier per batch for a preempted thread to hold up (this machine is
+ * shared).
+ */
+struct qcow2_pack {
+	struct img_dev *dev;
 	struct qcow2_w *w;
-	uint64_t n, ring;
+	bool staged; /* the clusters come from the file (qcow2_pack) */
+	bool closed; /* no more clusters will be published */
+	uint64_t n;  /* clusters published (staged: all of them) */
+	uint64_t ring;
 	uint8_t *in, *out; /* ring * cs each */
 	size_t *olen;      /* per slot: SLOT_ZERO, SLOT_RAW or compressed length */
 	uint64_t *ready;   /* per slot: k + 1 once cluster k's result is there */
 	uint64_t claimed;  /* next cluster to hand out */
 	uint64_t consumed; /* clusters the layout is done with */
+	uint64_t dref_cap;
 	int err;
+	bool werr; /* err came from a worker's read */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-};
-
-struct worker {
-	struct pack *p;
-	struct qcow2_codec *codec;
-	pthread_t tid;
-	bool started;
+	struct worker *wk;
+	unsigned nthreads;
+	struct layout l;
+	/* reading laid-out clusters (qcow2_stream_read, _unpack) */
+	struct qcow2_codec *dcodec;
+	uint8_t *cbuf;
 };
 
 /* Read staged cluster @k; a tail past EOF (never written) reads as zeros. */
@@ -201,16 +232,17 @@ static int read_staged(struct qcow2_w *w, uint64_t k, uint8_t *buf)
 static void *work(void *arg)
 {
 	struct worker *wk = arg;
-	struct pack *p = wk->p;
+	struct qcow2_pack *p = wk->p;
 	size_t cs = (size_t)p->w->cs;
 
 	for (;;) {
 		uint64_t k, s;
 		uint8_t *in;
-		int r;
+		int r = 0;
 
 		pthread_mutex_lock(&p->lock);
-		while (!p->err && p->claimed < p->n && p->claimed >= p->consumed + p->ring)
+		while (!p->err && !(p->closed && p->claimed >= p->n) &&
+		       (p->claimed >= p->n || p->claimed >= p->consumed + p->ring))
 			pthread_cond_wait(&p->cond, &p->lock);
 		if (p->err || p->claimed >= p->n) {
 			pthread_mutex_unlock(&p->lock);
@@ -221,15 +253,18 @@ static void *work(void *arg)
 
 		s = k % p->ring;
 		in = p->in + s * cs;
-		r = read_staged(p->w, k, in);
+		if (p->staged)
+			r = read_staged(p->w, k, in);
 		if (r == 0 && img_all_zero(in, cs))
 			p->olen[s] = SLOT_ZERO;
 		else if (r == 0)
 			p->olen[s] = qcow2_compress(wk->codec, in, cs, p->out + s * cs, cs - 2);
 
 		pthread_mutex_lock(&p->lock);
-		if (r < 0 && !p->err)
+		if (r < 0 && !p->err) {
 			p->err = r;
+			p->werr = true;
+		}
 		p->ready[s] = k + 1;
 		pthread_cond_broadcast(&p->cond);
 		pthread_mutex_unlock(&p->lock);
@@ -242,20 +277,6 @@ static unsigned online_cpus(void)
 
 	return n > 0 ? (unsigned)n : 1;
 }
-
-/*
- * The layout: compressed clusters back to back at byte granularity from
- * the start of the data area; an incompressible cluster starts a fresh
- * host cluster, and the gap this leaves before it is filled by the next
- * compressed clusters that fit (as qemu's byte allocator does). Output
- * is collected in obuf (from file offset ostart) and written in big chunks.
- */
-struct layout {
-	uint64_t pos;          /* end of the packed data */
-	uint64_t gap, gap_end; /* unused bytes before the last raw cluster */
-	uint8_t *obuf;
-	uint64_t ostart, olen, ocap;
-};
 
 static int put(struct img_dev *dev, struct layout *l, uint64_t at, const uint8_t *src, size_t n)
 {
@@ -345,123 +366,325 @@ static int place(struct img_dev *dev, struct layout *l, uint64_t gc, const uint8
 	return 0;
 }
 
-static int consume(struct img_dev *dev, struct pack *p, struct layout *l)
+/* Lay out the next cluster (p->consumed), waiting for its compression. */
+static int take(struct qcow2_pack *p)
 {
 	struct qcow2_w *w = p->w;
-	uint64_t cs = w->cs;
-	int r = 0;
+	uint64_t cs = w->cs, k = p->consumed, s = k % p->ring;
+	int r;
 
-	img_progress_phase(img_dev_ctx(dev), "qcow2 compression", p->n * cs, 0);
-	for (uint64_t k = 0; k < p->n; k++) {
-		uint64_t s = k % p->ring;
+	pthread_mutex_lock(&p->lock);
+	while (p->ready[s] != k + 1 && !p->err)
+		pthread_cond_wait(&p->cond, &p->lock);
+	r = p->err;
+	pthread_mutex_unlock(&p->lock);
+	if (r < 0)
+		return p->werr ? img_set_error(img_dev_ctx(p->dev), r, "reading back %s: %s",
+		                               w->path, strerror(-r))
+		               : r;
+	r = place(p->dev, &p->l, w->rev[k], p->in + s * cs, p->out + s * cs, p->olen[s]);
+	if (r == 0 && p->l.olen + 2 * cs > p->l.ocap)
+		r = flush_layout(p->dev, &p->l);
+	pthread_mutex_lock(&p->lock);
+	if (r < 0 && !p->err)
+		p->err = r;
+	p->consumed = k + 1;
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	return r;
+}
 
+/* Stop the workers and free everything; the writer's state stays. */
+static void pack_free(struct qcow2_pack *p)
+{
+	if (!p)
+		return;
+	if (p->wk) {
 		pthread_mutex_lock(&p->lock);
-		while (p->ready[s] != k + 1 && !p->err)
-			pthread_cond_wait(&p->cond, &p->lock);
-		r = p->err;
-		pthread_mutex_unlock(&p->lock);
-		if (r < 0)
-			return img_set_error(img_dev_ctx(dev), r, "reading back %s: %s", w->path,
-			                     strerror(-r));
-		r = place(dev, l, w->rev[k], p->in + s * cs, p->out + s * cs, p->olen[s]);
-		if (r == 0 && l->olen + 2 * cs > l->ocap)
-			r = flush_layout(dev, l);
-		img_progress_add(img_dev_ctx(dev), cs, 0);
-		if (r == 0 && k % 1024 == 1023)
-			r = img_check_cancel(img_dev_ctx(dev));
-		pthread_mutex_lock(&p->lock);
-		if (r < 0)
-			p->err = r;
-		p->consumed = k + 1;
+		p->closed = true;
+		if (!p->err)
+			p->err = -ECANCELED;
 		pthread_cond_broadcast(&p->cond);
 		pthread_mutex_unlock(&p->lock);
-		if (r < 0)
-			return r;
+		for (unsigned t = 0; t < p->nthreads; t++) {
+			if (p->wk[t].started)
+				pthread_join(p->wk[t].tid, NULL);
+			qcow2_codec_free(p->wk[t].codec);
+		}
 	}
-	return flush_layout(dev, l);
+	pthread_mutex_destroy(&p->lock);
+	pthread_cond_destroy(&p->cond);
+	free(p->wk);
+	qcow2_codec_free(p->dcodec);
+	free(p->cbuf);
+	free(p->l.obuf);
+	free(p->in);
+	free(p->out);
+	free(p->olen);
+	free(p->ready);
+	free(p);
+}
+
+static int pack_new(struct img_dev *dev, struct qcow2_w *w, bool staged, struct qcow2_pack **out)
+{
+	struct img_ctx *ctx = img_dev_ctx(dev);
+	unsigned nthreads = IMG_MIN(w->threads ? w->threads : online_cpus(), 64u);
+	uint64_t cs = w->cs;
+	int type = w->compression == IMG_QCOW2_COMPRESS_ZSTD ? QCOW2_COMPRESSION_ZSTD
+	                                                     : QCOW2_COMPRESSION_ZLIB;
+	struct qcow2_pack *p = calloc(1, sizeof(*p));
+	int r = 0;
+
+	if (!p)
+		return img_set_error(ctx, -ENOMEM, "out of memory for qcow2 compression");
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->cond, NULL);
+	p->dev = dev;
+	p->w = w;
+	p->staged = p->closed = staged;
+	p->n = staged ? w->rev_n : 0;
+	p->nthreads = nthreads;
+	p->ring = IMG_MAX((uint64_t)nthreads * 8, (8ull << 20) / cs);
+	p->in = malloc((size_t)(p->ring * cs));
+	p->out = malloc((size_t)(p->ring * cs));
+	p->olen = calloc((size_t)p->ring, sizeof(*p->olen));
+	p->ready = calloc((size_t)p->ring, sizeof(*p->ready));
+	p->l = (struct layout){ .pos = w->data_start, .ostart = w->data_start };
+	p->l.ocap = IMG_MAX(4ull << 20, 4 * cs);
+	p->l.obuf = malloc((size_t)p->l.ocap);
+	p->dref_cap = IMG_MAX(p->n, 1024);
+	free(w->dref);
+	w->dref = calloc((size_t)p->dref_cap, sizeof(*w->dref));
+	p->wk = calloc(nthreads, sizeof(*p->wk));
+	if (!p->in || !p->out || !p->olen || !p->ready || !p->l.obuf || !w->dref || !p->wk) {
+		r = img_set_error(ctx, -ENOMEM, "out of memory for qcow2 compression");
+		goto fail;
+	}
+	for (unsigned t = 0; t < nthreads; t++) {
+		p->wk[t].p = p;
+		p->wk[t].codec = qcow2_codec_new(type, w->level, 0);
+		if (!p->wk[t].codec) {
+			r = img_set_error(ctx, -ENOMEM, "%s: cannot set up the compressor",
+			                  w->path);
+			goto fail;
+		}
+	}
+	for (unsigned t = 0; t < nthreads; t++) {
+		if (pthread_create(&p->wk[t].tid, NULL, work, &p->wk[t]) != 0) {
+			if (t > 0)
+				break; /* fewer threads is fine */
+			r = img_set_error(ctx, -EAGAIN, "%s: cannot start a compression thread",
+			                  w->path);
+			goto fail;
+		}
+		p->wk[t].started = true;
+	}
+	*out = p;
+	return 0;
+fail:
+	pack_free(p);
+	return r;
+}
+
+/* Everything laid out: write the rest, zero the end of the last cluster. */
+static int pack_end(struct qcow2_pack *p)
+{
+	struct qcow2_w *w = p->w;
+	uint64_t end = IMG_ALIGN_UP(p->l.pos, w->cs);
+	int r = flush_layout(p->dev, &p->l);
+
+	if (r == 0 && end > p->l.pos) {
+		/* staged: the rest of the last cluster still holds staged bytes */
+		memset(p->l.obuf, 0, (size_t)(end - p->l.pos));
+		r = img_pwrite_full(w->fd, p->l.obuf, (size_t)(end - p->l.pos), p->l.pos);
+		if (r < 0)
+			r = img_set_error(img_dev_ctx(p->dev), r, "writing %s: %s", w->path,
+			                  strerror(-r));
+	}
+	w->data_end = end;
+	return r;
 }
 
 int qcow2_pack(struct img_dev *dev, struct qcow2_w *w)
 {
 	struct img_ctx *ctx = img_dev_ctx(dev);
-	unsigned nthreads = IMG_MIN(w->threads ? w->threads : online_cpus(), 64u);
-	uint64_t cs = w->cs, end;
-	int type = w->compression == IMG_QCOW2_COMPRESS_ZSTD ? QCOW2_COMPRESSION_ZSTD
-	                                                     : QCOW2_COMPRESSION_ZLIB;
-	struct layout l = { .pos = w->data_start };
-	struct worker *wk = NULL;
-	struct pack p = { .w = w, .n = w->rev_n };
+	struct qcow2_pack *p;
+	int r = pack_new(dev, w, true, &p);
+
+	if (r < 0)
+		return r;
+	img_progress_phase(ctx, "qcow2 compression", p->n * w->cs, 0);
+	for (uint64_t k = 0; k < p->n && r == 0; k++) {
+		r = take(p);
+		img_progress_add(ctx, w->cs, 0);
+		if (r == 0 && k % 1024 == 1023)
+			r = img_check_cancel(ctx);
+	}
+	if (r == 0)
+		r = pack_end(p);
+	pack_free(p);
+	return r;
+}
+
+/* ---- streaming ------------------------------------------------------- */
+
+int qcow2_stream_start(struct img_dev *dev, struct qcow2_w *w, struct qcow2_pack **out)
+{
+	return pack_new(dev, w, false, out);
+}
+
+int qcow2_stream_open(struct qcow2_pack *p, uint8_t **buf)
+{
+	struct qcow2_w *w = p->w;
+	uint64_t k = w->rev_n - 1;
 	int r = 0;
 
-	p.ring = IMG_MAX((uint64_t)nthreads * 8, (8ull << 20) / cs);
-	p.in = malloc((size_t)(p.ring * cs));
-	p.out = malloc((size_t)(p.ring * cs));
-	p.olen = calloc((size_t)p.ring, sizeof(*p.olen));
-	p.ready = calloc((size_t)p.ring, sizeof(*p.ready));
-	l.ocap = IMG_MAX(4ull << 20, 4 * cs);
-	l.obuf = malloc((size_t)l.ocap);
-	l.ostart = w->data_start;
-	w->dref = calloc((size_t)IMG_MAX(w->rev_n, 1), sizeof(*w->dref));
-	wk = calloc(nthreads, sizeof(*wk));
-	pthread_mutex_init(&p.lock, NULL);
-	pthread_cond_init(&p.cond, NULL);
-	if (!p.in || !p.out || !p.olen || !p.ready || !l.obuf || !w->dref || !wk) {
-		r = img_set_error(ctx, -ENOMEM, "out of memory for qcow2 compression");
-		goto out;
+	if (w->rev_n > p->dref_cap) {
+		uint64_t cap = p->dref_cap * 2;
+		uint16_t *d = realloc(w->dref, (size_t)cap * sizeof(*d));
+
+		if (!d)
+			return img_set_error(img_dev_ctx(p->dev), -ENOMEM,
+			                     "out of memory for qcow2 compression");
+		memset(d + p->dref_cap, 0, (size_t)(cap - p->dref_cap) * sizeof(*d));
+		w->dref = d;
+		p->dref_cap = cap;
 	}
-	for (unsigned t = 0; t < nthreads; t++) {
-		wk[t].p = &p;
-		wk[t].codec = qcow2_codec_new(type, w->level, 0);
-		if (!wk[t].codec) {
-			r = img_set_error(ctx, -ENOMEM, "%s: cannot set up the compressor",
-			                  w->path);
-			goto out;
-		}
-	}
-	for (unsigned t = 0; t < nthreads; t++) {
-		if (pthread_create(&wk[t].tid, NULL, work, &wk[t]) != 0) {
-			if (t > 0)
-				break; /* fewer threads is fine */
-			r = img_set_error(ctx, -EAGAIN, "%s: cannot start a compression thread",
-			                  w->path);
-			goto out;
-		}
-		wk[t].started = true;
-	}
-	r = consume(dev, &p, &l);
+	/* slot k % ring is free once cluster k - ring is laid out */
+	while (r == 0 && k >= p->consumed + p->ring)
+		r = take(p);
 	if (r < 0)
-		goto out;
-	/* Zero the rest of the last cluster: it still holds staged bytes. */
-	end = IMG_ALIGN_UP(l.pos, cs);
-	if (end > l.pos) {
-		memset(l.obuf, 0, (size_t)(end - l.pos));
-		r = img_pwrite_full(w->fd, l.obuf, (size_t)(end - l.pos), l.pos);
-		if (r < 0) {
-			r = img_set_error(ctx, r, "writing %s: %s", w->path, strerror(-r));
-			goto out;
-		}
+		return r;
+	*buf = p->in + (k % p->ring) * w->cs;
+	memset(*buf, 0, (size_t)w->cs);
+	return 0;
+}
+
+int qcow2_stream_publish(struct qcow2_pack *p)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&p->lock);
+	p->n = p->w->rev_n;
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	/* lay out what is compressed already, without waiting */
+	for (;;) {
+		bool done;
+
+		pthread_mutex_lock(&p->lock);
+		done = p->consumed >= p->n || p->ready[p->consumed % p->ring] != p->consumed + 1;
+		pthread_mutex_unlock(&p->lock);
+		if (done || (r = take(p)) < 0)
+			return r;
 	}
-	w->data_end = end;
-out:
-	if (wk) {
-		pthread_mutex_lock(&p.lock);
-		if (r < 0 && !p.err)
-			p.err = r;
-		pthread_cond_broadcast(&p.cond);
-		pthread_mutex_unlock(&p.lock);
-		for (unsigned t = 0; t < nthreads; t++) {
-			if (wk[t].started)
-				pthread_join(wk[t].tid, NULL);
-			qcow2_codec_free(wk[t].codec);
-		}
+}
+
+/* Lay out every published cluster and write the layout out. */
+static int drain(struct qcow2_pack *p)
+{
+	int r = 0;
+
+	while (r == 0 && p->consumed < p->n)
+		r = take(p);
+	return r < 0 ? r : flush_layout(p->dev, &p->l);
+}
+
+int qcow2_stream_finish(struct qcow2_pack *p)
+{
+	int r = drain(p);
+
+	return r < 0 ? r : pack_end(p);
+}
+
+/*
+ * Data cluster @k as laid out (its L2 entry, w->l2; the layout written
+ * out), uncompressed into @out.
+ */
+static int read_laid_out(struct qcow2_pack *p, uint64_t k, uint8_t *out)
+{
+	struct qcow2_w *w = p->w;
+	uint64_t cs = w->cs, gc = w->rev[k], e = w->l2[gc / w->l2_entries][gc % w->l2_entries];
+	unsigned x = 62 - (w->cb - 8);
+	int r = 0;
+
+	if (!p->dcodec) {
+		p->dcodec = qcow2_codec_new(w->compression == IMG_QCOW2_COMPRESS_ZSTD
+		                                ? QCOW2_COMPRESSION_ZSTD
+		                                : QCOW2_COMPRESSION_ZLIB,
+		                            0, 1);
+		p->cbuf = malloc((size_t)(cs + 1024));
+		if (!p->dcodec || !p->cbuf)
+			return -ENOMEM;
 	}
-	pthread_mutex_destroy(&p.lock);
-	pthread_cond_destroy(&p.cond);
-	free(wk);
-	free(l.obuf);
-	free(p.in);
-	free(p.out);
-	free(p.olen);
-	free(p.ready);
+	if (!e) {
+		memset(out, 0, (size_t)cs);
+	} else if (e & QCOW2_OFLAG_COMPRESSED) {
+		uint64_t at = e & ((1ull << x) - 1), nsec = (e >> x) & ((1ull << (w->cb - 8)) - 1);
+		/* the descriptor's whole sectors, not past the packed data */
+		uint64_t len = IMG_MIN((at & ~511ull) + (nsec + 1) * 512, p->l.pos) - at;
+
+		r = img_pread_full(w->fd, p->cbuf, (size_t)len, at);
+		if (r == 0 &&
+		    qcow2_decompress(p->dcodec, p->cbuf, (size_t)len, out, (size_t)cs) < 0)
+			r = -EIO;
+	} else {
+		r = img_pread_full(w->fd, out, (size_t)cs, e & ~QCOW2_OFLAG_COPIED);
+	}
 	return r;
+}
+
+int qcow2_stream_read(struct qcow2_pack *p, uint64_t k, uint8_t *out)
+{
+	struct qcow2_w *w = p->w;
+	int r;
+
+	/* not laid out yet: its slot still holds it (taken before reuse) */
+	if (k >= p->consumed) {
+		memcpy(out, p->in + (k % p->ring) * w->cs, (size_t)w->cs);
+		return 0;
+	}
+	r = flush_layout(p->dev, &p->l);
+	if (r == 0 && (r = read_laid_out(p, k, out)) < 0)
+		r = img_set_error(img_dev_ctx(p->dev), r, "%s: reading a compressed cluster: %s",
+		                  w->path, strerror(-r));
+	return r;
+}
+
+/*
+ * Back to staging: every data cluster k laid out so far goes back to its
+ * staged place, data_start + k * cs, uncompressed. Last cluster first: what
+ * was laid out for cluster j ends at or before data_start + (j + 1) * cs
+ * (qcow2_pack's invariant: no cluster grows), so writing cluster k's staged
+ * place only overwrites what clusters after k left, and those are back
+ * already.
+ */
+int qcow2_stream_unpack(struct qcow2_pack *p)
+{
+	struct qcow2_w *w = p->w;
+	uint8_t *buf = malloc((size_t)w->cs);
+	int r = buf ? drain(p) : img_set_error(img_dev_ctx(p->dev), -ENOMEM, "out of memory");
+
+	for (uint64_t k = w->rev_n; r == 0 && k-- > 0;) {
+		uint64_t gc = w->rev[k], at = w->data_start + k * w->cs;
+
+		r = read_laid_out(p, k, buf);
+		if (r == 0)
+			r = img_pwrite_full(w->fd, buf, (size_t)w->cs, at);
+		if (r < 0)
+			r = img_set_error(img_dev_ctx(p->dev), r,
+			                  "%s: staging its compressed clusters again: %s", w->path,
+			                  strerror(-r));
+		w->l2[gc / w->l2_entries][gc % w->l2_entries] = at;
+	}
+	free(w->dref);
+	w->dref = NULL;
+	w->next_free = w->data_start + w->rev_n * w->cs;
+	free(buf);
+	return r;
+}
+
+void qcow2_stream_free(struct qcow2_pack *p)
+{
+	pack_free(p);
 }

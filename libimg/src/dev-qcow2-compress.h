@@ -33,4 +33,27 @@ int qcow2_decompress(struct qcow2_codec *c, const uint8_t *in, size_t len, uint8
  */
 int qcow2_pack(struct img_dev *dev, struct qcow2_w *w);
 
+/*
+ * Streaming compression: the same layout as qcow2_pack gives, from clusters
+ * handed over in memory as they are final (dev-qcow2-write.c).
+ *   qcow2_stream_start    workers up, nothing laid out
+ *   qcow2_stream_open     a zeroed buffer for data cluster w->rev_n - 1
+ *                         (the caller appended its guest cluster to w->rev)
+ *   qcow2_stream_publish  that cluster is final: compress it
+ *   qcow2_stream_read     data cluster k (< w->rev_n - 1) as it stands
+ *   qcow2_stream_finish   lay out the rest: w->l2, w->dref, w->data_end set
+ *   qcow2_stream_unpack   instead: every cluster back to its staged place
+ *                         (uncompressed, w->l2 host offsets), for qcow2_pack
+ *   qcow2_stream_free     always
+ * Errors are set on the device's context.
+ */
+struct qcow2_pack;
+int qcow2_stream_start(struct img_dev *dev, struct qcow2_w *w, struct qcow2_pack **out);
+int qcow2_stream_open(struct qcow2_pack *p, uint8_t **buf);
+int qcow2_stream_publish(struct qcow2_pack *p);
+int qcow2_stream_read(struct qcow2_pack *p, uint64_t k, uint8_t *out);
+int qcow2_stream_finish(struct qcow2_pack *p);
+int qcow2_stream_unpack(struct qcow2_pack *p);
+void qcow2_stream_free(struct qcow2_pack *p);
+
 #endif

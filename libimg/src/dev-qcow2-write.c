@@ -8,9 +8,14 @@
  * bytes). The L2 tables live in memory until finish, which appends them,
  * then the refcount table and blocks, and writes the header last: behind
  * the frontier, so the output is read back for its sha256. With
- * compression the data clusters are first staged uncompressed in the
- * output file itself and packed in place at finish (dev-qcow2-compress.c);
- * compressed images ignore a plan.
+ * compression, while the writes come in order the clusters are compressed
+ * from memory as the writes pass them and packed from the start of the data
+ * area (streaming, below); out of order, the data clusters are staged
+ * uncompressed in the output file itself and packed in place at finish
+ * (dev-qcow2-compress.c). Either way the tables go after the data and the
+ * header is written last: compressed sizes decide every table, so the file
+ * is read back for its sha256 (from the page cache: it was written
+ * through it). Compressed images ignore a plan.
  *
  * Layout with a plan (img_dev_plan, uncompressed): the writer knows at
  * plan_done every guest cluster that will get data, so the whole file is
@@ -76,25 +81,29 @@ static uint64_t *l2_slot(struct qcow2_w *w, uint64_t gc, bool create)
 	return &w->l2[i1][gc % w->l2_entries];
 }
 
+int qcow2_rev_push(struct qcow2_w *w, uint64_t gc)
+{
+	if (w->rev_n == w->rev_cap) {
+		uint64_t cap = w->rev_cap ? w->rev_cap * 2 : 1024;
+		uint64_t *n = realloc(w->rev, (size_t)cap * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		w->rev = n;
+		w->rev_cap = cap;
+	}
+	w->rev[w->rev_n++] = gc;
+	return 0;
+}
+
 /* Allocate the next data cluster for guest cluster @gc. */
 static int alloc_cluster(struct img_dev *dev, uint64_t gc, uint64_t *host)
 {
 	struct qcow2_w *w = W(dev);
 	uint64_t *e = l2_slot(w, gc, true);
 
-	if (!e)
+	if (!e || qcow2_rev_push(w, gc) < 0)
 		return img_set_error(img_dev_ctx(dev), -ENOMEM, "out of memory for qcow2 tables");
-	if (w->rev_n == w->rev_cap) {
-		uint64_t cap = w->rev_cap ? w->rev_cap * 2 : 1024;
-		uint64_t *n = realloc(w->rev, (size_t)cap * sizeof(*n));
-
-		if (!n)
-			return img_set_error(img_dev_ctx(dev), -ENOMEM,
-			                     "out of memory for qcow2 tables");
-		w->rev = n;
-		w->rev_cap = cap;
-	}
-	w->rev[w->rev_n++] = gc;
 	*e = *host = w->next_free;
 	w->next_free += w->cs;
 	return 0;
@@ -174,6 +183,155 @@ static int place(struct img_dev *dev, uint64_t off, uint64_t len, const struct p
 	return r;
 }
 
+/* ---- compressed, in order ------------------------------------------- */
+
+/*
+ * While a compressed image's writes come in order (each piece at or past
+ * the last data cluster given so far, as the emitters here write), every
+ * cluster is final when the writes move past it: it is handed to the
+ * compressing workers from memory and laid out as qcow2_pack would lay out
+ * the staged clusters, so the bytes are the same without staging the data
+ * in the file and reading it back. A read behind that cluster is served
+ * from the ring or the layout (decompressed). The first write behind it
+ * to a cluster that has data (data or zeros) stages everything laid out so
+ * far back in the file (qcow2_stream_unpack) and the image goes on staged,
+ * as without streaming.
+ */
+enum sop_kind { SOP_WRITE, SOP_COPY, SOP_ZERO, SOP_READ };
+
+struct sop {
+	enum sop_kind kind;
+	const uint8_t *src; /* SOP_WRITE */
+	uint8_t *dst;       /* SOP_READ */
+	int fd;             /* SOP_COPY: from @fd at @from on */
+	uint64_t from;
+};
+
+/* Was guest cluster @gc given data cluster *@k (rev ascends while streaming)? */
+static bool stream_find(const struct qcow2_w *w, uint64_t gc, uint64_t *k)
+{
+	uint64_t lo = 0, hi = w->rev_n;
+
+	while (lo < hi) {
+		uint64_t mid = lo + (hi - lo) / 2;
+
+		if (w->rev[mid] < gc)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*k = lo;
+	return lo < w->rev_n && w->rev[lo] == gc;
+}
+
+/* Guest cluster @gc gets the next data cluster; the one before is final. */
+static int stream_next(struct img_dev *dev, uint64_t gc)
+{
+	struct qcow2_w *w = W(dev);
+	int r = w->sbuf ? qcow2_stream_publish(w->stream) : 0;
+
+	w->sbuf = NULL;
+	if (r < 0)
+		return r;
+	if (!l2_slot(w, gc, true) || qcow2_rev_push(w, gc) < 0)
+		return img_set_error(img_dev_ctx(dev), -ENOMEM, "out of memory for qcow2 tables");
+	return qcow2_stream_open(w->stream, &w->sbuf);
+}
+
+static int stream_read_src(struct img_dev *dev, const struct sop *op, uint64_t pos, uint64_t n)
+{
+	struct qcow2_w *w = W(dev);
+	int e = img_pread_full(op->fd, w->zbuf, (size_t)n, op->from + pos);
+
+	if (e == -EIO)
+		return img_set_error(img_dev_ctx(dev), -EIO,
+		                     "input changed while reading (shorter than expected)");
+	return e < 0 ? img_set_error(img_dev_ctx(dev), e, "reading the data for %s: %s", w->path,
+	                             strerror(-e))
+	             : 0;
+}
+
+/* 0 done, 1 behind the last cluster (stage, then do it staged), or < 0. */
+static int stream_do(struct img_dev *dev, uint64_t off, uint64_t len, const struct sop *op)
+{
+	struct qcow2_w *w = W(dev);
+	uint64_t pos = 0;
+	int r;
+
+	while (len) {
+		uint64_t gc = off >> w->cb, in = off & (w->cs - 1), n = IMG_MIN(len, w->cs - in), k;
+		bool open = w->sbuf && gc == w->rev[w->rev_n - 1];
+		bool ahead = !w->sbuf || gc > w->rev[w->rev_n - 1];
+		const uint8_t *data = op->src ? op->src + pos : w->zbuf;
+
+		if (op->kind == SOP_COPY && (r = stream_read_src(dev, op, pos, n)) < 0)
+			return r;
+		if (open && op->kind == SOP_READ) {
+			memcpy(op->dst + pos, w->sbuf + in, (size_t)n);
+		} else if (open) {
+			if (op->kind == SOP_ZERO)
+				memset(w->sbuf + in, 0, (size_t)n);
+			else
+				memcpy(w->sbuf + in, data, (size_t)n);
+		} else if (op->kind == SOP_READ && !ahead && stream_find(w, gc, &k)) {
+			/* behind, with data: from the ring or the layout */
+			r = qcow2_stream_read(w->stream, k, w->zbuf);
+			if (r < 0)
+				return r;
+			memcpy(op->dst + pos, w->zbuf + in, (size_t)n);
+		} else if (op->kind == SOP_READ || op->kind == SOP_ZERO ||
+		           img_all_zero(data, (size_t)n)) {
+			/* zeros where there is no data yet, or a read of them */
+			if (!ahead && stream_find(w, gc, &k))
+				return 1;
+			if (op->kind == SOP_READ)
+				memset(op->dst + pos, 0, (size_t)n);
+		} else if (ahead) {
+			r = stream_next(dev, gc);
+			if (r < 0)
+				return r;
+			memcpy(w->sbuf + in, data, (size_t)n);
+		} else {
+			return 1;
+		}
+		pos += n;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* Out of order: lay out what is final, stage it all back (see above). */
+static int stream_stop(struct img_dev *dev)
+{
+	struct qcow2_w *w = W(dev);
+	int r = w->sbuf ? qcow2_stream_publish(w->stream) : 0;
+
+	if (r == 0)
+		r = qcow2_stream_unpack(w->stream);
+	qcow2_stream_free(w->stream);
+	w->stream = NULL;
+	w->sbuf = NULL;
+	if (r == 0)
+		img_log(img_dev_ctx(dev), IMG_LOG_INFO,
+		        "%s: written out of order: the rest is staged and compressed at finish",
+		        w->path);
+	return r;
+}
+
+/* Streamed: 0 (done) or < 0; 1: do it staged. */
+static int streamed(struct img_dev *dev, uint64_t off, uint64_t len, const struct sop *op)
+{
+	int r;
+
+	if (!W(dev)->stream)
+		return 1;
+	r = stream_do(dev, off, len, op);
+	if (r == 1 && (r = stream_stop(dev)) == 0)
+		r = 1;
+	return r;
+}
+
 static bool buf_zero(struct img_dev *dev, void *user, uint64_t pos, uint64_t n)
 {
 	(void)dev;
@@ -205,8 +363,10 @@ static int flush_write(struct img_dev *dev, void *user, const struct run *r)
 static int w_pwrite(struct img_dev *dev, const void *buf, size_t len, uint64_t off)
 {
 	const struct placer pl = { buf_zero, flush_write, (void *)buf };
+	const struct sop op = { .kind = SOP_WRITE, .src = buf };
+	int r = streamed(dev, off, len, &op);
 
-	return place(dev, off, len, &pl);
+	return r <= 0 ? r : place(dev, off, len, &pl);
 }
 
 static int flush_data(struct img_dev *dev, void *user, const struct run *r)
@@ -217,8 +377,10 @@ static int flush_data(struct img_dev *dev, void *user, const struct run *r)
 static int w_write_data(struct img_dev *dev, const void *buf, size_t len, uint64_t off)
 {
 	const struct placer pl = { buf_zero, W(dev)->dio ? flush_data : flush_write, (void *)buf };
+	const struct sop op = { .kind = SOP_WRITE, .src = buf };
+	int r = streamed(dev, off, len, &op);
 
-	return place(dev, off, len, &pl);
+	return r <= 0 ? r : place(dev, off, len, &pl);
 }
 
 static int flush_read(struct img_dev *dev, struct run *r)
@@ -250,8 +412,11 @@ static int w_pread(struct img_dev *dev, void *buf, size_t len, uint64_t off)
 	struct qcow2_w *w = W(dev);
 	uint8_t *p = buf;
 	struct run run = { 0 };
-	int r;
+	const struct sop op = { .kind = SOP_READ, .dst = buf };
+	int r = streamed(dev, off, len, &op);
 
+	if (r <= 0)
+		return r;
 	while (len) {
 		uint64_t gc = off >> w->cb, in = off & (w->cs - 1), host = lookup(w, gc);
 		size_t n = (size_t)IMG_MIN(len, w->cs - in);
@@ -358,8 +523,11 @@ static int w_write_zeroes(struct img_dev *dev, uint64_t off, uint64_t len)
 {
 	struct qcow2_w *w = W(dev);
 	struct run run = { 0 };
-	int r;
+	const struct sop op = { .kind = SOP_ZERO };
+	int r = streamed(dev, off, len, &op);
 
+	if (r <= 0)
+		return r;
 	if (w->planned)
 		return planned_zeroes(dev, off, len);
 	while (len) {
@@ -440,8 +608,10 @@ static int copy_data(struct img_dev *dev, int fd, uint64_t src, uint64_t len, ui
 {
 	struct copy_src cs = { fd, src };
 	const struct placer pl = { source_zero, flush_copy, &cs };
+	const struct sop op = { .kind = SOP_COPY, .fd = fd, .from = src };
+	int r = streamed(dev, dst, len, &op);
 
-	return place(dev, dst, len, &pl);
+	return r <= 0 ? r : place(dev, dst, len, &pl);
 }
 
 static int w_flush(struct img_dev *dev)
@@ -707,6 +877,15 @@ static int w_finish(struct img_dev *dev)
 
 	if (w->planned)
 		return finish_planned(dev);
+	if (w->stream) {
+		r = w->sbuf ? qcow2_stream_publish(w->stream) : 0;
+		w->sbuf = NULL;
+		if (r == 0)
+			r = qcow2_stream_finish(w->stream);
+		qcow2_stream_free(w->stream);
+		w->stream = NULL;
+		return r < 0 ? r : write_tables(dev);
+	}
 	r = img_dio_drain(w->dio);
 	if (r < 0)
 		return r;
@@ -724,6 +903,7 @@ static void w_destroy(struct img_dev *dev)
 {
 	struct qcow2_w *w = W(dev);
 
+	qcow2_stream_free(w->stream);
 	img_dio_free(w->dio);
 	if (w->l2)
 		for (uint32_t i = 0; i < w->hdr.l1_size; i++)
@@ -821,12 +1001,18 @@ int qcow2_create_with_backing(struct img_ctx *ctx, const char *path,
 		return r;
 	}
 	/*
-	 * Compressed images stage the data in the file and read it all back at
-	 * finish: through the page cache that read is a memory copy, after
-	 * direct writes it would go to the disk. So no direct writer for them.
+	 * Compressed images compress their clusters from memory while the
+	 * writes come in order and write what is packed through the page cache
+	 * (it is read back for the sha256, and staged clusters are read back
+	 * to pack them): no direct writer for them.
 	 */
-	r = opts->compression == IMG_QCOW2_COMPRESS_NONE ? img_dio_new(ctx, w->fd, path, &w->dio)
-	                                                 : 0;
+	if (opts->compression == IMG_QCOW2_COMPRESS_NONE) {
+		r = img_dio_new(ctx, w->fd, path, &w->dio);
+	} else if (!(w->zbuf = malloc((size_t)cs))) {
+		r = img_set_error(ctx, -ENOMEM, "out of memory");
+	} else {
+		r = qcow2_stream_start(dev, w, &w->stream);
+	}
 	if (r < 0) {
 		img_dev_unref(dev);
 		return r;

@@ -29,7 +29,15 @@ struct qcow2_w {
 	uint16_t *dref;
 	uint64_t data_end; /* end of the data area after finish's data pass */
 	enum img_qcow2_compression compression;
-	uint8_t *zbuf;       /* one cluster, for telling zero clusters of a source */
+	uint8_t *zbuf; /* one cluster, for telling zero clusters of a source */
+	/*
+	 * Compressed images while the writes come in order: the clusters are
+	 * compressed as they are final (dev-qcow2-compress.c), @sbuf is the
+	 * last one's buffer (guest cluster rev[rev_n - 1]), NULL before the
+	 * first. NULL @stream: staged (from the start without compression).
+	 */
+	struct qcow2_pack *stream;
+	uint8_t *sbuf;
 	struct img_dio *dio; /* direct writes of copied data (dio.h), or NULL */
 	int level;
 	unsigned threads;
@@ -45,6 +53,9 @@ struct qcow2_w {
 	bool planned;
 	uint64_t total;
 };
+
+/* Append guest cluster @gc to w->rev (the next data cluster); -ENOMEM. */
+int qcow2_rev_push(struct qcow2_w *w, uint64_t gc);
 
 /* img_dev_qcow2_create() with a backing file name and format (overlays). */
 int qcow2_create_with_backing(struct img_ctx *ctx, const char *path,

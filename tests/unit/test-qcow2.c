@@ -938,6 +938,165 @@ START_TEST(plan_compressed)
 }
 END_TEST
 
+/* ---- compressed, streamed ------------------------------------------ */
+
+/* Counts the lines saying a compressed image went back to staging. */
+static void count_staged(void *user, enum img_log_level level, const char *msg)
+{
+	(void)level;
+	if (strstr(msg, "written out of order"))
+		++*(int *)user;
+}
+
+static const struct stream_case {
+	enum img_qcow2_compression type;
+	unsigned cb;
+} stream_cases[] = {
+	{ IMG_QCOW2_COMPRESS_ZSTD, 16 },
+	{ IMG_QCOW2_COMPRESS_ZLIB, 9 },
+	{ IMG_QCOW2_COMPRESS_ZSTD, 12 },
+	{ IMG_QCOW2_COMPRESS_ZLIB, 21 },
+};
+
+/* Both devices get the same write. */
+static void stream_write(struct img_dev *a, struct img_dev *b, uint8_t *model, int srcfd,
+                         const uint8_t *src, size_t srclen, uint64_t off, uint64_t len)
+{
+	uint64_t ra = rng, rb = rng;
+
+	t_dev_model_write(img_dev_ctx(a), a, model, srcfd, src, srclen, off, len, &ra);
+	t_dev_model_write(img_dev_ctx(b), b, model, srcfd, src, srclen, off, len, &rb);
+	rng = ra;
+}
+
+static void stream_read(struct img_dev *d, const uint8_t *model, uint64_t off, uint64_t len)
+{
+	uint8_t *buf = malloc((size_t)len);
+
+	ck_assert_ok(img_dev_pread(d, buf, (size_t)len, off), img_dev_ctx(d));
+	ck_assert_msg(!memcmp(buf, model + off, (size_t)len), "read of [%llu, +%llu) differs",
+	              (unsigned long long)off, (unsigned long long)len);
+	free(buf);
+}
+
+/* Rewrite @d's first non-zero byte below @end with itself: behind, if any. */
+static void stream_stage(struct img_dev *d, const uint8_t *model, uint64_t end)
+{
+	for (uint64_t j = 0; j < end; j++)
+		if (model[j]) {
+			ck_assert_ok(img_dev_pwrite(d, model + j, 1, j), img_dev_ctx(d));
+			return;
+		}
+}
+
+/*
+ * Compressed images compress their clusters as in-order writes pass them.
+ * Random ascending ranges (gaps of every size, pieces sharing clusters)
+ * written as the emitters write (copies, data, zeros, pieces left out),
+ * with reads of everything so far (clusters in the ring, laid out in
+ * memory and in the file, compressed and not), and zeros written behind
+ * where nothing was ever written: image a streams to the end. Image b gets
+ * the same, and at a random write (after the last one in one case) a
+ * write behind, of the bytes already there, into a cluster with data,
+ * which stages every cluster back in the file (unpacking them) and goes
+ * on staged. Both files are the same bytes (streamed layout = staged
+ * layout), the reader and qemu-img give the model back, and qemu-img
+ * check is clean.
+ */
+START_TEST(stream_model)
+{
+	const struct stream_case *sc = &stream_cases[_i];
+	struct img_ctx *ca = t_ctx(), *cb = t_ctx();
+	char *dir = t_tmpdir("qcow2-stream"), pa[4096], pb[4096], src[4096];
+	struct img_qcow2_opts o = { .size = 40 << 20,
+		                    .compression = sc->type,
+		                    .cluster_bits = sc->cb };
+	uint64_t cs = 1ull << sc->cb, at = 0;
+	size_t srclen = 3 << 20;
+	uint8_t *model = calloc(1, (size_t)o.size), *data = malloc(srclen);
+	struct img_dev *a, *b;
+	int srcfd, staged_a = 0, staged_b = 0, stage_at;
+
+	rng = 0x57e4 + (uint64_t)_i * 104729;
+	stage_at = _i == 3 ? 1000 : 4 + (int)(t_rnd(&rng) % 30);
+	ck_assert_ptr_nonnull(model);
+	/* noise, then text with a little noise: raw and compressed clusters */
+	t_fill(data, srclen, rng);
+	for (size_t j = srclen / 2; j < srclen; j++)
+		if (t_rnd(&rng) % 64)
+			data[j] = (uint8_t) "compressible text "[j % 18];
+	snprintf(pa, sizeof(pa), "%s/a.qcow2", dir);
+	snprintf(pb, sizeof(pb), "%s/b.qcow2", dir);
+	snprintf(src, sizeof(src), "%s/src", dir);
+	t_write_file(src, data, srclen);
+	srcfd = open(src, O_RDONLY);
+	ck_assert_int_ge(srcfd, 0);
+	img_ctx_set_log(ca, IMG_LOG_INFO, count_staged, &staged_a);
+	img_ctx_set_log(cb, IMG_LOG_INFO, count_staged, &staged_b);
+	ck_assert_ok(img_dev_qcow2_create(ca, pa, &o, &a), ca);
+	ck_assert_ok(img_dev_qcow2_create(cb, pb, &o, &b), cb);
+	for (int i = 0;; i++) {
+		static const uint64_t gaps[] = { 0, 0, 1, 100, 4096, 65536, 300000, 3 << 20 };
+		uint64_t gap = gaps[t_rnd(&rng) % IMG_ARRAY_SIZE(gaps)],
+		         len = 1 + t_rnd(&rng) % 400000;
+		uint64_t hole = IMG_ALIGN_UP(at, cs) + cs, last;
+
+		if (at + gap + len > o.size)
+			break;
+		at += gap;
+		stream_write(a, b, model, srcfd, data, srclen, at, len);
+		last = (at + len - 1) & ~(cs - 1);
+		/* the last cluster and past it; now and then all of it */
+		stream_read(a, model, last, IMG_MIN(2 * cs, o.size - last));
+		if (i % 5 == 4)
+			stream_read(a, model, 0, at + len);
+		/* a cluster inside the gap, never written: zeros behind */
+		if (hole + 2 * cs <= at) {
+			ck_assert_ok(img_dev_write_zeroes(a, hole, cs), ca);
+			ck_assert_ok(img_dev_write_zeroes(b, hole, cs), cb);
+			stream_read(a, model, hole, cs);
+		}
+		if (i == stage_at)
+			stream_stage(b, model, at + len);
+		at += len;
+	}
+	if (stage_at == 1000)
+		stream_stage(b, model, o.size);
+	stream_read(b, model, 0, o.size);
+	ck_assert_ok(img_dev_finish(a), ca);
+	ck_assert_ok(img_dev_finish(b), cb);
+	img_dev_unref(a);
+	img_dev_unref(b);
+	close(srcfd);
+	ck_assert_int_eq(staged_a, 0);
+	ck_assert_int_eq(staged_b, 1);
+	assert_files_equal(pa, pb);
+	plan_compare(ca, pa, model, o.size);
+	if (t_have("qemu-img")) {
+		char raw[4096];
+		char *check[] = { "qemu-img", "check", "-q", pa, NULL }, *out = NULL;
+		char *cv[] = { "qemu-img", "convert", "-O", "raw", pa, raw, NULL };
+		size_t n;
+		uint8_t *r;
+
+		ck_assert_msg(t_run(check, &out) == 0, "qemu-img check %s: %s", pa, out ? out : "");
+		free(out);
+		snprintf(raw, sizeof(raw), "%s/a.raw", dir);
+		ck_assert_int_eq(t_run(cv, NULL), 0);
+		r = t_read_file(raw, &n);
+		ck_assert_uint_eq(n, o.size);
+		ck_assert_msg(!memcmp(r, model, n), "qemu-img convert differs from the model");
+		free(r);
+	}
+	free(model);
+	free(data);
+	t_rmrf(dir);
+	free(dir);
+	img_ctx_free(ca);
+	img_ctx_free(cb);
+}
+END_TEST
+
 /* One literal tcase_create() call per case: tests.cmake finds them for CTest. */
 static void add(Suite *s, TCase *tc, const TTest *t)
 {
@@ -967,5 +1126,8 @@ Suite *img_test_suite(void)
 	suite_add_tcase(s, tc);
 	add(s, tcase_create("plan_refused"), plan_refused);
 	add(s, tcase_create("plan_compressed"), plan_compressed);
+	tc = tcase_create("stream_model");
+	tcase_add_loop_test(tc, stream_model, 0, (int)IMG_ARRAY_SIZE(stream_cases));
+	suite_add_tcase(s, tc);
 	return s;
 }
