@@ -40,9 +40,12 @@ int img_image_create_output(struct img_ctx *ctx, const struct img_build_opts *o,
  * --verity on a new output of this format: hash the data as they are
  * written (img_verity_tap_new)? Where the output's layout does not depend
  * on the order of the writes: raw, fixed VHD and the planned outputs
- * (img_image_output_plans). A compressed qcow2 and a streamOptimized VMDK
- * pack at finish from blocks staged in first-write order, so those read
- * the data back as before (the tree's writes keep that fixed order).
+ * (img_image_output_plans); and a compressed qcow2, which compresses its
+ * clusters as in-order writes pass them (dev-qcow2-write.c), so the tree
+ * must follow the data as the tap writes it, not be written before its
+ * superblock. A streamOptimized VMDK packs at finish from grains staged in
+ * first-write order, so it reads the data back as before (the tree's
+ * writes keep that fixed order).
  */
 bool img_image_tap_verity(const struct img_build_opts *o);
 /*
