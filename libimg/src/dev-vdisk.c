@@ -85,7 +85,13 @@ int img_dev_vdisk_create(struct img_ctx *ctx, const char *path, const struct img
 	}
 	if ((e = img_dio_new(ctx, v.fd, path, &v.dio)) < 0)
 		goto fail;
-	return vdisk_dev_new(&v, 0, out);
+	/* the device holds its own copy of v: the stream starts on that */
+	e = vdisk_dev_new(&v, 0, out);
+	if (e == 0 && (e = vdisk_stream_start(img_dev_priv(*out))) < 0) {
+		img_dev_unref(*out);
+		*out = NULL;
+	}
+	return e;
 fail:
 	vdisk_release(&v);
 	return e;

@@ -22,8 +22,16 @@
  * each just before its slot's first write, the tail (VHD's footer) at
  * finish, and dio's hash is the file's. Non-zero data for a block outside
  * the plan is refused (its slot would be missing from the tables already
- * written). streamOptimized VMDK deflates at finish and ignores a plan;
- * fixed VHD needs none (it is in virtual order anyway).
+ * written). Fixed VHD needs no plan (it is in virtual order anyway).
+ *
+ * Streamed (a format with stream_* ops: streamOptimized VMDK, whose
+ * grains lie in virtual order behind a head that never changes): while
+ * the writes come in order, the block being written is kept in memory and
+ * handed to the format once the writes move past it, so the file goes out
+ * front to back with no staging and dio's hash is the file's. The first
+ * write behind it to a block with data (or behind a block passed by)
+ * stages what was streamed back in slots and the image goes on unplanned:
+ * the format lays the stream out from the slots at finish, the same bytes.
  */
 #ifndef IMG_DEV_VDISK_H
 #define IMG_DEV_VDISK_H
@@ -59,6 +67,12 @@ struct vdisk {
 	bool planned;      /* plan_done: every slot assigned, the head written */
 	uint64_t heads;    /* planned: slots 0..heads-1 have their head written */
 	char *extent_name; /* VMDK descriptor */
+	/* Streamed: map[b] is where the format put block b (0: not there);
+	 * @sbuf holds block @sblock (UINT64_MAX: none yet); @tmp a block. */
+	bool streaming;
+	uint8_t *sbuf, *tmp;
+	uint64_t sblock;
+	void *stream; /* the format's stream state */
 	/* Read side: VMDK streamOptimized grains are deflated behind markers. */
 	int compressed;
 	uint8_t *grain;       /* the last grain inflated */
@@ -82,6 +96,15 @@ struct vdisk_format {
 	int (*open)(struct vdisk *v);
 	/* Compressed images: inflate block @b (at host offset @host) into v->grain. */
 	int (*read_grain)(struct vdisk *v, uint64_t b, uint64_t host);
+	/* Streaming, or all NULL: set up; write the head; add block @b (not
+	 * all zeros, after every block before it; sets v->map[b]); write out
+	 * what is buffered; finish (v->end set); free (also after errors). */
+	int (*stream_start)(struct vdisk *v);
+	int (*stream_head)(struct vdisk *v);
+	int (*stream_grain)(struct vdisk *v, uint64_t b, const uint8_t *block);
+	int (*stream_flush)(struct vdisk *v);
+	int (*stream_end)(struct vdisk *v);
+	void (*stream_free)(struct vdisk *v);
 };
 extern const struct vdisk_format vdisk_vpc, vdisk_vdi, vdisk_vmdk;
 
@@ -97,5 +120,7 @@ int vdisk_pwrite(struct vdisk *v, const void *buf, size_t len, uint64_t off);
 int vdisk_pread(struct vdisk *v, void *buf, size_t len, uint64_t off);
 /* Unplanned finish: head, every slot's head, tail. */
 int vdisk_write_tables(struct vdisk *v);
+/* Start streaming if the format streams (creation, before any write). */
+int vdisk_stream_start(struct vdisk *v);
 
 #endif

@@ -248,86 +248,167 @@ static int out_bytes(struct out *o, const void *p, size_t n)
 	return 0;
 }
 
-static int stream_finish(struct vdisk *v)
-{
-	uint64_t n = ngts(v), gd_sect = SECT(n * 4);
-	struct out o = { .v = v, .cap = 4u << 20, .pos = VMDK_GRAIN };
-	uint8_t *grain = malloc(VMDK_GRAIN), *gd = calloc(gd_sect, 512), h[512];
+/*
+ * The stream from the first grain on, built grain by grain in virtual order:
+ * each grain behind its marker, a grain table's GT after its last grain,
+ * and at the end GD, footer and end-of-stream marker (stream_end). The
+ * same code lays out a staged image at finish and streams one whose
+ * writes come in order (dev-vdisk-engine.c), so both give the same bytes.
+ */
+struct vmdk_stream {
+	struct out o;
+	uint8_t *gd;
+	uint64_t g; /* the grain table being filled */
+	int any;    /* ... has a grain */
 	uint8_t gt[VMDK_GTES * 4];
-	uLong zmax = compressBound(VMDK_GRAIN);
+};
+
+static void stream_free(struct vdisk *v)
+{
+	struct vmdk_stream *st = v->stream;
+
+	if (!st)
+		return;
+	free(st->gd);
+	free(st->o.buf);
+	free(st);
+	v->stream = NULL;
+}
+
+/* The stream's state, from the first grain's place on; the head is the caller's. */
+static int stream_start(struct vdisk *v)
+{
+	struct vmdk_stream *st;
+
+	if (v->fmt != IMG_VDISK_VMDK_STREAM)
+		return 1; /* monolithicSparse: tables in front */
+	st = calloc(1, sizeof(*st));
+	v->stream = st;
+	if (st) {
+		st->o = (struct out){ .v = v, .cap = 4u << 20, .pos = VMDK_GRAIN };
+		st->o.buf = malloc(st->o.cap);
+		st->gd = calloc(SECT(ngts(v) * 4), 512);
+	}
+	if (!st || !st->o.buf || !st->gd) {
+		stream_free(v);
+		return img_set_error(v->ctx, -ENOMEM, "out of memory");
+	}
+	return 0;
+}
+
+/* The GT of the table being filled, behind its marker, if it has a grain. */
+static int stream_close_gt(struct vmdk_stream *st)
+{
+	int e;
+
+	if (!st->any)
+		return 0;
+	if ((e = out_marker(&st->o, sizeof(st->gt) / 512, VMDK_MARKER_GT)) < 0)
+		return e;
+	img_put_le32(st->gd + 4 * st->g, (uint32_t)(out_at(&st->o) / 512));
+	st->any = 0;
+	return out_bytes(&st->o, st->gt, sizeof(st->gt));
+}
+
+/* Grain @b (not all zeros; after every grain before it): deflated into the
+ * stream, v->map[b] its marker's offset. */
+static int stream_grain(struct vdisk *v, uint64_t b, const uint8_t *grain)
+{
+	struct vmdk_stream *st = v->stream;
+	uLongf zlen = compressBound(VMDK_GRAIN);
+	uint8_t *z;
 	int e = 0;
 
-	o.buf = malloc(o.cap);
-	if (!grain || !gd || !o.buf) {
-		e = img_set_error(v->ctx, -ENOMEM, "out of memory");
-		goto out;
-	}
-	for (uint64_t g = 0; g < n && e == 0; g++) {
-		int any = 0;
-
-		memset(gt, 0, sizeof(gt));
-		for (uint64_t i = 0; i < VMDK_GTES && e == 0; i++) {
-			uint64_t b = g * VMDK_GTES + i;
-			uLongf zlen = zmax;
-			uint8_t *z;
-
-			if (b >= v->nblocks || !v->map[b])
-				continue;
-			if ((e = vdisk_pread(v, grain, VMDK_GRAIN, v->map[b])) < 0)
-				break;
-			if (img_all_zero(grain, VMDK_GRAIN))
-				continue;
-			if ((e = out_room(&o, (size_t)stream_grain_max())) < 0)
-				break;
-			z = o.buf + o.len;
-			if (compress2(z + 12, &zlen, grain, VMDK_GRAIN, Z_DEFAULT_COMPRESSION) !=
-			    Z_OK) {
-				e = img_set_error(v->ctx, -EIO, "%s: deflate failed", v->path);
-				break;
-			}
-			img_put_le32(gt + 4 * i, (uint32_t)(out_at(&o) / 512));
-			img_put_le64(z, b * VMDK_GRAIN_SECT);
-			img_put_le32(z + 8, (uint32_t)zlen);
-			memset(z + 12 + zlen, 0, IMG_ALIGN_UP(12 + zlen, 512) - (12 + zlen));
-			o.len += IMG_ALIGN_UP(12 + zlen, 512);
-			any = 1;
-		}
-		if (e < 0 || !any)
-			continue;
-		if ((e = out_marker(&o, sizeof(gt) / 512, VMDK_MARKER_GT)) < 0)
-			break;
-		img_put_le32(gd + 4 * g, (uint32_t)(out_at(&o) / 512));
-		e = out_bytes(&o, gt, sizeof(gt));
+	if (b / VMDK_GTES != st->g) {
+		e = stream_close_gt(st);
+		memset(st->gt, 0, sizeof(st->gt));
+		st->g = b / VMDK_GTES;
 	}
 	if (e == 0)
-		e = out_marker(&o, gd_sect, VMDK_MARKER_GD);
-	if (e == 0) {
-		uint64_t gd_at = out_at(&o) / 512;
+		e = out_room(&st->o, (size_t)stream_grain_max());
+	if (e < 0)
+		return e;
+	z = st->o.buf + st->o.len;
+	if (compress2(z + 12, &zlen, grain, VMDK_GRAIN, Z_DEFAULT_COMPRESSION) != Z_OK)
+		return img_set_error(v->ctx, -EIO, "%s: deflate failed", v->path);
+	v->map[b] = out_at(&st->o);
+	img_put_le32(st->gt + 4 * (b % VMDK_GTES), (uint32_t)(v->map[b] / 512));
+	img_put_le64(z, b * VMDK_GRAIN_SECT);
+	img_put_le32(z + 8, (uint32_t)zlen);
+	memset(z + 12 + zlen, 0, IMG_ALIGN_UP(12 + zlen, 512) - (12 + zlen));
+	st->o.len += IMG_ALIGN_UP(12 + zlen, 512);
+	st->any = 1;
+	return 0;
+}
 
-		e = out_bytes(&o, gd, gd_sect * 512);
+/* What is built goes out (a read of a grain may follow). */
+static int stream_flush(struct vdisk *v)
+{
+	return out_flush(&((struct vmdk_stream *)v->stream)->o);
+}
+
+/* The last GT, the GD, the footer, end of stream; v->end set. */
+static int stream_end(struct vdisk *v)
+{
+	struct vmdk_stream *st = v->stream;
+	uint64_t gd_sect = SECT(ngts(v) * 4);
+	uint8_t h[512];
+	int e = stream_close_gt(st);
+
+	if (e == 0)
+		e = out_marker(&st->o, gd_sect, VMDK_MARKER_GD);
+	if (e == 0) {
+		uint64_t gd_at = out_at(&st->o) / 512;
+
+		e = out_bytes(&st->o, st->gd, gd_sect * 512);
 		encode_header(v, h, 0, gd_at, VMDK_GRAIN_SECT);
 	}
 	if (e == 0)
-		e = out_marker(&o, 1, VMDK_MARKER_FOOT);
+		e = out_marker(&st->o, 1, VMDK_MARKER_FOOT);
 	if (e == 0)
-		e = out_bytes(&o, h, sizeof(h));
+		e = out_bytes(&st->o, h, sizeof(h));
 	if (e == 0)
-		e = out_marker(&o, 0, VMDK_MARKER_EOS);
+		e = out_marker(&st->o, 0, VMDK_MARKER_EOS);
 	if (e == 0)
-		e = out_flush(&o);
-	if (e == 0 && out_at(&o) > v->data_start)
-		e = img_set_error(v->ctx, -EIO, "%s: stream overran its staging area", v->path);
+		e = out_flush(&st->o);
+	v->end = out_at(&st->o);
+	return e;
+}
+
+/* Header ("GD at end") and descriptor; the sectors up to the first grain stay zero. */
+static int stream_head(struct vdisk *v)
+{
+	uint8_t h[512];
+	int e;
+
 	encode_header(v, h, 0, VMDK_GD_AT_END, VMDK_GRAIN_SECT);
+	e = vdisk_pwrite(v, h, sizeof(h), 0);
+	return e < 0 ? e : write_descriptor(v);
+}
+
+/* Staged: lay the stream out from the staged grains, from the start of the
+ * file (never reaching the staging area), then its head. */
+static int stream_finish(struct vdisk *v)
+{
+	uint8_t *grain = malloc(VMDK_GRAIN);
+	int e = grain ? stream_start(v) : img_set_error(v->ctx, -ENOMEM, "out of memory");
+
+	for (uint64_t b = 0; b < v->nblocks && e == 0; b++) {
+		if (!v->map[b])
+			continue;
+		if ((e = vdisk_pread(v, grain, VMDK_GRAIN, v->map[b])) < 0)
+			break;
+		if (!img_all_zero(grain, VMDK_GRAIN))
+			e = stream_grain(v, b, grain);
+	}
 	if (e == 0)
-		e = vdisk_pwrite(v, h, sizeof(h), 0);
+		e = stream_end(v);
+	if (e == 0 && v->end > v->data_start)
+		e = img_set_error(v->ctx, -EIO, "%s: stream overran its staging area", v->path);
 	if (e == 0)
-		e = write_descriptor(v);
-	/* The descriptor's sectors up to the first grain stay zero. */
-	v->end = out_at(&o);
-out:
+		e = stream_head(v);
+	stream_free(v);
 	free(grain);
-	free(gd);
-	free(o.buf);
 	return e;
 }
 
@@ -456,4 +537,10 @@ const struct vdisk_format vdisk_vmdk = {
 	.finish = vmdk_finish,
 	.open = vmdk_open,
 	.read_grain = vmdk_read_grain,
+	.stream_start = stream_start,
+	.stream_head = stream_head,
+	.stream_grain = stream_grain,
+	.stream_flush = stream_flush,
+	.stream_end = stream_end,
+	.stream_free = stream_free,
 };
