@@ -122,12 +122,6 @@ int img_image_create_output(struct img_ctx *ctx, const struct img_build_opts *o,
 	return img_dev_raw_create(ctx, o->output, size, out);
 }
 
-bool img_image_tap_verity(const struct img_build_opts *o)
-{
-	return o->format == IMG_FORMAT_RAW || o->format == IMG_FORMAT_QCOW2 ||
-	       img_image_output_plans(o) || img_image_vdisk_format(o) == IMG_VDISK_VPC_FIXED;
-}
-
 char *img_image_output_dir(const struct img_build_opts *o)
 {
 	const char *slash = strrchr(o->output, '/');

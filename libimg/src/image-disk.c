@@ -739,8 +739,9 @@ int img_build_disk(struct img_ctx *ctx, const struct img_build_opts *o)
 		goto out;
 	if (want_plan(o))
 		r = plan_disk(&b, &rfo);
-	/* a new disk: the root's writes are the verity data, hashed as they go */
-	if (r >= 0 && o->verity && img_image_tap_verity(o))
+	/* a new disk: the root's writes are the verity data, hashed as they go
+	 * (every format writes them in order or falls back, verity.c) */
+	if (r >= 0 && o->verity)
 		r = img_verity_tap_new(ctx, b.dev, &b.verity, &b.vtap);
 	/* the GPT's backup last: the disk goes out front to back, GRUB's
 	 * stages in their places on the way */

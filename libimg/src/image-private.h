@@ -37,18 +37,6 @@ bool img_image_output_plans(const struct img_build_opts *o);
 int img_image_create_output(struct img_ctx *ctx, const struct img_build_opts *o, uint64_t size,
                             struct img_dev **out);
 /*
- * --verity on a new output of this format: hash the data as they are
- * written (img_verity_tap_new)? Where the output's layout does not depend
- * on the order of the writes: raw, fixed VHD and the planned outputs
- * (img_image_output_plans); and a compressed qcow2, which compresses its
- * clusters as in-order writes pass them (dev-qcow2-write.c), so the tree
- * must follow the data as the tap writes it, not be written before its
- * superblock. A streamOptimized VMDK packs at finish from grains staged in
- * first-write order, so it reads the data back as before (the tree's
- * writes keep that fixed order).
- */
-bool img_image_tap_verity(const struct img_build_opts *o);
-/*
  * The directory o->output is in (malloc'ed; NULL: out of memory): where a
  * recipe keeps its temporary files (a tar's staging file, the ext4 block
  * cache's spill), never TMPDIR, so they land on the output's file system.

@@ -420,8 +420,9 @@ int img_build_store(struct img_ctx *ctx, const struct img_build_opts *o)
 		r = img_image_create_output(ctx, o, total, &dev);
 		if (r >= 0)
 			r = plan_output(dev, o, fs, sp.plan, &verity);
-		/* a new output: the emit's writes are the data, hashed as they go */
-		if (r >= 0 && o->verity && img_image_tap_verity(o))
+		/* a new output: the emit's writes are the data, hashed as they go
+		 * (every format writes them in order or falls back, verity.c) */
+		if (r >= 0 && o->verity)
 			r = img_verity_tap_new(ctx, dev, &verity, &vtap);
 	}
 	if (r < 0)

@@ -39,9 +39,10 @@ head -c 20480 /dev/urandom >"$T/grub/core.img"
 # GRUB's stages go out in their places on the way (boot code with the head,
 # core.img after it or in the BIOS boot partition), so the disks with GRUB
 # are planned and streamed too. Dynamic VHD, VDI and sparse VMDK are
-# planned as qcow2 is (below).
+# planned as qcow2 is (below); a streamOptimized VMDK deflates its grains
+# as the writes pass them, behind a head that never changes.
 STREAMED=" store/raw store-tar/raw root/raw empty/raw bios/raw root-tar/raw root/qcow2 empty/qcow2 root-tar/qcow2 store/qcow2 store-tar/qcow2 store-pipe/qcow2 efi/raw hybrid/raw efi/qcow2 bios/qcow2 hybrid/qcow2 bios-grub/raw bios-grub/qcow2 hybrid-grub/raw hybrid-grub/qcow2 store-verity/raw store-verity/qcow2 efi-verity/raw efi-verity/qcow2 "
-for f in vhd vhd-dyn vdi vmdk; do STREAMED+="efi/$f efi-verity/$f hybrid-grub/$f root/$f store/$f store-verity/$f "; done
+for f in vhd vhd-dyn vdi vmdk vmdk-stream; do STREAMED+="efi/$f efi-verity/$f hybrid-grub/$f root/$f store/$f store-verity/$f "; done
 
 n=0
 check() { # name format out args...
@@ -112,9 +113,9 @@ for fmt in raw qcow2 zstd; do
 done
 # The virtual disk formats: a fixed VHD is written in order as raw is; a
 # dynamic VHD, a VDI and a monolithicSparse VMDK are planned as qcow2 is
-# (blocks in virtual order, their tables in front, a VHD's footer last), so
-# all of these are hashed as written. A streamOptimized VMDK deflates its
-# grains at finish, behind them: read back.
+# (blocks in virtual order, their tables in front, a VHD's footer last); a
+# streamOptimized VMDK ("GD at end") deflates each grain once the writes
+# pass it, its tables after the grains: all of these are hashed as written.
 for fmt in vhd vhd-dyn vdi vmdk vmdk-stream; do
 	case $fmt in
 	vhd-dyn) f=(--vpc-subformat dynamic) x=vhd ;;
