@@ -97,7 +97,8 @@ IMG_EXPORT int img_dev_readonly(const struct img_dev *dev);
  * non-zero data outside the plan; so do dynamic VHD, VDI and monolithicSparse
  * VMDK (vdisk.h: slots in virtual order, tables in front). Backends that
  * cannot use a plan ignore it (raw, mem, compressed qcow2, fixed VHD,
- * streamOptimized VMDK). A slice forwards it to
+ * streamOptimized VMDK: the last two are written in order anyway, and the
+ * compressed formats compress in the order the writes come). A slice forwards it to
  * its parent at its offset; its img_dev_plan_done() completes the parent's
  * plan, so a device with several slices is planned on the parent itself.
  * -EINVAL (message set, sticky) for a range out of order, overlapping the

@@ -10,8 +10,9 @@
  *   IMG_VDISK_VDI           VirtualBox VDI, dynamic: 1 MiB blocks
  *   IMG_VDISK_VMDK_SPARSE   VMDK monolithicSparse: 64 KiB grains
  *   IMG_VDISK_VMDK_STREAM   VMDK streamOptimized (OVA/OVF): deflated grains
- *                           with markers, tables at the end; staged in the
- *                           output and laid out by img_dev_finish()
+ *                           with markers, tables at the end; each grain
+ *                           deflated once in-order writes pass it (else
+ *                           staged in the output, laid out at finish)
  *
  * Dynamic VHD, VDI and monolithicSparse VMDK use a plan (img_dev_plan, dev.h):
  * every block it touches gets its slot in virtual order, the tables are
