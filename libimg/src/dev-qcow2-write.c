@@ -197,16 +197,6 @@ static int place(struct img_dev *dev, uint64_t off, uint64_t len, const struct p
  * far back in the file (qcow2_stream_unpack) and the image goes on staged,
  * as without streaming.
  */
-enum sop_kind { SOP_WRITE, SOP_COPY, SOP_ZERO, SOP_READ };
-
-struct sop {
-	enum sop_kind kind;
-	const uint8_t *src; /* SOP_WRITE */
-	uint8_t *dst;       /* SOP_READ */
-	int fd;             /* SOP_COPY: from @fd at @from on */
-	uint64_t from;
-};
-
 /* Was guest cluster @gc given data cluster *@k (rev ascends while streaming)? */
 static bool stream_find(const struct qcow2_w *w, uint64_t gc, uint64_t *k)
 {
@@ -224,94 +214,50 @@ static bool stream_find(const struct qcow2_w *w, uint64_t gc, uint64_t *k)
 	return lo < w->rev_n && w->rev[lo] == gc;
 }
 
-/* Guest cluster @gc gets the next data cluster; the one before is final. */
-static int stream_next(struct img_dev *dev, uint64_t gc)
+static bool stream_has(void *user, uint64_t gc)
 {
-	struct qcow2_w *w = W(dev);
-	int r = w->sbuf ? qcow2_stream_publish(w->stream) : 0;
+	uint64_t k;
 
-	w->sbuf = NULL;
+	return stream_find(W(user), gc, &k);
+}
+
+/* From the ring or the layout, decompressed. */
+static int stream_read(void *user, uint64_t gc, uint8_t *out)
+{
+	struct qcow2_w *w = W(user);
+	uint64_t k;
+
+	stream_find(w, gc, &k);
+	return qcow2_stream_read(w->stream, k, out);
+}
+
+/* Guest cluster @gc gets the next data cluster; the one before is final. */
+static int stream_next(void *user, uint64_t gc)
+{
+	struct img_dev *dev = user;
+	struct qcow2_w *w = W(dev);
+	int r = w->bst.buf ? qcow2_stream_publish(w->stream) : 0;
+
+	w->bst.buf = NULL;
 	if (r < 0)
 		return r;
 	if (!l2_slot(w, gc, true) || qcow2_rev_push(w, gc) < 0)
 		return img_set_error(img_dev_ctx(dev), -ENOMEM, "out of memory for qcow2 tables");
-	return qcow2_stream_open(w->stream, &w->sbuf);
-}
-
-static int stream_read_src(struct img_dev *dev, const struct sop *op, uint64_t pos, uint64_t n)
-{
-	struct qcow2_w *w = W(dev);
-	int e = img_pread_full(op->fd, w->zbuf, (size_t)n, op->from + pos);
-
-	if (e == -EIO)
-		return img_set_error(img_dev_ctx(dev), -EIO,
-		                     "input changed while reading (shorter than expected)");
-	return e < 0 ? img_set_error(img_dev_ctx(dev), e, "reading the data for %s: %s", w->path,
-	                             strerror(-e))
-	             : 0;
-}
-
-/* 0 done, 1 behind the last cluster (stage, then do it staged), or < 0. */
-static int stream_do(struct img_dev *dev, uint64_t off, uint64_t len, const struct sop *op)
-{
-	struct qcow2_w *w = W(dev);
-	uint64_t pos = 0;
-	int r;
-
-	while (len) {
-		uint64_t gc = off >> w->cb, in = off & (w->cs - 1), n = IMG_MIN(len, w->cs - in), k;
-		bool open = w->sbuf && gc == w->rev[w->rev_n - 1];
-		bool ahead = !w->sbuf || gc > w->rev[w->rev_n - 1];
-		const uint8_t *data = op->src ? op->src + pos : w->zbuf;
-
-		if (op->kind == SOP_COPY && (r = stream_read_src(dev, op, pos, n)) < 0)
-			return r;
-		if (open && op->kind == SOP_READ) {
-			memcpy(op->dst + pos, w->sbuf + in, (size_t)n);
-		} else if (open) {
-			if (op->kind == SOP_ZERO)
-				memset(w->sbuf + in, 0, (size_t)n);
-			else
-				memcpy(w->sbuf + in, data, (size_t)n);
-		} else if (op->kind == SOP_READ && !ahead && stream_find(w, gc, &k)) {
-			/* behind, with data: from the ring or the layout */
-			r = qcow2_stream_read(w->stream, k, w->zbuf);
-			if (r < 0)
-				return r;
-			memcpy(op->dst + pos, w->zbuf + in, (size_t)n);
-		} else if (op->kind == SOP_READ || op->kind == SOP_ZERO ||
-		           img_all_zero(data, (size_t)n)) {
-			/* zeros where there is no data yet, or a read of them */
-			if (!ahead && stream_find(w, gc, &k))
-				return 1;
-			if (op->kind == SOP_READ)
-				memset(op->dst + pos, 0, (size_t)n);
-		} else if (ahead) {
-			r = stream_next(dev, gc);
-			if (r < 0)
-				return r;
-			memcpy(w->sbuf + in, data, (size_t)n);
-		} else {
-			return 1;
-		}
-		pos += n;
-		off += n;
-		len -= n;
-	}
-	return 0;
+	w->bst.cur = gc;
+	return qcow2_stream_open(w->stream, &w->bst.buf);
 }
 
 /* Out of order: lay out what is final, stage it all back (see above). */
 static int stream_stop(struct img_dev *dev)
 {
 	struct qcow2_w *w = W(dev);
-	int r = w->sbuf ? qcow2_stream_publish(w->stream) : 0;
+	int r = w->bst.buf ? qcow2_stream_publish(w->stream) : 0;
 
 	if (r == 0)
 		r = qcow2_stream_unpack(w->stream);
 	qcow2_stream_free(w->stream);
 	w->stream = NULL;
-	w->sbuf = NULL;
+	w->bst.buf = NULL;
 	if (r == 0)
 		img_log(img_dev_ctx(dev), IMG_LOG_INFO,
 		        "%s: written out of order: the rest is staged and compressed at finish",
@@ -320,13 +266,13 @@ static int stream_stop(struct img_dev *dev)
 }
 
 /* Streamed: 0 (done) or < 0; 1: do it staged. */
-static int streamed(struct img_dev *dev, uint64_t off, uint64_t len, const struct sop *op)
+static int streamed(struct img_dev *dev, uint64_t off, uint64_t len, const struct stream_op *op)
 {
 	int r;
 
 	if (!W(dev)->stream)
 		return 1;
-	r = stream_do(dev, off, len, op);
+	r = block_stream_do(&W(dev)->bst, off, len, op);
 	if (r == 1 && (r = stream_stop(dev)) == 0)
 		r = 1;
 	return r;
@@ -363,7 +309,7 @@ static int flush_write(struct img_dev *dev, void *user, const struct run *r)
 static int w_pwrite(struct img_dev *dev, const void *buf, size_t len, uint64_t off)
 {
 	const struct placer pl = { buf_zero, flush_write, (void *)buf };
-	const struct sop op = { .kind = SOP_WRITE, .src = buf };
+	const struct stream_op op = { .kind = STREAM_WRITE, .src = buf };
 	int r = streamed(dev, off, len, &op);
 
 	return r <= 0 ? r : place(dev, off, len, &pl);
@@ -377,7 +323,7 @@ static int flush_data(struct img_dev *dev, void *user, const struct run *r)
 static int w_write_data(struct img_dev *dev, const void *buf, size_t len, uint64_t off)
 {
 	const struct placer pl = { buf_zero, W(dev)->dio ? flush_data : flush_write, (void *)buf };
-	const struct sop op = { .kind = SOP_WRITE, .src = buf };
+	const struct stream_op op = { .kind = STREAM_WRITE, .src = buf };
 	int r = streamed(dev, off, len, &op);
 
 	return r <= 0 ? r : place(dev, off, len, &pl);
@@ -412,7 +358,7 @@ static int w_pread(struct img_dev *dev, void *buf, size_t len, uint64_t off)
 	struct qcow2_w *w = W(dev);
 	uint8_t *p = buf;
 	struct run run = { 0 };
-	const struct sop op = { .kind = SOP_READ, .dst = buf };
+	const struct stream_op op = { .kind = STREAM_READ, .dst = buf };
 	int r = streamed(dev, off, len, &op);
 
 	if (r <= 0)
@@ -523,7 +469,7 @@ static int w_write_zeroes(struct img_dev *dev, uint64_t off, uint64_t len)
 {
 	struct qcow2_w *w = W(dev);
 	struct run run = { 0 };
-	const struct sop op = { .kind = SOP_ZERO };
+	const struct stream_op op = { .kind = STREAM_ZERO };
 	int r = streamed(dev, off, len, &op);
 
 	if (r <= 0)
@@ -608,7 +554,7 @@ static int copy_data(struct img_dev *dev, int fd, uint64_t src, uint64_t len, ui
 {
 	struct copy_src cs = { fd, src };
 	const struct placer pl = { source_zero, flush_copy, &cs };
-	const struct sop op = { .kind = SOP_COPY, .fd = fd, .from = src };
+	const struct stream_op op = { .kind = STREAM_COPY, .fd = fd, .from = src };
 	int r = streamed(dev, dst, len, &op);
 
 	return r <= 0 ? r : place(dev, dst, len, &pl);
@@ -878,8 +824,8 @@ static int w_finish(struct img_dev *dev)
 	if (w->planned)
 		return finish_planned(dev);
 	if (w->stream) {
-		r = w->sbuf ? qcow2_stream_publish(w->stream) : 0;
-		w->sbuf = NULL;
+		r = w->bst.buf ? qcow2_stream_publish(w->stream) : 0;
+		w->bst.buf = NULL;
 		if (r == 0)
 			r = qcow2_stream_finish(w->stream);
 		qcow2_stream_free(w->stream);
@@ -1011,6 +957,13 @@ int qcow2_create_with_backing(struct img_ctx *ctx, const char *path,
 	} else if (!(w->zbuf = malloc((size_t)cs))) {
 		r = img_set_error(ctx, -ENOMEM, "out of memory");
 	} else {
+		w->bst = (struct block_stream){ .ctx = ctx,
+			                        .bs = cs,
+			                        .tmp = w->zbuf,
+			                        .user = dev,
+			                        .has = stream_has,
+			                        .read = stream_read,
+			                        .next = stream_next };
 		r = qcow2_stream_start(dev, w, &w->stream);
 	}
 	if (r < 0) {

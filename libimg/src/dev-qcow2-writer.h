@@ -7,6 +7,7 @@
 #define IMG_DEV_QCOW2_WRITER_H
 
 #include "dev-qcow2-header.h"
+#include "dev-stream.h"
 
 struct qcow2_w {
 	int fd;
@@ -32,12 +33,12 @@ struct qcow2_w {
 	uint8_t *zbuf; /* one cluster, for telling zero clusters of a source */
 	/*
 	 * Compressed images while the writes come in order: the clusters are
-	 * compressed as they are final (dev-qcow2-compress.c), @sbuf is the
-	 * last one's buffer (guest cluster rev[rev_n - 1]), NULL before the
-	 * first. NULL @stream: staged (from the start without compression).
+	 * compressed as they are final (dev-qcow2-compress.c); @bst holds the
+	 * last one (guest cluster rev[rev_n - 1]) in memory (dev-stream.h).
+	 * NULL @stream: staged (from the start without compression).
 	 */
 	struct qcow2_pack *stream;
-	uint8_t *sbuf;
+	struct block_stream bst;
 	struct img_dio *dio; /* direct writes of copied data (dio.h), or NULL */
 	int level;
 	unsigned threads;

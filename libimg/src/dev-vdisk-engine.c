@@ -139,15 +139,51 @@ static uint64_t chunk(const struct vdisk *v, uint64_t off, uint64_t len)
 
 /* ---- streamed (dev-vdisk.h) ---------------------------------------- */
 
-enum sop_kind { SOP_WRITE, SOP_COPY, SOP_ZERO, SOP_READ };
+/* The block in memory is final: to the format, unless it is all zeros. */
+static int stream_put(struct vdisk *v)
+{
+	if (!v->bst.buf || img_all_zero(v->bst.buf, (size_t)v->bs))
+		return 0;
+	return v->format->stream_grain(v, v->bst.cur, v->bst.buf);
+}
 
-struct sop {
-	enum sop_kind kind;
-	const uint8_t *src; /* SOP_WRITE */
-	uint8_t *dst;       /* SOP_READ */
-	int fd;             /* SOP_COPY: from @fd at @from on */
-	uint64_t from;
-};
+static bool stream_has(void *user, uint64_t b)
+{
+	return ((struct vdisk *)user)->map[b] != 0;
+}
+
+/* Streamed block @b (v->map[b] set) into v->grain. */
+static int stream_grain_back(struct vdisk *v, uint64_t b)
+{
+	int e = v->format->stream_flush(v);
+
+	/* our own stream: no file size to check the grain against */
+	v->file_size = UINT64_MAX;
+	return e < 0 ? e : v->format->read_grain(v, b, v->map[b]);
+}
+
+static int stream_read(void *user, uint64_t b, uint8_t *out)
+{
+	struct vdisk *v = user;
+	int e = stream_grain_back(v, b);
+
+	if (e == 0)
+		memcpy(out, v->grain, (size_t)v->bs);
+	return e;
+}
+
+static int stream_next(void *user, uint64_t b)
+{
+	struct vdisk *v = user;
+	int e = stream_put(v);
+
+	if (e < 0)
+		return e;
+	v->bst.cur = b;
+	memset(v->sbuf, 0, (size_t)v->bs);
+	v->bst.buf = v->sbuf;
+	return 0;
+}
 
 int vdisk_stream_start(struct vdisk *v)
 {
@@ -165,83 +201,14 @@ int vdisk_stream_start(struct vdisk *v)
 	e = v->format->stream_head(v);
 	if (e < 0)
 		return e;
+	v->bst = (struct block_stream){ .ctx = v->ctx,
+		                        .bs = v->bs,
+		                        .tmp = v->tmp,
+		                        .user = v,
+		                        .has = stream_has,
+		                        .read = stream_read,
+		                        .next = stream_next };
 	v->streaming = true;
-	v->sblock = UINT64_MAX;
-	return 0;
-}
-
-/* The block in memory is final: to the format, unless it is all zeros. */
-static int stream_put(struct vdisk *v)
-{
-	if (v->sblock == UINT64_MAX || img_all_zero(v->sbuf, (size_t)v->bs))
-		return 0;
-	return v->format->stream_grain(v, v->sblock, v->sbuf);
-}
-
-/* Streamed block @b (v->map[b] set) into v->grain. */
-static int stream_read(struct vdisk *v, uint64_t b)
-{
-	int e = v->format->stream_flush(v);
-
-	/* our own stream: no file size to check the grain against */
-	v->file_size = UINT64_MAX;
-	return e < 0 ? e : v->format->read_grain(v, b, v->map[b]);
-}
-
-static int stream_src(struct vdisk *v, const struct sop *op, uint64_t pos, uint64_t n)
-{
-	int e = img_pread_full(op->fd, v->tmp, (size_t)n, op->from + pos);
-
-	if (e == -EIO)
-		return img_set_error(v->ctx, e,
-		                     "input changed while reading (shorter than expected)");
-	return e < 0 ? img_set_error(v->ctx, e, "reading input: %s", strerror(-e)) : 0;
-}
-
-/* 0 done, 1 behind the block in memory (stage, then do it unplanned), or < 0. */
-static int stream_do(struct vdisk *v, uint64_t off, uint64_t len, const struct sop *op)
-{
-	uint64_t pos = 0;
-
-	while (len) {
-		uint64_t b = off / v->bs, in = off % v->bs, n = chunk(v, off, len);
-		bool open = b == v->sblock, ahead = v->sblock == UINT64_MAX || b > v->sblock;
-		const uint8_t *data = op->src ? op->src + pos : v->tmp;
-		int e = op->kind == SOP_COPY ? stream_src(v, op, pos, n) : 0;
-
-		if (e < 0)
-			return e;
-		if (open && op->kind == SOP_READ) {
-			memcpy(op->dst + pos, v->sbuf + in, (size_t)n);
-		} else if (open) {
-			if (op->kind == SOP_ZERO)
-				memset(v->sbuf + in, 0, (size_t)n);
-			else
-				memcpy(v->sbuf + in, data, (size_t)n);
-		} else if (op->kind == SOP_READ && v->map[b]) {
-			if ((e = stream_read(v, b)) < 0)
-				return e;
-			memcpy(op->dst + pos, v->grain + in, (size_t)n);
-		} else if (op->kind == SOP_READ || op->kind == SOP_ZERO ||
-		           img_all_zero(data, (size_t)n)) {
-			/* zeros where no data went, or a read of them */
-			if (v->map[b])
-				return 1;
-			if (op->kind == SOP_READ)
-				memset(op->dst + pos, 0, (size_t)n);
-		} else if (ahead) {
-			if ((e = stream_put(v)) < 0)
-				return e;
-			v->sblock = b;
-			memset(v->sbuf, 0, (size_t)v->bs);
-			memcpy(v->sbuf + in, data, (size_t)n);
-		} else {
-			return 1;
-		}
-		pos += n;
-		off += n;
-		len -= n;
-	}
 	return 0;
 }
 
@@ -255,7 +222,7 @@ static int stream_stop(struct vdisk *v)
 
 		if (!v->map[b])
 			continue;
-		e = stream_read(v, b);
+		e = stream_grain_back(v, b);
 		v->map[b] = 0;
 		if (e == 0 && (e = host_of(v, b * v->bs, 1, &host)) > 0)
 			e = vdisk_pwrite(v, v->grain, (size_t)v->bs, host);
@@ -271,13 +238,13 @@ static int stream_stop(struct vdisk *v)
 }
 
 /* Streamed: 0 (done) or < 0; 1: do it unplanned. */
-static int streamed(struct vdisk *v, uint64_t off, uint64_t len, const struct sop *op)
+static int streamed(struct vdisk *v, uint64_t off, uint64_t len, const struct stream_op *op)
 {
 	int e;
 
 	if (!v->streaming)
 		return 1;
-	e = stream_do(v, off, len, op);
+	e = block_stream_do(&v->bst, off, len, op);
 	if (e == 1 && (e = stream_stop(v)) == 0)
 		e = 1;
 	return e;
@@ -287,7 +254,7 @@ static int vd_pread(struct img_dev *dev, void *buf, size_t len, uint64_t off)
 {
 	struct vdisk *v = img_dev_priv(dev);
 	uint8_t *p = buf;
-	const struct sop op = { .kind = SOP_READ, .dst = buf };
+	const struct stream_op op = { .kind = STREAM_READ, .dst = buf };
 	int r = streamed(v, off, len, &op);
 
 	if (r <= 0)
@@ -322,7 +289,7 @@ static int write_bytes(struct img_dev *dev, const void *buf, size_t len, uint64_
 {
 	struct vdisk *v = img_dev_priv(dev);
 	const uint8_t *p = buf;
-	const struct sop op = { .kind = SOP_WRITE, .src = buf };
+	const struct stream_op op = { .kind = STREAM_WRITE, .src = buf };
 	int r = streamed(v, off, len, &op);
 
 	if (r <= 0)
@@ -378,7 +345,7 @@ static int copy_outside(struct vdisk *v, int fd, uint64_t src, uint64_t n, uint6
 static int vd_copy_from_fd(struct img_dev *dev, int fd, uint64_t src, uint64_t len, uint64_t off)
 {
 	struct vdisk *v = img_dev_priv(dev);
-	const struct sop op = { .kind = SOP_COPY, .fd = fd, .from = src };
+	const struct stream_op op = { .kind = STREAM_COPY, .fd = fd, .from = src };
 	int r = streamed(v, off, len, &op);
 
 	if (r <= 0)
@@ -438,7 +405,7 @@ static int zero_host(struct vdisk *v, uint64_t host, uint64_t n)
 static int vd_write_zeroes(struct img_dev *dev, uint64_t off, uint64_t len)
 {
 	struct vdisk *v = img_dev_priv(dev);
-	const struct sop op = { .kind = SOP_ZERO };
+	const struct stream_op op = { .kind = STREAM_ZERO };
 	int r = streamed(v, off, len, &op);
 
 	if (r <= 0)

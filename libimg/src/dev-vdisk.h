@@ -40,6 +40,7 @@
 
 #include <img/repro.h>
 
+#include "dev-stream.h"
 #include "private.h"
 
 struct img_dio;
@@ -68,10 +69,10 @@ struct vdisk {
 	uint64_t heads;    /* planned: slots 0..heads-1 have their head written */
 	char *extent_name; /* VMDK descriptor */
 	/* Streamed: map[b] is where the format put block b (0: not there);
-	 * @sbuf holds block @sblock (UINT64_MAX: none yet); @tmp a block. */
+	 * @bst keeps the block being written in @sbuf (dev-stream.h). */
 	bool streaming;
+	struct block_stream bst;
 	uint8_t *sbuf, *tmp;
-	uint64_t sblock;
 	void *stream; /* the format's stream state */
 	/* Read side: VMDK streamOptimized grains are deflated behind markers. */
 	int compressed;

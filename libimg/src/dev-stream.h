@@ -1,0 +1,51 @@
+/*
+ * dev-stream.h -- a device written in order with one block in memory: the
+ * walk over an operation's pieces that the compressed qcow2 writer and the
+ * streamOptimized VMDK share (dev-qcow2-write.c, dev-vdisk-engine.c).
+ * Internal to libimg.
+ *
+ * The block in memory (@cur) takes every piece that lands in it. A piece
+ * of data past it makes it final (next()) and gives the memory to the new
+ * block; zeros past it, or in a block behind it that never got data, are
+ * nothing (such blocks read as zeros); a read behind it of a block with
+ * data is served by read(). Anything else behind it (data, or zeros over
+ * data) is out of order: block_stream_do() says so, and the caller stages
+ * what it streamed and does the operation its other way.
+ */
+#ifndef IMG_DEV_STREAM_H
+#define IMG_DEV_STREAM_H
+
+#include "private.h"
+
+enum stream_kind { STREAM_WRITE, STREAM_COPY, STREAM_ZERO, STREAM_READ };
+
+/* One device operation over [off, off+len). */
+struct stream_op {
+	enum stream_kind kind;
+	const uint8_t *src; /* STREAM_WRITE */
+	uint8_t *dst;       /* STREAM_READ */
+	int fd;             /* STREAM_COPY: from @fd at @from on */
+	uint64_t from;
+};
+
+struct block_stream {
+	struct img_ctx *ctx;
+	uint64_t bs;  /* block size */
+	uint8_t *buf; /* block @cur, or NULL before the first */
+	uint64_t cur;
+	uint8_t *tmp; /* one block: a copy's source bytes, a block read back */
+	void *user;
+	/* Did block @b (behind @cur) get data? */
+	bool (*has)(void *user, uint64_t b);
+	/* Block @b (has()) as it stands, into @out; message set on failure. */
+	int (*read)(void *user, uint64_t b, uint8_t *out);
+	/* Block @cur (if buf) is final; block @b gets the memory: set buf
+	 * (zeroed) and cur. Message set on failure. */
+	int (*next)(void *user, uint64_t b);
+};
+
+/* 0 done, 1 out of order (nothing left half done that matters: the
+ * caller redoes the whole operation after staging), or < 0. */
+int block_stream_do(struct block_stream *s, uint64_t off, uint64_t len, const struct stream_op *op);
+
+#endif
