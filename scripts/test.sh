@@ -115,7 +115,7 @@ if [ -z "${SKIP_TSAN:-}" ]; then
 	# A report makes the process exit 66 (the test fails) and stops it there.
 	TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1" \
 		run_ctest build-tsan -j"$JOBS" --output-on-failure -L unit \
-		-R '^(dio|qcow2|ext4|erofs|repro)/' --timeout 900 || status=1
+		-R '^(dio|qcow2|vdisk|ext4|erofs|repro)/' --timeout 900 || status=1
 fi
 
 if [ -z "${SKIP_FUZZ:-}" ] && [ -f tests/fuzz/fuzz.cmake ]; then

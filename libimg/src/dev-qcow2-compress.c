@@ -21,10 +21,10 @@
  * written for clusters 0..k ends at or before data_start + (k + 1) * cs,
  * because no cluster grows (which also lets a stream go back to staging,
  * qcow2_stream_unpack). Worker threads compress clusters, each result into
- * its own ring slot; one thread lays the slots out strictly in order, so
- * the bytes do not depend on thread timing or the number of threads.
+ * its own ring slot (dev-zring.h); one thread lays the slots out strictly
+ * in order, so the bytes do not depend on thread timing or the number of
+ * threads.
  */
-#include <pthread.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -32,6 +32,7 @@
 
 #include "dev-qcow2-compress.h"
 #include "dev-qcow2-writer.h"
+#include "dev-zring.h"
 
 struct qcow2_codec {
 	int type;
@@ -167,41 +168,19 @@ struct layout {
 	uint64_t ostart, olen, ocap;
 };
 
-struct worker {
-	struct qcow2_pack *p;
-	struct qcow2_codec *codec;
-	pthread_t tid;
-	bool started;
-};
-
 /*
- * Data cluster k (w->rev[k] its guest cluster) goes through ring slot
- * k % ring: filled (staged: a worker reads it from the file; streamed: the
- * producer writes it and publishes it), compressed by a worker, laid out by
- * the producer's thread strictly in order. A worker may run at most `ring`
- * clusters ahead of the layout, so the ring bounds memory, and there is no
- * barrier per batch for a preempted thread to hold up (this machine is
- * shared).
+ * Data cluster k (w->rev[k] its guest cluster) goes through the ring
+ * (dev-zring.h): filled (staged: the worker reads it from the file;
+ * streamed: the producer writes it and publishes it), compressed by a
+ * worker, laid out by the producer's thread strictly in order.
  */
 struct qcow2_pack {
 	struct img_dev *dev;
 	struct qcow2_w *w;
 	bool staged; /* the clusters come from the file (qcow2_pack) */
-	bool closed; /* no more clusters will be published */
-	uint64_t n;  /* clusters published (staged: all of them) */
-	uint64_t ring;
-	uint8_t *in, *out; /* ring * cs each */
-	size_t *olen;      /* per slot: SLOT_ZERO, SLOT_RAW or compressed length */
-	uint64_t *ready;   /* per slot: k + 1 once cluster k's result is there */
-	uint64_t claimed;  /* next cluster to hand out */
-	uint64_t consumed; /* clusters the layout is done with */
+	int type;    /* QCOW2_COMPRESSION_* */
+	struct zring *z;
 	uint64_t dref_cap;
-	int err;
-	bool werr; /* err came from a worker's read */
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	struct worker *wk;
-	unsigned nthreads;
 	struct layout l;
 	/* reading laid-out clusters (qcow2_stream_read, _unpack) */
 	struct qcow2_codec *dcodec;
@@ -229,54 +208,33 @@ static int read_staged(struct qcow2_w *w, uint64_t k, uint8_t *buf)
 	return 0;
 }
 
-static void *work(void *arg)
+static void *pack_codec_new(void *user)
 {
-	struct worker *wk = arg;
-	struct qcow2_pack *p = wk->p;
+	struct qcow2_pack *p = user;
+
+	return qcow2_codec_new(p->type, p->w->level, 0);
+}
+
+static void pack_codec_free(void *codec)
+{
+	qcow2_codec_free(codec);
+}
+
+/* A worker's cluster: SLOT_ZERO, SLOT_RAW (does not shrink) or its length. */
+static int pack_work(void *user, void *codec, uint64_t k, uint8_t *in, uint8_t *out, size_t *olen)
+{
+	struct qcow2_pack *p = user;
 	size_t cs = (size_t)p->w->cs;
+	int r = p->staged ? read_staged(p->w, k, in) : 0;
 
-	for (;;) {
-		uint64_t k, s;
-		uint8_t *in;
-		int r = 0;
-
-		pthread_mutex_lock(&p->lock);
-		while (!p->err && !(p->closed && p->claimed >= p->n) &&
-		       (p->claimed >= p->n || p->claimed >= p->consumed + p->ring))
-			pthread_cond_wait(&p->cond, &p->lock);
-		if (p->err || p->claimed >= p->n) {
-			pthread_mutex_unlock(&p->lock);
-			return NULL;
-		}
-		k = p->claimed++;
-		pthread_mutex_unlock(&p->lock);
-
-		s = k % p->ring;
-		in = p->in + s * cs;
-		if (p->staged)
-			r = read_staged(p->w, k, in);
-		if (r == 0 && img_all_zero(in, cs))
-			p->olen[s] = SLOT_ZERO;
-		else if (r == 0)
-			p->olen[s] = qcow2_compress(wk->codec, in, cs, p->out + s * cs, cs - 2);
-
-		pthread_mutex_lock(&p->lock);
-		if (r < 0 && !p->err) {
-			p->err = r;
-			p->werr = true;
-		}
-		p->ready[s] = k + 1;
-		pthread_cond_broadcast(&p->cond);
-		pthread_mutex_unlock(&p->lock);
-	}
+	if (r == 0 && img_all_zero(in, cs))
+		*olen = SLOT_ZERO;
+	else if (r == 0)
+		*olen = qcow2_compress(codec, in, cs, out, cs - 2);
+	return r;
 }
 
-static unsigned online_cpus(void)
-{
-	long n = sysconf(_SC_NPROCESSORS_ONLN);
-
-	return n > 0 ? (unsigned)n : 1;
-}
+static const struct zring_ops pack_ops = { pack_codec_new, pack_codec_free, pack_work };
 
 static int put(struct img_dev *dev, struct layout *l, uint64_t at, const uint8_t *src, size_t n)
 {
@@ -366,31 +324,23 @@ static int place(struct img_dev *dev, struct layout *l, uint64_t gc, const uint8
 	return 0;
 }
 
-/* Lay out the next cluster (p->consumed), waiting for its compression. */
+/* Lay out the next cluster, waiting for its compression. */
 static int take(struct qcow2_pack *p)
 {
 	struct qcow2_w *w = p->w;
-	uint64_t cs = w->cs, k = p->consumed, s = k % p->ring;
-	int r;
+	uint64_t k = zring_consumed(p->z);
+	bool worker;
+	int r = zring_wait(p->z, &worker);
 
-	pthread_mutex_lock(&p->lock);
-	while (p->ready[s] != k + 1 && !p->err)
-		pthread_cond_wait(&p->cond, &p->lock);
-	r = p->err;
-	pthread_mutex_unlock(&p->lock);
 	if (r < 0)
-		return p->werr ? img_set_error(img_dev_ctx(p->dev), r, "reading back %s: %s",
-		                               w->path, strerror(-r))
-		               : r;
-	r = place(p->dev, &p->l, w->rev[k], p->in + s * cs, p->out + s * cs, p->olen[s]);
-	if (r == 0 && p->l.olen + 2 * cs > p->l.ocap)
+		return worker ? img_set_error(img_dev_ctx(p->dev), r, "reading back %s: %s",
+		                              w->path, strerror(-r))
+		              : r;
+	r = place(p->dev, &p->l, w->rev[k], zring_in(p->z, k), zring_out(p->z, k),
+	          zring_olen(p->z, k));
+	if (r == 0 && p->l.olen + 2 * w->cs > p->l.ocap)
 		r = flush_layout(p->dev, &p->l);
-	pthread_mutex_lock(&p->lock);
-	if (r < 0 && !p->err)
-		p->err = r;
-	p->consumed = k + 1;
-	pthread_cond_broadcast(&p->cond);
-	pthread_mutex_unlock(&p->lock);
+	zring_done(p->z, r);
 	return r;
 }
 
@@ -399,91 +349,45 @@ static void pack_free(struct qcow2_pack *p)
 {
 	if (!p)
 		return;
-	if (p->wk) {
-		pthread_mutex_lock(&p->lock);
-		p->closed = true;
-		if (!p->err)
-			p->err = -ECANCELED;
-		pthread_cond_broadcast(&p->cond);
-		pthread_mutex_unlock(&p->lock);
-		for (unsigned t = 0; t < p->nthreads; t++) {
-			if (p->wk[t].started)
-				pthread_join(p->wk[t].tid, NULL);
-			qcow2_codec_free(p->wk[t].codec);
-		}
-	}
-	pthread_mutex_destroy(&p->lock);
-	pthread_cond_destroy(&p->cond);
-	free(p->wk);
+	zring_free(p->z);
 	qcow2_codec_free(p->dcodec);
 	free(p->cbuf);
 	free(p->l.obuf);
-	free(p->in);
-	free(p->out);
-	free(p->olen);
-	free(p->ready);
 	free(p);
 }
 
 static int pack_new(struct img_dev *dev, struct qcow2_w *w, bool staged, struct qcow2_pack **out)
 {
 	struct img_ctx *ctx = img_dev_ctx(dev);
-	unsigned nthreads = IMG_MIN(w->threads ? w->threads : online_cpus(), 64u);
 	uint64_t cs = w->cs;
-	int type = w->compression == IMG_QCOW2_COMPRESS_ZSTD ? QCOW2_COMPRESSION_ZSTD
-	                                                     : QCOW2_COMPRESSION_ZLIB;
 	struct qcow2_pack *p = calloc(1, sizeof(*p));
-	int r = 0;
+	int r;
 
 	if (!p)
 		return img_set_error(ctx, -ENOMEM, "out of memory for qcow2 compression");
-	pthread_mutex_init(&p->lock, NULL);
-	pthread_cond_init(&p->cond, NULL);
 	p->dev = dev;
 	p->w = w;
-	p->staged = p->closed = staged;
-	p->n = staged ? w->rev_n : 0;
-	p->nthreads = nthreads;
-	p->ring = IMG_MAX((uint64_t)nthreads * 8, (8ull << 20) / cs);
-	p->in = malloc((size_t)(p->ring * cs));
-	p->out = malloc((size_t)(p->ring * cs));
-	p->olen = calloc((size_t)p->ring, sizeof(*p->olen));
-	p->ready = calloc((size_t)p->ring, sizeof(*p->ready));
+	p->staged = staged;
+	p->type = w->compression == IMG_QCOW2_COMPRESS_ZSTD ? QCOW2_COMPRESSION_ZSTD
+	                                                    : QCOW2_COMPRESSION_ZLIB;
 	p->l = (struct layout){ .pos = w->data_start, .ostart = w->data_start };
 	p->l.ocap = IMG_MAX(4ull << 20, 4 * cs);
 	p->l.obuf = malloc((size_t)p->l.ocap);
-	p->dref_cap = IMG_MAX(p->n, 1024);
+	p->dref_cap = IMG_MAX(staged ? w->rev_n : 0, 1024);
 	free(w->dref);
 	w->dref = calloc((size_t)p->dref_cap, sizeof(*w->dref));
-	p->wk = calloc(nthreads, sizeof(*p->wk));
-	if (!p->in || !p->out || !p->olen || !p->ready || !p->l.obuf || !w->dref || !p->wk) {
-		r = img_set_error(ctx, -ENOMEM, "out of memory for qcow2 compression");
-		goto fail;
+	if (!p->l.obuf || !w->dref) {
+		pack_free(p);
+		return img_set_error(ctx, -ENOMEM, "out of memory for qcow2 compression");
 	}
-	for (unsigned t = 0; t < nthreads; t++) {
-		p->wk[t].p = p;
-		p->wk[t].codec = qcow2_codec_new(type, w->level, 0);
-		if (!p->wk[t].codec) {
-			r = img_set_error(ctx, -ENOMEM, "%s: cannot set up the compressor",
-			                  w->path);
-			goto fail;
-		}
-	}
-	for (unsigned t = 0; t < nthreads; t++) {
-		if (pthread_create(&p->wk[t].tid, NULL, work, &p->wk[t]) != 0) {
-			if (t > 0)
-				break; /* fewer threads is fine */
-			r = img_set_error(ctx, -EAGAIN, "%s: cannot start a compression thread",
-			                  w->path);
-			goto fail;
-		}
-		p->wk[t].started = true;
+	r = zring_new(ctx, &pack_ops, p, (size_t)cs, (size_t)cs, w->threads, staged, w->rev_n,
+	              &p->z);
+	if (r < 0) {
+		pack_free(p);
+		return r;
 	}
 	*out = p;
 	return 0;
-fail:
-	pack_free(p);
-	return r;
 }
 
 /* Everything laid out: write the rest, zero the end of the last cluster. */
@@ -513,8 +417,8 @@ int qcow2_pack(struct img_dev *dev, struct qcow2_w *w)
 
 	if (r < 0)
 		return r;
-	img_progress_phase(ctx, "qcow2 compression", p->n * w->cs, 0);
-	for (uint64_t k = 0; k < p->n && r == 0; k++) {
+	img_progress_phase(ctx, "qcow2 compression", w->rev_n * w->cs, 0);
+	for (uint64_t k = 0; k < w->rev_n && r == 0; k++) {
 		r = take(p);
 		img_progress_add(ctx, w->cs, 0);
 		if (r == 0 && k % 1024 == 1023)
@@ -550,12 +454,12 @@ int qcow2_stream_open(struct qcow2_pack *p, uint8_t **buf)
 		w->dref = d;
 		p->dref_cap = cap;
 	}
-	/* slot k % ring is free once cluster k - ring is laid out */
-	while (r == 0 && k >= p->consumed + p->ring)
+	/* slot k is free once cluster k - ring size is laid out */
+	while (r == 0 && zring_full(p->z, k))
 		r = take(p);
 	if (r < 0)
 		return r;
-	*buf = p->in + (k % p->ring) * w->cs;
+	*buf = zring_in(p->z, k);
 	memset(*buf, 0, (size_t)w->cs);
 	return 0;
 }
@@ -564,20 +468,11 @@ int qcow2_stream_publish(struct qcow2_pack *p)
 {
 	int r = 0;
 
-	pthread_mutex_lock(&p->lock);
-	p->n = p->w->rev_n;
-	pthread_cond_broadcast(&p->cond);
-	pthread_mutex_unlock(&p->lock);
+	zring_publish(p->z, p->w->rev_n);
 	/* lay out what is compressed already, without waiting */
-	for (;;) {
-		bool done;
-
-		pthread_mutex_lock(&p->lock);
-		done = p->consumed >= p->n || p->ready[p->consumed % p->ring] != p->consumed + 1;
-		pthread_mutex_unlock(&p->lock);
-		if (done || (r = take(p)) < 0)
-			return r;
-	}
+	while (r == 0 && zring_ready(p->z))
+		r = take(p);
+	return r;
 }
 
 /* Lay out every published cluster and write the layout out. */
@@ -585,7 +480,7 @@ static int drain(struct qcow2_pack *p)
 {
 	int r = 0;
 
-	while (r == 0 && p->consumed < p->n)
+	while (r == 0 && zring_consumed(p->z) < zring_published(p->z))
 		r = take(p);
 	return r < 0 ? r : flush_layout(p->dev, &p->l);
 }
@@ -640,8 +535,8 @@ int qcow2_stream_read(struct qcow2_pack *p, uint64_t k, uint8_t *out)
 	int r;
 
 	/* not laid out yet: its slot still holds it (taken before reuse) */
-	if (k >= p->consumed) {
-		memcpy(out, p->in + (k % p->ring) * w->cs, (size_t)w->cs);
+	if (k >= zring_consumed(p->z)) {
+		memcpy(out, zring_in(p->z, k), (size_t)w->cs);
 		return 0;
 	}
 	r = flush_layout(p->dev, &p->l);

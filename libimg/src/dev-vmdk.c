@@ -18,18 +18,22 @@
  * (its LBA and length), padded to a sector; after a GT's grains its GT
  * behind a GT marker; then the GD behind its marker, a footer (the header
  * again with the GD's offset) behind its marker, and an end-of-stream
- * marker. A grain is final only when the device is, so writes go to
- * 64 KiB slots staged in the output file itself past the largest stream
- * these grains can make; finish lays the stream out from the start of the
- * file (never reaching the staging area) and cuts the staging off. What
- * the grains deflate to is known only then, so a stream ignores a plan and
- * is read back for its sha256.
+ * marker. The head never changes, so while the writes come in order the
+ * engine hands each grain over once the writes pass it (dev-vdisk.h,
+ * streamed): it is deflated on worker threads (dev-zring.h) and laid out in
+ * order, and the file goes out front to back, hashed on the way. Out of
+ * order, grains are staged in 64 KiB slots in the output file itself past
+ * the largest stream they can make, and finish lays the stream out from
+ * the start of the file with the same code (never reaching the staging
+ * area) and cuts the staging off: the same bytes, read back for the
+ * sha256. A stream ignores a plan.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <zlib.h>
 
 #include "dev-vdisk.h"
+#include "dev-zring.h"
 
 #define VMDK_MAGIC       0x564d444bu /* "KDMV" */
 #define VMDK_GRAIN       (64u << 10)
@@ -261,7 +265,38 @@ struct vmdk_stream {
 	uint64_t g; /* the grain table being filled */
 	int any;    /* ... has a grain */
 	uint8_t gt[VMDK_GTES * 4];
+	/* grains deflate on worker threads (dev-zring.h): ring slot k holds
+	 * grain blk[k % size], laid out in order */
+	struct zring *z;
+	uint64_t *blk;
+	uint64_t next; /* grains handed to the ring */
 };
+
+static void *deflate_new(void *user)
+{
+	return user; /* compress2 keeps no state between grains */
+}
+
+static void deflate_free(void *codec)
+{
+	(void)codec;
+}
+
+static int deflate_work(void *user, void *codec, uint64_t k, uint8_t *in, uint8_t *out,
+                        size_t *olen)
+{
+	uLongf zlen = compressBound(VMDK_GRAIN);
+
+	(void)user;
+	(void)codec;
+	(void)k;
+	if (compress2(out, &zlen, in, VMDK_GRAIN, Z_DEFAULT_COMPRESSION) != Z_OK)
+		return -EIO;
+	*olen = zlen;
+	return 0;
+}
+
+static const struct zring_ops deflate_ops = { deflate_new, deflate_free, deflate_work };
 
 static void stream_free(struct vdisk *v)
 {
@@ -269,6 +304,8 @@ static void stream_free(struct vdisk *v)
 
 	if (!st)
 		return;
+	zring_free(st->z);
+	free(st->blk);
 	free(st->gd);
 	free(st->o.buf);
 	free(st);
@@ -279,6 +316,7 @@ static void stream_free(struct vdisk *v)
 static int stream_start(struct vdisk *v)
 {
 	struct vmdk_stream *st;
+	int e;
 
 	if (v->fmt != IMG_VDISK_VMDK_STREAM)
 		return 1; /* monolithicSparse: tables in front */
@@ -293,7 +331,13 @@ static int stream_start(struct vdisk *v)
 		stream_free(v);
 		return img_set_error(v->ctx, -ENOMEM, "out of memory");
 	}
-	return 0;
+	e = zring_new(v->ctx, &deflate_ops, v, VMDK_GRAIN, compressBound(VMDK_GRAIN), 0, false, 0,
+	              &st->z);
+	if (e == 0 && !(st->blk = calloc((size_t)zring_size(st->z), sizeof(*st->blk))))
+		e = img_set_error(v->ctx, -ENOMEM, "out of memory");
+	if (e < 0)
+		stream_free(v);
+	return e;
 }
 
 /* The GT of the table being filled, behind its marker, if it has a grain. */
@@ -310,15 +354,19 @@ static int stream_close_gt(struct vmdk_stream *st)
 	return out_bytes(&st->o, st->gt, sizeof(st->gt));
 }
 
-/* Grain @b (not all zeros; after every grain before it): deflated into the
- * stream, v->map[b] its marker's offset. */
-static int stream_grain(struct vdisk *v, uint64_t b, const uint8_t *grain)
+/* The next grain out of the ring, behind its marker: v->map[b] its offset. */
+static int stream_lay(struct vdisk *v)
 {
 	struct vmdk_stream *st = v->stream;
-	uLongf zlen = compressBound(VMDK_GRAIN);
+	uint64_t k = zring_consumed(st->z), b = st->blk[k % zring_size(st->z)];
+	size_t zlen;
+	bool worker;
 	uint8_t *z;
-	int e = 0;
+	int e = zring_wait(st->z, &worker);
 
+	if (e < 0)
+		return worker ? img_set_error(v->ctx, e, "%s: deflate failed", v->path) : e;
+	zlen = zring_olen(st->z, k);
 	if (b / VMDK_GTES != st->g) {
 		e = stream_close_gt(st);
 		memset(st->gt, 0, sizeof(st->gt));
@@ -326,25 +374,60 @@ static int stream_grain(struct vdisk *v, uint64_t b, const uint8_t *grain)
 	}
 	if (e == 0)
 		e = out_room(&st->o, (size_t)stream_grain_max());
+	if (e == 0) {
+		z = st->o.buf + st->o.len;
+		v->map[b] = out_at(&st->o);
+		img_put_le32(st->gt + 4 * (b % VMDK_GTES), (uint32_t)(v->map[b] / 512));
+		img_put_le64(z, b * VMDK_GRAIN_SECT);
+		img_put_le32(z + 8, (uint32_t)zlen);
+		memcpy(z + 12, zring_out(st->z, k), zlen);
+		memset(z + 12 + zlen, 0, IMG_ALIGN_UP(12 + zlen, 512) - (12 + zlen));
+		st->o.len += IMG_ALIGN_UP(12 + zlen, 512);
+		st->any = 1;
+	}
+	zring_done(st->z, e);
+	return e;
+}
+
+/* Every grain handed over laid out. */
+static int stream_drain(struct vdisk *v)
+{
+	struct vmdk_stream *st = v->stream;
+	int e = 0;
+
+	while (e == 0 && zring_consumed(st->z) < st->next)
+		e = stream_lay(v);
+	return e;
+}
+
+/* Grain @b (not all zeros; after every grain before it) to the ring;
+ * v->map[b] is 1 until it is laid out. */
+static int stream_grain(struct vdisk *v, uint64_t b, const uint8_t *grain)
+{
+	struct vmdk_stream *st = v->stream;
+	uint64_t k = st->next;
+	int e = 0;
+
+	while (e == 0 && zring_full(st->z, k))
+		e = stream_lay(v);
 	if (e < 0)
 		return e;
-	z = st->o.buf + st->o.len;
-	if (compress2(z + 12, &zlen, grain, VMDK_GRAIN, Z_DEFAULT_COMPRESSION) != Z_OK)
-		return img_set_error(v->ctx, -EIO, "%s: deflate failed", v->path);
-	v->map[b] = out_at(&st->o);
-	img_put_le32(st->gt + 4 * (b % VMDK_GTES), (uint32_t)(v->map[b] / 512));
-	img_put_le64(z, b * VMDK_GRAIN_SECT);
-	img_put_le32(z + 8, (uint32_t)zlen);
-	memset(z + 12 + zlen, 0, IMG_ALIGN_UP(12 + zlen, 512) - (12 + zlen));
-	st->o.len += IMG_ALIGN_UP(12 + zlen, 512);
-	st->any = 1;
-	return 0;
+	memcpy(zring_in(st->z, k), grain, VMDK_GRAIN);
+	st->blk[k % zring_size(st->z)] = b;
+	v->map[b] = 1;
+	st->next = k + 1;
+	zring_publish(st->z, st->next);
+	while (e == 0 && zring_ready(st->z))
+		e = stream_lay(v);
+	return e;
 }
 
 /* What is built goes out (a read of a grain may follow). */
 static int stream_flush(struct vdisk *v)
 {
-	return out_flush(&((struct vmdk_stream *)v->stream)->o);
+	int e = stream_drain(v);
+
+	return e < 0 ? e : out_flush(&((struct vmdk_stream *)v->stream)->o);
 }
 
 /* The last GT, the GD, the footer, end of stream; v->end set. */
@@ -353,8 +436,10 @@ static int stream_end(struct vdisk *v)
 	struct vmdk_stream *st = v->stream;
 	uint64_t gd_sect = SECT(ngts(v) * 4);
 	uint8_t h[512];
-	int e = stream_close_gt(st);
+	int e = stream_drain(v);
 
+	if (e == 0)
+		e = stream_close_gt(st);
 	if (e == 0)
 		e = out_marker(&st->o, gd_sect, VMDK_MARKER_GD);
 	if (e == 0) {
