@@ -231,50 +231,31 @@ static int stream_read(void *user, uint64_t gc, uint8_t *out)
 	return qcow2_stream_read(w->stream, k, out);
 }
 
-/* Guest cluster @gc gets the next data cluster; the one before is final. */
-static int stream_next(void *user, uint64_t gc)
+/* The cluster in memory is final: to the workers. */
+static int stream_put(void *user)
+{
+	return qcow2_stream_publish(W(user)->stream);
+}
+
+/* Guest cluster @gc gets the next data cluster, in memory. */
+static int stream_open(void *user, uint64_t gc)
 {
 	struct img_dev *dev = user;
 	struct qcow2_w *w = W(dev);
-	int r = w->bst.buf ? qcow2_stream_publish(w->stream) : 0;
 
-	w->bst.buf = NULL;
-	if (r < 0)
-		return r;
 	if (!l2_slot(w, gc, true) || qcow2_rev_push(w, gc) < 0)
 		return img_set_error(img_dev_ctx(dev), -ENOMEM, "out of memory for qcow2 tables");
-	w->bst.cur = gc;
 	return qcow2_stream_open(w->stream, &w->bst.buf);
 }
 
-/* Out of order: lay out what is final, stage it all back (see above). */
-static int stream_stop(struct img_dev *dev)
+/* Out of order: stage what was laid out back in the file (see above). */
+static int stream_stage(void *user)
 {
-	struct qcow2_w *w = W(dev);
-	int r = w->bst.buf ? qcow2_stream_publish(w->stream) : 0;
+	struct qcow2_w *w = W(user);
+	int r = qcow2_stream_unpack(w->stream);
 
-	if (r == 0)
-		r = qcow2_stream_unpack(w->stream);
 	qcow2_stream_free(w->stream);
 	w->stream = NULL;
-	w->bst.buf = NULL;
-	if (r == 0)
-		img_log(img_dev_ctx(dev), IMG_LOG_INFO,
-		        "%s: written out of order: the rest is staged and compressed at finish",
-		        w->path);
-	return r;
-}
-
-/* Streamed: 0 (done) or < 0; 1: do it staged. */
-static int streamed(struct img_dev *dev, uint64_t off, uint64_t len, const struct stream_op *op)
-{
-	int r;
-
-	if (!W(dev)->stream)
-		return 1;
-	r = block_stream_do(&W(dev)->bst, off, len, op);
-	if (r == 1 && (r = stream_stop(dev)) == 0)
-		r = 1;
 	return r;
 }
 
@@ -310,7 +291,7 @@ static int w_pwrite(struct img_dev *dev, const void *buf, size_t len, uint64_t o
 {
 	const struct placer pl = { buf_zero, flush_write, (void *)buf };
 	const struct stream_op op = { .kind = STREAM_WRITE, .src = buf };
-	int r = streamed(dev, off, len, &op);
+	int r = block_stream_op(&W(dev)->bst, off, len, &op);
 
 	return r <= 0 ? r : place(dev, off, len, &pl);
 }
@@ -324,7 +305,7 @@ static int w_write_data(struct img_dev *dev, const void *buf, size_t len, uint64
 {
 	const struct placer pl = { buf_zero, W(dev)->dio ? flush_data : flush_write, (void *)buf };
 	const struct stream_op op = { .kind = STREAM_WRITE, .src = buf };
-	int r = streamed(dev, off, len, &op);
+	int r = block_stream_op(&W(dev)->bst, off, len, &op);
 
 	return r <= 0 ? r : place(dev, off, len, &pl);
 }
@@ -359,7 +340,7 @@ static int w_pread(struct img_dev *dev, void *buf, size_t len, uint64_t off)
 	uint8_t *p = buf;
 	struct run run = { 0 };
 	const struct stream_op op = { .kind = STREAM_READ, .dst = buf };
-	int r = streamed(dev, off, len, &op);
+	int r = block_stream_op(&W(dev)->bst, off, len, &op);
 
 	if (r <= 0)
 		return r;
@@ -470,7 +451,7 @@ static int w_write_zeroes(struct img_dev *dev, uint64_t off, uint64_t len)
 	struct qcow2_w *w = W(dev);
 	struct run run = { 0 };
 	const struct stream_op op = { .kind = STREAM_ZERO };
-	int r = streamed(dev, off, len, &op);
+	int r = block_stream_op(&W(dev)->bst, off, len, &op);
 
 	if (r <= 0)
 		return r;
@@ -555,7 +536,7 @@ static int copy_data(struct img_dev *dev, int fd, uint64_t src, uint64_t len, ui
 	struct copy_src cs = { fd, src };
 	const struct placer pl = { source_zero, flush_copy, &cs };
 	const struct stream_op op = { .kind = STREAM_COPY, .fd = fd, .from = src };
-	int r = streamed(dev, dst, len, &op);
+	int r = block_stream_op(&W(dev)->bst, dst, len, &op);
 
 	return r <= 0 ? r : place(dev, dst, len, &pl);
 }
@@ -823,9 +804,8 @@ static int w_finish(struct img_dev *dev)
 
 	if (w->planned)
 		return finish_planned(dev);
-	if (w->stream) {
-		r = w->bst.buf ? qcow2_stream_publish(w->stream) : 0;
-		w->bst.buf = NULL;
+	if (w->bst.on) {
+		r = block_stream_end(&w->bst);
 		if (r == 0)
 			r = qcow2_stream_finish(w->stream);
 		qcow2_stream_free(w->stream);
@@ -958,13 +938,17 @@ int qcow2_create_with_backing(struct img_ctx *ctx, const char *path,
 		r = img_set_error(ctx, -ENOMEM, "out of memory");
 	} else {
 		w->bst = (struct block_stream){ .ctx = ctx,
+			                        .name = w->path,
 			                        .bs = cs,
 			                        .tmp = w->zbuf,
 			                        .user = dev,
 			                        .has = stream_has,
 			                        .read = stream_read,
-			                        .next = stream_next };
+			                        .put = stream_put,
+			                        .open = stream_open,
+			                        .stage = stream_stage };
 		r = qcow2_stream_start(dev, w, &w->stream);
+		w->bst.on = r == 0;
 	}
 	if (r < 0) {
 		img_dev_unref(dev);

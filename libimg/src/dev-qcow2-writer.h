@@ -35,7 +35,8 @@ struct qcow2_w {
 	 * Compressed images while the writes come in order: the clusters are
 	 * compressed as they are final (dev-qcow2-compress.c); @bst holds the
 	 * last one (guest cluster rev[rev_n - 1]) in memory (dev-stream.h).
-	 * NULL @stream: staged (from the start without compression).
+	 * Not bst.on: staged (from the start without compression); @stream
+	 * is NULL then.
 	 */
 	struct qcow2_pack *stream;
 	struct block_stream bst;

@@ -17,7 +17,7 @@ static int read_src(struct block_stream *s, const struct stream_op *op, uint64_t
 	return e < 0 ? img_set_error(s->ctx, e, "reading input: %s", strerror(-e)) : 0;
 }
 
-int block_stream_do(struct block_stream *s, uint64_t off, uint64_t len, const struct stream_op *op)
+static int stream_do(struct block_stream *s, uint64_t off, uint64_t len, const struct stream_op *op)
 {
 	uint64_t pos = 0;
 
@@ -48,7 +48,11 @@ int block_stream_do(struct block_stream *s, uint64_t off, uint64_t len, const st
 			if (op->kind == STREAM_READ)
 				memset(op->dst + pos, 0, (size_t)n);
 		} else if (ahead) {
-			if ((e = s->next(s->user, b)) < 0)
+			e = s->buf ? s->put(s->user) : 0;
+			s->buf = NULL;
+			if (e == 0 && (e = s->open(s->user, b)) == 0)
+				s->cur = b;
+			if (e < 0)
 				return e;
 			memcpy(s->buf + in, data, (size_t)n);
 		} else {
@@ -59,4 +63,36 @@ int block_stream_do(struct block_stream *s, uint64_t off, uint64_t len, const st
 		len -= n;
 	}
 	return 0;
+}
+
+int block_stream_op(struct block_stream *s, uint64_t off, uint64_t len, const struct stream_op *op)
+{
+	int r;
+
+	if (!s->on)
+		return 1;
+	r = stream_do(s, off, len, op);
+	if (r != 1)
+		return r;
+	r = s->buf ? s->put(s->user) : 0;
+	s->buf = NULL;
+	s->on = false;
+	if (r == 0)
+		r = s->stage(s->user);
+	if (r < 0)
+		return r;
+	img_log(s->ctx, IMG_LOG_INFO,
+	        "%s: written out of order: the rest is staged and compressed at finish", s->name);
+	return 1;
+}
+
+int block_stream_end(struct block_stream *s)
+{
+	int r = s->buf ? s->put(s->user) : 0;
+
+	s->buf = NULL;
+	s->on = false;
+	if (r == 0)
+		img_log(s->ctx, IMG_LOG_INFO, "%s: compressed as it was written", s->name);
+	return r;
 }

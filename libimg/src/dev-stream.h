@@ -5,11 +5,11 @@
  * Internal to libimg.
  *
  * The block in memory (@cur) takes every piece that lands in it. A piece
- * of data past it makes it final (next()) and gives the memory to the new
+ * of data past it makes it final (put()) and gives the memory to the new
  * block; zeros past it, or in a block behind it that never got data, are
  * nothing (such blocks read as zeros); a read behind it of a block with
  * data is served by read(). Anything else behind it (data, or zeros over
- * data) is out of order: block_stream_do() says so, and the caller stages
+ * data) is out of order: block_stream_op() has the caller stage
  * what it streamed and does the operation its other way.
  */
 #ifndef IMG_DEV_STREAM_H
@@ -30,22 +30,33 @@ struct stream_op {
 
 struct block_stream {
 	struct img_ctx *ctx;
-	uint64_t bs;  /* block size */
-	uint8_t *buf; /* block @cur, or NULL before the first */
+	const char *name; /* the output, for the log */
+	bool on;          /* streaming (else every op says 1) */
+	uint64_t bs;      /* block size */
+	uint8_t *buf;     /* block @cur, or NULL before the first */
 	uint64_t cur;
 	uint8_t *tmp; /* one block: a copy's source bytes, a block read back */
 	void *user;
 	/* Did block @b (behind @cur) get data? */
 	bool (*has)(void *user, uint64_t b);
-	/* Block @b (has()) as it stands, into @out; message set on failure. */
+	/* Block @b (has()) as it stands, into @out. */
 	int (*read)(void *user, uint64_t b, uint8_t *out);
-	/* Block @cur (if buf) is final; block @b gets the memory: set buf
-	 * (zeroed) and cur. Message set on failure. */
-	int (*next)(void *user, uint64_t b);
+	/* Block @cur, in buf, is final. */
+	int (*put)(void *user);
+	/* Block @b gets the memory: set buf (zeroed). */
+	int (*open)(void *user, uint64_t b);
+	/* Out of order (after put): stage what was streamed, go on the other way. */
+	int (*stage)(void *user);
+	/* Callbacks set the context's message on failure. */
 };
 
-/* 0 done, 1 out of order (nothing left half done that matters: the
- * caller redoes the whole operation after staging), or < 0. */
-int block_stream_do(struct block_stream *s, uint64_t off, uint64_t len, const struct stream_op *op);
+/*
+ * One device operation while streaming: 0 done, or < 0. 1: not streaming
+ * (never, or no more: the first operation out of order staged everything
+ * and is to be done the other way, whole).
+ */
+int block_stream_op(struct block_stream *s, uint64_t off, uint64_t len, const struct stream_op *op);
+/* The end of a streamed image (s->on): the block in memory is final. */
+int block_stream_end(struct block_stream *s);
 
 #endif

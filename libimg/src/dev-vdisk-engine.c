@@ -140,9 +140,11 @@ static uint64_t chunk(const struct vdisk *v, uint64_t off, uint64_t len)
 /* ---- streamed (dev-vdisk.h) ---------------------------------------- */
 
 /* The block in memory is final: to the format, unless it is all zeros. */
-static int stream_put(struct vdisk *v)
+static int stream_put(void *user)
 {
-	if (!v->bst.buf || img_all_zero(v->bst.buf, (size_t)v->bs))
+	struct vdisk *v = user;
+
+	if (img_all_zero(v->bst.buf, (size_t)v->bs))
 		return 0;
 	return v->format->stream_grain(v, v->bst.cur, v->bst.buf);
 }
@@ -152,13 +154,12 @@ static bool stream_has(void *user, uint64_t b)
 	return ((struct vdisk *)user)->map[b] != 0;
 }
 
-/* Streamed block @b (v->map[b] set) into v->grain. */
+/* Streamed block @b (v->map[b] set) into v->grain: out of the stream,
+ * which stream_flush wrote out (and gave v->file_size). */
 static int stream_grain_back(struct vdisk *v, uint64_t b)
 {
 	int e = v->format->stream_flush(v);
 
-	/* our own stream: no file size to check the grain against */
-	v->file_size = UINT64_MAX;
 	return e < 0 ? e : v->format->read_grain(v, b, v->map[b]);
 }
 
@@ -172,50 +173,21 @@ static int stream_read(void *user, uint64_t b, uint8_t *out)
 	return e;
 }
 
-static int stream_next(void *user, uint64_t b)
+static int stream_open(void *user, uint64_t b)
 {
 	struct vdisk *v = user;
-	int e = stream_put(v);
 
-	if (e < 0)
-		return e;
-	v->bst.cur = b;
+	(void)b;
 	memset(v->sbuf, 0, (size_t)v->bs);
 	v->bst.buf = v->sbuf;
 	return 0;
 }
 
-int vdisk_stream_start(struct vdisk *v)
-{
-	int e;
-
-	if (!v->format->stream_start || !v->bs)
-		return 0;
-	v->sbuf = malloc((size_t)v->bs);
-	v->tmp = malloc((size_t)v->bs);
-	if (!v->sbuf || !v->tmp)
-		return img_set_error(v->ctx, -ENOMEM, "out of memory");
-	e = v->format->stream_start(v);
-	if (e != 0)
-		return e < 0 ? e : 0; /* 1: this layout does not stream */
-	e = v->format->stream_head(v);
-	if (e < 0)
-		return e;
-	v->bst = (struct block_stream){ .ctx = v->ctx,
-		                        .bs = v->bs,
-		                        .tmp = v->tmp,
-		                        .user = v,
-		                        .has = stream_has,
-		                        .read = stream_read,
-		                        .next = stream_next };
-	v->streaming = true;
-	return 0;
-}
-
 /* Out of order: every streamed block back into a slot; unplanned from here. */
-static int stream_stop(struct vdisk *v)
+static int stream_stage(void *user)
 {
-	int e = stream_put(v);
+	struct vdisk *v = user;
+	int e = 0;
 
 	for (uint64_t b = 0; b < v->nblocks && e == 0; b++) {
 		uint64_t host;
@@ -228,26 +200,38 @@ static int stream_stop(struct vdisk *v)
 			e = vdisk_pwrite(v, v->grain, (size_t)v->bs, host);
 	}
 	v->format->stream_free(v);
-	v->streaming = false;
 	v->grain_block = UINT64_MAX;
-	if (e == 0)
-		img_log(v->ctx, IMG_LOG_INFO,
-		        "%s: written out of order: the rest is staged and compressed at finish",
-		        v->path);
 	return e;
 }
 
-/* Streamed: 0 (done) or < 0; 1: do it unplanned. */
-static int streamed(struct vdisk *v, uint64_t off, uint64_t len, const struct stream_op *op)
+int vdisk_stream_start(struct vdisk *v)
 {
 	int e;
 
-	if (!v->streaming)
-		return 1;
-	e = block_stream_do(&v->bst, off, len, op);
-	if (e == 1 && (e = stream_stop(v)) == 0)
-		e = 1;
-	return e;
+	if (!v->format->stream_start || !v->bs)
+		return 0;
+	e = v->format->stream_start(v);
+	if (e != 0)
+		return e < 0 ? e : 0; /* 1: this layout does not stream */
+	v->sbuf = malloc((size_t)v->bs);
+	v->tmp = malloc((size_t)v->bs);
+	if (!v->sbuf || !v->tmp)
+		return img_set_error(v->ctx, -ENOMEM, "out of memory");
+	e = v->format->stream_head(v);
+	if (e < 0)
+		return e;
+	v->bst = (struct block_stream){ .ctx = v->ctx,
+		                        .name = v->path,
+		                        .on = true,
+		                        .bs = v->bs,
+		                        .tmp = v->tmp,
+		                        .user = v,
+		                        .has = stream_has,
+		                        .read = stream_read,
+		                        .put = stream_put,
+		                        .open = stream_open,
+		                        .stage = stream_stage };
+	return 0;
 }
 
 static int vd_pread(struct img_dev *dev, void *buf, size_t len, uint64_t off)
@@ -255,7 +239,7 @@ static int vd_pread(struct img_dev *dev, void *buf, size_t len, uint64_t off)
 	struct vdisk *v = img_dev_priv(dev);
 	uint8_t *p = buf;
 	const struct stream_op op = { .kind = STREAM_READ, .dst = buf };
-	int r = streamed(v, off, len, &op);
+	int r = block_stream_op(&v->bst, off, len, &op);
 
 	if (r <= 0)
 		return r;
@@ -290,7 +274,7 @@ static int write_bytes(struct img_dev *dev, const void *buf, size_t len, uint64_
 	struct vdisk *v = img_dev_priv(dev);
 	const uint8_t *p = buf;
 	const struct stream_op op = { .kind = STREAM_WRITE, .src = buf };
-	int r = streamed(v, off, len, &op);
+	int r = block_stream_op(&v->bst, off, len, &op);
 
 	if (r <= 0)
 		return r;
@@ -346,7 +330,7 @@ static int vd_copy_from_fd(struct img_dev *dev, int fd, uint64_t src, uint64_t l
 {
 	struct vdisk *v = img_dev_priv(dev);
 	const struct stream_op op = { .kind = STREAM_COPY, .fd = fd, .from = src };
-	int r = streamed(v, off, len, &op);
+	int r = block_stream_op(&v->bst, off, len, &op);
 
 	if (r <= 0)
 		return r;
@@ -406,7 +390,7 @@ static int vd_write_zeroes(struct img_dev *dev, uint64_t off, uint64_t len)
 {
 	struct vdisk *v = img_dev_priv(dev);
 	const struct stream_op op = { .kind = STREAM_ZERO };
-	int r = streamed(v, off, len, &op);
+	int r = block_stream_op(&v->bst, off, len, &op);
 
 	if (r <= 0)
 		return r;
@@ -474,13 +458,12 @@ static int vd_finish(struct img_dev *dev)
 
 	if (img_dev_readonly(dev))
 		return 0;
-	if (v->streaming) {
+	if (v->bst.on) {
 		/* the block in memory, then the format's tail: in order */
-		e = stream_put(v);
+		e = block_stream_end(&v->bst);
 		if (e == 0)
 			e = v->format->stream_end(v);
 		v->format->stream_free(v);
-		v->streaming = false;
 	} else if (v->planned) {
 		/* the heads of slots never written, then the tail: still in order */
 		e = write_heads(v, v->nalloc);

@@ -68,9 +68,8 @@ struct vdisk {
 	bool planned;      /* plan_done: every slot assigned, the head written */
 	uint64_t heads;    /* planned: slots 0..heads-1 have their head written */
 	char *extent_name; /* VMDK descriptor */
-	/* Streamed: map[b] is where the format put block b (0: not there);
-	 * @bst keeps the block being written in @sbuf (dev-stream.h). */
-	bool streaming;
+	/* Streamed (bst.on): map[b] is where the format put block b (0: not
+	 * there); @bst keeps the block being written in @sbuf (dev-stream.h). */
 	struct block_stream bst;
 	uint8_t *sbuf, *tmp;
 	void *stream; /* the format's stream state */

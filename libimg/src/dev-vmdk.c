@@ -425,9 +425,13 @@ static int stream_grain(struct vdisk *v, uint64_t b, const uint8_t *grain)
 /* What is built goes out (a read of a grain may follow). */
 static int stream_flush(struct vdisk *v)
 {
+	struct vmdk_stream *st = v->stream;
 	int e = stream_drain(v);
 
-	return e < 0 ? e : out_flush(&((struct vmdk_stream *)v->stream)->o);
+	if (e == 0)
+		e = out_flush(&st->o);
+	v->file_size = out_at(&st->o); /* what vmdk_read_grain may read */
+	return e;
 }
 
 /* The last GT, the GD, the footer, end of stream; v->end set. */
