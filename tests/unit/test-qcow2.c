@@ -708,26 +708,9 @@ START_TEST(plan_model)
 	for (uint64_t i = 0; i < nplan; i++) {
 		uint64_t off = ranges[i][0], end = off + ranges[i][1];
 
-		while (off < end) {
-			uint64_t n = 1 + t_rnd(&rng) % 200000;
-
-			n = IMG_MIN(n, end - off); /* a macro: draw the number once */
-
-			t_dev_model_write(ctx, d, model, srcfd, data, srclen, off, n, &rng);
-			off += n;
-		}
-		if (t_rnd(&rng) % 3 == 0) { /* a read of anything so far */
-			uint64_t roff = t_rnd(&rng) % end, n = 1 + t_rnd(&rng) % 300000;
-			uint8_t *back;
-
-			n = IMG_MIN(n, pc->size - roff);
-			back = malloc((size_t)n);
-			ck_assert_ok(img_dev_pread(d, back, (size_t)n, roff), ctx);
-			ck_assert_msg(!memcmp(back, model + roff, (size_t)n),
-			              "read [%llu, +%llu) differs from the model",
-			              (unsigned long long)roff, (unsigned long long)n);
-			free(back);
-		}
+		t_dev_model_range(ctx, d, model, srcfd, data, srclen, off, end, &rng);
+		/* a read of anything so far */
+		t_dev_model_maybe_read(ctx, d, model, pc->size, end, &rng);
 	}
 	/* Zeros outside the plan are fine: they read as zeros already. */
 	if (at + 2 * cs <= pc->size) {
@@ -969,26 +952,6 @@ static void stream_write(struct img_dev *a, struct img_dev *b, uint8_t *model, i
 	rng = ra;
 }
 
-static void stream_read(struct img_dev *d, const uint8_t *model, uint64_t off, uint64_t len)
-{
-	uint8_t *buf = malloc((size_t)len);
-
-	ck_assert_ok(img_dev_pread(d, buf, (size_t)len, off), img_dev_ctx(d));
-	ck_assert_msg(!memcmp(buf, model + off, (size_t)len), "read of [%llu, +%llu) differs",
-	              (unsigned long long)off, (unsigned long long)len);
-	free(buf);
-}
-
-/* Rewrite @d's first non-zero byte below @end with itself: behind, if any. */
-static void stream_stage(struct img_dev *d, const uint8_t *model, uint64_t end)
-{
-	for (uint64_t j = 0; j < end; j++)
-		if (model[j]) {
-			ck_assert_ok(img_dev_pwrite(d, model + j, 1, j), img_dev_ctx(d));
-			return;
-		}
-}
-
 /*
  * Compressed images compress their clusters as in-order writes pass them.
  * Random ascending ranges (gaps of every size, pieces sharing clusters)
@@ -1047,22 +1010,22 @@ START_TEST(stream_model)
 		stream_write(a, b, model, srcfd, data, srclen, at, len);
 		last = (at + len - 1) & ~(cs - 1);
 		/* the last cluster and past it; now and then all of it */
-		stream_read(a, model, last, IMG_MIN(2 * cs, o.size - last));
+		t_dev_model_check(ca, a, model, last, IMG_MIN(2 * cs, o.size - last));
 		if (i % 5 == 4)
-			stream_read(a, model, 0, at + len);
+			t_dev_model_check(ca, a, model, 0, at + len);
 		/* a cluster inside the gap, never written: zeros behind */
 		if (hole + 2 * cs <= at) {
 			ck_assert_ok(img_dev_write_zeroes(a, hole, cs), ca);
 			ck_assert_ok(img_dev_write_zeroes(b, hole, cs), cb);
-			stream_read(a, model, hole, cs);
+			t_dev_model_check(ca, a, model, hole, cs);
 		}
 		if (i == stage_at)
-			stream_stage(b, model, at + len);
+			t_dev_rewrite_data(b, model, at + len);
 		at += len;
 	}
 	if (stage_at == 1000)
-		stream_stage(b, model, o.size);
-	stream_read(b, model, 0, o.size);
+		t_dev_rewrite_data(b, model, o.size);
+	t_dev_model_check(cb, b, model, 0, o.size);
 	ck_assert_ok(img_dev_finish(a), ca);
 	ck_assert_ok(img_dev_finish(b), cb);
 	img_dev_unref(a);

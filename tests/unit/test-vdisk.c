@@ -207,25 +207,9 @@ START_TEST(plan_model)
 		if (vc->plan && (i == nplan / 2 || i == nplan - 1))
 			continue; /* planned, never written: slots of zeros */
 
-		while (off < end) {
-			uint64_t n = 1 + t_rnd(&rng) % 200000;
-
-			n = IMG_MIN(n, end - off); /* a macro: draw the number once */
-			t_dev_model_write(ctx, d, model, srcfd, data, srclen, off, n, &rng);
-			off += n;
-		}
-		if (t_rnd(&rng) % 3 == 0) { /* a read of anything so far */
-			uint64_t roff = t_rnd(&rng) % end, n = 1 + t_rnd(&rng) % 300000;
-			uint8_t *back;
-
-			n = IMG_MIN(n, vc->size - roff);
-			back = malloc((size_t)n);
-			ck_assert_ok(img_dev_pread(d, back, (size_t)n, roff), ctx);
-			ck_assert_msg(!memcmp(back, model + roff, (size_t)n),
-			              "read [%llu, +%llu) differs from the model",
-			              (unsigned long long)roff, (unsigned long long)n);
-			free(back);
-		}
+		t_dev_model_range(ctx, d, model, srcfd, data, srclen, off, end, &rng);
+		/* a read of anything so far */
+		t_dev_model_maybe_read(ctx, d, model, vc->size, end, &rng);
 	}
 	/* Zeros past the last range: fine planned or not, and nothing is allocated
 	 * (write_zeroes; pwrite of zeros only where a plan makes it skip). */
@@ -341,26 +325,13 @@ START_TEST(stream_same_bytes)
 			t_dev_model_write(ctx[k], d[k], model, srcfd, data, srclen, at, len, &rng);
 		}
 		at += len;
-		if (nw % 4 == 3) {
-			uint8_t *back = malloc((size_t)at);
-
-			ck_assert_ok(img_dev_pread(d[0], back, (size_t)at, 0), ctx[0]);
-			ck_assert_msg(!memcmp(back, model, (size_t)at), "read back differs");
-			free(back);
-		}
+		if (nw % 4 == 3)
+			t_dev_model_check(ctx[0], d[0], model, 0, at);
 		if (nw == 5)
-			for (uint64_t j = 0; j < at; j++)
-				if (model[j]) {
-					ck_assert_ok(img_dev_pwrite(d[1], model + j, 1, j), ctx[1]);
-					break;
-				}
+			t_dev_rewrite_data(d[1], model, at);
 	}
 	ck_assert_int_gt(nw, 5);
-	for (uint64_t j = 0; j < vc.size; j++)
-		if (model[j]) {
-			ck_assert_ok(img_dev_pwrite(d[2], model + j, 1, j), ctx[2]);
-			break;
-		}
+	t_dev_rewrite_data(d[2], model, vc.size);
 	close(srcfd);
 	for (int k = 0; k < 3; k++) {
 		ck_assert_ok(img_dev_finish(d[k]), ctx[k]);

@@ -195,3 +195,47 @@ void t_dev_model_write(struct img_ctx *ctx, struct img_dev *d, uint8_t *model, i
 	}
 	memcpy(model + off, src + s, (size_t)len);
 }
+
+void t_dev_model_range(struct img_ctx *ctx, struct img_dev *d, uint8_t *model, int srcfd,
+                       const uint8_t *src, size_t srclen, uint64_t off, uint64_t end, uint64_t *rng)
+{
+	while (off < end) {
+		uint64_t n = 1 + t_rnd(rng) % 200000;
+
+		n = IMG_MIN(n, end - off); /* a macro: draw the number once */
+		t_dev_model_write(ctx, d, model, srcfd, src, srclen, off, n, rng);
+		off += n;
+	}
+}
+
+void t_dev_model_check(struct img_ctx *ctx, struct img_dev *d, const uint8_t *model, uint64_t off,
+                       uint64_t len)
+{
+	uint8_t *back = malloc((size_t)len ? (size_t)len : 1);
+
+	ck_assert_ptr_nonnull(back);
+	ck_assert_ok(img_dev_pread(d, back, (size_t)len, off), ctx);
+	ck_assert_msg(!memcmp(back, model + off, (size_t)len),
+	              "read [%llu, +%llu) differs from the model", (unsigned long long)off,
+	              (unsigned long long)len);
+	free(back);
+}
+
+void t_dev_model_maybe_read(struct img_ctx *ctx, struct img_dev *d, const uint8_t *model,
+                            uint64_t size, uint64_t end, uint64_t *rng)
+{
+	if (t_rnd(rng) % 3 == 0) {
+		uint64_t roff = t_rnd(rng) % end, n = 1 + t_rnd(rng) % 300000;
+
+		t_dev_model_check(ctx, d, model, roff, IMG_MIN(n, size - roff));
+	}
+}
+
+void t_dev_rewrite_data(struct img_dev *d, const uint8_t *model, uint64_t end)
+{
+	for (uint64_t j = 0; j < end; j++)
+		if (model[j]) {
+			ck_assert_ok(img_dev_pwrite(d, model + j, 1, j), img_dev_ctx(d));
+			return;
+		}
+}

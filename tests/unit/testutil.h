@@ -32,6 +32,20 @@ struct img_dev;
 void t_dev_model_write(struct img_ctx *ctx, struct img_dev *d, uint8_t *model, int srcfd,
                        const uint8_t *src, size_t srclen, uint64_t off, uint64_t len,
                        uint64_t *rng);
+/* t_dev_model_write() over [@off, @end) in pieces of random sizes. */
+void t_dev_model_range(struct img_ctx *ctx, struct img_dev *d, uint8_t *model, int srcfd,
+                       const uint8_t *src, size_t srclen, uint64_t off, uint64_t end,
+                       uint64_t *rng);
+/* @d reads [@off, @off+@len) as @model has it, or the test fails. */
+void t_dev_model_check(struct img_ctx *ctx, struct img_dev *d, const uint8_t *model, uint64_t off,
+                       uint64_t len);
+/* One time in three, t_dev_model_check() of a random range starting below
+ * @end (at most 300000 bytes, none past @size). */
+void t_dev_model_maybe_read(struct img_ctx *ctx, struct img_dev *d, const uint8_t *model,
+                            uint64_t size, uint64_t end, uint64_t *rng);
+/* Rewrite @d's first non-zero byte below @end with itself (the model
+ * says where): a write behind whatever came after it. */
+void t_dev_rewrite_data(struct img_dev *d, const uint8_t *model, uint64_t end);
 /* A new context that fails the test if it cannot be made. */
 struct img_ctx *t_ctx(void);
 /* Write a file (creating parents is the caller's job). */
